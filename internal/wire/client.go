@@ -1,0 +1,176 @@
+package wire
+
+import (
+	"encoding/json"
+	"errors"
+)
+
+// Client protocol message types. Requests flow from a client (pkg/client, taskctl) to taskd;
+// replies flow back. Calls, results and cancels reuse the worker protocol's type names.
+const (
+	// client → taskd
+	TCheckout = "checkout" // {id, iface, keep?}: ask for an exclusive worker
+	TAbandon  = "abandon"  // {id}: the caller stopped waiting for checkout id
+	TRelease  = "release"  // {co, retire?}: give the worker back (or retire it)
+	TAbort    = "abort"    // {co, msg}: fatal: kill the checkout's worker
+	TPing     = "ping"     // {id}
+	TStatus   = "status"   // {id}
+	// TCall {co, id, m, a} and TCancel {co, id} are shared with the worker protocol.
+
+	// taskd → client
+	TGranted = "granted" // {id, co, worker, pid, n}: checkout id got a worker
+	TRefused = "refused" // {id, code, msg}: a request failed (checkout, ping, status)
+	TFail    = "fail"    // {co, id, code, msg}: one call failed without running (e.g. aborted)
+	TLost    = "lost"    // {co, code, msg}: the checkout is dead; every outstanding call fails
+	TPong    = "pong"    // {id, version}
+	TFatal   = "fatal"   // {msg}: the connection broke the protocol; taskd closes it
+	// TOK {co, id, r, logs}, TErr {co, id, e, logs} and TStatus {id, status} are replies too.
+)
+
+// Error codes carried by "refused", "fail" and "lost". Clients map them to typed errors.
+const (
+	CodeUnknownInterface = "unknown_interface"
+	CodeOverloaded       = "overloaded"
+	CodeUnavailable      = "unavailable"
+	CodeShuttingDown     = "shutting_down"
+	CodeBadRequest       = "bad_request"
+	CodeAborted          = "aborted"
+	CodeWorkerLost       = "worker_lost"
+	CodeCallTimeout      = "call_timeout"
+	CodeProtocol         = "protocol_error"
+	CodeAbandoned        = "abandoned"
+	CodeUnknownCheckout  = "unknown_checkout"
+)
+
+// ClientMsg is one message of the client protocol, in either direction. Payload fields stay
+// raw JSON so that taskd relays them without decoding.
+type ClientMsg struct {
+	T       string          `json:"t"`
+	ID      uint64          `json:"id,omitempty"` // request id, or call id within a checkout
+	Co      uint64          `json:"co,omitempty"` // checkout id, chosen by taskd
+	Iface   string          `json:"iface,omitempty"`
+	M       string          `json:"m,omitempty"`
+	A       json.RawMessage `json:"a,omitempty"`
+	R       json.RawMessage `json:"r,omitempty"`
+	E       json.RawMessage `json:"e,omitempty"`
+	Logs    json.RawMessage `json:"logs,omitempty"`
+	Code    string          `json:"code,omitempty"`
+	Msg     string          `json:"msg,omitempty"`
+	Worker  string          `json:"worker,omitempty"`
+	PID     int             `json:"pid,omitempty"`
+	N       int             `json:"n,omitempty"` // checkouts the worker has served, this one included
+	Keep    bool            `json:"keep,omitempty"`
+	Retire  bool            `json:"retire,omitempty"`
+	Version string          `json:"version,omitempty"`
+	Status  *Status         `json:"status,omitempty"`
+}
+
+// DecodeClientMsg decodes one line of the client protocol and checks the fields its type
+// requires. Like DecodeWorkerMsg it returns ErrNotObject or a *ProtocolError, and accepts
+// unknown types and fields. The returned message does not alias line.
+func DecodeClientMsg(line []byte) (ClientMsg, error) {
+	if !looksLikeObject(line) {
+		return ClientMsg{}, ErrNotObject
+	}
+	var m ClientMsg
+	if err := json.Unmarshal(line, &m); err != nil {
+		var syn *json.SyntaxError
+		if errors.As(err, &syn) {
+			return ClientMsg{}, ErrNotObject
+		}
+		return ClientMsg{}, NewProtocolError(line, "bad field (%v)", err)
+	}
+	need := func(ok bool, what string) error {
+		if ok {
+			return nil
+		}
+		return NewProtocolError(line, "%q without %s", m.T, what)
+	}
+	var err error
+	switch m.T {
+	case "":
+		err = NewProtocolError(line, `object without "t"`)
+	case TCheckout:
+		if err = need(m.ID != 0, `"id"`); err == nil {
+			err = need(m.Iface != "", `"iface"`)
+		}
+	case TAbandon, TPing, TStatus, TPong:
+		err = need(m.ID != 0, `"id"`)
+	case TRelease, TAbort, TLost:
+		err = need(m.Co != 0, `"co"`)
+	case TCall:
+		if err = need(m.Co != 0 && m.ID != 0, `"co" and "id"`); err == nil {
+			if len(m.A) == 0 {
+				m.A = json.RawMessage("[]")
+			} else if !looksLikeArray(m.A) {
+				err = NewProtocolError(line, `"a" must be an array`)
+			}
+		}
+	case TCancel, TFail:
+		err = need(m.Co != 0 && m.ID != 0, `"co" and "id"`)
+	case TOK:
+		err = need(m.Co != 0 && m.ID != 0, `"co" and "id"`)
+		if len(m.R) == 0 {
+			m.R = json.RawMessage("null")
+		}
+	case TErr:
+		if err = need(m.Co != 0 && m.ID != 0, `"co" and "id"`); err == nil {
+			err = need(looksLikeObject(m.E), `an "e" object`)
+		}
+	case TGranted:
+		err = need(m.ID != 0 && m.Co != 0, `"id" and "co"`)
+	case TRefused:
+		err = need(m.ID != 0 && m.Code != "", `"id" and "code"`)
+	}
+	if err != nil {
+		return ClientMsg{}, err
+	}
+	return m, nil
+}
+
+// AppendClientMsg appends m as one line (JSON plus "\n") to buf.
+func AppendClientMsg(buf []byte, m *ClientMsg) ([]byte, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return buf, err
+	}
+	buf = append(buf, b...)
+	return append(buf, '\n'), nil
+}
+
+// Status is the daemon's answer to a "status" request: a snapshot for operators.
+type Status struct {
+	Version    string            `json:"version"`
+	PID        int               `json:"pid"`
+	UptimeSec  float64           `json:"uptime_sec"`
+	Draining   bool              `json:"draining,omitempty"`
+	Interfaces []InterfaceStatus `json:"interfaces"`
+}
+
+// InterfaceStatus describes one interface's pool.
+type InterfaceStatus struct {
+	Name          string         `json:"name"`
+	Live          int            `json:"live"`     // started and not yet reaped, including busy
+	Idle          int            `json:"idle"`     // ready and waiting for a checkout
+	Busy          int            `json:"busy"`     // checked out
+	Starting      int            `json:"starting"` // spawned, not yet ready
+	Queued        int            `json:"queued"`   // checkouts waiting for a worker
+	MinIdle       int            `json:"min_idle"`
+	MaxWorkers    int            `json:"max_workers"`
+	Checkouts     uint64         `json:"checkouts"` // checkouts served since start
+	Spawns        uint64         `json:"spawns"`
+	SpawnFailures uint64         `json:"spawn_failures"`
+	LastError     string         `json:"last_error,omitempty"`
+	Workers       []WorkerStatus `json:"workers"`
+}
+
+// WorkerStatus describes one worker process.
+type WorkerStatus struct {
+	ID        string  `json:"id"`
+	PID       int     `json:"pid"`
+	State     string  `json:"state"` // idle, busy
+	Checkouts int     `json:"checkouts"`
+	AgeSec    float64 `json:"age_sec"`
+	Method    string  `json:"method,omitempty"`   // the call running now, if any
+	CallSec   float64 `json:"call_sec,omitempty"` // how long it has run
+}

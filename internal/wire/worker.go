@@ -1,0 +1,211 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// ProtocolVersion is the worker protocol version this package speaks.
+const ProtocolVersion = 1
+
+// Worker protocol message types (the "t" field).
+const (
+	TReady  = "ready"  // worker → taskd: setup finished
+	TCall   = "call"   // taskd → worker (and client → taskd): run a method
+	TOK     = "ok"     // reply: success
+	TErr    = "err"    // reply: the call raised
+	TCancel = "cancel" // caller gave up on a call
+	TDone   = "done"   // taskd → worker: the checkout was released
+	TBye    = "bye"    // worker → taskd: retire me after this checkout
+)
+
+// ErrNotObject reports a line that is not a JSON object. On a worker's stdout such a line
+// is stray output (logged and ignored), not a protocol error.
+var ErrNotObject = errors.New("wire: line is not a JSON object")
+
+// ErrProtocol is matched (errors.Is) by every *ProtocolError.
+var ErrProtocol = errors.New("wire: protocol error")
+
+// ProtocolError reports a JSON object that breaks a protocol: a missing or mistyped field,
+// or an unsupported version. It quotes a short snippet of the offending line.
+type ProtocolError struct {
+	Reason  string
+	Snippet string
+}
+
+func (e *ProtocolError) Error() string {
+	return fmt.Sprintf("protocol error: %s in %s", e.Reason, e.Snippet)
+}
+
+// Is makes errors.Is(err, ErrProtocol) true.
+func (e *ProtocolError) Is(target error) bool { return target == ErrProtocol }
+
+// NewProtocolError builds a *ProtocolError quoting line.
+func NewProtocolError(line []byte, format string, args ...any) *ProtocolError {
+	return &ProtocolError{Reason: fmt.Sprintf(format, args...), Snippet: Snippet(line)}
+}
+
+// WorkerMsg is one message of worker protocol v1. Payload fields stay raw JSON: taskd
+// relays them without decoding, and the SDKs decode them into the caller's types.
+type WorkerMsg struct {
+	T    string          `json:"t"`
+	V    int             `json:"v,omitempty"`
+	ID   uint64          `json:"id,omitempty"`
+	M    string          `json:"m,omitempty"`
+	A    json.RawMessage `json:"a,omitempty"`
+	R    json.RawMessage `json:"r,omitempty"`
+	E    json.RawMessage `json:"e,omitempty"`
+	Logs json.RawMessage `json:"logs,omitempty"`
+	Msg  string          `json:"msg,omitempty"`
+}
+
+// workerIn is WorkerMsg as decoded: pointers tell a missing field from a zero one.
+type workerIn struct {
+	T    *string         `json:"t"`
+	V    *int            `json:"v"`
+	ID   *uint64         `json:"id"`
+	M    string          `json:"m"`
+	A    json.RawMessage `json:"a"`
+	R    json.RawMessage `json:"r"`
+	E    json.RawMessage `json:"e"`
+	Logs json.RawMessage `json:"logs"`
+	Msg  string          `json:"msg"`
+}
+
+// DecodeWorkerMsg decodes one line of worker protocol v1 (either direction) and checks that
+// the message has the fields its type requires. It returns ErrNotObject for a line that is
+// not a JSON object and a *ProtocolError for an object that breaks the protocol. Unknown
+// types and unknown fields are accepted (forward compatibility); the caller ignores them.
+// The returned message does not alias line.
+func DecodeWorkerMsg(line []byte) (WorkerMsg, error) {
+	if !looksLikeObject(line) {
+		return WorkerMsg{}, ErrNotObject
+	}
+	var in workerIn
+	if err := json.Unmarshal(line, &in); err != nil {
+		var syn *json.SyntaxError
+		if errors.As(err, &syn) {
+			return WorkerMsg{}, ErrNotObject
+		}
+		return WorkerMsg{}, NewProtocolError(line, "bad field (%v)", err)
+	}
+	if in.T == nil {
+		return WorkerMsg{}, NewProtocolError(line, `object without "t"`)
+	}
+	m := WorkerMsg{T: *in.T, M: in.M, A: in.A, R: in.R, E: in.E, Logs: in.Logs, Msg: in.Msg}
+	if in.V != nil {
+		m.V = *in.V
+	}
+	if in.ID != nil {
+		m.ID = *in.ID
+	}
+	switch m.T {
+	case TReady:
+		if in.V == nil {
+			return m, NewProtocolError(line, `"ready" without "v"`)
+		}
+		if m.V != ProtocolVersion {
+			return m, NewProtocolError(line, "unsupported protocol version %d (taskd speaks %d)", m.V, ProtocolVersion)
+		}
+	case TOK:
+		if in.ID == nil {
+			return m, NewProtocolError(line, `"ok" without "id"`)
+		}
+		if len(m.R) == 0 {
+			m.R = json.RawMessage("null")
+		}
+	case TErr:
+		if in.ID == nil {
+			return m, NewProtocolError(line, `"err" without "id"`)
+		}
+		if !looksLikeObject(m.E) {
+			return m, NewProtocolError(line, `"err" without an "e" object`)
+		}
+	case TCall:
+		if in.ID == nil {
+			return m, NewProtocolError(line, `"call" without "id"`)
+		}
+		if len(m.A) == 0 {
+			m.A = json.RawMessage("[]")
+		} else if !looksLikeArray(m.A) {
+			return m, NewProtocolError(line, `"a" must be an array`)
+		}
+	case TCancel:
+		if in.ID == nil {
+			return m, NewProtocolError(line, `"cancel" without "id"`)
+		}
+	}
+	if len(m.Logs) > 0 && !looksLikeArray(m.Logs) && !bytes.Equal(m.Logs, []byte("null")) {
+		return m, NewProtocolError(line, `"logs" must be an array`)
+	}
+	return m, nil
+}
+
+// AppendCall appends the line {"t":"call","id":ID,"m":METHOD,"a":ARGS}\n to buf. args
+// must be a JSON array (nil means []).
+func AppendCall(buf []byte, id uint64, method string, args json.RawMessage) []byte {
+	buf = append(buf, `{"t":"call","id":`...)
+	buf = strconv.AppendUint(buf, id, 10)
+	if method != "" {
+		buf = append(buf, `,"m":`...)
+		buf = AppendString(buf, method)
+	}
+	buf = append(buf, `,"a":`...)
+	if len(args) == 0 {
+		args = json.RawMessage("[]")
+	}
+	buf = append(buf, args...)
+	return append(buf, "}\n"...)
+}
+
+// AppendCancel appends {"t":"cancel","id":ID}\n to buf.
+func AppendCancel(buf []byte, id uint64) []byte {
+	buf = append(buf, `{"t":"cancel","id":`...)
+	buf = strconv.AppendUint(buf, id, 10)
+	return append(buf, "}\n"...)
+}
+
+// DoneLine is the message taskd sends when a checkout is released.
+var DoneLine = []byte(`{"t":"done"}` + "\n")
+
+// ReadyLine is the message a worker sends when its setup has finished.
+var ReadyLine = []byte(`{"t":"ready","v":1}` + "\n")
+
+// ErrorPayload is the "e" object of an "err" reply.
+type ErrorPayload struct {
+	Msg   string `json:"msg"`
+	Type  string `json:"type,omitempty"`
+	Trace string `json:"trace,omitempty"`
+}
+
+// LogRecord is one element of the "logs" array of a reply: a log record made by the
+// worker during the call. TS is Unix seconds with a fraction.
+type LogRecord struct {
+	TS  float64         `json:"ts"`
+	Lvl string          `json:"lvl"`
+	Msg string          `json:"msg"`
+	F   json.RawMessage `json:"f,omitempty"`
+}
+
+// AppendString appends s as a JSON string literal.
+func AppendString(buf []byte, s string) []byte {
+	b, _ := json.Marshal(s) // a string always marshals
+	return append(buf, b...)
+}
+
+func looksLikeObject(b []byte) bool { return firstByte(b) == '{' }
+func looksLikeArray(b []byte) bool  { return firstByte(b) == '[' }
+
+func firstByte(b []byte) byte {
+	for _, c := range b {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		}
+		return c
+	}
+	return 0
+}
