@@ -1,0 +1,186 @@
+package taskdtest
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// modeEnv selects the worker mode when a test binary runs as a worker.
+const modeEnv = "TASKD_TEST_WORKER"
+
+// MaybeRunWorker turns the test binary into a worker process when it was started as one
+// (see WorkerYAML). Call it first thing in TestMain.
+func MaybeRunWorker() {
+	mode := os.Getenv(modeEnv)
+	if mode == "" {
+		return
+	}
+	os.Exit(runWorker(mode))
+}
+
+// WorkerYAML returns the config of an interface named name whose workers are this test
+// binary in the given mode. extra is more YAML keys of the interface, one per line
+// ("max_workers: 2").
+//
+// Modes: "raw" (a well-behaved worker, see below), "neverready", "exitnow" (writes to
+// stderr and exits 1), "slowready" (ready after 300ms), "readydie" (exits 20ms after ready).
+//
+// Methods of "raw": echo (returns its args), fail (err type TestError), pid, sleep [ms],
+// spin (burns CPU forever), crash (exits 3 mid-call), bye, garbage (prints a stray line
+// first), longline [n] (replies with an n-byte line), badid (replies with a wrong id),
+// dones (how many "done" it has received), env (its environment), wait (blocks until the
+// call is cancelled), stderr [n] (writes an n-byte stderr line), logs.
+func WorkerYAML(name, mode, extra string, env ...string) string {
+	var b strings.Builder
+	// GORACE: a race-enabled binary otherwise sleeps 1s at exit, which would make every
+	// worker exit look slow.
+	fmt.Fprintf(&b, "  %s:\n    command: [%q]\n    env: {%s: %q, GORACE: \"atexit_sleep_ms=0\"", name, os.Args[0], modeEnv, mode)
+	for i := 0; i+1 < len(env); i += 2 {
+		fmt.Fprintf(&b, ", %s: %q", env[i], env[i+1])
+	}
+	b.WriteString("}\n")
+	for _, line := range strings.Split(strings.TrimSpace(extra), "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			fmt.Fprintf(&b, "    %s\n", line)
+		}
+	}
+	return b.String()
+}
+
+type rawMsg struct {
+	T  string            `json:"t"`
+	ID uint64            `json:"id"`
+	M  string            `json:"m"`
+	A  []json.RawMessage `json:"a"`
+}
+
+func runWorker(mode string) int {
+	out := bufio.NewWriter(os.Stdout)
+	send := func(v any) {
+		b, _ := json.Marshal(v)
+		out.Write(b)
+		out.WriteByte('\n')
+		out.Flush()
+	}
+	switch mode {
+	case "neverready":
+		fmt.Fprintln(os.Stderr, "setting up forever")
+		select {}
+	case "exitnow":
+		fmt.Fprintln(os.Stderr, "fatal: cannot open database /nonexistent/db.sqlite: no such file")
+		return 1
+	case "slowready":
+		time.Sleep(300 * time.Millisecond)
+	}
+	if f := os.Getenv("TASKD_TEST_SETUP_LOG"); f != "" {
+		fh, err := os.OpenFile(f, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err == nil {
+			fmt.Fprintf(fh, "%d\n", os.Getpid())
+			fh.Close()
+		}
+	}
+	send(map[string]any{"t": "ready", "v": 1})
+	if mode == "readydie" {
+		time.Sleep(20 * time.Millisecond)
+		return 0
+	}
+	in := bufio.NewReaderSize(os.Stdin, 1<<20)
+	dones := 0
+	next := func() (rawMsg, bool) {
+		line, err := in.ReadBytes('\n')
+		if err != nil {
+			return rawMsg{}, false
+		}
+		var m rawMsg
+		_ = json.Unmarshal(line, &m)
+		return m, true
+	}
+	ok := func(id uint64, r any) { send(map[string]any{"t": "ok", "id": id, "r": r}) }
+	for {
+		m, more := next()
+		if !more {
+			return 0
+		}
+		switch m.T {
+		case "done":
+			dones++
+			continue
+		case "call":
+		default:
+			continue
+		}
+		num := func(i int) int {
+			var n int
+			if i < len(m.A) {
+				_ = json.Unmarshal(m.A[i], &n)
+			}
+			return n
+		}
+		switch m.M {
+		case "echo", "":
+			if m.A == nil {
+				m.A = []json.RawMessage{}
+			}
+			ok(m.ID, m.A)
+		case "fail":
+			send(map[string]any{"t": "err", "id": m.ID, "e": map[string]any{
+				"msg": "it failed as asked", "type": "TestError", "trace": "at raw.go:1\nat raw.go:2"}})
+		case "pid":
+			ok(m.ID, os.Getpid())
+		case "sleep":
+			time.Sleep(time.Duration(num(0)) * time.Millisecond)
+			ok(m.ID, true)
+		case "spin":
+			for {
+			}
+		case "crash":
+			fmt.Fprintln(os.Stderr, "about to crash on purpose")
+			return 3
+		case "bye":
+			send(map[string]any{"t": "bye", "msg": "asked to"})
+			ok(m.ID, true)
+		case "garbage":
+			fmt.Fprintln(out, "this line is not JSON")
+			fmt.Fprintln(out, `["an array is not an object either"]`)
+			ok(m.ID, "after garbage")
+		case "longline":
+			out.WriteString(`{"t":"ok","id":`)
+			fmt.Fprint(out, m.ID)
+			out.WriteString(`,"r":"`)
+			out.WriteString(strings.Repeat("x", num(0)))
+			out.WriteString("\"}\n")
+			out.Flush()
+		case "badid":
+			ok(m.ID+1000, "wrong id")
+		case "dones":
+			ok(m.ID, dones)
+		case "env":
+			ok(m.ID, os.Environ())
+		case "wait":
+			for {
+				c, more := next()
+				if !more {
+					return 0
+				}
+				if c.T == "cancel" && c.ID == m.ID {
+					ok(m.ID, "cancelled")
+					break
+				}
+			}
+		case "stderr":
+			fmt.Fprintln(os.Stderr, strings.Repeat("e", num(0)))
+			ok(m.ID, true)
+		case "logs":
+			send(map[string]any{"t": "ok", "id": m.ID, "r": true, "logs": []map[string]any{
+				{"ts": 1700000000.5, "lvl": "info", "msg": "first", "f": map[string]any{"k": 1}},
+				{"ts": 1700000001.5, "lvl": "warn", "msg": "second"},
+			}})
+		default:
+			send(map[string]any{"t": "err", "id": m.ID, "e": map[string]any{"msg": "no method " + m.M, "type": "NoSuchMethod"}})
+		}
+	}
+}

@@ -1,0 +1,691 @@
+package worker
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/taskd-dev/taskd/internal/wire"
+)
+
+// PassEnv lists the variables of taskd's own environment that every worker inherits. All
+// others are dropped; a worker also gets its interface's env and the TASKD_* variables.
+var PassEnv = []string{"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"}
+
+// drainWait bounds how long the waiter waits for a dead worker's pipes to reach EOF (a
+// grandchild may hold them open) before it closes them.
+const drainWait = time.Second
+
+// Config describes one worker process. It is read, never modified.
+type Config struct {
+	Interface       string
+	ID              string // unique per daemon, e.g. "passwd-3"
+	Command         []string
+	Dir             string
+	Env             map[string]string
+	SetupTimeout    time.Duration // spawn until "ready"; <= 0 means 10s
+	CallTimeout     time.Duration // a call running longer kills the worker; <= 0 means none
+	MaxMessageBytes int           // longest stdout line; <= 0 means wire.DefaultMaxMessageBytes
+	Logger          *zap.Logger   // nil means zap.NewNop()
+	// OnExit, if set, is called once from the waiter goroutine after the process has been
+	// reaped and every outstanding call has been failed. It must not block.
+	OnExit func(*Worker)
+}
+
+// Reply is the outcome of one call, delivered exactly once to the callback given to Call.
+type Reply struct {
+	OK     bool            // true: Result holds "r"; false: Error holds "e" (if Err is nil)
+	Result json.RawMessage // "r"
+	Error  json.RawMessage // "e": {"msg","type","trace"}
+	Logs   json.RawMessage // "logs", or nil
+	Err    error           // non-nil: the worker ended before replying (*ExitError)
+}
+
+type call struct {
+	id      uint64
+	method  string
+	started time.Time
+	done    func(Reply)
+	timer   *time.Timer
+}
+
+// Info is a snapshot of a worker for status reports.
+type Info struct {
+	ID          string
+	PID         int
+	Started     time.Time
+	Method      string    // the oldest outstanding call, if any
+	CallStarted time.Time // when it was sent
+}
+
+// Worker is one running worker process. See the package documentation for ownership.
+type Worker struct {
+	cfg     Config
+	log     *zap.Logger
+	cmd     *exec.Cmd
+	pid     int
+	started time.Time
+
+	stdin  *os.File
+	stdout *os.File
+	stderr *os.File
+
+	// The writer goroutine owns stdin. Others append whole lines to outq under wmu and
+	// wake it, so no caller ever blocks on a full pipe and lines written together go out
+	// in one write. wmu is never held together with mu.
+	wmu      sync.Mutex
+	outq     []byte
+	spare    []byte
+	inClosed bool // no more writes: Stop or exit
+	wake     chan struct{}
+	inDone   chan struct{} // writer finished
+
+	mu        sync.Mutex
+	pending   map[uint64]*call
+	nextID    uint64
+	cause     error // why taskd killed or stopped it (first reason wins)
+	exitErr   *ExitError
+	reaped    bool
+	stopTimer *time.Timer
+
+	bye      atomic.Bool
+	ready    chan struct{} // closed on the first "ready"
+	exited   chan struct{} // closed after reaping
+	outDone  chan struct{} // stdout reader finished
+	errDone  chan struct{} // stderr reader finished
+	tail     stderrTail
+	readyErr error // a protocol error before ready (guarded by mu)
+}
+
+// Start spawns the worker and waits until it reports ready, its setup_timeout passes, it
+// exits, or ctx ends. On failure the process is gone (killed and reaped) and the error is a
+// *StartError carrying the tail of its stderr.
+func Start(ctx context.Context, cfg Config) (*Worker, error) {
+	if len(cfg.Command) == 0 {
+		return nil, &StartError{Interface: cfg.Interface, ID: cfg.ID, Reason: "no command configured"}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.SetupTimeout <= 0 {
+		cfg.SetupTimeout = 10 * time.Second
+	}
+	w := &Worker{
+		cfg:     cfg,
+		pending: make(map[uint64]*call),
+		ready:   make(chan struct{}),
+		exited:  make(chan struct{}),
+		outDone: make(chan struct{}),
+		errDone: make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		inDone:  make(chan struct{}),
+	}
+	if err := w.spawn(); err != nil {
+		return nil, &StartError{Interface: cfg.Interface, ID: cfg.ID, Reason: err.Error(), Err: err}
+	}
+	timer := time.NewTimer(cfg.SetupTimeout)
+	defer timer.Stop()
+	var why error
+	select {
+	case <-w.ready:
+		return w, nil
+	case <-w.exited:
+	case <-timer.C:
+		why = fmt.Errorf("%w: no ready message within %s", ErrSetupTimeout, cfg.SetupTimeout)
+	case <-ctx.Done():
+		why = fmt.Errorf("start abandoned: %w", ctx.Err())
+	}
+	if why != nil {
+		w.Kill(why)
+		<-w.exited
+	}
+	ee := w.Err().(*ExitError)
+	reason := ee.Reason + " before it was ready"
+	w.mu.Lock()
+	if w.readyErr != nil && why == nil {
+		reason = w.readyErr.Error()
+	}
+	w.mu.Unlock()
+	return nil, &StartError{Interface: cfg.Interface, ID: cfg.ID, Reason: reason, StderrTail: ee.StderrTail, Err: ee}
+}
+
+func (w *Worker) spawn() (err error) {
+	cfg := w.cfg
+	// Three pipes; the parent keeps one end of each. Files from os.Pipe are close-on-exec
+	// and use the runtime poller, so Close unblocks a pending Read or Write.
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		closeAll(inR, inW, outR, outW)
+		return err
+	}
+	cmd := exec.Command(cfg.Command[0], cfg.Command[1:]...)
+	cmd.Dir = cfg.Dir
+	cmd.Env = environ(cfg)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setpgid:   true,            // own process group: kill(-pid) reaches its children
+		Pdeathsig: syscall.SIGKILL, // dies with taskd, even on SIGKILL of taskd
+	}
+	err = cmd.Start()
+	closeAll(inR, outW, errW) // the child's ends
+	if err != nil {
+		closeAll(inW, outR, errR)
+		return fmt.Errorf("spawn %q: %w", cfg.Command[0], err)
+	}
+	w.cmd, w.pid, w.started = cmd, cmd.Process.Pid, time.Now()
+	w.stdin, w.stdout, w.stderr = inW, outR, errR
+	w.log = cfg.Logger.With(zap.String("interface", cfg.Interface), zap.String("worker", cfg.ID), zap.Int("pid", w.pid))
+	w.log.Debug("worker spawned", zap.Strings("command", cfg.Command))
+	go w.writeStdin()
+	go w.readStdout()
+	go w.readStderr()
+	go w.wait()
+	return nil
+}
+
+func environ(cfg Config) []string {
+	env := make([]string, 0, len(PassEnv)+len(cfg.Env)+3)
+	for _, k := range PassEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			if _, override := cfg.Env[k]; !override {
+				env = append(env, k+"="+v)
+			}
+		}
+	}
+	keys := make([]string, 0, len(cfg.Env))
+	for k := range cfg.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		env = append(env, k+"="+cfg.Env[k])
+	}
+	return append(env,
+		"TASKD_INTERFACE="+cfg.Interface,
+		"TASKD_WORKER_ID="+cfg.ID,
+		fmt.Sprintf("TASKD_PROTOCOL=%d", wire.ProtocolVersion),
+		fmt.Sprintf("TASKD_MAX_MESSAGE_BYTES=%d", maxBytes(cfg)),
+	)
+}
+
+func maxBytes(cfg Config) int {
+	if cfg.MaxMessageBytes <= 0 {
+		return wire.DefaultMaxMessageBytes
+	}
+	return cfg.MaxMessageBytes
+}
+
+// ID returns the worker's id (e.g. "passwd-3").
+func (w *Worker) ID() string { return w.cfg.ID }
+
+// PID returns the worker's process id.
+func (w *Worker) PID() int { return w.pid }
+
+// Interface returns the name of the worker's interface.
+func (w *Worker) Interface() string { return w.cfg.Interface }
+
+// Exited is closed once the process has been reaped.
+func (w *Worker) Exited() <-chan struct{} { return w.exited }
+
+// Err returns the *ExitError once the worker has exited, nil before.
+func (w *Worker) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.exitErr == nil {
+		return nil
+	}
+	return w.exitErr
+}
+
+// Alive reports whether the process is still running. Besides the waiter's view it asks
+// the kernel (waitid with WNOWAIT, which does not reap), so a worker killed a moment ago
+// from outside is seen as dead before the waiter has noticed.
+func (w *Worker) Alive() bool {
+	w.mu.Lock()
+	dead := w.reaped || w.cause != nil
+	w.mu.Unlock()
+	if dead {
+		return false
+	}
+	var info unix.Siginfo
+	err := unix.Waitid(unix.P_PID, w.pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	if err != nil {
+		return !errors.Is(err, unix.ECHILD)
+	}
+	return siginfoPid(&info) == 0
+}
+
+// ByeRequested reports whether the worker has asked to be retired.
+func (w *Worker) ByeRequested() bool { return w.bye.Load() }
+
+// Info returns a snapshot for status reports.
+func (w *Worker) Info() Info {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	in := Info{ID: w.cfg.ID, PID: w.pid, Started: w.started}
+	var oldest *call
+	for _, c := range w.pending {
+		if oldest == nil || c.id < oldest.id {
+			oldest = c
+		}
+	}
+	if oldest != nil {
+		in.Method, in.CallStarted = oldest.method, oldest.started
+	}
+	return in
+}
+
+// Call sends a call and arranges for done to be called exactly once with its reply, from
+// the worker's stdout reader or waiter goroutine (done must not block). args must be a JSON
+// array. If Call returns an error (the worker has exited or is being killed), done is never
+// called.
+func (w *Worker) Call(method string, args json.RawMessage, done func(Reply)) (uint64, error) {
+	w.mu.Lock()
+	if err := w.deadLocked(); err != nil {
+		w.mu.Unlock()
+		return 0, err
+	}
+	w.nextID++
+	c := &call{id: w.nextID, method: method, started: time.Now(), done: done}
+	if d := w.cfg.CallTimeout; d > 0 {
+		c.timer = time.AfterFunc(d, func() {
+			w.Kill(fmt.Errorf("%w: call %q ran longer than %s", ErrCallTimeout, method, d))
+		})
+	}
+	w.pending[c.id] = c
+	w.mu.Unlock()
+
+	w.wmu.Lock()
+	w.outq = wire.AppendCall(w.outq, c.id, method, args)
+	w.wmu.Unlock()
+	w.kick()
+	return c.id, nil
+}
+
+// deadLocked returns the error for calls on a worker that is gone or going. w.mu is held.
+func (w *Worker) deadLocked() error {
+	if w.exitErr != nil {
+		return w.exitErr
+	}
+	if w.cause != nil {
+		return fmt.Errorf("worker %s (pid %d) is being stopped: %w", w.cfg.ID, w.pid, w.cause)
+	}
+	return nil
+}
+
+// Cancel tells the worker that the caller gave up on call id (best effort: the reply is
+// still owed and still delivered).
+func (w *Worker) Cancel(id uint64) {
+	w.mu.Lock()
+	_, ok := w.pending[id]
+	w.mu.Unlock()
+	if ok {
+		w.wmu.Lock()
+		w.outq = wire.AppendCancel(w.outq, id)
+		w.wmu.Unlock()
+		w.kick()
+	}
+}
+
+// Done tells the worker that its checkout was released. It fails if the worker's stdin is
+// closed (the worker is stopping or gone).
+func (w *Worker) Done() error {
+	w.wmu.Lock()
+	if w.inClosed {
+		w.wmu.Unlock()
+		return fmt.Errorf("worker %s: stdin closed", w.cfg.ID)
+	}
+	w.outq = append(w.outq, wire.DoneLine...)
+	w.wmu.Unlock()
+	w.kick()
+	return nil
+}
+
+func (w *Worker) kick() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// closeStdin makes the writer flush what is queued and close the pipe (EOF for the worker).
+func (w *Worker) closeStdin() {
+	w.wmu.Lock()
+	w.inClosed = true
+	w.wmu.Unlock()
+	w.kick()
+}
+
+// maxSpare bounds the write buffer kept for reuse.
+const maxSpare = 1 << 20
+
+// writeStdin owns the worker's stdin: it writes queued lines, several at a time.
+func (w *Worker) writeStdin() {
+	defer close(w.inDone)
+	defer w.stdin.Close()
+	for range w.wake {
+		w.wmu.Lock()
+		buf, closing := w.outq, w.inClosed
+		w.outq = w.spare[:0]
+		w.wmu.Unlock()
+		if len(buf) > 0 {
+			if _, err := w.stdin.Write(buf); err != nil {
+				// The worker closed its stdin or died; the waiter fails its calls.
+				w.Kill(fmt.Errorf("writing to worker stdin: %w", err))
+				w.closeStdin()
+				return
+			}
+		}
+		w.wmu.Lock()
+		if cap(buf) <= maxSpare {
+			w.spare = buf[:0]
+		} else {
+			w.spare = nil
+		}
+		more := len(w.outq) > 0
+		w.wmu.Unlock()
+		if closing {
+			if !more {
+				return
+			}
+			w.kick() // flush what came in meanwhile, then close
+		}
+	}
+}
+
+// Kill sends SIGKILL to the worker's process group. cause says why; the first cause given
+// is the one reported. Kill is idempotent and does not wait: see Exited.
+func (w *Worker) Kill(cause error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cause == nil {
+		w.cause = cause
+	}
+	if !w.reaped {
+		_ = syscall.Kill(-w.pid, syscall.SIGKILL)
+	}
+}
+
+// Stop retires the worker gracefully: it closes the worker's stdin (EOF means "exit now"),
+// sends SIGTERM to the process group after grace, and SIGKILL after another grace. It does
+// not wait (see Exited) and is idempotent; cause is reported to calls still outstanding.
+func (w *Worker) Stop(cause error, grace time.Duration) {
+	w.mu.Lock()
+	if w.cause == nil {
+		w.cause = cause
+	}
+	if w.reaped || w.stopTimer != nil {
+		w.mu.Unlock()
+		return
+	}
+	w.stopTimer = time.AfterFunc(grace, func() {
+		w.signalGroup(syscall.SIGTERM)
+		w.mu.Lock()
+		if !w.reaped {
+			w.stopTimer = time.AfterFunc(grace, func() { w.signalGroup(syscall.SIGKILL) })
+		}
+		w.mu.Unlock()
+	})
+	w.mu.Unlock()
+	w.closeStdin()
+}
+
+func (w *Worker) signalGroup(sig syscall.Signal) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.reaped {
+		_ = syscall.Kill(-w.pid, sig)
+	}
+}
+
+// readStdout owns the protocol decoder. It runs until the pipe reaches EOF or is closed.
+func (w *Worker) readStdout() {
+	defer close(w.outDone)
+	lr := wire.NewLineReader(w.stdout, maxBytes(w.cfg))
+	for {
+		line, err := lr.ReadLine()
+		if err != nil {
+			var tooLong *wire.LineTooLongError
+			if errors.As(err, &tooLong) {
+				w.protocolError(&wire.ProtocolError{Reason: err.Error(), Snippet: tooLong.Snippet})
+				continue
+			}
+			return
+		}
+		msg, err := wire.DecodeWorkerMsg(line)
+		if errors.Is(err, wire.ErrNotObject) {
+			w.log.Warn("stray stdout line ignored (not a JSON object); workers must write only protocol messages to stdout",
+				zap.String("line", wire.Snippet(line)))
+			continue
+		}
+		if err != nil {
+			w.protocolError(err)
+			continue
+		}
+		switch msg.T {
+		case wire.TReady:
+			select {
+			case <-w.ready:
+			default:
+				close(w.ready)
+			}
+		case wire.TOK, wire.TErr:
+			w.deliver(line, msg)
+		case wire.TBye:
+			w.bye.Store(true)
+			w.log.Info("worker asked to be retired", zap.String("msg", msg.Msg))
+		}
+	}
+}
+
+func (w *Worker) deliver(line []byte, msg wire.WorkerMsg) {
+	w.mu.Lock()
+	c, ok := w.pending[msg.ID]
+	if ok {
+		delete(w.pending, msg.ID)
+	}
+	w.mu.Unlock()
+	if !ok {
+		w.protocolError(wire.NewProtocolError(line, "reply for id %d, which is not an outstanding call", msg.ID))
+		return
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.done(Reply{OK: msg.T == wire.TOK, Result: msg.R, Error: msg.E, Logs: msg.Logs})
+}
+
+func (w *Worker) protocolError(err error) {
+	w.log.Error("worker broke the protocol; killing it", zap.Error(err))
+	w.mu.Lock()
+	if w.readyErr == nil {
+		w.readyErr = err
+	}
+	w.mu.Unlock()
+	w.Kill(err)
+}
+
+// stderrChunk bounds one log entry made from stderr: longer lines are split.
+const stderrChunk = 4 << 10
+
+func (w *Worker) readStderr() {
+	defer close(w.errDone)
+	br := bufio.NewReaderSize(w.stderr, stderrChunk)
+	partial := false
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if len(chunk) > 0 {
+			full := err == nil
+			text := string(trimNewline(chunk))
+			if full || len(text) > 0 {
+				fields := []zap.Field{zap.String("stream", "stderr")}
+				if partial || !full {
+					fields = append(fields, zap.Bool("split", true))
+				}
+				w.log.Info(text, fields...)
+				w.tail.add(text)
+			}
+			partial = !full
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
+}
+
+func trimNewline(b []byte) []byte {
+	if n := len(b); n > 0 && b[n-1] == '\n' {
+		b = b[:n-1]
+		if n := len(b); n > 0 && b[n-1] == '\r' {
+			b = b[:n-1]
+		}
+	}
+	return b
+}
+
+// wait reaps the process after its pipes drain, classifies the exit, and fails every call
+// still outstanding.
+func (w *Worker) wait() {
+	waitErr := w.cmd.Wait() // the pipes are *os.File: Wait starts no copiers and closes none of ours
+	w.mu.Lock()
+	w.reaped = true
+	if w.stopTimer != nil {
+		w.stopTimer.Stop()
+	}
+	w.mu.Unlock()
+	// A child of the worker may outlive it and hold the pipes; it must not outlive the pool.
+	_ = syscall.Kill(-w.pid, syscall.SIGKILL)
+	drain := time.NewTimer(drainWait)
+	for _, ch := range []chan struct{}{w.outDone, w.errDone} {
+		select {
+		case <-ch:
+		case <-drain.C:
+			w.stdout.Close()
+			w.stderr.Close()
+			<-ch
+		}
+	}
+	drain.Stop()
+	closeAll(w.stdout, w.stderr)
+	// A write blocked on a pipe nobody reads is unblocked by closing it under the writer.
+	w.closeStdin()
+	w.stdin.Close()
+	<-w.inDone
+
+	w.mu.Lock()
+	ee := &ExitError{Interface: w.cfg.Interface, ID: w.cfg.ID, PID: w.pid, Cause: w.cause, StderrTail: w.tail.lines()}
+	ee.Reason = classify(w.cmd.ProcessState, waitErr, w.cause)
+	w.exitErr = ee
+	calls := make([]*call, 0, len(w.pending))
+	for _, c := range w.pending {
+		calls = append(calls, c)
+	}
+	clear(w.pending)
+	w.mu.Unlock()
+
+	sort.Slice(calls, func(i, j int) bool { return calls[i].id < calls[j].id })
+	for _, c := range calls {
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		c.done(Reply{Err: ee})
+	}
+	lvl := zap.WarnLevel
+	if errors.Is(ee.Cause, ErrStopped) {
+		lvl = zap.DebugLevel
+	}
+	w.log.Log(lvl, "worker exited", zap.String("reason", ee.Reason), zap.Int("failed_calls", len(calls)))
+	close(w.exited)
+	if w.cfg.OnExit != nil {
+		w.cfg.OnExit(w)
+	}
+}
+
+// classify turns a wait status into the text that reaches callers and logs.
+func classify(ps *os.ProcessState, waitErr error, cause error) string {
+	var how string
+	switch {
+	case ps == nil:
+		how = fmt.Sprintf("could not be waited for (%v)", waitErr)
+	default:
+		ws, _ := ps.Sys().(syscall.WaitStatus)
+		switch {
+		case ws.Exited() && ws.ExitStatus() == 0:
+			how = "exited cleanly (status 0)"
+		case ws.Exited():
+			how = fmt.Sprintf("exited with status %d", ws.ExitStatus())
+		case ws.Signaled():
+			how = "killed by signal " + unix.SignalName(ws.Signal())
+			if ws.CoreDump() {
+				how += " (core dumped)"
+			}
+		default:
+			how = ps.String()
+		}
+	}
+	if cause != nil {
+		if errors.Is(cause, ErrStopped) {
+			return fmt.Sprintf("%s (%v)", how, cause)
+		}
+		return fmt.Sprintf("was killed by taskd: %v (%s)", cause, how)
+	}
+	return how
+}
+
+func closeAll(files ...*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
+
+// stderrTail keeps the last few stderr lines for error messages.
+type stderrTail struct {
+	mu  sync.Mutex
+	buf []string
+}
+
+const (
+	tailLines   = 8
+	tailLineMax = 300
+)
+
+func (t *stderrTail) add(line string) {
+	if len(line) > tailLineMax {
+		line = line[:tailLineMax] + "…"
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.buf) == tailLines {
+		copy(t.buf, t.buf[1:])
+		t.buf = t.buf[:tailLines-1]
+	}
+	t.buf = append(t.buf, line)
+}
+
+func (t *stderrTail) lines() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]string(nil), t.buf...)
+}
