@@ -1,0 +1,593 @@
+package pool
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/taskd-dev/taskd/internal/worker"
+)
+
+// Errors returned by Acquire. ErrUnavailable is matched by *UnavailableError.
+var (
+	ErrOverloaded   = errors.New("pool: overloaded: max_queue checkouts are already waiting")
+	ErrUnavailable  = errors.New("pool: interface unavailable: its worker cannot start")
+	ErrShuttingDown = errors.New("pool: shutting down: no new checkouts")
+)
+
+// UnavailableError reports that the interface's workers cannot start; Err is the last
+// start failure (a *worker.StartError with the stderr tail).
+type UnavailableError struct {
+	Interface string
+	Err       error
+	RetryIn   time.Duration
+}
+
+func (e *UnavailableError) Error() string {
+	s := fmt.Sprintf("interface %q unavailable: %v", e.Interface, e.Err)
+	if e.RetryIn > 0 {
+		s += fmt.Sprintf(" (next start attempt in %s; fix the worker or its config)", e.RetryIn.Round(time.Millisecond))
+	}
+	return s
+}
+
+func (e *UnavailableError) Unwrap() []error { return []error{ErrUnavailable, e.Err} }
+
+// Spawner starts one worker with the given id. It must pass onExit to the worker (as
+// worker.Config.OnExit) so that the pool learns of its exit.
+type Spawner func(ctx context.Context, id string, onExit func(*worker.Worker)) (*worker.Worker, error)
+
+// Config sizes a pool. Zero values get the defaults noted.
+type Config struct {
+	Name         string
+	MinIdle      int
+	MaxWorkers   int           // default 1
+	MaxQueue     int           // waiting checkouts beyond this are refused; default 1000
+	MaxCheckouts int           // retire after this many checkouts; 0 = never
+	IdleTimeout  time.Duration // retire idle workers above MinIdle after this; <= 0 = never
+	StopGrace    time.Duration // retiring: EOF, then SIGTERM after this, then SIGKILL; default 2s
+	BackoffMin   time.Duration // first respawn delay after a failed start; default 100ms
+	BackoffMax   time.Duration // cap; default 5s
+	Logger       *zap.Logger
+}
+
+type state int
+
+const (
+	stIdle state = iota
+	stBusy
+	stRetiring
+)
+
+func (s state) String() string {
+	return [...]string{"idle", "busy", "retiring"}[s]
+}
+
+type entry struct {
+	w         *worker.Worker
+	state     state
+	checkouts int
+	idleSince time.Time
+}
+
+type result struct {
+	lease *Lease
+	err   error
+}
+
+type waiter struct {
+	ch   chan result // capacity 1: the one hand-off never blocks
+	elem *list.Element
+}
+
+// Pool is the pool of one interface. Create it with New, stop it with Close.
+type Pool struct {
+	cfg   Config
+	spawn Spawner
+	log   *zap.Logger
+
+	ctx    context.Context // cancelled by Close: abandons spawns in progress
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // spawn goroutines and the idle reaper
+
+	mu           sync.Mutex
+	entries      map[*worker.Worker]*entry
+	idle         []*entry // LIFO: the top is the most recently used
+	waiters      list.List
+	starting     int
+	draining     bool
+	closed       bool
+	nextID       uint64
+	failures     int
+	lastErr      error
+	backoffUntil time.Time
+	retry        *time.Timer
+	checkouts    uint64
+	spawns       uint64
+	spawnFails   uint64
+}
+
+// New creates a pool and starts its MinIdle workers in the background.
+func New(cfg Config, spawn Spawner) *Pool {
+	if cfg.MaxWorkers <= 0 {
+		cfg.MaxWorkers = 1
+	}
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = 1000
+	}
+	if cfg.MinIdle > cfg.MaxWorkers {
+		cfg.MinIdle = cfg.MaxWorkers
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = 2 * time.Second
+	}
+	if cfg.BackoffMin <= 0 {
+		cfg.BackoffMin = 100 * time.Millisecond
+	}
+	if cfg.BackoffMax <= 0 {
+		cfg.BackoffMax = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	p := &Pool{cfg: cfg, spawn: spawn, log: cfg.Logger.With(zap.String("interface", cfg.Name)),
+		entries: make(map[*worker.Worker]*entry)}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.mu.Lock()
+	p.maybeSpawnLocked()
+	p.mu.Unlock()
+	if cfg.IdleTimeout > 0 {
+		p.wg.Add(1)
+		go p.reapIdle()
+	}
+	return p
+}
+
+// Lease is one checkout of a worker. Release it exactly once (later calls do nothing).
+type Lease struct {
+	p        *Pool
+	e        *entry
+	n        int
+	released atomic.Bool
+}
+
+// Worker returns the leased worker.
+func (l *Lease) Worker() *worker.Worker { return l.e.w }
+
+// Checkouts returns how many checkouts the worker has served, this one included.
+func (l *Lease) Checkouts() int { return l.n }
+
+// Release returns the worker to the pool, or retires it if retire is set, the worker asked
+// for it (bye), it has served MaxCheckouts, or it is dead. A kept worker is sent "done".
+func (l *Lease) Release(retire bool) {
+	if l.released.Swap(true) {
+		return
+	}
+	l.p.release(l.e, retire)
+}
+
+// Acquire waits for a worker, first in, first out. It fails at once with ErrOverloaded when
+// MaxQueue checkouts are waiting, with an *UnavailableError when the worker cannot start,
+// and with ErrShuttingDown after Drain.
+func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
+	for {
+		p.mu.Lock()
+		if p.draining {
+			p.mu.Unlock()
+			return nil, ErrShuttingDown
+		}
+		if n := len(p.idle); n > 0 && p.waiters.Len() == 0 {
+			e := p.idle[n-1]
+			p.idle = p.idle[:n-1]
+			l := p.leaseLocked(e)
+			p.mu.Unlock()
+			// Outside the lock: ask the kernel whether the process died while idle (the
+			// waiter may not have noticed yet). A dead one is dropped; try again.
+			if e.w.Alive() {
+				return l, nil
+			}
+			p.mu.Lock()
+			e.state = stRetiring
+			p.checkouts--
+			p.maybeSpawnLocked()
+			p.mu.Unlock()
+			continue
+		}
+		if err := p.unavailableLocked(); err != nil {
+			p.mu.Unlock()
+			return nil, err
+		}
+		if p.waiters.Len() >= p.cfg.MaxQueue {
+			p.mu.Unlock()
+			return nil, ErrOverloaded
+		}
+		w := &waiter{ch: make(chan result, 1)}
+		w.elem = p.waiters.PushBack(w)
+		p.maybeSpawnLocked()
+		p.mu.Unlock()
+
+		select {
+		case r := <-w.ch:
+			return r.lease, r.err
+		case <-ctx.Done():
+			p.mu.Lock()
+			if w.elem != nil {
+				p.waiters.Remove(w.elem)
+				w.elem = nil
+				p.mu.Unlock()
+				return nil, ctx.Err()
+			}
+			p.mu.Unlock()
+			// Handed off concurrently: give the worker back.
+			if r := <-w.ch; r.lease != nil {
+				r.lease.Release(false)
+			}
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// unavailableLocked fails a checkout at once while the interface is backing off after
+// failed starts and nothing else could serve it.
+func (p *Pool) unavailableLocked() error {
+	if p.lastErr == nil || p.starting > 0 || len(p.entries) > 0 {
+		return nil
+	}
+	wait := time.Until(p.backoffUntil)
+	if wait <= 0 {
+		return nil
+	}
+	return &UnavailableError{Interface: p.cfg.Name, Err: p.lastErr, RetryIn: wait}
+}
+
+func (p *Pool) leaseLocked(e *entry) *Lease {
+	e.state = stBusy
+	e.checkouts++
+	p.checkouts++
+	return &Lease{p: p, e: e, n: e.checkouts}
+}
+
+// offerLocked gives an available worker to the first waiter, or makes it idle.
+func (p *Pool) offerLocked(e *entry) {
+	if front := p.waiters.Front(); front != nil {
+		w := p.waiters.Remove(front).(*waiter)
+		w.elem = nil
+		w.ch <- result{lease: p.leaseLocked(e)}
+		return
+	}
+	e.state = stIdle
+	e.idleSince = time.Now()
+	p.idle = append(p.idle, e)
+}
+
+func (p *Pool) release(e *entry, retire bool) {
+	w := e.w
+	reason := "released with retire"
+	switch {
+	case retire:
+	case w.ByeRequested():
+		retire, reason = true, "worker sent bye"
+	case p.cfg.MaxCheckouts > 0 && e.checkouts >= p.cfg.MaxCheckouts:
+		retire, reason = true, fmt.Sprintf("served max_checkouts (%d)", p.cfg.MaxCheckouts)
+	case w.Err() != nil:
+		retire, reason = true, "worker exited"
+	}
+	if !retire {
+		if err := w.Done(); err != nil { // a pipe write: outside the lock
+			retire, reason = true, "could not send done: "+err.Error()
+		}
+	}
+	p.mu.Lock()
+	if p.closed {
+		retire, reason = true, "pool closed"
+	}
+	if retire {
+		e.state = stRetiring
+		p.maybeSpawnLocked()
+		p.mu.Unlock()
+		p.log.Debug("retiring worker", zap.String("worker", w.ID()), zap.String("reason", reason))
+		w.Stop(fmt.Errorf("%w: retired: %s", worker.ErrStopped, reason), p.cfg.StopGrace)
+		return
+	}
+	p.offerLocked(e)
+	p.mu.Unlock()
+}
+
+// maybeSpawnLocked starts as many workers as the waiting checkouts and MinIdle need,
+// within MaxWorkers, unless the pool is backing off after failed starts.
+func (p *Pool) maybeSpawnLocked() {
+	if p.closed {
+		return
+	}
+	live := len(p.entries) + p.starting
+	need := p.waiters.Len() - p.starting
+	if !p.draining {
+		if d := p.cfg.MinIdle - len(p.idle) - p.starting - max(p.waiters.Len()-p.starting, 0); d > 0 {
+			need += d
+		}
+	}
+	if room := p.cfg.MaxWorkers - live; need > room {
+		need = room
+	}
+	if need <= 0 {
+		return
+	}
+	if wait := time.Until(p.backoffUntil); wait > 0 {
+		if p.retry == nil {
+			p.retry = time.AfterFunc(wait, func() {
+				p.mu.Lock()
+				p.retry = nil
+				p.maybeSpawnLocked()
+				p.mu.Unlock()
+			})
+		}
+		return
+	}
+	for range need {
+		p.starting++
+		p.nextID++
+		p.spawns++
+		id := fmt.Sprintf("%s-%d", p.cfg.Name, p.nextID)
+		p.wg.Add(1)
+		go p.spawnOne(id)
+	}
+}
+
+func (p *Pool) spawnOne(id string) {
+	defer p.wg.Done()
+	w, err := p.spawn(p.ctx, id, p.onExit)
+	p.mu.Lock()
+	p.starting--
+	if err != nil {
+		p.spawnFails++
+		p.failures++
+		p.lastErr = err
+		backoff := p.cfg.BackoffMin << min(p.failures-1, 20)
+		if backoff > p.cfg.BackoffMax || backoff <= 0 {
+			backoff = p.cfg.BackoffMax
+		}
+		p.backoffUntil = time.Now().Add(backoff)
+		// Waiters that nothing else can serve fail now, with the reason.
+		var failed []*waiter
+		if p.starting == 0 && len(p.entries) == 0 {
+			for p.waiters.Len() > 0 {
+				wt := p.waiters.Remove(p.waiters.Front()).(*waiter)
+				wt.elem = nil
+				failed = append(failed, wt)
+			}
+		}
+		ue := &UnavailableError{Interface: p.cfg.Name, Err: err}
+		for _, wt := range failed {
+			wt.ch <- result{err: ue}
+		}
+		p.maybeSpawnLocked()
+		p.mu.Unlock()
+		if p.ctx.Err() == nil {
+			p.log.Error("worker failed to start", zap.String("worker", id), zap.Error(err),
+				zap.Duration("backoff", backoff), zap.Int("failed_checkouts", len(failed)))
+		}
+		return
+	}
+	e := &entry{w: w}
+	p.entries[w] = e
+	if w.Err() != nil {
+		// It exited between ready and now; onExit has run or will run and drop it.
+		e.state = stRetiring
+		p.mu.Unlock()
+		return
+	}
+	if p.closed {
+		e.state = stRetiring
+		p.mu.Unlock()
+		w.Stop(fmt.Errorf("%w: pool closed", worker.ErrStopped), p.cfg.StopGrace)
+		return
+	}
+	p.failures, p.lastErr = 0, nil
+	p.offerLocked(e)
+	p.mu.Unlock()
+}
+
+// onExit runs on a worker's waiter goroutine after it has been reaped.
+func (p *Pool) onExit(w *worker.Worker) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.entries[w]
+	if !ok {
+		return // spawnOne has not registered it yet; it checks w.Err itself
+	}
+	delete(p.entries, w)
+	if e.state == stIdle {
+		p.removeIdleLocked(e)
+		if e.checkouts == 0 && !errors.Is(w.Err(), worker.ErrStopped) {
+			// A worker that dies idle before serving anything counts as a failed start,
+			// so one that exits right after "ready" cannot cause a fork storm. (One that
+			// was killed from outside after serving is simply replaced.)
+			p.failures++
+			p.lastErr = w.Err()
+			p.backoffUntil = time.Now().Add(min(p.cfg.BackoffMin<<min(p.failures-1, 20), p.cfg.BackoffMax))
+		}
+	}
+	p.maybeSpawnLocked()
+}
+
+func (p *Pool) removeIdleLocked(e *entry) {
+	for i, x := range p.idle {
+		if x == e {
+			p.idle = append(p.idle[:i], p.idle[i+1:]...)
+			return
+		}
+	}
+}
+
+// reapIdle retires idle workers above MinIdle that have been idle for IdleTimeout.
+func (p *Pool) reapIdle() {
+	defer p.wg.Done()
+	every := min(max(p.cfg.IdleTimeout/4, 10*time.Millisecond), 30*time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		var retire []*entry
+		p.mu.Lock()
+		for len(p.idle) > p.cfg.MinIdle {
+			e := p.idle[0] // the bottom of the stack has been idle longest
+			if time.Since(e.idleSince) < p.cfg.IdleTimeout {
+				break
+			}
+			p.idle = p.idle[1:]
+			e.state = stRetiring
+			retire = append(retire, e)
+		}
+		p.mu.Unlock()
+		for _, e := range retire {
+			p.log.Debug("retiring idle worker", zap.String("worker", e.w.ID()))
+			e.w.Stop(fmt.Errorf("%w: idle_timeout", worker.ErrStopped), p.cfg.StopGrace)
+		}
+	}
+}
+
+// Drain refuses new checkouts (ErrShuttingDown) and fails the waiting ones with it. Held
+// checkouts continue; see Busy.
+func (p *Pool) Drain() {
+	p.mu.Lock()
+	p.draining = true
+	var failed []*waiter
+	for p.waiters.Len() > 0 {
+		wt := p.waiters.Remove(p.waiters.Front()).(*waiter)
+		wt.elem = nil
+		failed = append(failed, wt)
+	}
+	for _, wt := range failed {
+		wt.ch <- result{err: ErrShuttingDown}
+	}
+	p.mu.Unlock()
+}
+
+// Busy returns the number of checked-out workers.
+func (p *Pool) Busy() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, e := range p.entries {
+		if e.state == stBusy {
+			n++
+		}
+	}
+	return n
+}
+
+// Close drains the pool, stops every worker (EOF, SIGTERM, SIGKILL to its group, StopGrace
+// apart), and waits until all are reaped and the pool's goroutines have returned. Held
+// checkouts lose their worker. Close is idempotent.
+func (p *Pool) Close() {
+	p.Drain()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		p.wg.Wait()
+		return
+	}
+	p.closed = true
+	if p.retry != nil {
+		p.retry.Stop()
+		p.retry = nil
+	}
+	p.cancel()
+	stop := make([]*worker.Worker, 0, len(p.entries))
+	for w, e := range p.entries {
+		e.state = stRetiring
+		stop = append(stop, w)
+	}
+	p.idle = nil
+	p.mu.Unlock()
+	for _, w := range stop {
+		w.Stop(fmt.Errorf("%w: shutting down", worker.ErrStopped), p.cfg.StopGrace)
+	}
+	p.wg.Wait() // spawns in progress end (their workers are stopped as they come in)
+	for _, w := range stop {
+		<-w.Exited()
+	}
+	// Workers that a spawn registered after the snapshot above.
+	for {
+		p.mu.Lock()
+		var rest []*worker.Worker
+		for w := range p.entries {
+			rest = append(rest, w)
+		}
+		p.mu.Unlock()
+		if len(rest) == 0 {
+			return
+		}
+		for _, w := range rest {
+			w.Stop(fmt.Errorf("%w: shutting down", worker.ErrStopped), p.cfg.StopGrace)
+			<-w.Exited()
+		}
+		p.mu.Lock()
+		for _, w := range rest {
+			delete(p.entries, w)
+		}
+		p.mu.Unlock()
+	}
+}
+
+// Stats is a snapshot of a pool.
+type Stats struct {
+	Name          string
+	Live          int // workers started and not yet reaped (idle, busy and retiring)
+	Idle          int
+	Busy          int
+	Starting      int
+	Queued        int
+	MinIdle       int
+	MaxWorkers    int
+	Checkouts     uint64
+	Spawns        uint64
+	SpawnFailures uint64
+	LastError     string
+	Workers       []WorkerStats
+}
+
+// WorkerStats describes one worker in Stats.
+type WorkerStats struct {
+	worker.Info
+	State     string
+	Checkouts int
+}
+
+// Stats returns a snapshot.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	s := Stats{Name: p.cfg.Name, Live: len(p.entries), Idle: len(p.idle), Starting: p.starting,
+		Queued: p.waiters.Len(), MinIdle: p.cfg.MinIdle, MaxWorkers: p.cfg.MaxWorkers,
+		Checkouts: p.checkouts, Spawns: p.spawns, SpawnFailures: p.spawnFails}
+	if p.lastErr != nil {
+		s.LastError = p.lastErr.Error()
+	}
+	type snap struct {
+		e     *entry
+		state state
+		n     int
+	}
+	snaps := make([]snap, 0, len(p.entries))
+	for _, e := range p.entries {
+		snaps = append(snaps, snap{e, e.state, e.checkouts})
+		if e.state == stBusy {
+			s.Busy++
+		}
+	}
+	p.mu.Unlock()
+	for _, x := range snaps {
+		s.Workers = append(s.Workers, WorkerStats{Info: x.e.w.Info(), State: x.state.String(), Checkouts: x.n})
+	}
+	return s
+}
