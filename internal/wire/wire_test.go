@@ -1,0 +1,194 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestLineReader(t *testing.T) {
+	in := "short\n" + strings.Repeat("x", 100) + "\nnext\r\n" + strings.Repeat("y", 10) + "\nlast-unterminated"
+	for name, r := range map[string]io.Reader{
+		"whole":    strings.NewReader(in),
+		"one byte": iotest.OneByteReader(strings.NewReader(in)),
+	} {
+		t.Run(name, func(t *testing.T) {
+			lr := NewLineReader(r, 10)
+			line, err := lr.ReadLine()
+			require.NoError(t, err)
+			assert.Equal(t, "short", string(line))
+			_, err = lr.ReadLine()
+			require.ErrorIs(t, err, ErrLineTooLong)
+			assert.Contains(t, err.Error(), `"xxxx`)
+			line, err = lr.ReadLine()
+			require.NoError(t, err, "the reader continues after a long line")
+			assert.Equal(t, "next\r", string(line))
+			line, err = lr.ReadLine()
+			require.NoError(t, err)
+			assert.Equal(t, strings.Repeat("y", 10), string(line), "exactly max bytes is allowed")
+			_, err = lr.ReadLine()
+			require.ErrorIs(t, err, ErrLineTooLong, "unterminated final line over the limit")
+			_, err = lr.ReadLine()
+			require.ErrorIs(t, err, io.EOF)
+		})
+	}
+}
+
+func TestLineReaderLongerThanBuffer(t *testing.T) {
+	big := strings.Repeat("z", 200<<10)
+	lr := NewLineReader(strings.NewReader(big+"\nok\n"), 1<<20)
+	line, err := lr.ReadLine()
+	require.NoError(t, err)
+	assert.Len(t, line, len(big))
+	line, err = lr.ReadLine()
+	require.NoError(t, err)
+	assert.Equal(t, "ok", string(line))
+}
+
+func TestDecodeWorkerMsg(t *testing.T) {
+	for _, tc := range []struct {
+		line  string
+		t     string
+		err   error
+		check func(*testing.T, WorkerMsg)
+	}{
+		{line: `{"t":"ready","v":1}`, t: TReady},
+		{line: `{"t":"ready","v":2}`, err: ErrProtocol},
+		{line: `{"t":"ready"}`, err: ErrProtocol},
+		{line: `{"t":"ok","id":7,"r":{"a":[1,2]}}`, t: TOK, check: func(t *testing.T, m WorkerMsg) {
+			assert.EqualValues(t, 7, m.ID)
+			assert.JSONEq(t, `{"a":[1,2]}`, string(m.R))
+		}},
+		{line: `{"t":"ok","id":7}`, t: TOK, check: func(t *testing.T, m WorkerMsg) { assert.Equal(t, "null", string(m.R)) }},
+		{line: `{"t":"ok","r":1}`, err: ErrProtocol},
+		{line: `{"t":"ok","id":"7"}`, err: ErrProtocol},
+		{line: `{"t":"ok","id":-1}`, err: ErrProtocol},
+		{line: `{"t":"err","id":7,"e":{"msg":"x","type":"ValueError","trace":"..."}}`, t: TErr},
+		{line: `{"t":"err","id":7,"e":"x"}`, err: ErrProtocol},
+		{line: `{"t":"err","id":7}`, err: ErrProtocol},
+		{line: `{"t":"ok","id":1,"logs":{"x":1}}`, err: ErrProtocol},
+		{line: `{"t":"bye","msg":"leaking"}`, t: TBye},
+		{line: `{"t":"future-thing","x":1}`, t: "future-thing"},
+		{line: `{"id":1}`, err: ErrProtocol},
+		{line: `not json`, err: ErrNotObject},
+		{line: `["array"]`, err: ErrNotObject},
+		{line: `{"t":"ok",`, err: ErrNotObject},
+		{line: ``, err: ErrNotObject},
+		{line: `{"t":"call","id":1,"m":"x","a":{"no":"array"}}`, err: ErrProtocol},
+	} {
+		t.Run(tc.line, func(t *testing.T) {
+			m, err := DecodeWorkerMsg([]byte(tc.line))
+			if tc.err != nil {
+				require.ErrorIs(t, err, tc.err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.t, m.T)
+			if tc.check != nil {
+				tc.check(t, m)
+			}
+		})
+	}
+}
+
+func TestAppendCallRoundTrips(t *testing.T) {
+	line := AppendCall(nil, 42, "m\"\n\u2028😀", json.RawMessage(`[1,"two",{"3":null}]`))
+	require.True(t, bytes.HasSuffix(line, []byte("\n")))
+	assert.Equal(t, 1, bytes.Count(line, []byte("\n")), "exactly one line")
+	m, err := DecodeWorkerMsg(line[:len(line)-1])
+	require.NoError(t, err)
+	assert.Equal(t, TCall, m.T)
+	assert.EqualValues(t, 42, m.ID)
+	assert.Equal(t, "m\"\n\u2028😀", m.M)
+	assert.JSONEq(t, `[1,"two",{"3":null}]`, string(m.A))
+}
+
+func TestDecodeClientMsg(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		err  error
+	}{
+		{`{"t":"checkout","id":1,"iface":"passwd"}`, nil},
+		{`{"t":"checkout","id":1}`, ErrProtocol},
+		{`{"t":"checkout","iface":"x"}`, ErrProtocol},
+		{`{"t":"call","co":3,"id":1,"m":"hash","a":["x"]}`, nil},
+		{`{"t":"call","co":3,"id":1,"a":"x"}`, ErrProtocol},
+		{`{"t":"call","id":1}`, ErrProtocol},
+		{`{"t":"release","co":3,"retire":true}`, nil},
+		{`{"t":"release"}`, ErrProtocol},
+		{`{"t":"refused","id":1,"code":"overloaded","msg":"m"}`, nil},
+		{`{"t":"err","co":1,"id":1,"e":{"msg":"x"}}`, nil},
+		{`{"t":"err","co":1,"id":1}`, ErrProtocol},
+		{`{"t":"unknown"}`, nil},
+		{`{"id":1}`, ErrProtocol},
+		{`{"t":"ping","id":"1"}`, ErrProtocol},
+		{`garbage`, ErrNotObject},
+	} {
+		t.Run(tc.line, func(t *testing.T) {
+			_, err := DecodeClientMsg([]byte(tc.line))
+			if tc.err == nil {
+				require.NoError(t, err)
+			} else {
+				require.ErrorIs(t, err, tc.err)
+			}
+		})
+	}
+}
+
+func TestClientMsgRoundTrip(t *testing.T) {
+	in := ClientMsg{T: TOK, Co: 9, ID: 3, R: json.RawMessage(`{"big":9007199254740993}`), Logs: json.RawMessage(`[]`)}
+	line, err := AppendClientMsg(nil, &in)
+	require.NoError(t, err)
+	out, err := DecodeClientMsg(bytes.TrimSuffix(line, []byte("\n")))
+	require.NoError(t, err)
+	assert.Equal(t, `{"big":9007199254740993}`, string(out.R), "payloads are relayed byte for byte")
+}
+
+func TestParseAddr(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		loop     bool
+		bad      bool
+	}{
+		{in: "unix:/run/taskd/taskd.sock", want: "unix:/run/taskd/taskd.sock", loop: true},
+		{in: "unix:///run/taskd/taskd.sock", want: "unix:/run/taskd/taskd.sock", loop: true},
+		{in: "unix:relative.sock", bad: true},
+		{in: "tcp://127.0.0.1:7000", want: "tcp://127.0.0.1:7000", loop: true},
+		{in: "tcp://[::1]:7000", want: "tcp://[::1]:7000", loop: true},
+		{in: "tcp://localhost:7000", want: "tcp://localhost:7000", loop: true},
+		{in: "tcp://0.0.0.0:7000", want: "tcp://0.0.0.0:7000", loop: false},
+		{in: "tcp://example.com:7000", want: "tcp://example.com:7000", loop: false},
+		{in: "tcp://nohost", bad: true},
+		{in: "/run/taskd.sock", bad: true},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			a, err := ParseAddr(tc.in)
+			if tc.bad {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, a.String())
+			assert.Equal(t, tc.loop, a.IsLoopback())
+		})
+	}
+}
+
+func TestDefaultAddr(t *testing.T) {
+	_, err := ParseAddr(DefaultAddr())
+	require.NoError(t, err)
+}
+
+func TestErrorsMatch(t *testing.T) {
+	var pe *ProtocolError
+	_, err := DecodeWorkerMsg([]byte(`{"t":"ok"}`))
+	require.True(t, errors.As(err, &pe))
+	assert.Contains(t, pe.Error(), `{\"t\":\"ok\"}`)
+}
