@@ -1,0 +1,276 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/taskd-dev/taskd/internal/wire"
+)
+
+// Config is the daemon configuration, as read from YAML (and TASKD_* environment overrides)
+// by cmd/taskd. The zero value of most fields means "use the default"; call Normalize to
+// fill defaults and Validate to check it. After Normalize every field holds its effective
+// value. A Config is a plain value: it is not modified by the daemon.
+type Config struct {
+	Listen          []string             `mapstructure:"listen"`
+	SocketMode      string               `mapstructure:"socket_mode"`
+	ShutdownGrace   time.Duration        `mapstructure:"shutdown_grace"`
+	MaxMessageBytes ByteSize             `mapstructure:"max_message_bytes"`
+	MetricsListen   *string              `mapstructure:"metrics_listen"`
+	Log             Log                  `mapstructure:"log"`
+	Interfaces      map[string]Interface `mapstructure:"interfaces"`
+}
+
+// Log configures the daemon's zap logger.
+type Log struct {
+	Level  string `mapstructure:"level"`  // debug, info, warn, error
+	Format string `mapstructure:"format"` // json, console
+}
+
+// Interface is one named pool of worker processes.
+type Interface struct {
+	Command      []string          `mapstructure:"command"`
+	Dir          string            `mapstructure:"dir"`
+	Env          map[string]string `mapstructure:"env"`
+	MinIdle      *int              `mapstructure:"min_idle"` // nil = default; 0 = none
+	MaxWorkers   int               `mapstructure:"max_workers"`
+	MaxQueue     int               `mapstructure:"max_queue"`
+	MaxCheckouts int               `mapstructure:"max_checkouts"` // 0 = never retire
+	SetupTimeout time.Duration     `mapstructure:"setup_timeout"`
+	CallTimeout  time.Duration     `mapstructure:"call_timeout"` // negative = none
+	IdleTimeout  time.Duration     `mapstructure:"idle_timeout"` // negative = never
+}
+
+// Defaults filled in by Normalize. docs/config.md lists them too; keep both in step.
+const (
+	DefaultSocketMode      = "0660"
+	DefaultShutdownGrace   = 10 * time.Second
+	DefaultMaxMessageBytes = 16 * MiB
+	DefaultLogLevel        = "info"
+	DefaultLogFormat       = "json"
+
+	DefaultDir          = "."
+	DefaultMinIdle      = 1
+	DefaultMaxWorkers   = 8
+	DefaultMaxQueue     = 1000
+	DefaultSetupTimeout = 10 * time.Second
+	DefaultCallTimeout  = 60 * time.Second
+	DefaultIdleTimeout  = 10 * time.Minute
+)
+
+// Limits checked by Validate.
+const (
+	// MinMessageBytes is the smallest max_message_bytes accepted: every protocol message
+	// taskd itself sends must fit.
+	MinMessageBytes = 1 * KiB
+	// MaxMessageBytes is the largest max_message_bytes accepted: one line is held in memory
+	// whole, so a larger limit is a way to run out of memory, not a feature.
+	MaxMessageBytes = 1 * GiB
+)
+
+// LogLevels and LogFormats are the values log.level and log.format accept.
+var (
+	LogLevels  = []string{"debug", "info", "warn", "error"}
+	LogFormats = []string{"json", "console"}
+)
+
+// ReservedEnv are the variables taskd sets for every worker; an interface's env may not
+// name them.
+var ReservedEnv = []string{"TASKD_INTERFACE", "TASKD_WORKER_ID", "TASKD_PROTOCOL"}
+
+var interfaceName = regexp.MustCompile(`^[a-zA-Z0-9_.-]+$`)
+
+// Normalize replaces every zero value that means "default" with the default, so that after
+// it each field holds its effective value. Values that are set, including invalid ones, are
+// left alone for Validate to report. Normalize copies the Interfaces map before changing
+// it, so a Config that shares its map with another is safe to normalize.
+func (c *Config) Normalize() {
+	if len(c.Listen) == 0 {
+		c.Listen = []string{wire.DefaultAddr()}
+	}
+	if c.SocketMode == "" {
+		c.SocketMode = DefaultSocketMode
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = DefaultShutdownGrace
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.MetricsListen == nil {
+		off := "" // metrics are planned; until then "" (off) is the only useful value
+		c.MetricsListen = &off
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = DefaultLogLevel
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = DefaultLogFormat
+	}
+	if c.Interfaces == nil {
+		return
+	}
+	ifaces := make(map[string]Interface, len(c.Interfaces))
+	for name, in := range c.Interfaces {
+		in.normalize()
+		ifaces[name] = in
+	}
+	c.Interfaces = ifaces
+}
+
+func (in *Interface) normalize() {
+	if in.Dir == "" {
+		in.Dir = DefaultDir
+	}
+	if in.MinIdle == nil {
+		n := DefaultMinIdle
+		in.MinIdle = &n
+	}
+	if in.MaxWorkers == 0 {
+		in.MaxWorkers = DefaultMaxWorkers
+	}
+	if in.MaxQueue == 0 {
+		in.MaxQueue = DefaultMaxQueue
+	}
+	if in.SetupTimeout == 0 {
+		in.SetupTimeout = DefaultSetupTimeout
+	}
+	if in.CallTimeout == 0 {
+		in.CallTimeout = DefaultCallTimeout
+	}
+	if in.IdleTimeout == 0 {
+		in.IdleTimeout = DefaultIdleTimeout
+	}
+}
+
+// Validate checks a normalized Config and returns every problem it finds, joined with
+// errors.Join, one per line; each names the key path it is about, as in
+// "interfaces.passwd.max_workers: must be ≥ 1 (got 0)". It returns nil for a valid Config.
+// Zero values that Normalize would replace are reported as errors, so call Normalize first.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+
+	if len(c.Listen) == 0 {
+		bad("listen", "no address — give at least one, e.g. [%q]", wire.DefaultAddr())
+	}
+	seen := make(map[string]int, len(c.Listen))
+	for i, s := range c.Listen {
+		key := fmt.Sprintf("listen[%d]", i)
+		a, err := wire.ParseAddr(s)
+		if err != nil {
+			bad(key, "%v", err)
+			continue
+		}
+		if j, dup := seen[a.String()]; dup {
+			bad(key, "%s is already listen[%d]", a, j)
+			continue
+		}
+		seen[a.String()] = i
+		if !a.IsLoopback() {
+			bad(key, "%s is not a loopback address; TLS is not supported yet, so only loopback TCP "+
+				"(tcp://127.0.0.1:PORT, tcp://[::1]:PORT, tcp://localhost:PORT) or a unix socket is allowed", a)
+		}
+	}
+
+	if mode, err := strconv.ParseUint(c.SocketMode, 8, 32); err != nil {
+		bad("socket_mode", "%q is not an octal file mode — write it as a quoted string such as \"0660\"", c.SocketMode)
+	} else if mode > 0o777 {
+		bad("socket_mode", "%q has bits beyond 0777 — give permission bits only, such as \"0660\"", c.SocketMode)
+	}
+
+	if c.ShutdownGrace <= 0 {
+		bad("shutdown_grace", "must be positive (got %s)", c.ShutdownGrace)
+	}
+	if c.MaxMessageBytes < MinMessageBytes || c.MaxMessageBytes > MaxMessageBytes {
+		bad("max_message_bytes", "must be between %s and %s (got %s)", ByteSize(MinMessageBytes), ByteSize(MaxMessageBytes), c.MaxMessageBytes)
+	}
+	if c.MetricsListen != nil && *c.MetricsListen != "" {
+		if _, port, err := net.SplitHostPort(*c.MetricsListen); err != nil || port == "" {
+			bad("metrics_listen", "%q is not host:port (such as \"127.0.0.1:9464\"); \"\" turns metrics off", *c.MetricsListen)
+		}
+	}
+
+	if !slices.Contains(LogLevels, c.Log.Level) {
+		bad("log.level", "%q is not one of %s", c.Log.Level, strings.Join(LogLevels, ", "))
+	}
+	if !slices.Contains(LogFormats, c.Log.Format) {
+		bad("log.format", "%q is not one of %s", c.Log.Format, strings.Join(LogFormats, ", "))
+	}
+
+	if len(c.Interfaces) == 0 {
+		bad("interfaces", "none configured — taskd needs at least one, e.g.\n"+
+			"  interfaces:\n    echo:\n      command: [\"bin/echo-worker\"]")
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Interfaces)) {
+		key := "interfaces." + name
+		if !interfaceName.MatchString(name) {
+			bad(key, "the name %q may only use letters, digits, '_', '.' and '-'", name)
+		}
+		errs = append(errs, c.Interfaces[name].validate(key)...)
+	}
+	return errors.Join(errs...)
+}
+
+func (in Interface) validate(prefix string) []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s.%s: %s", prefix, key, fmt.Sprintf(format, args...)))
+	}
+
+	switch {
+	case len(in.Command) == 0:
+		bad("command", `empty — give the worker's argv, e.g. ["python3", "worker.py"]`)
+	case in.Command[0] == "":
+		bad("command", `the program (first element) is empty — give the worker's argv, e.g. ["python3", "worker.py"]`)
+	}
+	if in.Dir == "" {
+		bad("dir", `empty — give the worker's working directory, e.g. "."`)
+	}
+	for _, k := range slices.Sorted(maps.Keys(in.Env)) {
+		switch {
+		case k == "" || strings.ContainsAny(k, "=\x00"):
+			bad("env", "%q is not a valid environment variable name", k)
+		case slices.Contains(ReservedEnv, k):
+			bad("env."+k, "is set by taskd for every worker and cannot be configured")
+		case strings.ContainsRune(in.Env[k], 0):
+			bad("env."+k, "the value contains a NUL byte")
+		}
+	}
+	if in.MaxWorkers < 1 {
+		bad("max_workers", "must be ≥ 1 (got %d)", in.MaxWorkers)
+	}
+	switch {
+	case in.MinIdle == nil:
+		bad("min_idle", "not set (call Normalize first)")
+	case *in.MinIdle < 0:
+		bad("min_idle", "must be ≥ 0 (got %d)", *in.MinIdle)
+	case in.MaxWorkers >= 1 && *in.MinIdle > in.MaxWorkers:
+		bad("min_idle", "%d is more than max_workers %d", *in.MinIdle, in.MaxWorkers)
+	}
+	if in.MaxQueue < 1 {
+		bad("max_queue", "must be ≥ 1 (got %d)", in.MaxQueue)
+	}
+	if in.MaxCheckouts < 0 {
+		bad("max_checkouts", "must be ≥ 0 (got %d); 0 means a worker is never retired for its checkout count", in.MaxCheckouts)
+	}
+	if in.SetupTimeout <= 0 {
+		bad("setup_timeout", "must be positive (got %s)", in.SetupTimeout)
+	}
+	if in.CallTimeout == 0 {
+		bad("call_timeout", "must not be 0 (call Normalize first); a negative value means no timeout")
+	}
+	if in.IdleTimeout == 0 {
+		bad("idle_timeout", "must not be 0 (call Normalize first); a negative value means never")
+	}
+	return errs
+}
