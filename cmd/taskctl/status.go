@@ -1,0 +1,119 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/taskd-dev/taskd/pkg/client"
+)
+
+func newStatusCmd(opts *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show taskd's interfaces and their workers",
+		Args:  args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, cancel, err := opts.newClient(cmd.Context(), "")
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			defer c.Close()
+			st, err := c.DaemonStatus(ctx)
+			if err != nil {
+				return err
+			}
+			if opts.output == "json" {
+				enc := json.NewEncoder(opts.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			return renderStatus(opts.stdout, st)
+		},
+	}
+}
+
+// renderStatus writes st as tables: a summary line, one row per interface, and one row per
+// worker.
+func renderStatus(w io.Writer, st client.DaemonStatus) error {
+	draining := ""
+	if st.Draining {
+		draining = ", draining"
+	}
+	fmt.Fprintf(w, "taskd %s, pid %d, up %s%s\n\n", st.Version, st.PID, fmtSec(st.UptimeSec), draining)
+
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "INTERFACE\tLIVE\tIDLE\tBUSY\tSTARTING\tQUEUED\tCHECKOUTS\tLAST ERROR")
+	for _, is := range st.Interfaces {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", is.Name, is.Live, is.Idle, is.Busy,
+			is.Starting, is.Queued, is.Checkouts, orDash(oneLine(is.LastError, 60)))
+	}
+	if len(st.Interfaces) == 0 {
+		fmt.Fprintln(tw, "(no interfaces)")
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	var rows int
+	for _, is := range st.Interfaces {
+		rows += len(is.Workers)
+	}
+	if rows == 0 {
+		_, err := fmt.Fprintln(w, "\nno workers running")
+		return err
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "INTERFACE\tWORKER\tPID\tSTATE\tCHECKOUTS\tAGE\tMETHOD\tRUNNING FOR")
+	for _, is := range st.Interfaces {
+		for _, ws := range is.Workers {
+			method, running := "-", "-"
+			if ws.Method != "" || ws.CallSec > 0 {
+				method = ws.Method
+				if method == "" {
+					method = "()" // function-style call
+				}
+				running = fmtSec(ws.CallSec)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\n", is.Name, ws.ID, ws.PID, ws.State,
+				ws.Checkouts, fmtSec(ws.AgeSec), method, running)
+		}
+	}
+	return tw.Flush()
+}
+
+// fmtSec formats seconds as a duration rounded to what a human reads: milliseconds below
+// a second, tenths below a minute, whole seconds above.
+func fmtSec(sec float64) string {
+	d := time.Duration(sec * float64(time.Second))
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}
+
+// oneLine flattens s to one line of at most max runes.
+func oneLine(s string, max int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > max {
+		return string(r[:max-1]) + "…"
+	}
+	return s
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/taskd-dev/taskd/internal/wire"
+	"github.com/taskd-dev/taskd/pkg/client"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestParseArgs(t *testing.T) {
+	got := parseArgs([]string{"secret", "42", "true", "null", `"quoted"`, `{"a":[1,2]}`, "", "{broken", "9007199254740993", " 1 "})
+	want := []any{
+		"secret",
+		json.RawMessage("42"),
+		json.RawMessage("true"),
+		json.RawMessage("null"),
+		json.RawMessage(`"quoted"`),
+		json.RawMessage(`{"a":[1,2]}`),
+		"",
+		"{broken",
+		json.RawMessage("9007199254740993"),
+		json.RawMessage(" 1 "),
+	}
+	assert.Equal(t, want, got)
+	b, err := json.Marshal(got)
+	require.NoError(t, err)
+	assert.Equal(t, `["secret",42,true,null,"quoted",{"a":[1,2]},"","{broken",9007199254740993,1]`, string(b))
+}
+
+func TestRenderStatus(t *testing.T) {
+	st := client.DaemonStatus{
+		Version: "1.2.3", PID: 99, UptimeSec: 3725.4,
+		Interfaces: []client.InterfaceStatus{
+			{Name: "passwd", Live: 2, Idle: 1, Busy: 1, Queued: 3, Checkouts: 17,
+				Workers: []client.WorkerStatus{
+					{ID: "passwd-1", PID: 4242, State: "busy", Checkouts: 3, AgeSec: 602.2, Method: "hash", CallSec: 1.234},
+					{ID: "passwd-2", PID: 4243, State: "idle", Checkouts: 14, AgeSec: 0.25},
+				}},
+			{Name: "broken", Starting: 1, LastError: "exit status 1:\nTraceback (most recent call last):\n  File \"w.py\", line 1, in <module>\nImportError: no module named foo"},
+		},
+	}
+	var buf bytes.Buffer
+	require.NoError(t, renderStatus(&buf, st))
+	want := `taskd 1.2.3, pid 99, up 1h2m5s
+
+INTERFACE  LIVE  IDLE  BUSY  STARTING  QUEUED  CHECKOUTS  LAST ERROR
+passwd     2     1     1     0         3       17         -
+broken     0     0     0     1         0       0          exit status 1: Traceback (most recent call last): File "w.p…
+
+INTERFACE  WORKER    PID   STATE  CHECKOUTS  AGE    METHOD  RUNNING FOR
+passwd     passwd-1  4242  busy   3          10m2s  hash    1.2s
+passwd     passwd-2  4243  idle   14         250ms  -       -
+`
+	assert.Equal(t, want, buf.String())
+
+	buf.Reset()
+	require.NoError(t, renderStatus(&buf, client.DaemonStatus{Version: "1", Draining: true}))
+	assert.Contains(t, buf.String(), "draining")
+	assert.Contains(t, buf.String(), "(no interfaces)")
+	assert.Contains(t, buf.String(), "no workers running")
+}
+
+func TestFmtSec(t *testing.T) {
+	for sec, want := range map[float64]string{0: "0s", 0.0123: "12ms", 1.26: "1.3s", 61.6: "1m2s", 3600: "1h0m0s"} {
+		assert.Equal(t, want, fmtSec(sec), "%v", sec)
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	dir, err := os.MkdirTemp("", "tctl")
+	require.NoError(t, err)
+	defer os.RemoveAll(dir)
+	nowhere := "unix:" + filepath.Join(dir, "none.sock")
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"--help"}, 0, ""},
+		{[]string{"bogus"}, 2, "unknown command"},
+		{[]string{"--bogus"}, 2, "unknown flag"},
+		{[]string{"-o", "yaml", "ping"}, 2, "want table or json"},
+		{[]string{"--timeout", "0s", "ping"}, 2, "--timeout"},
+		{[]string{"ping", "extra"}, 2, "unknown command"},
+		{[]string{"call", "iface"}, 2, "at least 2"},
+		{[]string{"--addr", "nowhere", "ping"}, 2, "want unix:"},
+		{[]string{"--addr", nowhere, "ping"}, 1, "taskd unreachable"},
+		{[]string{"--addr", nowhere, "--timeout", "50ms", "call", "echo", "echo"}, 1, "taskd unreachable"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), tc.args, &out, &errb)
+		assert.Equal(t, tc.code, code, "%v: %s", tc.args, errb.String())
+		assert.Contains(t, errb.String(), tc.msg, "%v", tc.args)
+	}
+}
+
+// miniDaemon answers ping, status, checkout, call (echo returns its first argument,
+// "raise" raises) and ignores release: just enough of docs/client-protocol.md for taskctl.
+func miniDaemon(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "tctl")
+	require.NoError(t, err)
+	path := filepath.Join(dir, "d.sock")
+	ln, err := net.Listen("unix", path)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+		os.RemoveAll(dir)
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, nc)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer nc.Close()
+				lr := wire.NewLineReader(nc, 0)
+				for {
+					line, err := lr.ReadLine()
+					if err != nil {
+						return
+					}
+					m, err := wire.DecodeClientMsg(line)
+					if err != nil {
+						return
+					}
+					var r wire.ClientMsg
+					switch m.T {
+					case wire.TPing:
+						r = wire.ClientMsg{T: wire.TPong, ID: m.ID, Version: "0.0.1"}
+					case wire.TStatus:
+						r = wire.ClientMsg{T: wire.TStatus, ID: m.ID, Status: &wire.Status{Version: "0.0.1", PID: 7,
+							Interfaces: []wire.InterfaceStatus{{Name: "echo", Live: 1}}}}
+					case wire.TCheckout:
+						r = wire.ClientMsg{T: wire.TGranted, ID: m.ID, Co: 1, Worker: "echo-1", PID: 8, N: 1}
+					case wire.TCall:
+						if m.M == "raise" {
+							r = wire.ClientMsg{T: wire.TErr, Co: m.Co, ID: m.ID, E: json.RawMessage(`{"msg":"boom","type":"E","trace":"line 1"}`)}
+						} else {
+							r = wire.ClientMsg{T: wire.TOK, Co: m.Co, ID: m.ID, R: json.RawMessage(`{"m":"` + m.M + `","a":` + string(m.A) + `}`)}
+						}
+					default:
+						continue
+					}
+					b, _ := wire.AppendClientMsg(nil, &r)
+					if _, err := nc.Write(b); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return "unix:" + path
+}
+
+func TestCommands(t *testing.T) {
+	addr := miniDaemon(t)
+	runOK := func(args ...string) string {
+		t.Helper()
+		var out, errb bytes.Buffer
+		code := run(context.Background(), append([]string{"--addr", addr}, args...), &out, &errb)
+		require.Equal(t, 0, code, errb.String())
+		return out.String()
+	}
+	assert.Contains(t, runOK("ping"), "taskd 0.0.1 at "+addr)
+	var ping map[string]any
+	require.NoError(t, json.Unmarshal([]byte(runOK("-o", "json", "ping")), &ping))
+	assert.Equal(t, "0.0.1", ping["version"])
+
+	assert.Contains(t, runOK("status"), "echo")
+	var st client.DaemonStatus
+	require.NoError(t, json.Unmarshal([]byte(runOK("-o", "json", "status")), &st))
+	assert.Equal(t, 7, st.PID)
+
+	assert.Equal(t, `{"m":"hash","a":["secret",9007199254740993,{"x":[true]}]}`+"\n",
+		runOK("-o", "json", "call", "passwd", "hash", "secret", "9007199254740993", `{"x":[true]}`))
+	assert.Equal(t, "{\n  \"m\": \"\",\n  \"a\": []\n}\n", runOK("call", "passwd", ""))
+
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"--addr", addr, "call", "passwd", "raise"}, &out, &errb)
+	assert.Equal(t, 1, code)
+	assert.Empty(t, out.String())
+	assert.Contains(t, errb.String(), "passwd.raise raised E: boom")
+	assert.Contains(t, errb.String(), "line 1")
+}

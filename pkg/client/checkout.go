@@ -1,0 +1,343 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/taskd-dev/taskd/internal/wire"
+)
+
+// WorkerInfo identifies the worker process behind a checkout.
+type WorkerInfo struct {
+	ID  string // taskd's id for the worker, e.g. "passwd-3"
+	PID int    // the worker's process id on the daemon's host
+}
+
+// Checkout is exclusive use of one worker: every call made on it goes to the same worker
+// process, in order. Get one with Client.Checkout and give it back with Release.
+//
+// A Checkout is safe for concurrent use: calls made concurrently are sent in some order
+// and run one at a time. A fatal error (the worker was lost, a call's deadline passed, a
+// protocol error, Abort) sticks to the checkout: every later call returns it at once. After
+// Release every method returns ErrReleased.
+type Checkout struct {
+	c    *Client
+	cn   *conn
+	id   uint64 // "co", chosen by taskd
+	info WorkerInfo
+	n    int // checkouts the worker has served, this one included
+
+	// Guarded by c.mu.
+	released  bool
+	err       error         // sticky fatal error
+	gone      chan struct{} // closed when err is set or on Release
+	remoteErr bool          // a call raised: retire on Release unless KeepWorkerAfterError
+	nextCall  uint64
+	calls     map[uint64]*Pending // sent and not answered
+}
+
+// Pending is a call started with Checkout.Go. Wait for its result with Wait.
+// A Pending is safe for concurrent use.
+type Pending struct {
+	co     *Checkout
+	id     uint64
+	method string
+	start  time.Time
+	err0   error         // failed before it was sent
+	done   chan struct{} // closed when answered
+
+	// Guarded by co.c.mu; set before done is closed.
+	answered bool
+	r        json.RawMessage
+	err      error
+}
+
+// Worker returns the identity of the checkout's worker. It is valid even after Release.
+func (co *Checkout) Worker() WorkerInfo { return co.info }
+
+func (co *Checkout) iface() string { return fmt.Sprintf("%q", co.c.cfg.Interface) }
+
+// Go sends a call without waiting for its result, so that several calls can be pipelined
+// on the worker; collect the result with Pending.Wait. method "" makes a function-style
+// call. args are encoded as a JSON array.
+func (co *Checkout) Go(method string, args ...any) *Pending {
+	c := co.c
+	p := &Pending{co: co, method: method, start: time.Now(), done: make(chan struct{})}
+	a, err := encodeArgs(args)
+	if err != nil {
+		p.err0 = fmt.Errorf("client: call %s: encoding arguments: %w (the call was not sent; the checkout is still usable)", callName(c.cfg.Interface, method), err)
+		return p
+	}
+
+	c.mu.Lock()
+	if err := co.stateErrLocked(); err != nil {
+		c.mu.Unlock()
+		p.err0 = err
+		return p
+	}
+	co.nextCall++
+	p.id = co.nextCall
+	if co.calls == nil {
+		co.calls = make(map[uint64]*Pending)
+	}
+	co.calls[p.id] = p
+	c.mu.Unlock()
+
+	// Encode outside the lock (arguments may be large), then queue it unless the checkout
+	// ended meanwhile; call ids need to be unique, not increasing.
+	line := appendCall(nil, co.id, p.id, method, a)
+	c.mu.Lock()
+	if co.stateErrLocked() == nil {
+		c.sendRawLocked(co.cn, line)
+	}
+	c.mu.Unlock()
+	return p
+}
+
+// Call makes one call on the checkout's worker and waits for its result, which is decoded
+// into result (a pointer, as for json.Unmarshal; nil discards it, *json.RawMessage keeps it
+// raw; numbers stay exact when decoded into integer types or json.Number, and numbers
+// decoded into an interface{} become json.Number). method "" makes a function-style call.
+//
+// The call may run until ctx is done, or for Config.Timeout if ctx has no deadline. If that
+// ends the call, the checkout fails for good: its worker is killed (taskd cannot interrupt
+// a call otherwise), and the error matches context.DeadlineExceeded or context.Canceled.
+// If ctx is done before the call is sent, Call returns ctx's error and the checkout stays
+// usable.
+//
+// A *RemoteError means the worker raised; the checkout stays usable.
+func (co *Checkout) Call(ctx context.Context, method string, result any, args ...any) error {
+	if err := co.stateErr(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("client: call %s not sent: %w", callName(co.c.cfg.Interface, method), err)
+	}
+	return co.Go(method, args...).Wait(ctx, result)
+}
+
+// Wait waits for the call's result and decodes it into result, like Checkout.Call. If ctx
+// has no deadline, Config.Timeout counts from when the call was started with Go. If ctx
+// ends first, the checkout fails for good (see Checkout.Call). Wait may be called more than
+// once; after the checkout is released it returns ErrReleased, and after a fatal error of
+// the checkout that error, even if the call's answer had arrived.
+func (p *Pending) Wait(ctx context.Context, result any) error {
+	if p.err0 != nil {
+		return p.err0
+	}
+	co := p.co
+	c := co.c
+	if _, ok := ctx.Deadline(); !ok && c.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, p.start.Add(c.timeout))
+		defer cancel()
+	}
+	select {
+	case <-p.done:
+	case <-co.gone:
+	case <-ctx.Done():
+		c.mu.Lock()
+		if !p.answered && co.stateErrLocked() == nil {
+			co.fatalLocked(p.ctxErr(ctx.Err()), true)
+		}
+		c.mu.Unlock()
+	}
+
+	c.mu.Lock()
+	if err := co.stateErrLocked(); err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	r, err := p.r, p.err
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return decodeResult(r, result, c.cfg.Interface, p.method)
+}
+
+func (p *Pending) ctxErr(err error) error {
+	name := callName(p.co.c.cfg.Interface, p.method)
+	what := "was cancelled"
+	if errors.Is(err, context.DeadlineExceeded) {
+		what = fmt.Sprintf("passed its deadline after %v", time.Since(p.start).Round(time.Millisecond))
+	}
+	return fmt.Errorf("client: call %s %s (%w); its worker (%s, pid %d) was killed and the checkout is unusable: release it and check out again (give the call a longer deadline or Config.Timeout if it needs more time)",
+		name, what, err, p.co.info.ID, p.co.info.PID)
+}
+
+// Abort kills the checkout's worker and fails the checkout for good (AnyEvent::Task's
+// throw_fatal_error): calls waiting now return at once, and every later call returns the
+// same error, which matches ErrAborted and err (if not nil). Abort does nothing if the
+// checkout already failed or was released; Release it afterwards as usual.
+func (co *Checkout) Abort(err error) {
+	c := co.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if co.stateErrLocked() != nil {
+		return
+	}
+	what := fmt.Sprintf("%s (worker %s, pid %d)", co.iface(), co.info.ID, co.info.PID)
+	var fatal error
+	if err == nil {
+		fatal = &wrapped{
+			text: fmt.Sprintf("%v: checkout of %s aborted by the application; its worker was killed: release this checkout and check out again", ErrAborted, what),
+			errs: []error{ErrAborted},
+		}
+	} else {
+		fatal = &abortError{what: what, cause: err}
+	}
+	co.fatalLocked(fatal, true)
+}
+
+// Release gives the worker back to taskd, which pools it or retires it: it retires it if a
+// call on this checkout raised (unless Config.KeepWorkerAfterError), if the worker has
+// served Config.MaxCheckouts checkouts, or if calls are still unanswered (their Wait then
+// returns ErrReleased). Release is idempotent; afterwards every method of the checkout
+// returns ErrReleased.
+func (co *Checkout) Release() {
+	c := co.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if co.released {
+		return
+	}
+	alive := co.err == nil
+	co.released = true
+	if alive {
+		close(co.gone)
+		retire := (co.remoteErr && !c.cfg.KeepWorkerAfterError) ||
+			(c.cfg.MaxCheckouts > 0 && co.n >= c.cfg.MaxCheckouts)
+		c.sendLocked(co.cn, &wire.ClientMsg{T: wire.TRelease, Co: co.id, Retire: retire})
+		if co.cn.cos != nil {
+			delete(co.cn.cos, co.id)
+		}
+	}
+	co.calls = nil
+	c.stats.OpenCheckouts--
+	c.freeSlotLocked()
+}
+
+// stateErr returns ErrReleased or the sticky error, if any.
+func (co *Checkout) stateErr() error {
+	co.c.mu.Lock()
+	defer co.c.mu.Unlock()
+	return co.stateErrLocked()
+}
+
+func (co *Checkout) stateErrLocked() error {
+	if co.released {
+		return ErrReleased
+	}
+	return co.err
+}
+
+// fatalLocked makes err the checkout's sticky error and wakes every waiting call. With
+// abort set it tells taskd to kill the worker; taskd then sends nothing more about it.
+func (co *Checkout) fatalLocked(err error, abort bool) {
+	if co.released || co.err != nil {
+		return
+	}
+	co.err = err
+	close(co.gone)
+	co.calls = nil
+	if co.cn.cos != nil {
+		delete(co.cn.cos, co.id)
+	}
+	if abort {
+		co.c.sendLocked(co.cn, &wire.ClientMsg{T: wire.TAbort, Co: co.id, Msg: err.Error()})
+	}
+}
+
+// reply handles ok, err and fail for a call. It runs on the reader goroutine: worker logs
+// are emitted here, outside the lock and before the caller is woken, so they arrive in
+// order and before the call returns.
+func (c *Client) reply(cn *conn, m *wire.ClientMsg) {
+	c.mu.Lock()
+	co := cn.cos[m.Co]
+	var p *Pending
+	if co != nil {
+		p = co.calls[m.ID]
+		delete(co.calls, m.ID)
+		if m.T == wire.TErr {
+			co.remoteErr = true
+		}
+	}
+	c.mu.Unlock()
+	if p == nil {
+		return // aborted, released, or failed meanwhile
+	}
+
+	if len(m.Logs) > 0 {
+		c.emitLogs(co, p.method, m.Logs)
+	}
+
+	var r json.RawMessage
+	var err error
+	fatal := false
+	switch m.T {
+	case wire.TOK:
+		r = m.R
+	case wire.TErr:
+		var e wire.ErrorPayload
+		if jerr := json.Unmarshal(m.E, &e); jerr != nil {
+			e.Msg = fmt.Sprintf("(undecodable error payload %s: %v)", wire.Snippet(m.E), jerr)
+		}
+		err = &RemoteError{Interface: c.cfg.Interface, Method: p.method, Message: e.Msg, Type: e.Type, Trace: e.Trace}
+	case wire.TFail:
+		err = daemonError("call "+callName(c.cfg.Interface, p.method), m.Code, m.Msg)
+		fatal = m.Code != wire.CodeAborted
+	}
+
+	c.mu.Lock()
+	p.answered = true
+	p.r, p.err = r, err
+	close(p.done)
+	if fatal {
+		co.fatalLocked(err, false)
+	}
+	c.mu.Unlock()
+}
+
+func encodeArgs(args []any) (json.RawMessage, error) {
+	if len(args) == 0 {
+		return json.RawMessage("[]"), nil
+	}
+	return json.Marshal(args)
+}
+
+// appendCall appends {"t":"call","co":CO,"id":ID,"m":METHOD,"a":ARGS}\n.
+func appendCall(buf []byte, co, id uint64, method string, args json.RawMessage) []byte {
+	buf = append(buf, `{"t":"call","co":`...)
+	buf = strconv.AppendUint(buf, co, 10)
+	buf = append(buf, `,"id":`...)
+	buf = strconv.AppendUint(buf, id, 10)
+	if method != "" {
+		buf = append(buf, `,"m":`...)
+		buf = wire.AppendString(buf, method)
+	}
+	buf = append(buf, `,"a":`...)
+	buf = append(buf, args...)
+	return append(buf, "}\n"...)
+}
+
+func decodeResult(r json.RawMessage, result any, iface, method string) error {
+	switch res := result.(type) {
+	case nil:
+		return nil
+	case *json.RawMessage:
+		*res = append((*res)[:0], r...)
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(r))
+	dec.UseNumber()
+	if err := dec.Decode(result); err != nil {
+		return fmt.Errorf("client: call %s: decoding result %s into %T: %w (the call succeeded; fix the result type)", callName(iface, method), wire.Snippet(r), result, err)
+	}
+	return nil
+}

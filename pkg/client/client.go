@@ -1,0 +1,502 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/taskd-dev/taskd/internal/wire"
+)
+
+// DefaultTimeout is the per-call (and per-checkout) timeout used when Config.Timeout is 0
+// and the caller's context has no deadline.
+const DefaultTimeout = 30 * time.Second
+
+// Config configures a Client. The zero value of every field means its default. New copies
+// the Config; changing it afterwards has no effect, and New never writes into it.
+type Config struct {
+	// Addr is taskd's address: "unix:/abs/path.sock", "unix:///abs/path.sock" or
+	// "tcp://host:port". Empty means $TASKD_ADDR, else the documented default socket
+	// (see wire.DefaultAddr).
+	Addr string
+
+	// Interface is the name of the interface (worker pool) to check workers out of. It may
+	// be empty for a client used only for Ping and DaemonStatus; Checkout then fails.
+	Interface string
+
+	// MaxWorkers caps the checkouts this Client holds at once; further Checkout calls wait,
+	// served strictly first come, first served. 0 means no client-side cap (taskd's
+	// max_workers still applies).
+	MaxWorkers int
+
+	// Timeout bounds each Checkout and each call whose context has no deadline. 0 means
+	// DefaultTimeout (30s); a negative value means no timeout.
+	Timeout time.Duration
+
+	// MaxCheckouts retires a worker on Release once it has served this many checkouts
+	// (counted by taskd, across all clients). 0 means never (taskd's max_checkouts still
+	// applies).
+	MaxCheckouts int
+
+	// KeepWorkerAfterError keeps a worker in the pool after one of its calls raised. By
+	// default such a worker is retired on Release, in case the error left it in a bad state.
+	KeepWorkerAfterError bool
+
+	// Logger receives the log records workers send with their replies, and nothing else:
+	// errors are returned, never logged. nil means zap.NewNop().
+	Logger *zap.Logger
+
+	// TLS, if set, is used for tcp:// addresses (it is ignored for unix sockets). It is
+	// cloned by New.
+	TLS *tls.Config
+}
+
+// Client is a handle to one interface of one taskd daemon. It owns one connection to taskd,
+// dialled when first needed and re-dialled (with a short, capped backoff) whenever it is
+// lost while checkouts are waiting. A Client is safe for concurrent use by many goroutines;
+// create one per interface and share it. Close it when done: it stops the goroutines it
+// started.
+type Client struct {
+	cfg     Config // normalised copy
+	addr    wire.Addr
+	log     *zap.Logger
+	timeout time.Duration // effective Timeout: > 0, or 0 for none
+
+	ctx    context.Context // cancelled by Close; bounds dials
+	cancel context.CancelFunc
+	done   chan struct{}  // closed by Close
+	kick   chan struct{}  // wakes the connection manager (cap 1)
+	wg     sync.WaitGroup // every goroutine the Client started
+
+	// mu guards everything below, and the mutable state of every conn, Checkout and
+	// Pending of this Client. Nothing slow happens under it: no I/O, no blocking channel
+	// operation, no logging.
+	mu          sync.Mutex
+	closed      bool
+	mgrStarted  bool
+	nextID      uint64       // request ids, unique for the Client's lifetime
+	held        int          // checkouts holding a MaxWorkers slot (waiting for taskd or granted)
+	slotQ       reqQueue     // checkouts waiting for a MaxWorkers slot, FIFO
+	unsent      reqQueue     // checkouts waiting for a connection, FIFO; empty while conn != nil
+	conn        *conn        // the live connection, or nil
+	lastErr     error        // last dial or connection error
+	dialWaiters []chan error // admin requests waiting for the outcome of the next dial
+	stats       Stats        // counters; MaxWorkers, OpenCheckouts, InUse, Waiting kept live
+}
+
+// Stats is a snapshot of a Client's checkouts, in the spirit of sql.DBStats.
+type Stats struct {
+	MaxWorkers    int // Config.MaxWorkers (0 = no client-side cap)
+	OpenCheckouts int // checkouts granted and not yet released
+	InUse         int // checkouts held by the application (equal to OpenCheckouts)
+	Idle          int // checkouts kept idle by the client: always 0 (taskd pools workers)
+	Waiting       int // Checkout calls waiting now, for a MaxWorkers slot or for taskd
+
+	// WaitCount is the number of finished Checkout calls (granted or not), and
+	// WaitDuration their total time spent waiting, for a MaxWorkers slot and for taskd to
+	// grant a worker. Every checkout waits at least one round trip.
+	WaitCount    int64
+	WaitDuration time.Duration
+}
+
+// New validates cfg and returns a Client. It does not dial: the daemon need not be running
+// yet, and checkouts wait for it (until their deadline) while the Client keeps trying.
+func New(cfg Config) (*Client, error) {
+	addrStr := cfg.Addr
+	if addrStr == "" {
+		addrStr = os.Getenv("TASKD_ADDR")
+	}
+	if addrStr == "" {
+		addrStr = wire.DefaultAddr()
+	}
+	addr, err := wire.ParseAddr(addrStr)
+	if err != nil {
+		return nil, fmt.Errorf("client: Config.Addr: %w", err)
+	}
+	if cfg.MaxWorkers < 0 {
+		return nil, fmt.Errorf("client: Config.MaxWorkers is %d: want 0 (no cap) or more", cfg.MaxWorkers)
+	}
+	if cfg.MaxCheckouts < 0 {
+		return nil, fmt.Errorf("client: Config.MaxCheckouts is %d: want 0 (never retire) or more", cfg.MaxCheckouts)
+	}
+	c := &Client{
+		cfg:  cfg,
+		addr: addr,
+		log:  cfg.Logger,
+		done: make(chan struct{}),
+		kick: make(chan struct{}, 1),
+	}
+	c.cfg.Addr = addr.String()
+	if c.cfg.TLS != nil {
+		c.cfg.TLS = c.cfg.TLS.Clone()
+	}
+	if c.log == nil {
+		c.log = zap.NewNop()
+	}
+	switch {
+	case cfg.Timeout == 0:
+		c.timeout = DefaultTimeout
+	case cfg.Timeout > 0:
+		c.timeout = cfg.Timeout
+	}
+	c.stats.MaxWorkers = cfg.MaxWorkers
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c, nil
+}
+
+// withTimeout applies Config.Timeout to ctx if ctx has no deadline.
+func (c *Client) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok || c.timeout == 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, c.timeout)
+}
+
+// reqState is where a checkout request is.
+type reqState uint8
+
+const (
+	reqSlot      reqState = iota // in slotQ, waiting for a MaxWorkers slot
+	reqUnsent                    // in unsent, waiting for a connection
+	reqSent                      // sent on conn, waiting for granted/refused
+	reqAbandoned                 // sent, caller gone; a late grant is released at once
+	reqParked                    // refused with shutting_down: waits for the next connection
+	reqDone                      // answered: co or err is set, ready is closed
+)
+
+// coReq is one Checkout call in progress. It is kept small: thousands may be queued.
+type coReq struct {
+	id         uint64
+	state      reqState
+	ready      chan struct{} // closed when state becomes reqDone
+	co         *Checkout
+	err        error
+	cn         *conn // while reqSent, reqAbandoned or reqParked
+	prev, next *coReq
+}
+
+// Checkout waits for an exclusive worker of Config.Interface and returns it. Waiting
+// checkouts are served in the order Checkout was called: first by this Client (if
+// MaxWorkers is set), then by taskd. A goroutine that already holds a checkout may call
+// Checkout again; it waits its turn like everyone else.
+//
+// Checkout waits until ctx is done, or for Config.Timeout if ctx has no deadline. If taskd
+// cannot be reached until then, the error matches ErrUnreachable and carries the last dial
+// error; otherwise a deadline matches context.DeadlineExceeded. The caller must Release the
+// returned Checkout.
+func (c *Client) Checkout(ctx context.Context) (*Checkout, error) {
+	if c.cfg.Interface == "" {
+		return nil, &wrapped{
+			text: "client: Config.Interface is empty: this Client can only Ping and DaemonStatus; create one with the interface to check out",
+			errs: []error{ErrUnknownInterface},
+		}
+	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	start := time.Now()
+
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, c.closedErr()
+	}
+	if err := ctx.Err(); err != nil {
+		c.mu.Unlock()
+		return nil, c.checkoutCtxErr(err, "before it was sent")
+	}
+	c.nextID++
+	req := &coReq{id: c.nextID, ready: make(chan struct{})}
+	c.stats.Waiting++
+	if c.cfg.MaxWorkers > 0 && (c.held >= c.cfg.MaxWorkers || c.slotQ.len() > 0) {
+		req.state = reqSlot
+		c.slotQ.push(req)
+	} else {
+		c.held++
+		c.toDaemonLocked(req)
+	}
+	c.mu.Unlock()
+
+	var (
+		co  *Checkout
+		err error
+	)
+	select {
+	case <-req.ready:
+		co, err = req.co, req.err
+	case <-ctx.Done():
+		co, err = c.giveUp(ctx, req)
+	}
+
+	c.mu.Lock()
+	c.stats.Waiting--
+	c.stats.WaitCount++
+	c.stats.WaitDuration += time.Since(start)
+	c.mu.Unlock()
+	return co, err
+}
+
+// giveUp handles a Checkout whose context ended before it was answered.
+func (c *Client) giveUp(ctx context.Context, req *coReq) (*Checkout, error) {
+	c.mu.Lock()
+	switch req.state {
+	case reqDone:
+		co, err := req.co, req.err
+		c.mu.Unlock()
+		if co != nil {
+			// Granted just as the caller gave up: give it back, as database/sql does.
+			co.Release()
+			return nil, c.checkoutCtxErr(ctx.Err(), "waiting for a worker")
+		}
+		return nil, err
+	case reqSlot:
+		c.slotQ.remove(req)
+		req.state = reqDone
+		c.mu.Unlock()
+		return nil, c.checkoutCtxErr(ctx.Err(), fmt.Sprintf("waiting for one of the MaxWorkers=%d checkouts this client may hold (release checkouts sooner, or raise MaxWorkers)", c.cfg.MaxWorkers))
+	case reqUnsent:
+		c.unsent.remove(req)
+		req.state = reqDone
+		c.freeSlotLocked()
+		err := &unreachableError{addr: c.cfg.Addr, last: c.lastErr, ctxErr: ctx.Err(), waiting: fmt.Sprintf("checkout of %q", c.cfg.Interface)}
+		c.mu.Unlock()
+		return nil, err
+	case reqParked:
+		delete(req.cn.reqs, req.id)
+		req.state = reqDone
+		c.freeSlotLocked()
+		msg := req.cn.draining
+		c.mu.Unlock()
+		return nil, &wrapped{
+			text: fmt.Sprintf("%v: checkout of %q: %v waiting for taskd to restart (taskd says %q); retry once it is back, or wait longer", ErrShuttingDown, c.cfg.Interface, ctx.Err(), msg),
+			errs: []error{ErrShuttingDown, ctx.Err()},
+		}
+	default: // reqSent
+		req.state = reqAbandoned
+		c.sendLocked(req.cn, &wire.ClientMsg{T: wire.TAbandon, ID: req.id})
+		c.freeSlotLocked()
+		c.mu.Unlock()
+		return nil, c.checkoutCtxErr(ctx.Err(), "waiting for taskd to grant a worker (all its workers are busy: raise the interface's max_workers, release checkouts sooner, or wait longer)")
+	}
+}
+
+func (c *Client) checkoutCtxErr(err error, while string) error {
+	return fmt.Errorf("client: checkout of %q: %w %s", c.cfg.Interface, err, while)
+}
+
+func (c *Client) closedErr() error {
+	return &wrapped{text: ErrClosed.Error() + ": create a new Client", errs: []error{ErrClosed}}
+}
+
+// toDaemonLocked moves a request that holds a slot to the daemon stage: sent now if a
+// connection is up, else queued for the next one.
+func (c *Client) toDaemonLocked(req *coReq) {
+	if cn := c.conn; cn != nil {
+		c.sendCheckoutLocked(cn, req)
+		return
+	}
+	req.state = reqUnsent
+	c.unsent.push(req)
+	c.wantConnLocked()
+}
+
+func (c *Client) sendCheckoutLocked(cn *conn, req *coReq) {
+	req.cn = cn
+	cn.reqs[req.id] = req
+	if cn.draining != "" {
+		req.state = reqParked
+		return
+	}
+	req.state = reqSent
+	c.sendLocked(cn, &wire.ClientMsg{T: wire.TCheckout, ID: req.id, Iface: c.cfg.Interface, Keep: c.cfg.KeepWorkerAfterError})
+}
+
+// freeSlotLocked gives up one MaxWorkers slot and hands it to the first waiter.
+func (c *Client) freeSlotLocked() {
+	c.held--
+	if c.cfg.MaxWorkers == 0 || c.held >= c.cfg.MaxWorkers {
+		return
+	}
+	if next := c.slotQ.pop(); next != nil {
+		c.held++
+		c.toDaemonLocked(next)
+	}
+}
+
+// failReqLocked answers a waiting request with err. The caller handles its slot.
+func failReqLocked(req *coReq, err error) {
+	req.state = reqDone
+	req.err = err
+	req.cn = nil
+	close(req.ready)
+}
+
+// Call checks out a worker, makes one call on it and releases it: the one-shot form of
+// Checkout + Checkout.Call + Checkout.Release. Config.Timeout (if ctx has no deadline)
+// bounds the whole sequence. See Checkout.Call for result and args.
+func (c *Client) Call(ctx context.Context, method string, result any, args ...any) error {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	co, err := c.Checkout(ctx)
+	if err != nil {
+		return err
+	}
+	defer co.Release()
+	return co.Call(ctx, method, result, args...)
+}
+
+// Stats returns a snapshot of the Client's checkout statistics.
+func (c *Client) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.stats
+	s.InUse = s.OpenCheckouts
+	return s
+}
+
+// Close closes the connection to taskd (which releases every checkout it holds), fails
+// waiting checkouts and the calls of held checkouts with ErrClosed, and waits for the
+// Client's goroutines to exit. Held checkouts should still be released (it is then a
+// no-op). Close is idempotent and safe to call concurrently; it returns nil.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if !c.closed {
+		c.closed = true
+		c.cancel()
+		close(c.done)
+		err := c.closedErr()
+		for r := c.slotQ.pop(); r != nil; r = c.slotQ.pop() {
+			failReqLocked(r, err)
+		}
+		for r := c.unsent.pop(); r != nil; r = c.unsent.pop() {
+			failReqLocked(r, err)
+		}
+		for _, ch := range c.dialWaiters {
+			ch <- err // buffered
+		}
+		c.dialWaiters = nil
+		if cn := c.conn; cn != nil {
+			c.failConnLocked(cn, err, err)
+			cn.nc.Close()
+		}
+	}
+	c.mu.Unlock()
+	c.wg.Wait()
+	return nil
+}
+
+// PingResult is the answer to Client.Ping.
+type PingResult struct {
+	Version string        // taskd's version
+	RTT     time.Duration // round-trip time of the ping on the established connection
+}
+
+// Type aliases for the daemon's status report (see Client.DaemonStatus).
+type (
+	DaemonStatus    = wire.Status
+	InterfaceStatus = wire.InterfaceStatus
+	WorkerStatus    = wire.WorkerStatus
+)
+
+// Ping asks taskd for its version and measures the round trip. Unlike Checkout it does not
+// wait for an unreachable daemon: if taskd cannot be dialled, it fails at once with an
+// error matching ErrUnreachable that carries the dial error.
+func (c *Client) Ping(ctx context.Context) (PingResult, error) {
+	m, rtt, err := c.admin(ctx, wire.TPing)
+	if err != nil {
+		return PingResult{}, err
+	}
+	return PingResult{Version: m.Version, RTT: rtt}, nil
+}
+
+// DaemonStatus returns taskd's status report: its pools and their workers. Like Ping it
+// fails at once if taskd cannot be dialled.
+func (c *Client) DaemonStatus(ctx context.Context) (DaemonStatus, error) {
+	m, _, err := c.admin(ctx, wire.TStatus)
+	if err != nil {
+		return DaemonStatus{}, err
+	}
+	if m.Status == nil {
+		return DaemonStatus{}, &wrapped{text: ErrProtocol.Error() + ": taskd answered status without a status object; this is a daemon bug", errs: []error{ErrProtocol}}
+	}
+	return *m.Status, nil
+}
+
+// adminReq is a ping or status request waiting for its answer.
+type adminReq struct {
+	done chan struct{}
+	msg  wire.ClientMsg
+	err  error
+}
+
+// admin sends a ping or status request, dialling first if needed (once: failure is
+// reported at once), and waits for the answer.
+func (c *Client) admin(ctx context.Context, t string) (wire.ClientMsg, time.Duration, error) {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return wire.ClientMsg{}, 0, c.closedErr()
+		}
+		cn := c.conn
+		if cn == nil {
+			if attempt >= 3 { // connected, then lost the connection, three times
+				err := &unreachableError{addr: c.cfg.Addr, last: c.lastErr, waiting: t}
+				c.mu.Unlock()
+				return wire.ClientMsg{}, 0, err
+			}
+			ch := make(chan error, 1)
+			c.dialWaiters = append(c.dialWaiters, ch)
+			c.wantConnLocked()
+			c.mu.Unlock()
+			select {
+			case err := <-ch:
+				if err != nil {
+					if errors.Is(err, ErrClosed) {
+						return wire.ClientMsg{}, 0, err
+					}
+					return wire.ClientMsg{}, 0, &unreachableError{addr: c.cfg.Addr, last: err, waiting: t}
+				}
+				continue
+			case <-ctx.Done():
+				c.mu.Lock()
+				for i, w := range c.dialWaiters {
+					if w == ch {
+						c.dialWaiters = append(c.dialWaiters[:i], c.dialWaiters[i+1:]...)
+						break
+					}
+				}
+				err := &unreachableError{addr: c.cfg.Addr, last: c.lastErr, ctxErr: ctx.Err(), waiting: t}
+				c.mu.Unlock()
+				return wire.ClientMsg{}, 0, err
+			}
+		}
+		c.nextID++
+		id := c.nextID
+		req := &adminReq{done: make(chan struct{})}
+		cn.admin[id] = req
+		c.sendLocked(cn, &wire.ClientMsg{T: t, ID: id})
+		start := time.Now()
+		c.mu.Unlock()
+
+		select {
+		case <-req.done:
+			return req.msg, time.Since(start), req.err
+		case <-ctx.Done():
+			c.mu.Lock()
+			delete(cn.admin, id)
+			c.mu.Unlock()
+			return wire.ClientMsg{}, 0, fmt.Errorf("client: %s: no answer from taskd at %s: %w", t, c.cfg.Addr, ctx.Err())
+		}
+	}
+}
+
+// Addr returns the address the Client dials, after defaults were applied (for messages).
+func (c *Client) Addr() string { return c.cfg.Addr }

@@ -1,0 +1,462 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"time"
+
+	"github.com/taskd-dev/taskd/internal/wire"
+)
+
+// Reconnect backoff: the first retry comes after backoffMin, doubling up to backoffMax.
+// The cap is low so that checkouts queued while taskd is down are served within about
+// 100ms of it coming up; the Client only dials while something is waiting for a
+// connection, so an idle Client costs the daemon nothing.
+const (
+	backoffMin  = 5 * time.Millisecond
+	backoffMax  = 100 * time.Millisecond
+	dialTimeout = 5 * time.Second
+	// stableConn is how long a connection must have lived for its loss to be redialled
+	// at once rather than after a backoff delay.
+	stableConn = time.Second
+	// maxLine bounds a line from taskd. A reply relays a worker line (at most taskd's
+	// max_message_bytes, 16 MiB by default) plus a small envelope.
+	maxLine = 4 * wire.DefaultMaxMessageBytes
+)
+
+// conn is one connection to taskd, with its reader and writer goroutines. Its maps and
+// out buffer are guarded by Client.mu.
+type conn struct {
+	nc   net.Conn
+	out  []byte        // encoded messages waiting for the writer
+	wake chan struct{} // wakes the writer (cap 1)
+	dead chan struct{} // closed when the reader has exited and the conn is cleaned up
+
+	reqs  map[uint64]*coReq    // checkout requests sent and not answered
+	admin map[uint64]*adminReq // ping/status requests sent and not answered
+	cos   map[uint64]*Checkout // live checkouts granted on this connection
+	gone  bool                 // failConnLocked has run
+	// draining is taskd's message once it refused a checkout with shutting_down: later
+	// checkouts are not sent on this connection but parked until the next one, so that a
+	// daemon restart is invisible to the application.
+	draining string
+	fatal    string // msg of a "fatal" message from taskd, if any
+}
+
+// wantConnLocked notes that something waits for a connection: starts the manager if
+// needed and wakes it.
+func (c *Client) wantConnLocked() {
+	if !c.mgrStarted {
+		c.mgrStarted = true
+		c.wg.Add(1)
+		go c.manage()
+	}
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// sendLocked queues m for the connection's writer. It never blocks.
+func (c *Client) sendLocked(cn *conn, m *wire.ClientMsg) {
+	if cn == nil || cn.gone {
+		return
+	}
+	var err error
+	cn.out, err = wire.AppendClientMsg(cn.out, m)
+	if err != nil { // cannot happen: all fields marshal
+		panic(fmt.Sprintf("client: encoding %q message: %v", m.T, err))
+	}
+	c.wakeWriterLocked(cn)
+}
+
+func (c *Client) sendRawLocked(cn *conn, line []byte) {
+	if cn == nil || cn.gone {
+		return
+	}
+	cn.out = append(cn.out, line...)
+	c.wakeWriterLocked(cn)
+}
+
+func (c *Client) wakeWriterLocked(cn *conn) {
+	select {
+	case cn.wake <- struct{}{}:
+	default:
+	}
+}
+
+// manage is the connection manager: the one goroutine that dials. It dials when something
+// waits for a connection and none is up, with backoff between failed attempts, and exits
+// on Close.
+func (c *Client) manage() {
+	defer c.wg.Done()
+	var delay time.Duration
+	for {
+		if !c.waitNeed() {
+			return
+		}
+		if delay > 0 {
+			if !c.sleep(delay) {
+				return
+			}
+			if !c.needConn() {
+				continue // whoever waited gave up meanwhile
+			}
+		}
+		nc, err := c.dial()
+		if err != nil {
+			c.mu.Lock()
+			c.lastErr = err
+			for _, ch := range c.dialWaiters {
+				ch <- err
+			}
+			c.dialWaiters = nil
+			c.mu.Unlock()
+			delay = nextDelay(delay)
+			continue
+		}
+		cn := c.attach(nc)
+		if cn == nil {
+			return // closed
+		}
+		start := time.Now()
+		select {
+		case <-cn.dead:
+		case <-c.done:
+			return
+		}
+		if time.Since(start) >= stableConn {
+			delay = 0
+		} else {
+			delay = nextDelay(delay)
+		}
+	}
+}
+
+func nextDelay(d time.Duration) time.Duration {
+	if d == 0 {
+		return backoffMin
+	}
+	d *= 2
+	if d > backoffMax {
+		d = backoffMax
+	}
+	return d
+}
+
+// needConn reports whether something waits for a connection that is not up.
+func (c *Client) needConn() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.closed && c.conn == nil && (c.unsent.len() > 0 || len(c.dialWaiters) > 0)
+}
+
+// waitNeed blocks until a connection is needed (and none is up), or the Client is closed.
+func (c *Client) waitNeed() bool {
+	for {
+		if c.needConn() {
+			return true
+		}
+		select {
+		case <-c.kick:
+		case <-c.done:
+			return false
+		}
+	}
+}
+
+// sleep waits d (with some jitter), or less if an admin request wants a dial now. It
+// returns false if the Client was closed.
+func (c *Client) sleep(d time.Duration) bool {
+	d += time.Duration(rand.Int64N(int64(d)/5 + 1))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			return true
+		case <-c.done:
+			return false
+		case <-c.kick:
+			c.mu.Lock()
+			urgent := len(c.dialWaiters) > 0
+			c.mu.Unlock()
+			if urgent {
+				return true
+			}
+		}
+	}
+}
+
+func (c *Client) dial() (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, dialTimeout)
+	defer cancel()
+	nd := &net.Dialer{}
+	if c.addr.Network == "tcp" && c.cfg.TLS != nil {
+		td := &tls.Dialer{NetDialer: nd, Config: c.cfg.TLS}
+		return td.DialContext(ctx, "tcp", c.addr.Address)
+	}
+	return nd.DialContext(ctx, c.addr.Network, c.addr.Address)
+}
+
+// attach makes nc the Client's connection: starts its goroutines and sends the queued
+// checkout requests, oldest first. It returns nil (and closes nc) if the Client is closed.
+func (c *Client) attach(nc net.Conn) *conn {
+	cn := &conn{
+		nc:    nc,
+		wake:  make(chan struct{}, 1),
+		dead:  make(chan struct{}),
+		reqs:  make(map[uint64]*coReq),
+		admin: make(map[uint64]*adminReq),
+		cos:   make(map[uint64]*Checkout),
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		nc.Close()
+		return nil
+	}
+	c.conn = cn
+	c.wg.Add(2)
+	go c.read(cn)
+	go c.write(cn)
+	for r := c.unsent.pop(); r != nil; r = c.unsent.pop() {
+		c.sendCheckoutLocked(cn, r)
+	}
+	for _, ch := range c.dialWaiters {
+		ch <- nil
+	}
+	c.dialWaiters = nil
+	return cn
+}
+
+// write is the connection's writer: it sends what sendLocked queued, in order.
+func (c *Client) write(cn *conn) {
+	defer c.wg.Done()
+	var buf []byte
+	for {
+		select {
+		case <-cn.wake:
+		case <-cn.dead:
+			return
+		}
+		c.mu.Lock()
+		buf, cn.out = cn.out, buf[:0]
+		c.mu.Unlock()
+		if len(buf) == 0 {
+			continue
+		}
+		if _, err := cn.nc.Write(buf); err != nil {
+			cn.nc.Close() // the reader sees it, and cleans up
+			return
+		}
+		if cap(buf) > 1<<20 {
+			buf = nil // do not keep a huge buffer for ever
+		}
+	}
+}
+
+// read is the connection's reader: it dispatches every message from taskd and, when the
+// connection ends, fails or re-queues everything bound to it.
+func (c *Client) read(cn *conn) {
+	defer c.wg.Done()
+	lr := wire.NewLineReader(cn.nc, maxLine)
+	var err error
+	for {
+		var line []byte
+		line, err = lr.ReadLine()
+		if err != nil {
+			break
+		}
+		var m wire.ClientMsg
+		m, err = wire.DecodeClientMsg(line)
+		if err != nil {
+			err = &wrapped{
+				text: fmt.Sprintf("%v: taskd sent %s: %v", ErrProtocol, wire.Snippet(line), err),
+				errs: []error{ErrProtocol, err},
+			}
+			break
+		}
+		c.dispatch(cn, &m)
+	}
+	cn.nc.Close()
+
+	c.mu.Lock()
+	if cn.fatal != "" {
+		err = &wrapped{
+			text: fmt.Sprintf("%v: taskd closed the connection: %q", ErrProtocol, cn.fatal),
+			errs: []error{ErrProtocol},
+		}
+	} else if errors.Is(err, io.EOF) {
+		err = errors.New("taskd closed the connection")
+	}
+	c.lastErr = err
+	lost := &wrapped{
+		text: fmt.Sprintf("%v: connection to taskd at %s lost (%v); taskd released the worker: release this checkout and check out again", ErrWorkerLost, c.cfg.Addr, err),
+		errs: []error{ErrWorkerLost, err},
+	}
+	admin := &unreachableError{addr: c.cfg.Addr, last: fmt.Errorf("connection lost: %w", err)}
+	c.failConnLocked(cn, lost, admin)
+	c.mu.Unlock()
+	close(cn.dead)
+}
+
+// failConnLocked detaches cn: its held checkouts fail with lost, its admin requests with
+// adminErr, and its unanswered checkout requests are queued for the next connection (or,
+// after Close, failed with lost).
+func (c *Client) failConnLocked(cn *conn, lost, adminErr error) {
+	if cn.gone {
+		return
+	}
+	cn.gone = true
+	if c.conn == cn {
+		c.conn = nil
+	}
+	for _, co := range cn.cos {
+		co.fatalLocked(lost, false)
+	}
+	cn.cos = nil
+	for _, a := range cn.admin {
+		a.err = adminErr
+		close(a.done)
+	}
+	cn.admin = nil
+	var resend []*coReq
+	for _, r := range cn.reqs {
+		switch {
+		case r.state != reqSent && r.state != reqParked:
+			// abandoned: taskd releases it with the connection
+		case c.closed:
+			failReqLocked(r, lost)
+		default:
+			resend = append(resend, r)
+		}
+	}
+	cn.reqs = nil
+	if len(resend) == 0 {
+		return
+	}
+	// Requests from cn are older than any in unsent (unsent is empty while a conn is up,
+	// and cn was the conn until now): put them first, in the order they were made.
+	slices.SortFunc(resend, func(a, b *coReq) int { return cmpUint(a.id, b.id) })
+	later := c.unsent
+	c.unsent = reqQueue{}
+	for _, r := range resend {
+		r.state = reqUnsent
+		r.cn = nil
+		c.unsent.push(r)
+	}
+	for r := later.pop(); r != nil; r = later.pop() {
+		c.unsent.push(r)
+	}
+	c.wantConnLocked()
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// dispatch handles one message from taskd. It runs on the reader goroutine.
+func (c *Client) dispatch(cn *conn, m *wire.ClientMsg) {
+	switch m.T {
+	case wire.TGranted:
+		c.granted(cn, m)
+	case wire.TRefused:
+		c.refused(cn, m)
+	case wire.TOK, wire.TErr, wire.TFail:
+		c.reply(cn, m)
+	case wire.TLost:
+		c.mu.Lock()
+		if co := cn.cos[m.Co]; co != nil {
+			co.fatalLocked(daemonError(fmt.Sprintf("checkout of %s (worker %s, pid %d)", co.iface(), co.info.ID, co.info.PID), m.Code, m.Msg), false)
+		}
+		c.mu.Unlock()
+	case wire.TPong, wire.TStatus:
+		c.mu.Lock()
+		if a := cn.admin[m.ID]; a != nil {
+			delete(cn.admin, m.ID)
+			a.msg = *m
+			close(a.done)
+		}
+		c.mu.Unlock()
+	case wire.TFatal:
+		c.mu.Lock()
+		cn.fatal = m.Msg
+		if cn.fatal == "" {
+			cn.fatal = "(no message)"
+		}
+		c.mu.Unlock()
+	}
+	// Unknown types are ignored (forward compatibility).
+}
+
+func (c *Client) granted(cn *conn, m *wire.ClientMsg) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	req := cn.reqs[m.ID]
+	delete(cn.reqs, m.ID)
+	if req == nil || req.state != reqSent || c.closed {
+		// Abandoned (or unknown): we own the checkout and give it straight back. The
+		// worker did nothing for us, so it is pooled.
+		c.sendLocked(cn, &wire.ClientMsg{T: wire.TRelease, Co: m.Co})
+		return
+	}
+	co := &Checkout{
+		c:    c,
+		cn:   cn,
+		id:   m.Co,
+		info: WorkerInfo{ID: m.Worker, PID: m.PID},
+		n:    m.N,
+		gone: make(chan struct{}),
+	}
+	cn.cos[m.Co] = co
+	c.stats.OpenCheckouts++
+	req.state = reqDone
+	req.co = co
+	req.cn = nil
+	close(req.ready)
+}
+
+func (c *Client) refused(cn *conn, m *wire.ClientMsg) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if a := cn.admin[m.ID]; a != nil {
+		delete(cn.admin, m.ID)
+		a.err = daemonError("request", m.Code, m.Msg)
+		close(a.done)
+		return
+	}
+	req := cn.reqs[m.ID]
+	if req == nil {
+		return
+	}
+	delete(cn.reqs, m.ID)
+	if req.state != reqSent {
+		return // abandoned: this is the "abandoned" answer
+	}
+	if m.Code == wire.CodeShuttingDown {
+		// taskd is draining, probably to restart: wait for the next daemon (until the
+		// checkout's deadline) instead of failing.
+		cn.draining = m.Msg
+		if cn.draining == "" {
+			cn.draining = "shutting down"
+		}
+		req.state = reqParked
+		cn.reqs[m.ID] = req
+		return
+	}
+	failReqLocked(req, daemonError(fmt.Sprintf("checkout of %q", c.cfg.Interface), m.Code, m.Msg))
+	c.freeSlotLocked()
+}

@@ -1,0 +1,70 @@
+// Package client is the Go SDK for applications that use taskd: it checks out workers
+// of one interface and calls their methods.
+//
+// A Client stands for one interface of one daemon. A Checkout is exclusive use of one
+// worker process: every call made on it goes to that process, in order, so per-process
+// state (a database transaction, a cursor, a warm cache) carries from call to call. Release
+// gives the worker back; taskd then pools it or retires it. Client.Call is the one-shot
+// form for calls that need no such state.
+//
+//	c, err := client.New(client.Config{Interface: "passwd"})
+//	...
+//	defer c.Close()
+//	var hashed string
+//	err = c.Call(ctx, "hash", &hashed, "secret")
+//
+// # Ownership and concurrency
+//
+// Client, Checkout and Pending are safe for concurrent use. The Client owns one connection
+// to taskd, shared by all its checkouts and calls, and the goroutines behind it: a
+// connection manager that dials when something waits for a connection (lazily: New never
+// dials) and redials with a short capped backoff after a failure, and per connection a
+// reader that dispatches every reply and a writer that sends requests in order. Close stops
+// them all and waits for them. The caller owns each Checkout it gets and must Release it;
+// a Checkout keeps counting against Config.MaxWorkers until then.
+//
+// The daemon need not be running when the Client is created or when Checkout is called:
+// checkouts wait (until their deadline) while the Client keeps dialling, and a checkout
+// request that was in flight when the connection broke, or that a draining daemon
+// refused, is sent again on the next connection: restarting taskd is invisible to
+// waiting checkouts.
+// Checkouts held when the connection breaks fail with ErrWorkerLost, since taskd releases
+// the workers of a closed connection.
+//
+// # Errors
+//
+// Every error can be matched with errors.Is or errors.As, and its text says what to do next.
+//
+//   - *RemoteError: the call raised in the worker. The checkout stays usable, but calls
+//     queued behind the failing one that had not started fail with ErrAborted, and on
+//     Release the worker is retired (unless Config.KeepWorkerAfterError).
+//   - Fatal errors stick to the checkout: every later call returns the same error at once,
+//     and no success is delivered after it. They are ErrWorkerLost (the worker exited or
+//     the connection to taskd broke), ErrCallTimeout (taskd's call_timeout killed the
+//     worker; also ErrWorkerLost), ErrProtocol (the worker broke the protocol), a caller
+//     deadline or cancellation during a call (matches context.DeadlineExceeded or
+//     context.Canceled; the worker is killed, since a call cannot be interrupted
+//     otherwise), and Checkout.Abort (matches ErrAborted and the error given to Abort).
+//   - Refusals: ErrUnknownInterface, ErrOverloaded (taskd's queue is full), ErrUnavailable
+//     (the interface's workers cannot start; the text carries their stderr tail), and
+//     ErrUnreachable (taskd could not be reached before the deadline; the error also wraps
+//     the last dial error). A checkout refused because taskd is shutting down waits for
+//     the next daemon (a restart) instead, and fails with ErrShuttingDown only if its
+//     deadline passes first.
+//   - ErrReleased after Release, ErrClosed after Close.
+//
+// # Results
+//
+// Arguments are encoded with encoding/json. A result is decoded into the value the caller
+// passes (nil discards it, *json.RawMessage keeps the raw JSON) and numbers stay exact:
+// an int64 above 2^53 survives the round trip, and numbers decoded into interface{} values
+// become json.Number.
+//
+// # Worker logs
+//
+// Log records a worker makes during a call travel back with the reply and are written to
+// Config.Logger before the call returns, in order, with the fields interface, worker, pid,
+// method and worker_ts (the worker's timestamp) plus the record's own fields.
+//
+// The wire protocol is documented in docs/client-protocol.md.
+package client
