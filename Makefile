@@ -1,0 +1,30 @@
+# taskd — `make run` to try it, `make test` to test it. Needs Go only.
+
+GO      ?= go
+BIN     := bin
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: build run test check clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/taskd ./cmd/taskctl
+	$(GO) build -o $(BIN)/echo-worker ./examples/echo
+	$(GO) build -o $(BIN)/passwd-worker ./examples/passwd
+
+# Runs taskd in the foreground on its default socket (no root needed); Ctrl-C stops it.
+run: build
+	$(BIN)/taskd -c configs/taskd.yaml
+
+# Fuzz targets run their seed corpora as part of go test.
+test: build
+	$(GO) test -race -count=1 ./...
+
+check:
+	@unformatted="$$(gofmt -l .)"; if [ -n "$$unformatted" ]; then \
+		echo "gofmt: these files need formatting (run gofmt -w .):"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
+
+clean:
+	rm -rf $(BIN) coverage.out coverage.html

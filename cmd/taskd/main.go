@@ -1,0 +1,58 @@
+// Command taskd is the taskd daemon: it reads a config of named interfaces and runs a pool
+// of worker processes for each, serving checkouts to clients until SIGTERM or SIGINT.
+//
+//	taskd -c /etc/taskd/taskd.yaml                 # run in the foreground
+//	taskd --check-config -c /etc/taskd/taskd.yaml  # validate, exit 0 or 1
+//
+// See docs/config.md for the configuration file.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := newCommand(os.Stdout).Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "taskd: "+strings.ReplaceAll(err.Error(), "\n", "\n  "))
+		os.Exit(1)
+	}
+}
+
+func newCommand(stdout io.Writer) *cobra.Command {
+	var configPath string
+	var checkOnly bool
+	cmd := &cobra.Command{
+		Use:           "taskd -c FILE",
+		Short:         "Run pools of worker processes and serve checkouts to clients",
+		Version:       version,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configPath == "" {
+				return fmt.Errorf("no config file: run taskd -c FILE (configs/taskd.yaml is an example; docs/config.md has every key)")
+			}
+			cfg, err := loadConfig(configPath)
+			if err != nil {
+				return fmt.Errorf("config %s:\n%w", configPath, err)
+			}
+			if checkOnly {
+				_, err := fmt.Fprintf(stdout, "config OK: %d interfaces\n", len(cfg.Interfaces))
+				return err
+			}
+			return run(cmd.Context(), cfg, configPath)
+		},
+	}
+	cmd.SetOut(stdout)
+	cmd.Flags().StringVarP(&configPath, "config", "c", "", "config file (YAML)")
+	cmd.Flags().BoolVar(&checkOnly, "check-config", false, "validate the config file and exit: 0 if valid, 1 with the problems if not")
+	return cmd
+}

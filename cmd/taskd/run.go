@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"go.uber.org/zap"
+
+	"github.com/taskd-dev/taskd/internal/config"
+	"github.com/taskd-dev/taskd/internal/server"
+)
+
+// run runs the daemon until ctx ends or SIGTERM/SIGINT arrives, then drains and returns.
+// A second SIGTERM/SIGINT during the drain kills taskd at once (its workers die with it:
+// they get a parent-death signal).
+func run(ctx context.Context, cfg config.Config, configPath string) error {
+	logger, err := newLogger(cfg.Log, os.Stderr)
+	if err != nil {
+		return err
+	}
+	defer logger.Sync() //nolint:errcheck // syncing stderr fails on some systems; nothing to do about it
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	context.AfterFunc(ctx, func() {
+		// Restore default signal handling, so that a second signal kills, and tell systemd
+		// (best effort, like READY=1) that the drain has begun.
+		stop()
+		_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+	})
+
+	logger.Info("taskd starting", zap.String("version", version), zap.String("config", configPath),
+		zap.Int("pid", os.Getpid()), zap.Strings("listen", cfg.Listen), zap.Int("interfaces", len(cfg.Interfaces)))
+	srv, err := server.New(cfg, logger, version)
+	if err != nil {
+		return err
+	}
+	ready := func() {
+		// A no-op outside systemd ($NOTIFY_SOCKET unset).
+		if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+			logger.Warn("cannot notify systemd that taskd is ready", zap.Error(err))
+		}
+	}
+	return srv.Run(ctx, ready)
+}

@@ -1,0 +1,13 @@
+// Package server is the taskd daemon: it turns a config.Config into listeners and one
+// pool per interface, serves the client protocol (docs/client-protocol.md) on every
+// connection, and shuts down in order.
+//
+// Ownership: Run owns everything it starts — the accept loops, one session per
+// connection (a reader goroutine, a writer goroutine, and one goroutine per checkout
+// waiting for a worker), and the pools. Run returns only after all of them are gone and
+// every worker process has been reaped.
+//
+// Shutdown (ctx cancelled, e.g. SIGTERM): stop accepting; refuse new and waiting
+// checkouts with "shutting_down"; let held checkouts finish for up to shutdown_grace; then
+// stop every worker (EOF, SIGTERM, SIGKILL to its process group) and close connections.
+package server

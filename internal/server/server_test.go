@@ -1,0 +1,504 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/taskd-dev/taskd/internal/taskdtest"
+	"github.com/taskd-dev/taskd/pkg/client"
+)
+
+func TestMain(m *testing.M) {
+	taskdtest.MaybeRunWorker()
+	goleak.VerifyTestMain(m)
+}
+
+func newClient(t *testing.T, d *taskdtest.Daemon, iface string, mod ...func(*client.Config)) *client.Client {
+	t.Helper()
+	cfg := client.Config{Addr: d.Addr, Interface: iface, Timeout: 20 * time.Second}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	c, err := client.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func status(t *testing.T, c *client.Client, iface string) client.InterfaceStatus {
+	t.Helper()
+	st, err := c.DaemonStatus(ctxT(t))
+	require.NoError(t, err)
+	for _, is := range st.Interfaces {
+		if is.Name == iface {
+			return is
+		}
+	}
+	t.Fatalf("no interface %q in status", iface)
+	return client.InterfaceStatus{}
+}
+
+func pid(t *testing.T, co *client.Checkout) int {
+	t.Helper()
+	var p int
+	require.NoError(t, co.Call(ctxT(t), "pid", &p))
+	return p
+}
+
+// echoWorkers are the worker implementations every round-trip test runs against.
+func echoWorkers(t *testing.T) map[string]string {
+	return map[string]string{
+		"raw":   taskdtest.WorkerYAML("echo", "raw", "min_idle: 1"),
+		"gosdk": fmt.Sprintf("  echo:\n    command: [%q]\n    min_idle: 1\n", taskdtest.Binary(t, "examples/echo")),
+	}
+}
+
+func TestRoundTripAndRemoteErrors(t *testing.T) {
+	for name, yaml := range echoWorkers(t) {
+		t.Run(name, func(t *testing.T) {
+			d := taskdtest.Start(t, "interfaces:\n"+yaml)
+			c := newClient(t, d, "echo")
+			ctx := ctxT(t)
+			arg := map[string]any{"𝄞 clef": []any{"😀", 1.5, nil, true, map[string]any{"深い": []any{}}}}
+			var got []map[string]any
+			require.NoError(t, c.Call(ctx, "echo", &got, arg))
+			require.Len(t, got, 1)
+			assert.Equal(t, arg["𝄞 clef"], got[0]["𝄞 clef"])
+
+			var fn []string
+			require.NoError(t, c.Call(ctx, "", &fn, "function-style"), "function-style call")
+			assert.Equal(t, []string{"function-style"}, fn)
+
+			var big []int64
+			require.NoError(t, c.Call(ctx, "echo", &big, int64(1)<<62+1))
+			assert.Equal(t, []int64{1<<62 + 1}, big)
+
+			err := c.Call(ctx, "fail", nil)
+			var re *client.RemoteError
+			require.ErrorAs(t, err, &re)
+			assert.NotEmpty(t, re.Message)
+			assert.NotEmpty(t, re.Type)
+			assert.Contains(t, err.Error(), "echo")
+			assert.Contains(t, err.Error(), "fail")
+		})
+	}
+}
+
+func TestSetupRunsOncePerWorker(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "setups")
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 2\nmax_workers: 2", "TASKD_TEST_SETUP_LOG", log))
+	c := newClient(t, d, "echo")
+	pids := map[int]bool{}
+	for range 20 {
+		co, err := c.Checkout(ctxT(t))
+		require.NoError(t, err)
+		pids[pid(t, co)] = true
+		co.Release()
+	}
+	b, err := os.ReadFile(log)
+	require.NoError(t, err)
+	lines := strings.Fields(string(b))
+	assert.Len(t, lines, 2, "two workers, one setup each: %v", lines)
+	for _, l := range lines {
+		var p int
+		fmt.Sscan(l, &p)
+		assert.True(t, pids[p] || len(pids) < 2, "setup pid %d served calls", p)
+	}
+}
+
+func TestMinIdle(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+
+		taskdtest.WorkerYAML("warm", "raw", "min_idle: 3\nmax_workers: 5")+
+		taskdtest.WorkerYAML("cold", "raw", "min_idle: 0"))
+	c := newClient(t, d, "warm")
+	require.Eventually(t, func() bool { return status(t, c, "warm").Idle == 3 }, 20*time.Second, 10*time.Millisecond)
+	cold := status(t, c, "cold")
+	assert.Zero(t, cold.Live+cold.Starting)
+	assert.Zero(t, cold.Spawns, "min_idle: 0 spawns nothing before the first checkout")
+	cc := newClient(t, d, "cold")
+	require.NoError(t, cc.Call(ctxT(t), "echo", nil))
+	assert.EqualValues(t, 1, status(t, c, "cold").Spawns)
+}
+
+func TestSurgeWithinMaxWorkers(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\nmax_workers: 5"))
+	c := newClient(t, d, "echo")
+	var wg sync.WaitGroup
+	pids := sync.Map{}
+	errs := make(chan error, 100)
+	for i := range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			co, err := c.Checkout(ctxT(t))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer co.Release()
+			var got []string
+			if err := co.Call(ctxT(t), "sleep", nil, 5); err != nil {
+				errs <- err
+			}
+			if err := co.Call(ctxT(t), "echo", &got, fmt.Sprint(i)); err != nil || got[0] != fmt.Sprint(i) {
+				errs <- fmt.Errorf("call %d: %v %v", i, got, err)
+			}
+			var p int
+			co.Call(ctxT(t), "pid", &p)
+			pids.Store(p, true)
+		}()
+	}
+	for range 50 {
+		is := status(t, c, "echo")
+		require.LessOrEqual(t, is.Live+is.Starting, 5, "max_workers is a cap across all clients")
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	n := 0
+	pids.Range(func(any, any) bool { n++; return true })
+	assert.LessOrEqual(t, n, 5)
+	assert.EqualValues(t, 100, status(t, c, "echo").Checkouts)
+}
+
+func TestStrictFIFO(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\nmax_workers: 1"))
+	c := newClient(t, d, "echo")
+	first, err := c.Checkout(ctxT(t))
+	require.NoError(t, err)
+	const n = 10
+	order := make(chan int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			co, err := c.Checkout(ctxT(t))
+			if !assert.NoError(t, err) {
+				return
+			}
+			order <- i
+			co.Release()
+		}()
+		require.Eventually(t, func() bool { return status(t, c, "echo").Queued == i+1 }, 10*time.Second, time.Millisecond)
+	}
+	first.Release()
+	wg.Wait()
+	close(order)
+	i := 0
+	for got := range order {
+		assert.Equal(t, i, got)
+		i++
+	}
+}
+
+func TestMaxQueueOverload(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\nmax_workers: 1\nmax_queue: 2"))
+	c := newClient(t, d, "echo")
+	held, err := c.Checkout(ctxT(t))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if co, err := c.Checkout(ctx); err == nil {
+				co.Release()
+			}
+		}()
+	}
+	require.Eventually(t, func() bool { return status(t, c, "echo").Queued == 2 }, 10*time.Second, time.Millisecond)
+	_, err = c.Checkout(ctxT(t))
+	require.ErrorIs(t, err, client.ErrOverloaded)
+	assert.Contains(t, err.Error(), "max_queue")
+	cancel()
+	wg.Wait()
+	held.Release()
+}
+
+func TestMaxCheckoutsRecycles(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\nmax_workers: 1\nmax_checkouts: 2"))
+	c := newClient(t, d, "echo")
+	var pids []int
+	for range 3 {
+		co, err := c.Checkout(ctxT(t))
+		require.NoError(t, err)
+		pids = append(pids, pid(t, co))
+		co.Release()
+	}
+	assert.Equal(t, pids[0], pids[1])
+	assert.NotEqual(t, pids[1], pids[2])
+}
+
+func TestCallTimeoutKillsWorker(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\ncall_timeout: 200ms"))
+	c := newClient(t, d, "echo")
+	co, err := c.Checkout(ctxT(t))
+	require.NoError(t, err)
+	p := pid(t, co)
+	err = co.Call(ctxT(t), "spin", nil)
+	require.ErrorIs(t, err, client.ErrCallTimeout)
+	require.ErrorIs(t, err, client.ErrWorkerLost)
+	assert.Contains(t, err.Error(), "call_timeout")
+	assert.Contains(t, err.Error(), "200ms")
+	assert.ErrorIs(t, co.Call(ctxT(t), "echo", nil), client.ErrCallTimeout, "fatal errors stick to the checkout")
+	co.Release()
+	taskdtest.RequireGone(t, []int{p}, 5*time.Second)
+	require.NoError(t, c.Call(ctxT(t), "echo", nil), "the interface carries on with a new worker")
+}
+
+func TestWorkerCrashMidCall(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1"))
+	c := newClient(t, d, "echo")
+	co, err := c.Checkout(ctxT(t))
+	require.NoError(t, err)
+	err = co.Call(ctxT(t), "crash", nil)
+	require.ErrorIs(t, err, client.ErrWorkerLost)
+	assert.Contains(t, err.Error(), "exited with status 3")
+	assert.Contains(t, err.Error(), "about to crash on purpose", "the stderr tail reaches the caller")
+	co.Release()
+	require.NoError(t, c.Call(ctxT(t), "echo", nil))
+}
+
+func TestIdleWorkerKilledThenNextCheckoutSucceeds(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\nmax_workers: 1"))
+	c := newClient(t, d, "echo")
+	co, err := c.Checkout(ctxT(t))
+	require.NoError(t, err)
+	p := pid(t, co)
+	co.Release()
+	require.NoError(t, syscall.Kill(p, syscall.SIGKILL))
+	co, err = c.Checkout(ctxT(t))
+	require.NoError(t, err)
+	assert.NotEqual(t, p, pid(t, co))
+	co.Release()
+}
+
+func TestGarbageStdoutIsIgnored(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1"))
+	c := newClient(t, d, "echo")
+	var got string
+	require.NoError(t, c.Call(ctxT(t), "garbage", &got))
+	assert.Equal(t, "after garbage", got)
+	require.Eventually(t, func() bool { return strings.Contains(d.Logs(), "this line is not JSON") }, 5*time.Second, 10*time.Millisecond)
+}
+
+func TestOverLongLineIsAProtocolError(t *testing.T) {
+	d := taskdtest.Start(t, "max_message_bytes: 64KiB\ninterfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1"))
+	c := newClient(t, d, "echo")
+	co, err := c.Checkout(ctxT(t))
+	require.NoError(t, err)
+	err = co.Call(ctxT(t), "longline", nil, 100_000)
+	require.ErrorIs(t, err, client.ErrProtocol)
+	assert.Contains(t, err.Error(), "longer than 65536 bytes")
+	assert.Contains(t, err.Error(), `xxxxxxxxxx`, "the error quotes the start of the line")
+	co.Release()
+	var ok []any
+	require.NoError(t, c.Call(ctxT(t), "echo", &ok), "only that worker was affected")
+}
+
+func TestWorkerThatNeverGetsReady(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("slow", "neverready", "min_idle: 0\nsetup_timeout: 300ms"))
+	c := newClient(t, d, "slow")
+	_, err := c.Checkout(ctxT(t))
+	require.ErrorIs(t, err, client.ErrUnavailable)
+	assert.Contains(t, err.Error(), "setup_timeout")
+	assert.Contains(t, err.Error(), "setting up forever", "the stderr tail says why")
+}
+
+func TestWorkerThatExitsAtOnceDoesNotForkStorm(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("broken", "exitnow", "min_idle: 2\nmax_workers: 4"))
+	c := newClient(t, d, "broken")
+	_, err := c.Checkout(ctxT(t))
+	require.ErrorIs(t, err, client.ErrUnavailable)
+	assert.Contains(t, err.Error(), "cannot open database")
+	begin := time.Now()
+	start := status(t, c, "broken").Spawns
+	for time.Since(begin) < 5*time.Second {
+		_, err := c.Checkout(ctxT(t))
+		require.ErrorIs(t, err, client.ErrUnavailable)
+	}
+	spawns := status(t, c, "broken").Spawns - start
+	t.Logf("%d spawns in 5s of constant demand", spawns)
+	assert.LessOrEqual(t, spawns, uint64(15), "backoff bounds the spawn rate")
+}
+
+func TestByeRetiresWorker(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\nmax_workers: 1"))
+	c := newClient(t, d, "echo")
+	co, err := c.Checkout(ctxT(t))
+	require.NoError(t, err)
+	a := pid(t, co)
+	require.NoError(t, co.Call(ctxT(t), "bye", nil))
+	assert.Equal(t, a, pid(t, co), "bye takes effect when the checkout ends")
+	co.Release()
+	co, err = c.Checkout(ctxT(t))
+	require.NoError(t, err)
+	assert.NotEqual(t, a, pid(t, co))
+	co.Release()
+	taskdtest.RequireGone(t, []int{a}, 5*time.Second)
+}
+
+func TestRemoteErrorRetiresUnlessKept(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\nmax_workers: 1"))
+	for _, keep := range []bool{false, true} {
+		c := newClient(t, d, "echo", func(cfg *client.Config) { cfg.KeepWorkerAfterError = keep })
+		co, err := c.Checkout(ctxT(t))
+		require.NoError(t, err)
+		a := pid(t, co)
+		var re *client.RemoteError
+		require.ErrorAs(t, co.Call(ctxT(t), "fail", nil), &re)
+		assert.Equal(t, "TestError", re.Type)
+		assert.Equal(t, a, pid(t, co), "the checkout stays usable after a remote error")
+		co.Release()
+		co, err = c.Checkout(ctxT(t))
+		require.NoError(t, err)
+		assert.Equal(t, keep, a == pid(t, co), "keep=%v", keep)
+		co.Release()
+	}
+}
+
+func TestDoneIsSentOnRelease(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\nmax_workers: 1"))
+	c := newClient(t, d, "echo")
+	for range 3 {
+		co, err := c.Checkout(ctxT(t))
+		require.NoError(t, err)
+		co.Release()
+	}
+	var dones int
+	require.NoError(t, c.Call(ctxT(t), "dones", &dones))
+	assert.Equal(t, 3, dones)
+}
+
+func TestStderrLinesAreLoggedWithWorkerFields(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1"))
+	c := newClient(t, d, "echo")
+	require.NoError(t, c.Call(ctxT(t), "stderr", nil, 10))
+	require.Eventually(t, func() bool {
+		for _, line := range strings.Split(d.Logs(), "\n") {
+			var e map[string]any
+			if json.Unmarshal([]byte(line), &e) == nil && e["msg"] == "eeeeeeeeee" {
+				return e["interface"] == "echo" && e["worker"] != nil && e["pid"] != nil
+			}
+		}
+		return false
+	}, 5*time.Second, 10*time.Millisecond, d.Logs())
+}
+
+func TestUnknownInterface(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 0"))
+	c := newClient(t, d, "nope")
+	_, err := c.Checkout(ctxT(t))
+	require.ErrorIs(t, err, client.ErrUnknownInterface)
+	assert.Contains(t, err.Error(), "echo", "the error lists what is served")
+}
+
+func TestSIGTERMDrainsCallInFlight(t *testing.T) {
+	d := taskdtest.Start(t, "shutdown_grace: 10s\ninterfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\nmax_workers: 1"))
+	c := newClient(t, d, "echo")
+	co, err := c.Checkout(ctxT(t))
+	require.NoError(t, err)
+	p := pid(t, co)
+	done := make(chan error, 1)
+	go func() { done <- co.Call(ctxT(t), "sleep", nil, 700) }()
+	require.Eventually(t, func() bool { return status(t, c, "echo").Workers[0].Method == "sleep" }, 5*time.Second, time.Millisecond)
+	c2 := newClient(t, d, "echo")
+	_, err = c2.Ping(ctxT(t)) // connected before the signal: afterwards taskd accepts no connections
+	require.NoError(t, err)
+	d.Signal(syscall.SIGTERM)
+	// New checkouts on open connections are refused while the held one finishes. (A
+	// client keeps such a checkout waiting for a restarted daemon until its deadline.)
+	require.Eventually(t, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		_, err := c2.Checkout(ctx)
+		return errors.Is(err, client.ErrShuttingDown)
+	}, 5*time.Second, 10*time.Millisecond)
+	require.NoError(t, <-done, "the call in flight completes")
+	co.Release()
+	select {
+	case <-d.Exited():
+	case <-time.After(15 * time.Second):
+		t.Fatal("taskd did not exit after its checkouts ended")
+	}
+	require.NoError(t, d.ExitErr(), "exit status 0")
+	taskdtest.RequireGone(t, []int{p}, 5*time.Second)
+}
+
+func TestSIGTERMStopsWorkersAfterGrace(t *testing.T) {
+	d := taskdtest.Start(t, "shutdown_grace: 300ms\ninterfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\nmax_workers: 1"))
+	c := newClient(t, d, "echo")
+	co, err := c.Checkout(ctxT(t))
+	require.NoError(t, err)
+	p := pid(t, co)
+	done := make(chan error, 1)
+	go func() { done <- co.Call(ctxT(t), "spin", nil) }()
+	require.Eventually(t, func() bool { return status(t, c, "echo").Workers[0].Method == "spin" }, 5*time.Second, time.Millisecond)
+	d.Signal(syscall.SIGTERM)
+	require.ErrorIs(t, <-done, client.ErrWorkerLost)
+	<-d.Exited()
+	require.NoError(t, d.ExitErr())
+	taskdtest.RequireGone(t, []int{p}, 5*time.Second)
+}
+
+func TestNoOrphanAfterSIGKILLOfDaemon(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 3\nmax_workers: 3"))
+	c := newClient(t, d, "echo")
+	require.Eventually(t, func() bool { return status(t, c, "echo").Idle == 3 }, 20*time.Second, 10*time.Millisecond)
+	kids := taskdtest.Descendants(d.PID())
+	require.Len(t, kids, 3)
+	d.Signal(syscall.SIGKILL)
+	<-d.Exited()
+	taskdtest.RequireGone(t, kids, 5*time.Second)
+}
+
+func TestRecycling200WorkersLeaksNothing(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\nmax_workers: 2\nmax_checkouts: 1"))
+	c := newClient(t, d, "echo")
+	require.NoError(t, c.Call(ctxT(t), "echo", nil))
+	settle := func() (fds, kids int) {
+		require.Eventually(t, func() bool {
+			is := status(t, c, "echo")
+			return is.Live == 1 && is.Idle == 1 && len(taskdtest.Children(d.PID())) == 1
+		}, 20*time.Second, 5*time.Millisecond)
+		return taskdtest.FDCount(t, d.PID()), len(taskdtest.Children(d.PID()))
+	}
+	fds0, kids0 := settle()
+	seen := map[int]bool{}
+	for range 200 {
+		co, err := c.Checkout(ctxT(t))
+		require.NoError(t, err)
+		seen[pid(t, co)] = true
+		co.Release()
+	}
+	assert.Len(t, seen, 200, "max_checkouts: 1 gives every checkout a fresh worker")
+	fds1, kids1 := settle()
+	assert.Equal(t, fds0, fds1, "open fds of taskd before and after 200 recycles")
+	assert.Equal(t, kids0, kids1, "children of taskd before and after")
+	out, _ := exec.Command("ps", "-o", "stat=", "--ppid", fmt.Sprint(d.PID())).Output()
+	assert.NotContains(t, string(out), "Z", "no zombies")
+}

@@ -1,0 +1,428 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/taskd-dev/taskd/internal/pool"
+	"github.com/taskd-dev/taskd/internal/wire"
+	"github.com/taskd-dev/taskd/internal/worker"
+)
+
+// session serves one client connection. Its reader goroutine (serve) decodes requests;
+// its writer goroutine owns writes to the connection, so that replies produced on worker
+// goroutines never block on a slow client. One goroutine per checkout request waits in
+// the pool.
+type session struct {
+	s    *Server
+	conn net.Conn
+	log  *zap.Logger
+	ctx  context.Context // cancelled when the session ends: abandons waiting checkouts
+	stop context.CancelFunc
+
+	wmu      sync.Mutex // guards out, closing
+	out      []byte
+	spare    []byte
+	closing  bool
+	wake     chan struct{}
+	wdone    chan struct{}
+	acquires sync.WaitGroup
+
+	mu        sync.Mutex
+	checkouts map[uint64]*checkout
+	waiting   map[uint64]context.CancelFunc // checkout request id → abandon
+	ended     bool
+}
+
+func newSession(s *Server, conn net.Conn, id uint64) *session {
+	ctx, stop := context.WithCancel(context.Background())
+	return &session{
+		s: s, conn: conn, ctx: ctx, stop: stop,
+		log:       s.log.With(zap.Uint64("session", id)),
+		wake:      make(chan struct{}, 1),
+		wdone:     make(chan struct{}),
+		checkouts: make(map[uint64]*checkout),
+		waiting:   make(map[uint64]context.CancelFunc),
+	}
+}
+
+// serve reads requests until the connection ends, then releases everything the
+// connection held and waits for the session's goroutines.
+func (ss *session) serve() {
+	go ss.writeLoop()
+	ss.readLoop()
+
+	ss.mu.Lock()
+	ss.ended = true
+	cos := make([]*checkout, 0, len(ss.checkouts))
+	for _, co := range ss.checkouts {
+		cos = append(cos, co)
+	}
+	ss.mu.Unlock()
+	ss.stop() // abandon waiting checkouts
+	for _, co := range cos {
+		co.release(false)
+	}
+	ss.acquires.Wait()
+	ss.close()
+	<-ss.wdone
+	ss.conn.Close()
+}
+
+func (ss *session) readLoop() {
+	lr := wire.NewLineReader(ss.conn, int(ss.s.cfg.MaxMessageBytes))
+	for {
+		line, err := lr.ReadLine()
+		if err != nil {
+			if errors.Is(err, wire.ErrLineTooLong) {
+				ss.fatal(err.Error())
+			}
+			return
+		}
+		msg, err := wire.DecodeClientMsg(line)
+		if err != nil {
+			if errors.Is(err, wire.ErrNotObject) {
+				err = fmt.Errorf("expected a JSON object per line, got %s", wire.Snippet(line))
+			}
+			ss.fatal(err.Error())
+			return
+		}
+		ss.handle(&msg)
+	}
+}
+
+func (ss *session) fatal(msg string) {
+	ss.log.Warn("client broke the protocol; closing its connection", zap.String("error", msg))
+	ss.send(&wire.ClientMsg{T: wire.TFatal, Msg: msg})
+}
+
+func (ss *session) handle(m *wire.ClientMsg) {
+	switch m.T {
+	case wire.TCheckout:
+		ss.checkout(m)
+	case wire.TAbandon:
+		ss.mu.Lock()
+		cancel := ss.waiting[m.ID]
+		ss.mu.Unlock()
+		if cancel != nil {
+			cancel()
+		}
+	case wire.TCall, wire.TCancel, wire.TRelease, wire.TAbort:
+		ss.mu.Lock()
+		co := ss.checkouts[m.Co]
+		ss.mu.Unlock()
+		if co == nil {
+			if m.T == wire.TCall {
+				ss.send(&wire.ClientMsg{T: wire.TFail, Co: m.Co, ID: m.ID, Code: wire.CodeUnknownCheckout,
+					Msg: fmt.Sprintf("checkout %d is not held by this connection (released, lost or never granted)", m.Co)})
+			}
+			return
+		}
+		switch m.T {
+		case wire.TCall:
+			co.enqueue(m.ID, m.M, m.A)
+		case wire.TCancel:
+			co.cancel(m.ID)
+		case wire.TRelease:
+			co.release(m.Retire)
+		case wire.TAbort:
+			co.abort(m.Msg)
+		}
+	case wire.TPing:
+		ss.send(&wire.ClientMsg{T: wire.TPong, ID: m.ID, Version: ss.s.version})
+	case wire.TStatus:
+		ss.send(&wire.ClientMsg{T: wire.TStatus, ID: m.ID, Status: ss.s.status()})
+	}
+}
+
+func (ss *session) checkout(m *wire.ClientMsg) {
+	p := ss.s.pools[m.Iface]
+	if p == nil {
+		ss.send(&wire.ClientMsg{T: wire.TRefused, ID: m.ID, Code: wire.CodeUnknownInterface,
+			Msg: fmt.Sprintf("unknown interface %q; this daemon serves: %s", m.Iface, strings.Join(ss.s.names, ", "))})
+		return
+	}
+	ctx, cancel := context.WithCancel(ss.ctx)
+	ss.mu.Lock()
+	if ss.ended {
+		ss.mu.Unlock()
+		cancel()
+		return
+	}
+	ss.waiting[m.ID] = cancel
+	ss.acquires.Add(1)
+	ss.mu.Unlock()
+	id, iface, keep := m.ID, m.Iface, m.Keep
+	go func() {
+		defer ss.acquires.Done()
+		defer cancel()
+		lease, err := p.Acquire(ctx)
+		ss.mu.Lock()
+		delete(ss.waiting, id)
+		if err != nil {
+			ss.mu.Unlock()
+			code, msg := refusal(err, iface)
+			ss.send(&wire.ClientMsg{T: wire.TRefused, ID: id, Code: code, Msg: msg})
+			return
+		}
+		if ss.ended {
+			ss.mu.Unlock()
+			lease.Release(false)
+			return
+		}
+		w := lease.Worker()
+		co := &checkout{ss: ss, co: ss.s.newCo(), iface: iface, lease: lease, w: w, keep: keep}
+		ss.checkouts[co.co] = co
+		ss.mu.Unlock()
+		ss.send(&wire.ClientMsg{T: wire.TGranted, ID: id, Co: co.co, Worker: w.ID(), PID: w.PID(), N: lease.Checkouts()})
+	}()
+}
+
+func refusal(err error, iface string) (code, msg string) {
+	switch {
+	case errors.Is(err, pool.ErrOverloaded):
+		return wire.CodeOverloaded, fmt.Sprintf("interface %q is overloaded: max_queue checkouts are already waiting; retry later or raise max_queue/max_workers", iface)
+	case errors.Is(err, pool.ErrUnavailable):
+		return wire.CodeUnavailable, err.Error()
+	case errors.Is(err, pool.ErrShuttingDown):
+		return wire.CodeShuttingDown, "taskd is shutting down and accepts no new checkouts; retry against the restarted daemon"
+	case errors.Is(err, context.Canceled):
+		return wire.CodeAbandoned, "checkout abandoned by the client"
+	}
+	return wire.CodeUnavailable, err.Error()
+}
+
+// lostCode maps why a worker ended to the client protocol's code.
+func lostCode(err error) string {
+	switch {
+	case errors.Is(err, worker.ErrCallTimeout):
+		return wire.CodeCallTimeout
+	case errors.Is(err, wire.ErrProtocol):
+		return wire.CodeProtocol
+	}
+	return wire.CodeWorkerLost
+}
+
+// send queues one message for the writer. It never blocks on the connection.
+func (ss *session) send(m *wire.ClientMsg) {
+	ss.wmu.Lock()
+	if ss.closing {
+		ss.wmu.Unlock()
+		return
+	}
+	var err error
+	ss.out, err = wire.AppendClientMsg(ss.out, m)
+	closing := m.T == wire.TFatal
+	if closing {
+		ss.closing = true
+	}
+	ss.wmu.Unlock()
+	if err != nil {
+		ss.log.Error("cannot encode a reply; dropping it", zap.String("t", m.T), zap.Error(err))
+	}
+	ss.kick()
+}
+
+func (ss *session) kick() {
+	select {
+	case ss.wake <- struct{}{}:
+	default:
+	}
+}
+
+// close makes the writer flush what is queued, then close the connection.
+func (ss *session) close() {
+	ss.wmu.Lock()
+	ss.closing = true
+	ss.wmu.Unlock()
+	ss.kick()
+}
+
+func (ss *session) writeLoop() {
+	defer close(ss.wdone)
+	for range ss.wake {
+		ss.wmu.Lock()
+		buf, closing := ss.out, ss.closing
+		ss.out = ss.spare[:0]
+		ss.wmu.Unlock()
+		if len(buf) > 0 {
+			if _, err := ss.conn.Write(buf); err != nil {
+				ss.conn.Close() // the reader sees it and ends the session
+				ss.wmu.Lock()
+				ss.closing = true
+				ss.wmu.Unlock()
+				return
+			}
+		}
+		ss.wmu.Lock()
+		if cap(buf) <= 1<<20 {
+			ss.spare = buf[:0]
+		}
+		more := len(ss.out) > 0
+		ss.wmu.Unlock()
+		if closing {
+			if more {
+				ss.kick()
+				continue
+			}
+			ss.conn.Close()
+			return
+		}
+	}
+}
+
+// checkout is one granted checkout: it queues the client's calls and runs them one at a
+// time, in order, on its worker.
+type checkout struct {
+	ss    *session
+	co    uint64
+	iface string
+	lease *pool.Lease
+	w     *worker.Worker
+	keep  bool
+
+	mu      sync.Mutex
+	queue   []*pendingCall
+	running *pendingCall
+	hadErr  bool
+	dead    bool // released, aborted or lost
+}
+
+type pendingCall struct {
+	id     uint64 // the client's call id
+	method string
+	args   json.RawMessage
+	wid    uint64 // the worker's call id, once sent
+}
+
+func (co *checkout) enqueue(id uint64, method string, args json.RawMessage) {
+	pc := &pendingCall{id: id, method: method, args: args}
+	co.mu.Lock()
+	if co.dead {
+		co.mu.Unlock()
+		return
+	}
+	if co.running != nil {
+		co.queue = append(co.queue, pc)
+		co.mu.Unlock()
+		return
+	}
+	co.running = pc
+	co.mu.Unlock()
+	co.start(pc)
+}
+
+// start sends pc to the worker. It is called without co.mu held.
+func (co *checkout) start(pc *pendingCall) {
+	wid, err := co.w.Call(pc.method, pc.args, func(r worker.Reply) { co.onReply(pc, r) })
+	if err != nil {
+		co.lost(err)
+		return
+	}
+	co.mu.Lock()
+	pc.wid = wid
+	co.mu.Unlock()
+}
+
+func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
+	if r.Err != nil {
+		co.lost(r.Err)
+		return
+	}
+	co.mu.Lock()
+	if co.dead {
+		co.mu.Unlock()
+		return
+	}
+	var aborted []*pendingCall
+	if !r.OK {
+		co.hadErr = true
+		aborted, co.queue = co.queue, nil
+	}
+	var next *pendingCall
+	if len(co.queue) > 0 {
+		next = co.queue[0]
+		co.queue[0] = nil
+		co.queue = co.queue[1:]
+	}
+	co.running = next
+	co.mu.Unlock()
+
+	if r.OK {
+		co.ss.send(&wire.ClientMsg{T: wire.TOK, Co: co.co, ID: pc.id, R: r.Result, Logs: r.Logs})
+	} else {
+		co.ss.send(&wire.ClientMsg{T: wire.TErr, Co: co.co, ID: pc.id, E: r.Error, Logs: r.Logs})
+		for _, a := range aborted {
+			co.ss.send(&wire.ClientMsg{T: wire.TFail, Co: co.co, ID: a.id, Code: wire.CodeAborted,
+				Msg: fmt.Sprintf("not run: call %d (%q) before it on this checkout raised an error", pc.id, pc.method)})
+		}
+	}
+	if next != nil {
+		co.start(next)
+	}
+}
+
+func (co *checkout) cancel(id uint64) {
+	co.mu.Lock()
+	var wid uint64
+	if co.running != nil && co.running.id == id {
+		wid = co.running.wid
+	}
+	co.mu.Unlock()
+	if wid != 0 {
+		co.w.Cancel(wid)
+	}
+}
+
+// finish marks the checkout dead and forgets it; it reports whether this call did so and
+// whether calls were outstanding.
+func (co *checkout) finish() (first, busy, hadErr bool) {
+	co.mu.Lock()
+	if co.dead {
+		co.mu.Unlock()
+		return false, false, false
+	}
+	co.dead = true
+	busy = co.running != nil || len(co.queue) > 0
+	hadErr = co.hadErr
+	co.queue, co.running = nil, nil
+	co.mu.Unlock()
+	co.ss.mu.Lock()
+	delete(co.ss.checkouts, co.co)
+	co.ss.mu.Unlock()
+	return true, busy, hadErr
+}
+
+func (co *checkout) release(retire bool) {
+	first, busy, hadErr := co.finish()
+	if !first {
+		return
+	}
+	co.lease.Release(retire || busy || (hadErr && !co.keep))
+}
+
+func (co *checkout) abort(msg string) {
+	if first, _, _ := co.finish(); !first {
+		return
+	}
+	if msg == "" {
+		msg = "no reason given"
+	}
+	co.w.Kill(fmt.Errorf("checkout aborted by the client: %s", msg))
+	co.lease.Release(true)
+}
+
+func (co *checkout) lost(err error) {
+	if first, _, _ := co.finish(); !first {
+		return
+	}
+	co.ss.send(&wire.ClientMsg{T: wire.TLost, Co: co.co, Code: lostCode(err), Msg: err.Error()})
+	co.lease.Release(true)
+}
