@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -274,7 +277,38 @@ func (w *Worker) Alive() bool {
 	if err != nil {
 		return !errors.Is(err, unix.ECHILD)
 	}
-	return siginfoPid(&info) == 0
+	if siginfoPid(&info) != 0 {
+		return false
+	}
+	return !dying(w.pid)
+}
+
+// dying reports whether a process that has not exited yet is on its way: kill(2) marks
+// SIGKILL pending on every thread before it returns, and an exiting task has PF_EXITING
+// set, both visible in /proc/PID/stat. A multi-threaded process can take a while from
+// there to the exit that wait reports.
+func dying(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return false
+	}
+	// Fields after the command: state (3rd field overall), ..., flags (9th), ...,
+	// signal (31st: the pending-signal bitmap).
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 29 {
+		return false
+	}
+	if strings.ContainsAny(f[0], "ZXx") {
+		return true
+	}
+	const pfExiting = 0x4
+	flags, _ := strconv.ParseUint(f[6], 10, 64)
+	pending, _ := strconv.ParseUint(f[28], 10, 64)
+	return flags&pfExiting != 0 || pending&(1<<(syscall.SIGKILL-1)) != 0
 }
 
 // ByeRequested reports whether the worker has asked to be retired.
@@ -469,7 +503,9 @@ func (w *Worker) readStdout() {
 		if err != nil {
 			var tooLong *wire.LineTooLongError
 			if errors.As(err, &tooLong) {
-				w.protocolError(&wire.ProtocolError{Reason: err.Error(), Snippet: tooLong.Snippet})
+				w.protocolError(&wire.ProtocolError{
+					Reason:  fmt.Sprintf("stdout line longer than %d bytes (max_message_bytes)", tooLong.Limit),
+					Snippet: tooLong.Snippet})
 				continue
 			}
 			return
