@@ -1,0 +1,655 @@
+package Taskd::Worker;
+
+# Write taskd workers in Perl (worker protocol v1). Core modules only; Perl 5.20 or newer.
+# Documentation: the POD at the end of this file, and docs/writing-workers.md.
+
+use strict;
+use warnings;
+
+use Carp ();
+use Fcntl ();
+use IO::Handle ();
+use JSON::PP ();
+use Math::BigFloat ();
+use Math::BigInt ();
+use POSIX ();
+use Scalar::Util ();
+use Time::HiRes ();
+use B ();
+
+our $VERSION = '1.000';
+
+use constant PROTOCOL_VERSION => 1;
+use constant MAX_DEPTH        => 512;
+
+my $JSON = JSON::PP->new->utf8->canonical->allow_bignum->convert_blessed->max_depth(MAX_DEPTH);
+my $BIGINT_TAG = "\0taskd-bigint:";
+
+sub new {
+    my ($class, %opt) = @_;
+    my %known = map { $_ => 1 } qw(methods default setup checkout_done);
+    for my $k (sort keys %opt) {
+        Carp::croak("Taskd::Worker->new: unknown option '$k'") unless $known{$k};
+    }
+    my $methods = $opt{methods} || {};
+    Carp::croak("Taskd::Worker->new: methods must be a hash of subs") unless ref $methods eq 'HASH';
+    for my $m (sort keys %$methods) {
+        Carp::croak("Taskd::Worker->new: method '$m' is not a sub") unless ref $methods->{$m} eq 'CODE';
+    }
+    for my $k (qw(default setup checkout_done)) {
+        Carp::croak("Taskd::Worker->new: $k must be a sub")
+            if defined $opt{$k} && ref $opt{$k} ne 'CODE';
+    }
+    my $self = bless {
+        methods       => {%$methods},
+        default       => $opt{default},
+        setup         => $opt{setup},
+        checkout_done => $opt{checkout_done},
+        log           => Taskd::Worker::Log->_new(0),
+        inbuf         => '',
+        scan          => 0,
+        queue         => [],
+        pending       => {},
+        precancelled  => {},
+        current       => undef,
+        eof           => 0,
+        running       => 0,
+        bye           => undef,
+    }, $class;
+    return $self;
+}
+
+# The worker-wide logger: records go to stderr only (use it in setup and hooks).
+sub log { $_[0]{log} }
+
+# Asks taskd to retire this worker after the current checkout. During setup it is sent
+# after "ready"; during a call, after that call's reply; otherwise at once.
+sub bye {
+    my ($self, $msg) = @_;
+    $msg = '' unless defined $msg;
+    if (!$self->{running} || $self->{current}) {
+        $self->{bye} = "$msg";
+        return;
+    }
+    $self->_send({ t => 'bye', msg => "$msg" });
+}
+
+sub run {
+    my ($self) = @_;
+    Carp::croak("Taskd::Worker->run called twice") if $self->{ran}++;
+    $self->_protect_stdio;
+    if (my $setup = $self->{setup}) {
+        if (!eval { $setup->($self); 1 }) {
+            my $e = $@;
+            _stderr("taskd worker setup failed: " . _err_text($e));
+            exit 1;
+        }
+    }
+    $self->{running} = 1;
+    $self->_send({ t => 'ready', v => PROTOCOL_VERSION });
+    $self->_flush_bye;
+    while (1) {
+        my $msg = $self->_next_message;
+        return if !$msg;    # end of input, and the messages read before it handled
+        my $t = defined $msg->{t} ? $msg->{t} : '';
+        if ($t eq 'call') {
+            $self->_call($msg);
+        } elsif ($t eq 'done') {
+            $self->_done;
+        }
+        # "cancel" is handled when read; unknown types are ignored
+    }
+}
+
+sub _flush_bye {
+    my ($self) = @_;
+    return unless defined $self->{bye};
+    my $msg = delete $self->{bye};
+    $self->_send({ t => 'bye', msg => $msg });
+}
+
+sub _call {
+    my ($self, $msg) = @_;
+    my $id     = $msg->{id};
+    my $method = defined $msg->{m} ? "$msg->{m}" : '';
+    my $args   = defined $msg->{a} ? $msg->{a} : [];
+    my $ctx    = Taskd::Worker::Context->_new($self, $id, $method);
+    my $key    = _key($id);
+    if (--$self->{pending}{$key} <= 0) { delete $self->{pending}{$key} }
+    $ctx->{cancelled} = 1 if delete($self->{precancelled}{$key}) || $self->{eof};
+    $self->{current} = $ctx;
+
+    my ($ok, $result, $trace);
+    {
+        local $@;
+        $ok = eval {
+            local $SIG{__DIE__} = sub { $trace = Carp::longmess('') };
+            die Taskd::Worker::_Error->new('TypeError', '"a" must be a JSON array')
+                unless ref $args eq 'ARRAY';
+            my $f;
+            if ($method ne '') {
+                $f = $self->{methods}{$method}
+                    or die Taskd::Worker::_Error->new('UnknownMethod', qq{unknown method "$method"});
+            } else {
+                $f = $self->{default}
+                    or die Taskd::Worker::_Error->new('UnknownMethod',
+                        'this worker has no handler for function-style calls');
+            }
+            $result = $f->($ctx, @$args);
+            1;
+        };
+        $result = $@ unless $ok;
+    }
+    $self->{current} = undef;
+    my $logs = $ctx->{log}->_take;
+    $ctx = undef;
+
+    my $reply = $ok
+        ? { t => 'ok', id => $id }
+        : { t => 'err', id => $id, e => _error_payload($result, $trace) };
+    $reply->{logs} = $logs if @$logs;
+    my $line;
+    if ($ok) {
+        $line = eval { _encode({ %$reply, r => _out($result) }) };
+        if (!defined $line) {
+            (my $why = _err_text($@)) =~ s/ at \S+ line \d+\.?\z//;
+            $reply = { t => 'err', id => $id,
+                       e => { msg => "the result cannot be sent as JSON: $why", type => 'TypeError', trace => '' } };
+            $reply->{logs} = $logs if @$logs;
+        }
+    }
+    $line = _encode($reply) unless defined $line;
+    $self->_write($line);
+    $self->_flush_bye;
+}
+
+sub _done {
+    my ($self) = @_;
+    my $f = $self->{checkout_done} or return;
+    return if eval { $f->($self); 1 };
+    _stderr("taskd worker: checkout_done hook failed; exiting so that this worker serves no "
+          . "further checkout: " . _err_text($@));
+    exit 1;
+}
+
+sub _error_payload {
+    my ($e, $trace) = @_;
+    my ($type, $msg);
+    if (Scalar::Util::blessed($e)) {
+        $type = ref $e;
+        if    ($e->isa('Taskd::Worker::_Error')) { ($type, $msg, $trace) = ($e->{type}, $e->{msg}, '') }
+        elsif ($e->can('message'))             { $msg = $e->message }
+        elsif ($e->can('msg'))                 { $msg = $e->msg }
+        else                                   { $msg = "$e" }
+        if ($e->can('trace') && !$e->isa('Taskd::Worker::_Error')) {
+            my $t = eval { $e->trace };
+            $trace = "$t" if defined $t && "$t" ne '';
+        }
+    } elsif (ref $e) {
+        $type = 'die';
+        $msg  = eval { $JSON->encode([ _out($e) ]) } || "$e";
+    } else {
+        $type = 'die';
+        $msg  = defined $e ? "$e" : 'died';
+    }
+    $msg = '' unless defined $msg;
+    $msg = "$msg";
+    chomp $msg;
+    $msg = $type if $msg eq '';
+    if (!defined $trace) {
+        $trace = '';
+    } elsif ($trace =~ /\A at /) {
+        # from Carp::longmess: say what died, and leave out this module's frames
+        (my $what = $msg) =~ s/ at \S+ line \d+\.?\z//;
+        $trace = join '', $what, grep { !m{^\s*(?:Taskd::Worker::|eval \{\.\.\.\} called at \S*Taskd/Worker\.pm )} }
+            split /^/m, $trace;
+    }
+    return { msg => $msg, type => $type, trace => "$trace" };
+}
+
+sub _err_text {
+    my ($e) = @_;
+    my $s = defined $e ? "$e" : 'died';
+    chomp $s;
+    return $s;
+}
+
+# ---- protocol I/O -------------------------------------------------------------------------
+
+sub _protect_stdio {
+    my ($self) = @_;
+    STDOUT->flush;
+    STDERR->flush;
+    my $in_fd  = POSIX::dup(0);
+    my $out_fd = POSIX::dup(1);
+    defined $in_fd && defined $out_fd or die "Taskd::Worker: cannot duplicate stdin/stdout: $!\n";
+    open(my $in,  '<&=', $in_fd)  or die "Taskd::Worker: fdopen $in_fd: $!\n";
+    open(my $out, '>&=', $out_fd) or die "Taskd::Worker: fdopen $out_fd: $!\n";
+    for my $fh ($in, $out) {
+        binmode $fh;
+        my $flags = fcntl($fh, Fcntl::F_GETFD(), 0);
+        fcntl($fh, Fcntl::F_SETFD(), ($flags || 0) | Fcntl::FD_CLOEXEC());  # children don't get them
+    }
+    POSIX::dup2(2, 1) or die "Taskd::Worker: dup2(2, 1): $!\n";
+    if (open(my $null, '<', '/dev/null')) {
+        POSIX::dup2(fileno($null), 0);
+        close $null;
+    }
+    STDOUT->autoflush(1);
+    $self->{in}  = $in;
+    $self->{out} = $out;
+}
+
+sub _send {
+    my ($self, $msg) = @_;
+    $self->_write(_encode($msg));
+}
+
+sub _write {
+    my ($self, $bytes) = @_;
+    my $off = 0;
+    my $len = length $bytes;
+    while ($off < $len) {
+        my $n = syswrite($self->{out}, $bytes, $len - $off, $off);
+        if (!defined $n) {
+            next if $!{EINTR};
+            die "Taskd::Worker: cannot write to taskd: $!\n";
+        }
+        $off += $n;
+    }
+}
+
+# Reads what stdin has; with $block, waits for at least one read. Complete lines are
+# decoded: cancels are applied at once, other messages queued in order.
+sub _read_more {
+    my ($self, $block) = @_;
+    return 0 if $self->{eof};
+    my $fh = $self->{in};
+    if (!$block) {
+        my $rin = '';
+        vec($rin, fileno($fh), 1) = 1;
+        my $n = select(my $rout = $rin, undef, undef, 0);
+        return 0 unless $n && $n > 0;
+    }
+    my $got = sysread($fh, $self->{inbuf}, 1 << 16, length $self->{inbuf});
+    if (!defined $got) {
+        return 0 if $!{EINTR} || $!{EAGAIN};
+        $got = 0;
+    }
+    if ($got == 0) {
+        $self->{eof} = 1;
+        $self->{current}{cancelled} = 1 if $self->{current};
+        return 0;
+    }
+    while ((my $i = index($self->{inbuf}, "\n", $self->{scan})) >= 0) {
+        my $line = substr($self->{inbuf}, 0, $i + 1, '');
+        $self->{scan} = 0;
+        $self->_ingest($line);
+    }
+    $self->{scan} = length $self->{inbuf};
+    return 1;
+}
+
+sub _ingest {
+    my ($self, $line) = @_;
+    return if $line !~ /\S/;
+    my $msg = eval { _decode($line) };
+    if (ref $msg ne 'HASH') {
+        _stderr("taskd worker: ignoring a stdin line that is not a JSON object");
+        return;
+    }
+    my $t = defined $msg->{t} ? $msg->{t} : '';
+    if ($t eq 'cancel') {
+        my $key = _key($msg->{id});
+        if ($self->{current} && _key($self->{current}{id}) eq $key) {
+            $self->{current}{cancelled} = 1;
+        } elsif ($self->{pending}{$key}) {
+            $self->{precancelled}{$key} = 1;
+        }
+        return;
+    }
+    $self->{pending}{ _key($msg->{id}) }++ if $t eq 'call';
+    push @{ $self->{queue} }, $msg;
+}
+
+sub _next_message {
+    my ($self) = @_;
+    while (!@{ $self->{queue} } && !$self->{eof}) {
+        $self->_read_more(1);
+    }
+    return shift @{ $self->{queue} };
+}
+
+# Polls stdin without blocking (for $ctx->cancelled).
+sub _poll {
+    my ($self) = @_;
+    1 while $self->_read_more(0);
+}
+
+sub _key {
+    my ($id) = @_;
+    return defined $id ? (ref $id ? $JSON->encode([$id]) : "$id") : '';
+}
+
+# ---- JSON ---------------------------------------------------------------------------------
+# Numbers: integers of 19+ digits become Math::BigInt (exact); a decimal number becomes a
+# plain Perl number when that is exact to 15 digits, else a Math::BigFloat (exact). On the
+# way out, Math::BigInt/BigFloat are written exactly and plain floats with the fewest
+# digits (up to 17) that give back the same double. NaN and infinities are errors.
+
+sub _decode {
+    my ($line) = @_;
+    if ($line =~ /\d{19}/) {
+        # JSON::PP turns some integers of 20 digits into doubles: mark them first.
+        $line =~ s{("(?:[^"\\]++|\\.)*+")|(?<![\w.+-])(-?\d{19,})(?![\d.eE])}
+                  {defined $1 ? $1 : qq{"\\u0000taskd-bigint:$2"}}ge;
+    }
+    return _in($JSON->decode($line));
+}
+
+sub _in {
+    my ($v) = @_;
+    my $r = ref $v;
+    if (!$r) {
+        if (defined $v && index($v, $BIGINT_TAG) == 0 && $v =~ /\A\0taskd-bigint:(-?\d+)\z/) {
+            return Math::BigInt->new($1);
+        }
+        return $v;
+    }
+    if ($r eq 'ARRAY') { $_ = _in($_) for @$v; return $v }
+    if ($r eq 'HASH')  { $_ = _in($_) for values %$v; return $v }
+    if ($r eq 'Math::BigFloat') {
+        my $s = sprintf('%.15g', $v->numify);
+        if ($s =~ /[.e]/ && $s !~ /n/i && Math::BigFloat->new($s) == $v) {
+            return 0 + $s;
+        }
+        return $v;
+    }
+    return $v;
+}
+
+sub _out {
+    my ($v, $depth) = @_;
+    $depth ||= 0;
+    die "result nested deeper than " . MAX_DEPTH . " levels\n" if $depth > MAX_DEPTH;
+    my $r = ref $v;
+    if (!$r) {
+        return $v unless defined $v;
+        my $flags = B::svref_2object(\$v)->FLAGS;
+        if (($flags & B::SVp_NOK()) && !($flags & (B::SVp_IOK() | B::SVp_POK()))) {
+            die "cannot send NaN or Infinity as JSON\n" if $v != $v || $v * 0 != 0;
+            return int($v) if $v == int($v) && abs($v) < 9e18;    # 2**60 is an integer
+            for my $p (15, 16, 17) {
+                my $s = sprintf("%.${p}g", $v);
+                next unless $s == $v;
+                return $v if $p == 15;
+                return Taskd::Worker::_RawNumber->new($s);
+            }
+        }
+        return $v;
+    }
+    if ($r eq 'ARRAY') { return [ map { _out($_, $depth + 1) } @$v ] }
+    if ($r eq 'HASH')  { return { map { ($_ => _out($v->{$_}, $depth + 1)) } keys %$v } }
+    if (Scalar::Util::blessed($v)) {
+        if ($v->isa('Math::BigInt') || $v->isa('Math::BigFloat')) {
+            return $v if $v->isa('Taskd::Worker::_RawNumber');
+            die "cannot send NaN or Infinity as JSON\n" if $v->is_nan || $v->is_inf;
+            return $v if $v->isa('Math::BigInt');
+            my $s = $v->bstr;
+            $s = $v->bsstr if $s !~ /\./ || length($s) > 40;    # keep it a float, and short
+            return Taskd::Worker::_RawNumber->new($s);
+        }
+    }
+    return $v;
+}
+
+sub _encode {
+    my ($msg) = @_;
+    return $JSON->encode($msg) . "\n";
+}
+
+sub _stderr {
+    my ($line) = @_;
+    $line .= "\n" unless $line =~ /\n\z/;
+    utf8::encode($line) if utf8::is_utf8($line);
+    my $off = 0;
+    while ($off < length $line) {
+        my $n = POSIX::write(2, substr($line, $off), length($line) - $off);
+        last unless defined $n && $n > 0;
+        $off += $n;
+    }
+}
+
+# A number JSON::PP writes as is (it writes Math::BigInt/BigFloat objects by stringifying).
+package Taskd::Worker::_RawNumber;
+our @ISA = ('Math::BigFloat');
+use overload '""' => sub { ${ $_[0] } }, fallback => 1;
+sub new { my ($class, $s) = @_; return bless \$s, $class }
+
+package Taskd::Worker::_Error;
+sub new { my ($class, $type, $msg) = @_; return bless { type => $type, msg => $msg }, $class }
+
+# ---- per-call context ---------------------------------------------------------------------
+
+package Taskd::Worker::Context;
+
+sub _new {
+    my ($class, $worker, $id, $method) = @_;
+    return bless {
+        worker    => $worker,
+        id        => $id,
+        method    => $method,
+        log       => Taskd::Worker::Log->_new(1),
+        cancelled => 0,
+    }, $class;
+}
+
+sub id     { $_[0]{id} }
+sub method { $_[0]{method} }
+sub log    { $_[0]{log} }
+sub worker { $_[0]{worker} }
+
+sub cancelled {
+    my ($self) = @_;
+    return 1 if $self->{cancelled};
+    $self->{worker}->_poll if $self->{worker}{current} && $self->{worker}{current} == $self;
+    return $self->{cancelled} ? 1 : 0;
+}
+
+sub check_cancelled {
+    my ($self) = @_;
+    die Taskd::Worker::Cancelled->new($self->{id}) if $self->cancelled;
+    return;
+}
+
+sub bye {
+    my ($self, $msg) = @_;
+    $self->{worker}{bye} = defined $msg ? "$msg" : '';
+    return;
+}
+
+package Taskd::Worker::Cancelled;
+use overload '""' => sub { $_[0]->message }, fallback => 1;
+sub new     { my ($class, $id) = @_; return bless { id => $id }, $class }
+sub message { "call " . (defined $_[0]{id} ? $_[0]{id} : '') . " was cancelled" }
+
+# ---- logger -------------------------------------------------------------------------------
+
+package Taskd::Worker::Log;
+
+sub _new {
+    my ($class, $collect) = @_;
+    return bless { records => ($collect ? [] : undef), timers => [] }, $class;
+}
+
+sub debug { my ($self, $msg, @f) = @_; $self->_add('debug', $msg, _fields(@f), 0); return }
+sub info  { my ($self, $msg, @f) = @_; $self->_add('info',  $msg, _fields(@f), 0); return }
+sub warn  { my ($self, $msg, @f) = @_; $self->_add('warn',  $msg, _fields(@f), 0); return }
+sub error { my ($self, $msg, @f) = @_; $self->_add('error', $msg, _fields(@f), 0); return }
+sub log   { my ($self, $lvl, $msg, @f) = @_; $self->_add("$lvl", $msg, _fields(@f), 0); return }
+
+sub timer {
+    my ($self, $name, @fields) = @_;
+    my $f = _fields(@fields);
+    $f->{timer} = "$name";
+    my $t = bless {
+        log   => $self,
+        start => Time::HiRes::time(),
+        rec   => $self->_add('info', "$name", $f, 1),    # echoed to stderr when it stops
+    }, 'Taskd::Worker::Timer';
+    push @{ $self->{timers} }, $t;
+    Scalar::Util::weaken($self->{timers}[-1]);
+    return $t;
+}
+
+sub _fields {
+    my @f = @_;
+    my %f = (@f == 1 && ref $f[0] eq 'HASH') ? %{ $f[0] } : @f % 2 ? (@f, undef) : @f;
+    my %out;
+    for my $k (keys %f) {
+        my $v = eval { my $o = Taskd::Worker::_out($f{$k}); $JSON->encode([$o]); $o };
+        $out{$k} = defined $v || !defined $f{$k} ? $v : "$f{$k}";
+    }
+    return \%out;
+}
+
+sub _add {
+    my ($self, $lvl, $msg, $f, $quiet) = @_;
+    my $rec = { ts => Time::HiRes::time(), lvl => $lvl, msg => defined $msg ? "$msg" : '', f => $f };
+    push @{ $self->{records} }, $rec if $self->{records};
+    $self->_echo($rec) unless $quiet;
+    return $rec;
+}
+
+sub _echo {
+    my ($self, $rec) = @_;
+    my $line = "$rec->{lvl}: $rec->{msg}";
+    if (%{ $rec->{f} }) {
+        my $j = eval { $JSON->encode($rec->{f}) };
+        if (defined $j) { utf8::decode($j); $line .= " $j" }
+    }
+    Taskd::Worker::_stderr($line);
+}
+
+# Returns the records so far and stops collecting (the call is being answered).
+sub _take {
+    my ($self) = @_;
+    for my $t (grep { defined } @{ $self->{timers} }) {
+        next if exists $t->{rec}{f}{ms};
+        $t->{rec}{f}{unfinished} = JSON::PP::true;
+        $t->stop;
+    }
+    $self->{timers} = [];
+    my $recs = $self->{records} || [];
+    $self->{records} = undef;
+    return $recs;
+}
+
+package Taskd::Worker::Timer;
+
+sub stop {
+    my ($self) = @_;
+    my $rec = $self->{rec} or return;
+    return if exists $rec->{f}{ms};
+    $rec->{f}{ms} = 0 + sprintf('%.3f', (Time::HiRes::time() - $self->{start}) * 1000);
+    $self->{log}->_echo($rec);
+    return;
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    local ($@, $!, $?);
+    $self->stop;
+}
+
+1;
+
+__END__
+
+=head1 NAME
+
+Taskd::Worker - write taskd workers in Perl (worker protocol v1)
+
+=head1 SYNOPSIS
+
+    use lib 'sdk/perl';
+    use Taskd::Worker;
+
+    Taskd::Worker->new(
+        methods => {
+            hello => sub {
+                my ($ctx, $name) = @_;
+                $ctx->log->info('greeting', name => $name);
+                return "hello, $name";
+            },
+        },
+    )->run;
+
+=head1 DESCRIPTION
+
+taskd starts the worker and talks to it over stdin/stdout, one JSON object per line
+(docs/worker-protocol.md). This module speaks the protocol; you supply subs.
+
+=head2 Taskd::Worker->new(%options)
+
+=over
+
+=item methods => { name => sub { my ($ctx, @args) = @_; ... } }
+
+Handlers by method name. A handler gets a context object and the call's positional
+arguments, and returns the result (one scalar: any JSON value; use an array ref for a list).
+C<die> becomes an C<err> reply and the worker stays usable: a blessed exception gives its
+class as C<type> (and its C<message> method, if any, as C<msg>); a plain C<die> gives type
+C<die>. The trace is C<Carp::longmess> taken where the exception was thrown (or the
+object's C<trace>).
+
+=item default => sub { my ($ctx, @args) = @_; ... }
+
+Handler for function-style calls (no method name).
+
+=item setup => sub { my ($worker) = @_; ... }
+
+Runs once, before the worker reports ready. If it dies, the message goes to stderr and the
+worker exits with status 1.
+
+=item checkout_done => sub { my ($worker) = @_; ... }
+
+Runs each time a checkout is released (e.g. roll back an open transaction). If it dies, the
+worker exits with status 1: its state is unknown.
+
+=back
+
+=head2 $worker->run
+
+Moves the protocol to private duplicates of fds 0 and 1 (close-on-exec), points fd 1 (and
+STDOUT) at stderr and fd 0 (and STDIN) at /dev/null, runs setup, sends ready, then serves
+calls one at a time, in order, until stdin ends. Returns at end of input.
+
+=head2 $worker->log, $worker->bye($msg)
+
+The worker-wide logger (stderr only). C<bye> asks taskd to retire the worker after the
+current checkout (sent after ready when called in setup, after the reply during a call).
+
+=head2 Context: $ctx->log, $ctx->cancelled, $ctx->check_cancelled, $ctx->bye($msg), $ctx->id, $ctx->method
+
+C<< $ctx->log->info($msg, key => $value, ...) >> (also C<debug>, C<warn>, C<error>,
+C<< log($lvl, ...) >>; fields may also be one hash ref) records a log record that is returned
+to the caller with the reply and written to stderr.
+
+C<< my $t = $ctx->log->timer('name', %fields) >> returns a guard; when it is destroyed (or
+C<< $t->stop >>) the duration is recorded: a record of level info, msg C<name>, fields plus
+C<timer> and C<ms>, placed where the timer started.
+
+C<< $ctx->cancelled >> is true once taskd has sent C<cancel> for this call (or stdin ended).
+It checks stdin without blocking; messages read meanwhile are kept in order.
+C<< $ctx->check_cancelled >> dies with a C<Taskd::Worker::Cancelled> object instead.
+
+C<< $ctx->bye($msg) >> asks to be retired; sent right after this call's reply.
+
+=head2 Numbers
+
+Integers of 19 or more digits arrive as C<Math::BigInt>; decimal numbers that a Perl number
+holds exactly (to 15 digits) arrive as plain numbers, others as C<Math::BigFloat>. Return
+them as they are and they go back exactly. NaN and infinities cannot be sent.
+
+=cut

@@ -1,0 +1,63 @@
+#!/usr/bin/perl
+# The Perl SDK's test worker: the same methods as sdk/python/tests/sdk_worker.py.
+# Run by sdk/python/tests/test_perl_sdk.py.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/..";
+use Taskd::Worker;
+use Time::HiRes ();
+
+package TestError { sub new { bless { msg => $_[1] }, $_[0] } sub message { $_[0]{msg} } }
+
+my %state = (setups => 0, dones => 0);
+
+Taskd::Worker->new(
+    setup => sub {
+        my ($w) = @_;
+        $state{setups}++;
+        print "print during setup\n";    # must not reach the protocol
+        $w->log->info('setup finished', pid => $$);
+    },
+    checkout_done => sub { $state{dones}++ },
+    default       => sub { my ($ctx, @args) = @_; return { default => \@args } },
+    methods       => {
+        echo => sub { my ($ctx, @args) = @_; return \@args },
+        fail => sub { my ($ctx, $msg) = @_; die TestError->new($msg) },
+        die  => sub { my ($ctx, $msg) = @_; die "$msg\n" },
+        print => sub {
+            my ($ctx, $s) = @_;
+            binmode STDOUT, ':encoding(UTF-8)';
+            print "$s\n";
+            printf "%s\n", $s;
+            system('echo', "$s (child)");
+            return 'printed';
+        },
+        logs => sub {
+            my ($ctx) = @_;
+            $ctx->log->info('one', n => 1);
+            {
+                my $t = $ctx->log->timer('t');
+                $ctx->log->warn('two', big => Math::BigInt->new(2)**70);
+            }
+            $ctx->log->error('three');
+            return 'logged';
+        },
+        wait_cancel => sub {
+            my ($ctx, $max_ms) = @_;
+            print STDERR "waiting for cancel " . $ctx->id . "\n";
+            my $deadline = Time::HiRes::time() + $max_ms / 1000;
+            while (Time::HiRes::time() < $deadline) {
+                return 'cancelled' if $ctx->cancelled;
+                Time::HiRes::sleep(0.001);
+            }
+            return 'not cancelled';
+        },
+        counts => sub { return {%state} },
+        bye    => sub { my ($ctx) = @_; $ctx->bye('please'); return 'bye' },
+        pid    => sub { return $$ },
+        len    => sub { my ($ctx, $s) = @_; return length $s },
+        big    => sub { my ($ctx, $n) = @_; return 'y' x $n },
+        read_stdin => sub { my $n = sysread(STDIN, my $buf, 100); return $n },
+    },
+)->run;

@@ -1,0 +1,14 @@
+#!/usr/bin/env python3
+# Hello-world taskd worker. Config: command: ["python3", "sdk/python/examples/hello.py"]
+import os, sys
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from taskd_worker import Worker
+
+w = Worker()
+
+@w.method("hello")
+def hello(ctx, name="world"):
+    ctx.log.info("greeting", name=name)
+    return "hello, %s" % name
+
+w.run()

@@ -1,0 +1,158 @@
+"""Scenarios every SDK worker (sdk_worker.py, sdk/perl/t/sdk_worker.pl) must pass. A test
+module subclasses SDKCases with ARGV (how to start the worker) and FAIL_TYPE (the "type" of
+the error raised by its "fail" method)."""
+import math
+
+from workerproc import ROUND_TRIP, WorkerProc
+
+MiB = 1 << 20
+
+
+class SDKCases(object):
+    ARGV = None
+    FAIL_TYPE = None
+
+    def setUp(self):
+        self.w = WorkerProc(self.ARGV)
+        self.addCleanup(self.w.kill)
+        first = self.w.recv()
+        self.assertEqual(first, {"t": "ready", "v": 1})
+
+    def assertSameJSON(self, got, want):
+        self.assertEqual(got, want)
+        self.assertEqual(_types(got), _types(want))
+
+    def test_echo_round_trip(self):
+        self.assertSameJSON(self.w.result("echo", *ROUND_TRIP), ROUND_TRIP)
+        self.assertEqual(self.w.result("echo"), [])
+
+    def test_function_style_call(self):
+        self.assertEqual(self.w.result(None, 1, "two"), {"default": [1, "two"]})
+        self.assertEqual(self.w.result("", 3), {"default": [3]})
+
+    def test_error_keeps_worker_usable(self):
+        reply = self.w.call("fail", "it broke \U0001F600")
+        self.assertEqual(reply["t"], "err")
+        e = reply["e"]
+        self.assertEqual(e["type"], self.FAIL_TYPE)
+        self.assertIn("it broke \U0001F600", e["msg"])
+        self.assertIn("it broke", e["trace"])
+        self.assertRegex(e["trace"], r"sdk_worker\.p[ly]")  # points at the handler's file
+        self.assertEqual(self.w.result("echo", 1), [1])
+
+    def test_unknown_method(self):
+        reply = self.w.call("no_such_method")
+        self.assertEqual(reply["t"], "err")
+        self.assertEqual(reply["e"]["type"], "UnknownMethod")
+        self.assertIn("no_such_method", reply["e"]["msg"])
+        self.assertEqual(self.w.result("echo", 2), [2])
+
+    def test_print_goes_to_stderr(self):
+        self.w.wait_stderr("print during setup")
+        self.assertEqual(self.w.result("print", "hello from print \u00e9"), "printed")
+        self.w.wait_stderr("hello from print \u00e9")
+        # recv fails on any stray stdout line; the next message must be this reply
+        self.assertEqual(self.w.result("echo", "after"), ["after"])
+
+    def test_stdin_is_not_the_protocol(self):
+        self.assertEqual(self.w.result("read_stdin"), 0)
+        self.assertEqual(self.w.result("echo", "still here"), ["still here"])
+
+    def test_logs_and_timer_in_order(self):
+        reply = self.w.call("logs")
+        self.assertEqual(reply["r"], "logged")
+        logs = reply["logs"]
+        self.assertEqual([(l["lvl"], l["msg"]) for l in logs],
+                         [("info", "one"), ("info", "t"), ("warn", "two"), ("error", "three")])
+        self.assertEqual(logs[0]["f"], {"n": 1})
+        self.assertEqual(logs[2]["f"], {"big": 2 ** 70})
+        timer = logs[1]["f"]
+        self.assertEqual(timer["timer"], "t")
+        self.assertGreaterEqual(timer["ms"], 0)
+        ts = [l["ts"] for l in logs]
+        self.assertEqual(ts, sorted(ts))
+        self.assertTrue(all(isinstance(t, (int, float)) and t > 1.6e9 for t in ts))
+        self.w.wait_stderr("three")  # records are also written to stderr
+        self.assertNotIn("logs", self.w.call("echo"))
+
+    def test_cancel_running_call(self):
+        msg = self.w.call_msg("wait_cancel", 60000)
+        self.w.send(msg)
+        self.w.wait_stderr("waiting for cancel %d" % msg["id"])
+        self.w.send({"t": "cancel", "id": msg["id"]})
+        reply = self.w.recv()
+        self.assertEqual((reply["id"], reply["r"]), (msg["id"], "cancelled"))
+
+    def test_cancel_pipelined_call(self):
+        first = self.w.call_msg("wait_cancel", 60000)
+        second = self.w.call_msg("wait_cancel", 60000)
+        self.w.send(first)
+        self.w.send(second)
+        self.w.wait_stderr("waiting for cancel %d" % first["id"])
+        self.w.send({"t": "cancel", "id": second["id"]})  # cancelled before it starts
+        self.w.send({"t": "cancel", "id": 999})           # unknown id: ignored
+        self.w.send({"t": "cancel", "id": first["id"]})
+        r1, r2 = self.w.recv(), self.w.recv()
+        self.assertEqual((r1["id"], r1["r"]), (first["id"], "cancelled"))
+        self.assertEqual((r2["id"], r2["r"]), (second["id"], "cancelled"))
+
+    def test_pipelined_calls_answered_in_order(self):
+        msgs = [self.w.call_msg("echo", i) for i in range(20)]
+        for m in msgs:
+            self.w.send(m)
+        for m in msgs:
+            reply = self.w.recv()
+            self.assertEqual((reply["t"], reply["id"], reply["r"]), ("ok", m["id"], m["a"]))
+
+    def test_setup_once_and_checkout_done(self):
+        self.assertEqual(self.w.result("counts"), {"setups": 1, "dones": 0})
+        self.w.send({"t": "done"})
+        self.assertEqual(self.w.result("counts"), {"setups": 1, "dones": 1})
+        self.w.send({"t": "done"})
+        self.w.send({"t": "done"})
+        self.assertEqual(self.w.result("counts"), {"setups": 1, "dones": 3})
+
+    def test_unknown_messages_ignored(self):
+        self.w.send({"t": "future-thing", "x": 1})
+        self.w.send({"t": "call", "id": 77, "m": "echo", "a": [1], "extra": {"y": 2}})
+        self.assertEqual(self.w.recv(), {"t": "ok", "id": 77, "r": [1]})
+
+    def test_bye(self):
+        reply = self.w.call("bye")
+        self.assertEqual(reply["r"], "bye")
+        self.assertEqual(self.w.recv(), {"t": "bye", "msg": "please"})
+        self.assertEqual(self.w.result("echo", "still serving"), ["still serving"])
+
+    def test_one_mib_argument_and_result(self):
+        arg = "a\u00e9\U0001F600" * (MiB // 3)
+        self.assertEqual(self.w.result("len", arg), len(arg))
+        self.assertEqual(self.w.result("big", MiB), "y" * MiB)
+        self.assertEqual(self.w.result("echo", arg), [arg])
+
+    def test_eof_exits_zero(self):
+        self.assertEqual(self.w.result("echo", 1), [1])
+        self.assertEqual(self.w.close(), 0)
+        self.w.assert_no_more_output()
+
+    def test_eof_while_calls_queued(self):
+        msg = self.w.call_msg("wait_cancel", 60000)
+        self.w.send(msg)
+        self.w.wait_stderr("waiting for cancel %d" % msg["id"])
+        self.assertEqual(self.w.close(), 0)  # end of input counts as cancel, then exit
+        reply = self.w.recv()
+        self.assertEqual((reply["id"], reply["r"]), (msg["id"], "cancelled"))
+
+
+def _types(v):
+    """The JSON shape of v: which numbers are integers and which are floats."""
+    if isinstance(v, bool) or v is None:
+        return v
+    if isinstance(v, int):
+        return "int"
+    if isinstance(v, float):
+        return "float" if math.isfinite(v) else "nonfinite"
+    if isinstance(v, list):
+        return [_types(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _types(x) for k, x in v.items()}
+    return "str"
