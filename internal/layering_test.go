@@ -1,0 +1,73 @@
+// Package internal_test enforces the one-way imports between taskd's packages.
+package internal_test
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const mod = "github.com/taskd-dev/taskd/"
+
+// allowed lists, for each package, the project packages it may import (outside tests).
+// Imports run one way: server → pool → worker → wire; the SDKs see wire only.
+var allowed = map[string][]string{
+	"internal/wire":                 {},
+	"internal/config":               {"internal/wire"},
+	"internal/worker":               {"internal/wire"},
+	"internal/pool":                 {"internal/worker", "internal/wire"},
+	"internal/server":               {"internal/pool", "internal/worker", "internal/wire", "internal/config"},
+	"internal/taskdtest":            {},
+	"internal/conformance":          {},
+	"internal/conformance/goworker": {"pkg/worker"},
+	"pkg/client":                    {"internal/wire"},
+	"pkg/worker":                    {"internal/wire"},
+	"cmd/taskd":                     {"internal/config", "internal/server", "internal/wire"},
+	"cmd/taskctl":                   {"pkg/client", "internal/wire"},
+}
+
+func TestImportsRunOneWay(t *testing.T) {
+	out, err := exec.Command("go", "list", "-json=ImportPath,Imports", "./...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for dec.More() {
+		var p struct {
+			ImportPath string
+			Imports    []string
+		}
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		name := strings.TrimPrefix(p.ImportPath, mod)
+		ok, known := allowed[name]
+		if !known {
+			if strings.HasPrefix(name, "examples/") || strings.HasPrefix(name, "sdk") {
+				ok, known = []string{"pkg/client", "pkg/worker"}, true // programs built on the public SDKs
+			} else {
+				t.Errorf("package %s is not in the layering table: add it with the imports it may use", name)
+				continue
+			}
+		}
+		for _, imp := range p.Imports {
+			if !strings.HasPrefix(imp, mod) {
+				continue
+			}
+			dep := strings.TrimPrefix(imp, mod)
+			if !contains(ok, dep) {
+				t.Errorf("%s imports %s, which breaks the one-way layering (allowed: %v)", name, dep, ok)
+			}
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
