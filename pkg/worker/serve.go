@@ -1,0 +1,403 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/taskd-dev/taskd/internal/wire"
+)
+
+// exitGrace is how long serve goes on, after stdin closed, answering the messages it had
+// read, with their contexts cancelled.
+const exitGrace = time.Second
+
+// server is one run of the protocol. Two goroutines touch it: the reader (started by
+// serve, owns the LineReader, only queues and cancels) and the executor (the goroutine
+// that called serve: runs calls in order and owns out, buf and enc). mu guards the
+// fields below it and nothing slow happens while it is held.
+type server struct {
+	spec  Spec
+	max   int
+	out   io.Writer
+	log   *zap.Logger // the SDK's own messages, to stderr
+	calls *zap.Logger // handed to calls: stderr plus rec
+	rec   *recorder
+
+	buf   bytes.Buffer
+	enc   *json.Encoder // writes into buf
+	grace *time.Timer   // started when the executor first sees that stdin closed
+
+	ctx       context.Context // parent of every call's context; cancelled when stdin closes
+	cancelAll context.CancelFunc
+
+	wake    chan struct{} // capacity 1: the queue grew
+	stopped chan struct{} // closed when the reader has returned
+	readErr error         // the reader's result, set before stopped is closed
+
+	mu        sync.Mutex
+	queue     []wire.WorkerMsg    // calls and dones not yet started, in order
+	cancelled map[uint64]struct{} // queued calls taskd cancelled
+	runID     uint64              // the running call, if runCancel != nil
+	runCancel context.CancelFunc
+}
+
+// errExit stops the executor without an error of its own: stdin closed and exitGrace
+// passed, or taskd stopped reading after closing stdin.
+var errExit = errors.New("worker: stdin closed")
+
+// serve runs the protocol: Setup, "ready", then calls read from in until in ends. Replies
+// are written to out, one Write per reply; the SDK's log output goes to stderr. Lines
+// longer than maxLine bytes on in are fatal. ctx is the parent of the contexts handed to
+// Setup, calls and CheckoutDone. serve returns when in has ended and the messages read
+// before are answered (nil, or the read error), or on a write, Setup or CheckoutDone
+// error, after closing in if it is an io.Closer; always after its reader goroutine has
+// returned.
+func serve(ctx context.Context, spec Spec, in io.Reader, out io.Writer, stderr io.Writer, maxLine int) error {
+	if err := spec.validate(); err != nil {
+		return err
+	}
+	s := &server{
+		spec:      spec,
+		max:       maxLine,
+		out:       out,
+		rec:       &recorder{},
+		wake:      make(chan struct{}, 1),
+		stopped:   make(chan struct{}),
+		cancelled: make(map[uint64]struct{}),
+	}
+	s.log, s.calls = newLoggers(spec.Logger, stderr, s.rec)
+	s.enc = json.NewEncoder(&s.buf)
+	s.enc.SetEscapeHTML(false)
+	s.ctx, s.cancelAll = context.WithCancel(ctx)
+	defer s.cancelAll()
+	defer func() {
+		if s.grace != nil {
+			s.grace.Stop()
+		}
+	}()
+
+	if spec.Setup != nil {
+		// Before the reader starts, s.stopped stays open: invoke just waits.
+		_, err := s.invoke(s.ctx, func(ctx context.Context) (any, error) { return nil, spec.Setup(ctx) })
+		if err != nil {
+			return fmt.Errorf("worker: setup failed: %w", err)
+		}
+	}
+	if _, err := out.Write(wire.ReadyLine); err != nil {
+		return fmt.Errorf("worker: writing to taskd: %w", err)
+	}
+
+	go s.read(wire.NewLineReader(in, maxLine))
+	err := s.execute()
+	if err != nil && err != errExit {
+		// A write or CheckoutDone error while taskd still holds stdin open: stop the
+		// reader by closing its input (Run's input is pollable, so this interrupts a
+		// pending Read; an io.Reader that is not a Closer ends only at EOF).
+		if c, ok := in.(io.Closer); ok {
+			c.Close()
+		}
+	}
+	<-s.stopped
+	if err == nil || err == errExit {
+		err = s.readErr
+	}
+	return err
+}
+
+// read is the reader goroutine: it queues calls and dones, and handles cancels at once.
+// When in ends it cancels every call, running or queued.
+func (s *server) read(lr *wire.LineReader) {
+	defer close(s.stopped)
+	defer s.cancelAll()
+	for {
+		line, err := lr.ReadLine()
+		switch {
+		case errors.Is(err, io.EOF):
+			return
+		case errors.Is(err, wire.ErrLineTooLong):
+			s.readErr = fmt.Errorf("worker: taskd sent %w; TASKD_MAX_MESSAGE_BYTES must match taskd's max_message_bytes", err)
+			return
+		case err != nil:
+			s.readErr = fmt.Errorf("worker: reading from taskd: %w", err)
+			return
+		}
+		m, err := wire.DecodeWorkerMsg(line)
+		if err != nil {
+			s.log.Warn("worker: ignoring a malformed line from taskd", zap.Error(err))
+			continue
+		}
+		switch m.T {
+		case wire.TCall, wire.TDone:
+			s.mu.Lock()
+			s.queue = append(s.queue, m)
+			s.mu.Unlock()
+			select {
+			case s.wake <- struct{}{}:
+			default:
+			}
+		case wire.TCancel:
+			s.cancel(m.ID)
+		}
+	}
+}
+
+// cancel cancels the running call id, or marks it if it is still queued.
+func (s *server) cancel(id uint64) {
+	var cancel context.CancelFunc
+	s.mu.Lock()
+	if s.runCancel != nil && s.runID == id {
+		cancel = s.runCancel
+	} else {
+		for _, m := range s.queue {
+			if m.T == wire.TCall && m.ID == id {
+				s.cancelled[id] = struct{}{}
+				break
+			}
+		}
+	}
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// next returns the next queued message, or false once the queue is empty and the reader
+// has stopped.
+func (s *server) next() (wire.WorkerMsg, bool) {
+	for {
+		if m, ok := s.pop(); ok {
+			return m, true
+		}
+		select {
+		case <-s.wake:
+		case <-s.stopped:
+			return s.pop()
+		}
+	}
+}
+
+func (s *server) pop() (wire.WorkerMsg, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) == 0 {
+		return wire.WorkerMsg{}, false
+	}
+	m := s.queue[0]
+	s.queue[0] = wire.WorkerMsg{}
+	s.queue = s.queue[1:]
+	return m, true
+}
+
+// execute is the executor loop.
+func (s *server) execute() error {
+	for {
+		m, ok := s.next()
+		if !ok {
+			return nil
+		}
+		var err error
+		switch m.T {
+		case wire.TCall:
+			err = s.call(m)
+		case wire.TDone:
+			err = s.checkoutDone()
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (s *server) call(m wire.WorkerMsg) error {
+	c := &Call{Method: m.M, Log: s.calls, args: m.A}
+	f := s.spec.Default
+	if m.M != "" {
+		f = s.spec.Methods[m.M]
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+
+	s.mu.Lock()
+	_, cancelled := s.cancelled[m.ID]
+	delete(s.cancelled, m.ID)
+	if f != nil && !cancelled {
+		s.runID, s.runCancel = m.ID, cancel
+	}
+	s.mu.Unlock()
+
+	switch {
+	case cancelled:
+		return s.reply(m.ID, c, nil, fmt.Errorf("the call was cancelled before it started: %w", context.Canceled), nil)
+	case f == nil:
+		return s.reply(m.ID, c, nil, s.unknown(m.M), nil)
+	}
+	s.rec.start()
+	res, err := s.invoke(ctx, func(ctx context.Context) (any, error) { return f(ctx, c) })
+	logs := s.rec.stop()
+	s.mu.Lock()
+	s.runCancel = nil
+	s.mu.Unlock()
+	if err == errExit {
+		return err
+	}
+	return s.reply(m.ID, c, res, err, logs)
+}
+
+func (s *server) unknown(method string) error {
+	if method == "" {
+		return &Error{Type: "UnknownMethod", Msg: fmt.Sprintf("this worker takes no function-style calls; call one of its methods: %s", s.methodList())}
+	}
+	return &Error{Type: "UnknownMethod", Msg: fmt.Sprintf("unknown method %q; this worker has: %s", method, s.methodList())}
+}
+
+func (s *server) methodList() string {
+	names := make([]string, 0, len(s.spec.Methods))
+	for name := range s.spec.Methods {
+		names = append(names, strconv.Quote(name))
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
+}
+
+// invoke runs f in its own goroutine and waits for it. A panic or runtime.Goexit in f
+// becomes an *Error of type "panic" whose trace is the stack of f's goroutine. Once stdin
+// has closed (which cancels ctx), invoke waits only until exitGrace after the executor
+// first noticed, then returns errExit (and only then); a Func that ignores its context is
+// left running.
+func (s *server) invoke(ctx context.Context, f func(context.Context) (any, error)) (any, error) {
+	type outcome struct {
+		res any
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		o := outcome{err: &Error{Type: "panic", Msg: "the function called runtime.Goexit instead of returning"}}
+		defer func() {
+			if v := recover(); v != nil {
+				msg := fmt.Sprint(v)
+				if e, ok := v.(error); ok {
+					msg = e.Error()
+				}
+				o.err = &Error{Type: "panic", Msg: msg, Trace: string(debug.Stack())}
+			}
+			done <- o
+		}()
+		o.res, o.err = f(ctx)
+	}()
+	select {
+	case o := <-done:
+		return o.res, o.err
+	case <-s.stopped:
+	}
+	if s.grace == nil {
+		s.grace = time.NewTimer(exitGrace)
+	}
+	select {
+	case o := <-done:
+		return o.res, o.err
+	case <-s.grace.C:
+		return nil, errExit
+	}
+}
+
+func (s *server) checkoutDone() error {
+	if s.spec.CheckoutDone == nil {
+		return nil
+	}
+	_, err := s.invoke(s.ctx, func(ctx context.Context) (any, error) {
+		return nil, s.spec.CheckoutDone(ctx)
+	})
+	if err != nil && err != errExit {
+		p := errorPayload(err)
+		err = fmt.Errorf("worker: CheckoutDone failed, exiting so that this worker serves no further checkout: %w", err)
+		if p.Trace != "" {
+			s.log.Error("worker: CheckoutDone failed", zap.String("trace", p.Trace))
+		}
+	}
+	return err
+}
+
+// reply writes the reply to call id, preceded by a "bye" line if c asked for one, with
+// a single Write.
+func (s *server) reply(id uint64, c *Call, res any, err error, logs []wire.LogRecord) error {
+	s.buf.Reset()
+	if bye, msg := c.byeRequest(); bye {
+		s.buf.WriteString(`{"t":"bye"`)
+		if msg != "" {
+			s.buf.WriteString(`,"msg":`)
+			s.encode(msg)
+		}
+		s.buf.WriteString("}\n")
+	}
+	start := s.buf.Len()
+	if err == nil {
+		s.head(wire.TOK, id, "r")
+		if eerr := s.encode(res); eerr != nil {
+			s.buf.Truncate(start)
+			err = fmt.Errorf("%s returned a result that cannot be encoded as JSON: %w", c.what(), eerr)
+		}
+	}
+	if err != nil {
+		s.head(wire.TErr, id, "e")
+		s.encode(errorPayload(err))
+	}
+	if len(logs) > 0 {
+		s.buf.WriteString(`,"logs":`)
+		s.encode(logs)
+	}
+	s.buf.WriteString("}\n")
+	if n := s.buf.Len() - start - 1; n > s.max {
+		s.buf.Truncate(start)
+		s.head(wire.TErr, id, "e")
+		s.encode(wire.ErrorPayload{
+			Type: "ReplyTooLarge",
+			Msg:  fmt.Sprintf("the reply of %s is %d bytes, more than max_message_bytes (%d): return less, or raise max_message_bytes", c.what(), n, s.max),
+		})
+		s.buf.WriteString("}\n")
+	}
+	eof := false
+	select {
+	case <-s.stopped:
+		eof = true
+	default:
+	}
+	if _, err := s.out.Write(s.buf.Bytes()); err != nil {
+		if eof {
+			return errExit // taskd closed stdin and stopped reading: nothing to report
+		}
+		return fmt.Errorf("worker: writing to taskd: %w", err)
+	}
+	return nil
+}
+
+// head writes `{"t":T,"id":ID,"KEY":` into buf.
+func (s *server) head(t string, id uint64, key string) {
+	s.buf.WriteString(`{"t":"`)
+	s.buf.WriteString(t)
+	s.buf.WriteString(`","id":`)
+	s.buf.WriteString(strconv.FormatUint(id, 10))
+	s.buf.WriteString(`,"`)
+	s.buf.WriteString(key)
+	s.buf.WriteString(`":`)
+}
+
+// encode appends v as JSON without a trailing newline. On error buf is unchanged.
+func (s *server) encode(v any) error {
+	if err := s.enc.Encode(v); err != nil {
+		return err
+	}
+	s.buf.Truncate(s.buf.Len() - 1) // Encode's newline
+	return nil
+}
