@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -101,8 +100,9 @@ func (co *Checkout) Go(method string, args ...any) *Pending {
 
 // Call makes one call on the checkout's worker and waits for its result, which is decoded
 // into result (a pointer, as for json.Unmarshal; nil discards it, *json.RawMessage keeps it
-// raw; numbers stay exact when decoded into integer types or json.Number, and numbers
-// decoded into an interface{} become json.Number). method "" makes a function-style call.
+// raw). Decoding follows encoding/json: numbers stay exact when decoded into integer types,
+// json.Number or json.RawMessage, and become float64 inside an interface{}. method "" makes a
+// function-style call.
 //
 // The call may run until ctx is done, or for Config.Timeout if ctx has no deadline. If that
 // ends the call, the checkout fails for good: its worker is killed (taskd cannot interrupt
@@ -334,9 +334,7 @@ func decodeResult(r json.RawMessage, result any, iface, method string) error {
 		*res = append((*res)[:0], r...)
 		return nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(r))
-	dec.UseNumber()
-	if err := dec.Decode(result); err != nil {
+	if err := json.Unmarshal(r, result); err != nil {
 		return fmt.Errorf("client: call %s: decoding result %s into %T: %w (the call succeeded; fix the result type)", callName(iface, method), wire.Snippet(r), result, err)
 	}
 	return nil

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -17,11 +19,44 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/taskd-dev/taskd/internal/taskdtest"
 	"github.com/taskd-dev/taskd/internal/wire"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(withExampleDaemon{m})
+}
+
+// withExampleDaemon runs the package's tests and examples with a real taskd serving
+// interface "echo" (the conformance suite's Go worker) and TASKD_ADDR pointing at it, so that
+// the Example functions (example_test.go) run against it with a Config that names only the
+// interface. The daemon is stopped before goleak looks for leaked goroutines.
+type withExampleDaemon struct{ m *testing.M }
+
+func (w withExampleDaemon) Run() int {
+	worker, err := taskdtest.BuildForMain("internal/conformance/goworker")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	addr, stop, err := taskdtest.StartForMain(fmt.Sprintf(`interfaces:
+  echo:
+    command: [%q]
+    min_idle: 1
+    max_workers: 4
+    call_timeout: 1s
+`, worker))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	os.Setenv("TASKD_ADDR", addr)
+	code := w.m.Run()
+	if err := stop(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
+	}
+	return code
 }
 
 func newClient(t *testing.T, cfg Config) *Client {
@@ -129,10 +164,10 @@ func TestRoundTrip(t *testing.T) {
 	require.NoError(t, co.Call(ctx, "echo", &bigs, big, -big))
 	assert.Equal(t, []int64{big, -big}, bigs)
 
-	// Into interface{}: json.Number, exact.
-	var anyRes []any
-	require.NoError(t, co.Call(ctx, "echo", &anyRes, big))
-	assert.Equal(t, json.Number("4611686018427387905"), anyRes[0])
+	// Into json.Number: exact.
+	var numRes []json.Number
+	require.NoError(t, co.Call(ctx, "echo", &numRes, big))
+	assert.Equal(t, json.Number("4611686018427387905"), numRes[0])
 
 	// Raw and discarded results; no arguments.
 	var rm json.RawMessage

@@ -56,9 +56,10 @@
 // # Results
 //
 // Arguments are encoded with encoding/json. A result is decoded into the value the caller
-// passes (nil discards it, *json.RawMessage keeps the raw JSON) and numbers stay exact:
-// an int64 above 2^53 survives the round trip, and numbers decoded into interface{} values
-// become json.Number.
+// passes (nil discards it, *json.RawMessage keeps the raw JSON) with encoding/json's rules,
+// and taskd relays numbers byte for byte: an int64 above 2^53 survives the round trip into
+// an int64, json.Number or json.RawMessage result (inside an interface{} it becomes a
+// float64, as encoding/json does).
 //
 // # Worker logs
 //
