@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/taskd-dev/taskd/internal/pool"
+	"github.com/taskd-dev/taskd/internal/sendq"
 	"github.com/taskd-dev/taskd/internal/wire"
 	"github.com/taskd-dev/taskd/internal/worker"
 )
@@ -27,12 +28,7 @@ type session struct {
 	ctx  context.Context // cancelled when the session ends: abandons waiting checkouts
 	stop context.CancelFunc
 
-	wmu      sync.Mutex // guards out, closing
-	out      []byte
-	spare    []byte
-	closing  bool
-	wake     chan struct{}
-	wdone    chan struct{}
+	out      *sendq.Queue // owns writes to conn
 	acquires sync.WaitGroup
 
 	mu        sync.Mutex
@@ -45,9 +41,8 @@ func newSession(s *Server, conn net.Conn, id uint64) *session {
 	ctx, stop := context.WithCancel(context.Background())
 	return &session{
 		s: s, conn: conn, ctx: ctx, stop: stop,
+		out:       sendq.New(conn, nil), // a write error closes conn: the reader then ends the session
 		log:       s.log.With(zap.Uint64("session", id)),
-		wake:      make(chan struct{}, 1),
-		wdone:     make(chan struct{}),
 		checkouts: make(map[uint64]*checkout),
 		waiting:   make(map[uint64]context.CancelFunc),
 	}
@@ -56,7 +51,6 @@ func newSession(s *Server, conn net.Conn, id uint64) *session {
 // serve reads requests until the connection ends, then releases everything the
 // connection held and waits for the session's goroutines.
 func (ss *session) serve() {
-	go ss.writeLoop()
 	ss.readLoop()
 
 	ss.mu.Lock()
@@ -72,7 +66,7 @@ func (ss *session) serve() {
 	}
 	ss.acquires.Wait()
 	ss.close()
-	<-ss.wdone
+	<-ss.out.Done()
 	ss.conn.Close()
 }
 
@@ -210,72 +204,24 @@ func lostCode(err error) string {
 	return wire.CodeWorkerLost
 }
 
-// send queues one message for the writer. It never blocks on the connection.
+// send queues one message. It never blocks on the connection.
 func (ss *session) send(m *wire.ClientMsg) {
-	ss.wmu.Lock()
-	if ss.closing {
-		ss.wmu.Unlock()
-		return
-	}
 	var err error
-	ss.out, err = wire.AppendClientMsg(ss.out, m)
-	closing := m.T == wire.TFatal
-	if closing {
-		ss.closing = true
-	}
-	ss.wmu.Unlock()
+	ss.out.Append(func(b []byte) []byte {
+		b, err = wire.AppendClientMsg(b, m)
+		return b
+	})
 	if err != nil {
 		ss.log.Error("cannot encode a reply; dropping it", zap.String("t", m.T), zap.Error(err))
 	}
-	ss.kick()
-}
-
-func (ss *session) kick() {
-	select {
-	case ss.wake <- struct{}{}:
-	default:
+	if m.T == wire.TFatal {
+		ss.out.Close()
 	}
 }
 
-// close makes the writer flush what is queued, then close the connection.
+// close flushes what is queued, then closes the connection (which ends the reader).
 func (ss *session) close() {
-	ss.wmu.Lock()
-	ss.closing = true
-	ss.wmu.Unlock()
-	ss.kick()
-}
-
-func (ss *session) writeLoop() {
-	defer close(ss.wdone)
-	for range ss.wake {
-		ss.wmu.Lock()
-		buf, closing := ss.out, ss.closing
-		ss.out = ss.spare[:0]
-		ss.wmu.Unlock()
-		if len(buf) > 0 {
-			if _, err := ss.conn.Write(buf); err != nil {
-				ss.conn.Close() // the reader sees it and ends the session
-				ss.wmu.Lock()
-				ss.closing = true
-				ss.wmu.Unlock()
-				return
-			}
-		}
-		ss.wmu.Lock()
-		if cap(buf) <= 1<<20 {
-			ss.spare = buf[:0]
-		}
-		more := len(ss.out) > 0
-		ss.wmu.Unlock()
-		if closing {
-			if more {
-				ss.kick()
-				continue
-			}
-			ss.conn.Close()
-			return
-		}
-	}
+	ss.out.Close()
 }
 
 // checkout is one granted checkout: it queues the client's calls and runs them one at a
@@ -404,6 +350,13 @@ func (co *checkout) release(retire bool) {
 	first, busy, hadErr := co.finish()
 	if !first {
 		return
+	}
+	if busy {
+		// Nobody waits for the calls still outstanding: kill the worker now, as for an
+		// abort. Retiring it gracefully would let a hung or spinning call burn CPU and hold
+		// its pool slot for the pool's stop grace (twice if it ignores SIGTERM), since a
+		// worker in the middle of a call does not read the EOF on its stdin.
+		co.w.Kill(errors.New("checkout released with calls still outstanding"))
 	}
 	co.lease.Release(retire || busy || (hadErr && !co.keep))
 }

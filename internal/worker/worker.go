@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/taskd-dev/taskd/internal/sendq"
 	"github.com/taskd-dev/taskd/internal/wire"
 )
 
@@ -81,19 +82,11 @@ type Worker struct {
 	pid     int
 	started time.Time
 
-	stdin  *os.File
 	stdout *os.File
 	stderr *os.File
 
-	// The writer goroutine owns stdin. Others append whole lines to outq under wmu and
-	// wake it, so no caller ever blocks on a full pipe and lines written together go out
-	// in one write. wmu is never held together with mu.
-	wmu      sync.Mutex
-	outq     []byte
-	spare    []byte
-	inClosed bool // no more writes: Stop or exit
-	wake     chan struct{}
-	inDone   chan struct{} // writer finished
+	// in owns stdin: callers hand it whole lines and never block on a full pipe.
+	in *sendq.Queue
 
 	mu        sync.Mutex
 	pending   map[uint64]*call
@@ -132,8 +125,6 @@ func Start(ctx context.Context, cfg Config) (*Worker, error) {
 		exited:  make(chan struct{}),
 		outDone: make(chan struct{}),
 		errDone: make(chan struct{}),
-		wake:    make(chan struct{}, 1),
-		inDone:  make(chan struct{}),
 	}
 	if err := w.spawn(); err != nil {
 		return nil, &StartError{Interface: cfg.Interface, ID: cfg.ID, Reason: err.Error(), Err: err}
@@ -198,10 +189,13 @@ func (w *Worker) spawn() (err error) {
 		return fmt.Errorf("spawn %q: %w", cfg.Command[0], err)
 	}
 	w.cmd, w.pid, w.started = cmd, cmd.Process.Pid, time.Now()
-	w.stdin, w.stdout, w.stderr = inW, outR, errR
+	w.stdout, w.stderr = outR, errR
 	w.log = cfg.Logger.With(zap.String("interface", cfg.Interface), zap.String("worker", cfg.ID), zap.Int("pid", w.pid))
 	w.log.Debug("worker spawned", zap.Strings("command", cfg.Command))
-	go w.writeStdin()
+	w.in = sendq.New(inW, func(err error) {
+		// The worker closed its stdin or died; the waiter fails its calls.
+		w.Kill(fmt.Errorf("writing to worker stdin: %w", err))
+	})
 	go w.readStdout()
 	go w.readStderr()
 	go w.wait()
@@ -351,10 +345,7 @@ func (w *Worker) Call(method string, args json.RawMessage, done func(Reply)) (ui
 	w.pending[c.id] = c
 	w.mu.Unlock()
 
-	w.wmu.Lock()
-	w.outq = wire.AppendCall(w.outq, c.id, method, args)
-	w.wmu.Unlock()
-	w.kick()
+	w.in.Append(func(b []byte) []byte { return wire.AppendCall(b, c.id, method, args) })
 	return c.id, nil
 }
 
@@ -376,77 +367,17 @@ func (w *Worker) Cancel(id uint64) {
 	_, ok := w.pending[id]
 	w.mu.Unlock()
 	if ok {
-		w.wmu.Lock()
-		w.outq = wire.AppendCancel(w.outq, id)
-		w.wmu.Unlock()
-		w.kick()
+		w.in.Append(func(b []byte) []byte { return wire.AppendCancel(b, id) })
 	}
 }
 
 // Done tells the worker that its checkout was released. It fails if the worker's stdin is
 // closed (the worker is stopping or gone).
 func (w *Worker) Done() error {
-	w.wmu.Lock()
-	if w.inClosed {
-		w.wmu.Unlock()
+	if !w.in.Send(wire.DoneLine) {
 		return fmt.Errorf("worker %s: stdin closed", w.cfg.ID)
 	}
-	w.outq = append(w.outq, wire.DoneLine...)
-	w.wmu.Unlock()
-	w.kick()
 	return nil
-}
-
-func (w *Worker) kick() {
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-}
-
-// closeStdin makes the writer flush what is queued and close the pipe (EOF for the worker).
-func (w *Worker) closeStdin() {
-	w.wmu.Lock()
-	w.inClosed = true
-	w.wmu.Unlock()
-	w.kick()
-}
-
-// maxSpare bounds the write buffer kept for reuse.
-const maxSpare = 1 << 20
-
-// writeStdin owns the worker's stdin: it writes queued lines, several at a time.
-func (w *Worker) writeStdin() {
-	defer close(w.inDone)
-	defer w.stdin.Close()
-	for range w.wake {
-		w.wmu.Lock()
-		buf, closing := w.outq, w.inClosed
-		w.outq = w.spare[:0]
-		w.wmu.Unlock()
-		if len(buf) > 0 {
-			if _, err := w.stdin.Write(buf); err != nil {
-				// The worker closed its stdin or died; the waiter fails its calls.
-				w.Kill(fmt.Errorf("writing to worker stdin: %w", err))
-				w.closeStdin()
-				return
-			}
-		}
-		w.wmu.Lock()
-		if cap(buf) <= maxSpare {
-			w.spare = buf[:0]
-		} else {
-			w.spare = nil
-		}
-		more := len(w.outq) > 0
-		w.wmu.Unlock()
-		if closing {
-			if !more {
-				return
-			}
-			w.kick() // flush what came in meanwhile, then close
-		}
-	}
 }
 
 // Kill sends SIGKILL to the worker's process group. cause says why; the first cause given
@@ -483,7 +414,7 @@ func (w *Worker) Stop(cause error, grace time.Duration) {
 		w.mu.Unlock()
 	})
 	w.mu.Unlock()
-	w.closeStdin()
+	w.in.Close()
 }
 
 func (w *Worker) signalGroup(sig syscall.Signal) {
@@ -625,10 +556,8 @@ func (w *Worker) wait() {
 	}
 	drain.Stop()
 	closeAll(w.stdout, w.stderr)
-	// A write blocked on a pipe nobody reads is unblocked by closing it under the writer.
-	w.closeStdin()
-	w.stdin.Close()
-	<-w.inDone
+	w.in.Abort()
+	<-w.in.Done()
 
 	w.mu.Lock()
 	ee := &ExitError{Interface: w.cfg.Interface, ID: w.cfg.ID, PID: w.pid, Cause: w.cause, StderrTail: w.tail.lines()}

@@ -1,0 +1,230 @@
+// Package sendq is a send queue for one connection or pipe: callers hand it whole
+// messages and never block.
+//
+// Send first tries to write at once, from the caller's goroutine, with a non-blocking
+// write; only what the kernel does not take right away is left to the queue's writer
+// goroutine, which waits for the descriptor to become writable. The common case — an
+// idle descriptor with room in its buffer — costs one write system call and no goroutine
+// hand-off. Messages queued while a write is in progress are written together (one
+// system call for many messages).
+//
+// A Queue owns its writer goroutine: Close and Abort stop it, and Done is closed when it
+// has returned. All methods are safe for concurrent use.
+package sendq
+
+import (
+	"errors"
+	"io"
+	"sync"
+	"syscall"
+)
+
+// Conn is what a Queue writes to: a pipe (*os.File) or a network connection.
+type Conn interface {
+	io.Writer
+	io.Closer
+}
+
+// maxSpare bounds the buffer kept for reuse between writes.
+const maxSpare = 1 << 20
+
+// Queue is the send queue of one Conn.
+type Queue struct {
+	c       Conn
+	raw     syscall.RawConn // nil if c has no descriptor: every write goes to the writer
+	onError func(error)
+
+	mu      sync.Mutex
+	pending []byte // bytes accepted and not yet written, in order
+	spare   []byte
+	busy    bool // someone is writing pending's former contents right now
+	closing bool // Close: flush, then close c
+	closed  bool // no more Sends
+	failed  bool // a write failed or Abort was called
+	wake    chan struct{}
+	done    chan struct{}
+}
+
+// New returns a queue writing to c and starts its writer goroutine. onError (may be nil)
+// is called once, from whichever goroutine saw it, when a write fails; the queue then
+// closes c and drops everything queued.
+func New(c Conn, onError func(error)) *Queue {
+	q := &Queue{c: c, onError: onError, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			q.raw = raw
+		}
+	}
+	go q.writer()
+	return q
+}
+
+// Send queues a copy of msg (one or more whole lines). It returns false if the queue is
+// closed.
+func (q *Queue) Send(msg []byte) bool {
+	return q.Append(func(b []byte) []byte { return append(b, msg...) })
+}
+
+// Append lets fn append a message directly to the queue's buffer, avoiding a copy. fn runs
+// with the queue locked: it must only encode. Append returns false (and does not call fn)
+// if the queue is closed.
+func (q *Queue) Append(fn func([]byte) []byte) bool {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return false
+	}
+	q.pending = fn(q.pending)
+	if q.busy || q.raw == nil {
+		q.mu.Unlock()
+		q.kick()
+		return true
+	}
+	// Fast path: write now, without waiting.
+	q.busy = true
+	buf := q.pending
+	q.pending = q.spare[:0]
+	q.mu.Unlock()
+
+	n, err := q.tryWrite(buf)
+
+	q.mu.Lock()
+	q.busy = false
+	if err != nil {
+		q.mu.Unlock()
+		q.fail(err)
+		return true
+	}
+	if n < len(buf) {
+		// The rest goes first, before anything queued meanwhile; the writer takes over.
+		rest := append(make([]byte, 0, len(buf)-n+len(q.pending)), buf[n:]...)
+		q.pending = append(rest, q.pending...)
+		q.mu.Unlock()
+		q.kick()
+		return true
+	}
+	q.recycle(buf)
+	more := len(q.pending) > 0 || q.closing // a Close meanwhile: the writer closes c
+	q.mu.Unlock()
+	if more {
+		q.kick()
+	}
+	return true
+}
+
+// tryWrite writes what the kernel takes at once; EAGAIN is not an error.
+func (q *Queue) tryWrite(buf []byte) (int, error) {
+	var n int
+	var werr error
+	err := q.raw.Write(func(fd uintptr) bool {
+		for n < len(buf) {
+			m, err := syscall.Write(int(fd), buf[n:])
+			if m > 0 {
+				n += m
+			}
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil {
+				if err != syscall.EAGAIN {
+					werr = err
+				}
+				break
+			}
+		}
+		return true // never wait here: the writer goroutine waits
+	})
+	if werr == nil {
+		werr = err
+	}
+	return n, werr
+}
+
+func (q *Queue) recycle(buf []byte) {
+	if cap(buf) <= maxSpare {
+		q.spare = buf[:0]
+	}
+}
+
+func (q *Queue) kick() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// writer writes what the fast path could not, blocking until the descriptor is writable.
+func (q *Queue) writer() {
+	defer close(q.done)
+	for range q.wake {
+		q.mu.Lock()
+		if q.busy {
+			q.mu.Unlock()
+			continue // a fast-path write is under way; it kicks us if it leaves a rest
+		}
+		buf, closing := q.pending, q.closing
+		if len(buf) > 0 {
+			q.busy = true
+			q.pending = q.spare[:0]
+		}
+		q.mu.Unlock()
+		if len(buf) > 0 {
+			if _, err := q.c.Write(buf); err != nil {
+				q.fail(err)
+				return
+			}
+			q.mu.Lock()
+			q.busy = false
+			q.recycle(buf)
+			more := len(q.pending) > 0
+			q.mu.Unlock()
+			if more {
+				q.kick()
+				continue
+			}
+		}
+		if closing {
+			q.mu.Lock()
+			flushed := len(q.pending) == 0 && !q.busy
+			q.mu.Unlock()
+			if flushed {
+				q.c.Close()
+				return
+			}
+			q.kick()
+		}
+	}
+}
+
+var errAborted = errors.New("sendq: aborted")
+
+func (q *Queue) fail(err error) {
+	q.mu.Lock()
+	first := !q.failed
+	q.failed, q.closed, q.closing = true, true, true
+	q.pending = nil
+	q.mu.Unlock()
+	q.c.Close() // unblocks a writer stuck in Write
+	if first && q.onError != nil && !errors.Is(err, errAborted) {
+		q.onError(err)
+	}
+	q.kick()
+}
+
+// Close stops accepting messages, writes what is queued, then closes the Conn. It does
+// not wait: see Done.
+func (q *Queue) Close() {
+	q.mu.Lock()
+	q.closed, q.closing = true, true
+	q.mu.Unlock()
+	q.kick()
+}
+
+// Abort closes the Conn now, dropping what is queued; a blocked write returns.
+func (q *Queue) Abort() {
+	q.fail(errAborted)
+}
+
+// Done is closed when the writer goroutine has returned (after Close has flushed, or
+// after Abort or a write error).
+func (q *Queue) Done() <-chan struct{} { return q.done }

@@ -1,0 +1,115 @@
+package sendq_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/taskd-dev/taskd/internal/sendq"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// conns returns the two ends of a pipe and of a unix socket: the kinds taskd writes to.
+func conns(t *testing.T) map[string][2]io.ReadWriteCloser {
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
+	require.NoError(t, err)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() { c, _ := ln.Accept(); accepted <- c }()
+	c1, err := net.Dial("unix", ln.Addr().String())
+	require.NoError(t, err)
+	c2 := <-accepted
+	return map[string][2]io.ReadWriteCloser{"pipe": {r, w}, "unix": {c2, c1}}
+}
+
+// TestOrderUnderBackpressure sends far more than the kernel buffers hold from many
+// goroutines while the reader is slow: every line arrives whole, each sender's lines in
+// order, none lost, and no sender blocks.
+func TestOrderUnderBackpressure(t *testing.T) {
+	for name, ends := range conns(t) {
+		t.Run(name, func(t *testing.T) {
+			rd, wr := ends[0], ends[1]
+			q := sendq.New(wr, func(err error) { t.Errorf("write error: %v", err) })
+			const senders, per = 8, 2000
+			var wg sync.WaitGroup
+			for s := range senders {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range per {
+						q.Send(fmt.Appendf(nil, "%d %d %0200d\n", s, i, i))
+					}
+				}()
+			}
+			wg.Wait() // all sent before anything was read: Send never blocked
+			q.Close()
+			next := make([]int, senders)
+			sc := bufio.NewScanner(rd)
+			n := 0
+			for sc.Scan() {
+				var s, i, pad int
+				_, err := fmt.Sscanf(sc.Text(), "%d %d %d", &s, &i, &pad)
+				require.NoError(t, err, "line %q", sc.Text())
+				require.Equal(t, next[s], i, "sender %d out of order", s)
+				next[s]++
+				n++
+			}
+			assert.Equal(t, senders*per, n)
+			<-q.Done()
+			rd.Close()
+		})
+	}
+}
+
+func TestAbortUnblocksAndDrops(t *testing.T) {
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
+	var gotErr error
+	q := sendq.New(w, func(err error) { gotErr = err })
+	big := make([]byte, 1<<20) // more than a pipe holds: the writer blocks
+	q.Send(big)
+	q.Abort()
+	<-q.Done()
+	assert.NoError(t, gotErr, "Abort is not reported as a write error")
+	assert.False(t, q.Send([]byte("x\n")), "no sends after Abort")
+}
+
+func TestWriteErrorIsReportedOnce(t *testing.T) {
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	r.Close() // EPIPE on write
+	errs := make(chan error, 10)
+	q := sendq.New(w, func(err error) { errs <- err })
+	q.Send([]byte("a\n"))
+	q.Send([]byte("b\n"))
+	<-q.Done()
+	require.Len(t, errs, 1)
+	assert.Error(t, <-errs)
+}
+
+func BenchmarkSendIdle(b *testing.B) {
+	r, w, _ := os.Pipe()
+	go io.Copy(io.Discard, r)
+	q := sendq.New(w, nil)
+	msg := []byte(`{"t":"call","id":1,"m":"echo","a":["xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"]}` + "\n")
+	b.ReportAllocs()
+	for b.Loop() {
+		q.Send(msg)
+	}
+	q.Close()
+	<-q.Done()
+	r.Close()
+}
