@@ -1,25 +1,32 @@
 package client_test
 
+// These examples run against a real taskd, started by this package's TestMain
+// (client_test.go) with one interface, "echo", served by the conformance suite's Go worker
+// (internal/conformance/goworker: echo, fail, pid, sleep, spin, ...) and call_timeout: 1s.
+// TestMain points $TASKD_ADDR at it, which is where a Config without Addr connects.
+
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/taskd-dev/taskd/pkg/client"
 )
 
 // A transaction-style sequence of calls on one worker: every call of a checkout goes to
-// the same process.
+// the same worker process, so per-process state (an open transaction, a cursor, a warm
+// cache) carries from one call to the next. Release gives the worker back.
 func ExampleClient_Checkout() {
-	c, err := client.New(client.Config{Interface: "db"})
+	c, err := client.New(client.Config{Interface: "echo"}) // Addr: $TASKD_ADDR
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer c.Close()
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	co, err := c.Checkout(ctx)
 	if err != nil {
@@ -27,70 +34,67 @@ func ExampleClient_Checkout() {
 		return
 	}
 	defer co.Release()
-	if err := co.Call(ctx, "begin", nil); err != nil {
-		fmt.Println(err)
-		return
+
+	var pids []int
+	for _, step := range []string{"begin", "insert ada", "insert grace", "commit"} {
+		var echoed []string
+		if err := co.Call(ctx, "echo", &echoed, step); err != nil {
+			fmt.Println(err)
+			return // the deferred Release retires the worker if the error requires it
+		}
+		var pid int
+		if err := co.Call(ctx, "pid", &pid); err != nil {
+			fmt.Println(err)
+			return
+		}
+		pids = append(pids, pid)
+		fmt.Println(echoed)
 	}
-	var id int64
-	if err := co.Call(ctx, "insert", &id, map[string]any{"name": "ada"}); err != nil {
-		fmt.Println(err)
-		return
+	same := true
+	for _, pid := range pids {
+		same = same && pid == co.Worker().PID
 	}
-	if err := co.Call(ctx, "commit", nil); err != nil {
-		fmt.Println(err)
-		return
-	}
-	fmt.Println("inserted", id)
+	fmt.Println("one worker process served every call:", same)
+	// Output:
+	// [begin]
+	// [insert ada]
+	// [insert grace]
+	// [commit]
+	// one worker process served every call: true
 }
 
-// A one-shot call: check out, call, release.
+// A one-shot call checks out a worker, calls it and releases it. Results are decoded with
+// encoding/json's rules; taskd relays numbers byte for byte, so an int64 result keeps every
+// digit.
 func ExampleClient_Call() {
-	c, err := client.New(client.Config{Interface: "passwd"})
+	c, err := client.New(client.Config{Interface: "echo"})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer c.Close()
-	var hashed string
-	if err := c.Call(context.Background(), "hash", &hashed, "secret"); err != nil {
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var r []any
+	if err := c.Call(ctx, "echo", &r, "hello", 42, map[string]bool{"ok": true}); err != nil {
 		fmt.Println(err)
 		return
 	}
-	fmt.Println(hashed)
-}
-
-// Telling the error kinds apart.
-func Example_errors() {
-	c, err := client.New(client.Config{Interface: "passwd"})
-	if err != nil {
+	fmt.Println(r...)
+	var big []int64
+	if err := c.Call(ctx, "echo", &big, int64(1)<<53+1); err != nil {
 		fmt.Println(err)
 		return
 	}
-	defer c.Close()
-	var ok bool
-	err = c.Call(context.Background(), "verify", &ok, "$2a$...", "secret")
-	var remote *client.RemoteError
-	switch {
-	case err == nil:
-		fmt.Println("verified:", ok)
-	case errors.As(err, &remote):
-		fmt.Println("the worker raised", remote.Type, remote.Message)
-	case errors.Is(err, context.DeadlineExceeded):
-		fmt.Println("too slow; the worker was killed")
-	case errors.Is(err, client.ErrWorkerLost):
-		fmt.Println("the worker died; retry")
-	case errors.Is(err, client.ErrOverloaded), errors.Is(err, client.ErrShuttingDown):
-		fmt.Println("back off and retry")
-	case errors.Is(err, client.ErrUnknownInterface), errors.Is(err, client.ErrUnavailable):
-		fmt.Println("configuration problem:", err)
-	case errors.Is(err, client.ErrUnreachable):
-		fmt.Println("is taskd running?", err)
-	default:
-		fmt.Println(err)
-	}
+	fmt.Println(big)
+	// Output:
+	// hello 42 map[ok:true]
+	// [9007199254740993]
 }
 
-// Pipelining: send several calls, then collect the results.
+// Pipelining: send several calls on a checkout without waiting, then collect the results.
+// They run one at a time, in order, on the checkout's worker.
 func ExampleCheckout_Go() {
 	c, err := client.New(client.Config{Interface: "echo"})
 	if err != nil {
@@ -98,13 +102,15 @@ func ExampleCheckout_Go() {
 		return
 	}
 	defer c.Close()
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	co, err := c.Checkout(ctx)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer co.Release()
+
 	var ps []*client.Pending
 	for i := range 3 {
 		ps = append(ps, co.Go("echo", i))
@@ -117,4 +123,174 @@ func ExampleCheckout_Go() {
 		}
 		fmt.Println(r)
 	}
+	// Output:
+	// [0]
+	// [1]
+	// [2]
+}
+
+// A call that raises in the worker returns a *RemoteError. The checkout stays usable, but
+// the calls queued behind the failing one fail with ErrAborted instead of running, and on
+// Release the worker is retired (unless Config.KeepWorkerAfterError).
+func ExampleRemoteError() {
+	c, err := client.New(client.Config{Interface: "echo"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	co, err := c.Checkout(ctx)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer co.Release()
+
+	failing := co.Go("fail", "no such user")
+	behind := co.Go("echo", "never runs")
+
+	var remote *client.RemoteError
+	if err := failing.Wait(ctx, nil); errors.As(err, &remote) {
+		fmt.Printf("%s.%s raised %s: %s\n", remote.Interface, remote.Method, remote.Type, remote.Message)
+	}
+	var r []string
+	err = behind.Wait(ctx, &r)
+	fmt.Println("queued behind it:", errors.Is(err, client.ErrAborted), r)
+	err = co.Call(ctx, "echo", &r, "still usable")
+	fmt.Println(r, err)
+	// Output:
+	// echo.fail raised ConformanceError: no such user
+	// queued behind it: true []
+	// [still usable] <nil>
+}
+
+// explain shows how an application tells taskd's error kinds apart, and what it should do
+// for each. Order matters where an error matches more than one: a checkout that could not
+// reach taskd before its deadline matches ErrUnreachable and context.DeadlineExceeded, and
+// ErrCallTimeout also matches ErrWorkerLost.
+func explain(err error) string {
+	var remote *client.RemoteError
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.As(err, &remote):
+		// The worker raised. The checkout is still usable.
+		return "remote error " + remote.Type + ": " + remote.Message
+	case errors.Is(err, client.ErrUnreachable):
+		// taskd did not answer before the deadline: is it running, at Config.Addr?
+		var op *net.OpError
+		return fmt.Sprintf("taskd unreachable (dial error carried: %v)", errors.As(err, &op))
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		// The caller's deadline passed during a call: the worker was killed (a call cannot
+		// be interrupted otherwise). Release the checkout and check out again.
+		return "deadline passed during the call; worker killed"
+	case errors.Is(err, client.ErrCallTimeout):
+		// taskd's call_timeout (the hung-worker timeout) killed the worker.
+		return "call_timeout in taskd; worker killed"
+	case errors.Is(err, client.ErrWorkerLost):
+		// The worker died, or the connection to taskd broke. Check out again.
+		return "worker lost"
+	case errors.Is(err, client.ErrAborted):
+		// Checkout.Abort, or a call queued behind one that raised.
+		return "aborted"
+	case errors.Is(err, client.ErrUnknownInterface):
+		// A configuration mismatch: the error lists the interfaces taskd serves.
+		return "unknown interface"
+	case errors.Is(err, client.ErrOverloaded):
+		// taskd's queue for the interface is full (max_queue): back off and retry, or
+		// raise max_queue/max_workers.
+		return "overloaded"
+	case errors.Is(err, client.ErrUnavailable):
+		// The interface's workers cannot start (bad command, crash during setup,
+		// setup_timeout); the error text quotes their stderr. taskd keeps retrying.
+		return "unavailable"
+	case errors.Is(err, client.ErrShuttingDown):
+		// taskd is draining; a checkout waits for the restarted daemon until its deadline.
+		return "shutting down"
+	case errors.Is(err, client.ErrReleased), errors.Is(err, client.ErrClosed):
+		// Using a checkout after Release, or a Client after Close: a bug in the caller.
+		return "used after Release or Close"
+	}
+	return "unexpected: " + err.Error()
+}
+
+// Handling each kind of error. Fatal errors (a deadline, a lost worker, call_timeout,
+// Abort) kill the worker and stick to the checkout: every later call on it returns the
+// same error at once.
+func Example_errors() {
+	c, err := client.New(client.Config{Interface: "echo"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	// A remote error.
+	fmt.Println("fail:", explain(c.Call(ctx, "fail", nil, "bad input")))
+
+	// The caller's deadline passes during a call; the next call fails the same way, at once.
+	co, err := c.Checkout(ctx)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancelShort()
+	fmt.Println("sleep past the deadline:", explain(co.Call(short, "sleep", nil, 5000)))
+	fmt.Println("next call on it:", explain(co.Call(ctx, "echo", nil)))
+	co.Release()
+
+	// taskd's call_timeout (1s in this daemon's config) kills a worker that hangs.
+	co, err = c.Checkout(ctx)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("spin:", explain(co.Call(ctx, "spin", nil)))
+	co.Release()
+
+	// The application gives up on a checkout (AnyEvent::Task's throw_fatal_error).
+	co, err = c.Checkout(ctx)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	co.Abort(errors.New("the user went away"))
+	fmt.Println("after Abort:", explain(co.Call(ctx, "echo", nil)))
+	co.Release()
+	fmt.Println("after Release:", explain(co.Call(ctx, "echo", nil)))
+
+	// Refusals.
+	other, err := client.New(client.Config{Interface: "no-such-interface"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer other.Close()
+	_, err = other.Checkout(ctx)
+	fmt.Println("unknown interface:", explain(err))
+
+	nowhere, err := client.New(client.Config{Addr: "unix:/nonexistent/taskd.sock", Interface: "echo"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer nowhere.Close()
+	soon, cancelSoon := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancelSoon()
+	_, err = nowhere.Checkout(soon)
+	fmt.Println("no daemon:", explain(err))
+	// Output:
+	// fail: remote error ConformanceError: bad input
+	// sleep past the deadline: deadline passed during the call; worker killed
+	// next call on it: deadline passed during the call; worker killed
+	// spin: call_timeout in taskd; worker killed
+	// after Abort: aborted
+	// after Release: used after Release or Close
+	// unknown interface: unknown interface
+	// no daemon: taskd unreachable (dial error carried: true)
 }
