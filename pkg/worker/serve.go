@@ -49,8 +49,8 @@ type server struct {
 	mu        sync.Mutex
 	queue     []wire.WorkerMsg    // calls and dones not yet started, in order
 	cancelled map[uint64]struct{} // queued calls taskd cancelled
-	runID     uint64              // the running call, if runCancel != nil
-	runCancel context.CancelFunc
+	curID     uint64              // the call taken off the queue, running or about to run; 0 if none
+	runCancel context.CancelFunc  // cancels curID's context once it runs
 }
 
 // errExit stops the executor without an error of its own: stdin closed and exitGrace
@@ -157,8 +157,13 @@ func (s *server) read(lr *wire.LineReader) {
 func (s *server) cancel(id uint64) {
 	var cancel context.CancelFunc
 	s.mu.Lock()
-	if s.runCancel != nil && s.runID == id {
-		cancel = s.runCancel
+	if s.curID == id {
+		// Taken off the queue: running, or about to run (then call sees the mark).
+		if s.runCancel != nil {
+			cancel = s.runCancel
+		} else {
+			s.cancelled[id] = struct{}{}
+		}
 	} else {
 		for _, m := range s.queue {
 			if m.T == wire.TCall && m.ID == id {
@@ -197,6 +202,9 @@ func (s *server) pop() (wire.WorkerMsg, bool) {
 	m := s.queue[0]
 	s.queue[0] = wire.WorkerMsg{}
 	s.queue = s.queue[1:]
+	if m.T == wire.TCall {
+		s.curID = m.ID // in the same critical section, so that no cancel is lost
+	}
 	return m, true
 }
 
@@ -232,22 +240,24 @@ func (s *server) call(m wire.WorkerMsg) error {
 	s.mu.Lock()
 	_, cancelled := s.cancelled[m.ID]
 	delete(s.cancelled, m.ID)
-	if f != nil && !cancelled {
-		s.runID, s.runCancel = m.ID, cancel
-	}
+	s.runCancel = cancel
 	s.mu.Unlock()
-
-	switch {
-	case cancelled:
-		return s.reply(m.ID, c, nil, fmt.Errorf("the call was cancelled before it started: %w", context.Canceled), nil)
-	case f == nil:
+	if cancelled {
+		// Cancelled before it started: the handler runs with its context already done,
+		// as the Python and Perl SDKs run it with cancelled() already true.
+		cancel()
+	}
+	if f == nil {
+		s.mu.Lock()
+		s.curID, s.runCancel = 0, nil
+		s.mu.Unlock()
 		return s.reply(m.ID, c, nil, s.unknown(m.M), nil)
 	}
 	s.rec.start()
 	res, err := s.invoke(ctx, func(ctx context.Context) (any, error) { return f(ctx, c) })
 	logs := s.rec.stop()
 	s.mu.Lock()
-	s.runCancel = nil
+	s.curID, s.runCancel = 0, nil
 	s.mu.Unlock()
 	if err == errExit {
 		return err
