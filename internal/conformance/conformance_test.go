@@ -37,6 +37,12 @@ var impls = []impl{
 	{name: "python-raw", command: func(t *testing.T) []string {
 		return []string{interpreter(t, "python3"), filepath.Join(taskdtest.RepoRoot(), "examples/raw-python/worker.py")}
 	}},
+	{name: "python-sdk", sdk: true, command: func(t *testing.T) []string {
+		return []string{interpreter(t, "python3"), filepath.Join(taskdtest.RepoRoot(), "internal/conformance/workers/python_sdk.py")}
+	}},
+	{name: "perl-sdk", sdk: true, command: func(t *testing.T) []string {
+		return []string{interpreter(t, "perl"), filepath.Join(taskdtest.RepoRoot(), "internal/conformance/workers/perl_sdk.pl")}
+	}},
 }
 
 // interpreter returns the path of an interpreter, or skips the test, saying so loudly.

@@ -59,28 +59,30 @@ class _Timer(object):
         self._logger = logger
         self._name = name
         self._fields = fields
-        self._rec = None
-        self._start = None
+        self._start = time.perf_counter()  # the clock runs from timer(), as in Perl and Go
+        self._stopped = False
 
     def __enter__(self):
-        f = dict(self._fields)
-        f["timer"] = self._name
-        self._start = time.perf_counter()
-        # The record takes its place (and time stamp) when the timer starts; its duration
-        # is filled in when the timer ends, as Log::Defer's timers do.
-        self._rec = self._logger._record("info", self._name, f, echo=False)
         return self
 
     def __exit__(self, *exc):
         self.stop()
         return False
 
-    def stop(self):
-        """Ends the timer (done by the ``with`` statement); later calls do nothing."""
-        if self._rec is None or "ms" in self._rec["f"]:
+    def stop(self, **more):
+        """Ends the timer and records it (done by the ``with`` statement); later calls do
+        nothing. ``more`` are extra fields for the record."""
+        if self._stopped:
             return
-        self._rec["f"]["ms"] = round((time.perf_counter() - self._start) * 1000.0, 3)
-        self._logger._echo(self._rec)
+        self._stopped = True
+        ms = round((time.perf_counter() - self._start) * 1000.0, 3)
+        # The record is made when the timer stops, so it follows the records logged inside
+        # the timer and its time stamp is the end time (the same in every SDK).
+        f = dict(self._fields)
+        f.update(more)
+        f["timer"] = self._name
+        f["ms"] = float(ms)
+        self._logger._record("info", self._name, f)
 
 
 class Logger(object):
@@ -117,29 +119,30 @@ class Logger(object):
         self._record(str(lvl), msg, fields)
 
     def timer(self, name, **fields):
-        """Returns a context manager that records how long its block took::
+        """Starts a timer and returns it: a context manager that records how long its
+        block took (or call its ``stop()``)::
 
             with ctx.log.timer("query", table="users"):
                 rows = db.execute(...)
 
-        The record (level "info", msg name, fields plus ``"timer": name`` and ``"ms"``, the
-        duration in milliseconds) sits in the logs where the timer started. A timer still
-        running when the call is answered is reported with its duration so far and
-        ``"unfinished": true``.
+        When the block ends (also by an exception) one record is made: level "info", msg
+        name, fields plus ``"timer": name`` and ``"ms"``, the duration in milliseconds (a
+        float, microsecond resolution). It follows the records logged inside the block. A
+        timer still running when the call is answered is recorded then, with its duration
+        so far and ``"unfinished": true``.
         """
         t = _Timer(self, str(name), fields)
         with self._lock:
-            self._timers.append(t)
+            if self._records is not None:  # only a call's logger reports unfinished timers
+                self._timers.append(t)
         return t
 
-    def _record(self, lvl, msg, fields, echo=True):
+    def _record(self, lvl, msg, fields):
         rec = {"ts": time.time(), "lvl": lvl, "msg": str(msg), "f": _jsonable_fields(fields)}
         with self._lock:
             if self._records is not None:
                 self._records.append(rec)
-        if echo:
-            self._echo(rec)
-        return rec
+        self._echo(rec)
 
     def _echo(self, rec):
         line = "%s: %s" % (rec["lvl"], rec["msg"])
@@ -156,9 +159,8 @@ class Logger(object):
         with self._lock:
             timers, self._timers = self._timers, []
         for t in timers:
-            if t._rec is not None and "ms" not in t._rec["f"]:
-                t._rec["f"]["unfinished"] = True
-                t.stop()
+            if not t._stopped:
+                t.stop(unfinished=True)
         with self._lock:
             recs, self._records = self._records, None
         return recs or []

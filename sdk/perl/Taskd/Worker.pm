@@ -482,23 +482,26 @@ sub _new {
     return bless { records => ($collect ? [] : undef), timers => [] }, $class;
 }
 
-sub debug { my ($self, $msg, @f) = @_; $self->_add('debug', $msg, _fields(@f), 0); return }
-sub info  { my ($self, $msg, @f) = @_; $self->_add('info',  $msg, _fields(@f), 0); return }
-sub warn  { my ($self, $msg, @f) = @_; $self->_add('warn',  $msg, _fields(@f), 0); return }
-sub error { my ($self, $msg, @f) = @_; $self->_add('error', $msg, _fields(@f), 0); return }
-sub log   { my ($self, $lvl, $msg, @f) = @_; $self->_add("$lvl", $msg, _fields(@f), 0); return }
+sub debug { my ($self, $msg, @f) = @_; $self->_add('debug', $msg, _fields(@f)); return }
+sub info  { my ($self, $msg, @f) = @_; $self->_add('info',  $msg, _fields(@f)); return }
+sub warn  { my ($self, $msg, @f) = @_; $self->_add('warn',  $msg, _fields(@f)); return }
+sub error { my ($self, $msg, @f) = @_; $self->_add('error', $msg, _fields(@f)); return }
+sub log   { my ($self, $lvl, $msg, @f) = @_; $self->_add("$lvl", $msg, _fields(@f)); return }
 
+# The record is made when the timer stops, so that it follows the records logged while it
+# ran (the same in every SDK): level info, msg the name, fields + timer => name, ms => float.
 sub timer {
     my ($self, $name, @fields) = @_;
-    my $f = _fields(@fields);
-    $f->{timer} = "$name";
     my $t = bless {
-        log   => $self,
-        start => Time::HiRes::time(),
-        rec   => $self->_add('info', "$name", $f, 1),    # echoed to stderr when it stops
+        log    => $self,
+        name   => "$name",
+        f      => _fields(@fields),
+        start  => Time::HiRes::time(),
     }, 'Taskd::Worker::Timer';
-    push @{ $self->{timers} }, $t;
-    Scalar::Util::weaken($self->{timers}[-1]);
+    if ($self->{records}) {    # only a call's logger reports unfinished timers
+        push @{ $self->{timers} }, $t;
+        Scalar::Util::weaken($self->{timers}[-1]);
+    }
     return $t;
 }
 
@@ -514,10 +517,10 @@ sub _fields {
 }
 
 sub _add {
-    my ($self, $lvl, $msg, $f, $quiet) = @_;
+    my ($self, $lvl, $msg, $f) = @_;
     my $rec = { ts => Time::HiRes::time(), lvl => $lvl, msg => defined $msg ? "$msg" : '', f => $f };
     push @{ $self->{records} }, $rec if $self->{records};
-    $self->_echo($rec) unless $quiet;
+    $self->_echo($rec);
     return $rec;
 }
 
@@ -535,8 +538,8 @@ sub _echo {
 sub _take {
     my ($self) = @_;
     for my $t (grep { defined } @{ $self->{timers} }) {
-        next if exists $t->{rec}{f}{ms};
-        $t->{rec}{f}{unfinished} = JSON::PP::true;
+        next if $t->{stopped};
+        $t->{f}{unfinished} = JSON::PP::true;
         $t->stop;
     }
     $self->{timers} = [];
@@ -549,10 +552,13 @@ package Taskd::Worker::Timer;
 
 sub stop {
     my ($self) = @_;
-    my $rec = $self->{rec} or return;
-    return if exists $rec->{f}{ms};
-    $rec->{f}{ms} = 0 + sprintf('%.3f', (Time::HiRes::time() - $self->{start}) * 1000);
-    $self->{log}->_echo($rec);
+    return if $self->{stopped}++;
+    my $ms = (Time::HiRes::time() - $self->{start}) * 1000;
+    my %f = %{ $self->{f} };
+    $f{timer} = $self->{name};
+    # always written with a fraction, so that "ms" is a float in every SDK
+    $f{ms} = Taskd::Worker::_RawNumber->new(sprintf('%.3f', $ms < 0 ? 0 : $ms));
+    $self->{log}->_add('info', $self->{name}, \%f);
     return;
 }
 
@@ -638,7 +644,9 @@ to the caller with the reply and written to stderr.
 
 C<< my $t = $ctx->log->timer('name', %fields) >> returns a guard; when it is destroyed (or
 C<< $t->stop >>) the duration is recorded: a record of level info, msg C<name>, fields plus
-C<timer> and C<ms>, placed where the timer started.
+C<timer> (the name) and C<ms> (the duration in milliseconds, a float), made when the timer
+stops, so it follows the records logged while it ran. A timer still running when the call
+is answered is recorded then, with C<unfinished> true.
 
 C<< $ctx->cancelled >> is true once taskd has sent C<cancel> for this call (or stdin ended).
 It checks stdin without blocking; messages read meanwhile are kept in order.

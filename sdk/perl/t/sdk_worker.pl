@@ -11,6 +11,7 @@ use Time::HiRes ();
 package TestError { sub new { bless { msg => $_[1] }, $_[0] } sub message { $_[0]{msg} } }
 
 my %state = (setups => 0, dones => 0);
+my $unfinished;
 
 Taskd::Worker->new(
     setup => sub {
@@ -42,6 +43,14 @@ Taskd::Worker->new(
             }
             $ctx->log->error('three');
             return 'logged';
+        },
+        timers => sub {
+            my ($ctx) = @_;
+            my $t = $ctx->log->timer('a', x => 1);
+            $t->stop;
+            $t->stop;    # records once
+            $unfinished = $ctx->log->timer('b');    # still running when the call is answered
+            return 'timed';
         },
         wait_cancel => sub {
             my ($ctx, $max_ms) = @_;

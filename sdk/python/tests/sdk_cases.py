@@ -62,18 +62,32 @@ class SDKCases(object):
         reply = self.w.call("logs")
         self.assertEqual(reply["r"], "logged")
         logs = reply["logs"]
+        # a timer's record is made when it stops: after the records logged inside it
         self.assertEqual([(l["lvl"], l["msg"]) for l in logs],
-                         [("info", "one"), ("info", "t"), ("warn", "two"), ("error", "three")])
+                         [("info", "one"), ("warn", "two"), ("info", "t"), ("error", "three")])
         self.assertEqual(logs[0]["f"], {"n": 1})
-        self.assertEqual(logs[2]["f"], {"big": 2 ** 70})
-        timer = logs[1]["f"]
+        self.assertEqual(logs[1]["f"], {"big": 2 ** 70})
+        timer = logs[2]["f"]
+        self.assertEqual(sorted(timer), ["ms", "timer"])
         self.assertEqual(timer["timer"], "t")
+        self.assertIsInstance(timer["ms"], float)  # a float in every SDK, even when whole
         self.assertGreaterEqual(timer["ms"], 0)
         ts = [l["ts"] for l in logs]
         self.assertEqual(ts, sorted(ts))
         self.assertTrue(all(isinstance(t, (int, float)) and t > 1.6e9 for t in ts))
         self.w.wait_stderr("three")  # records are also written to stderr
         self.assertNotIn("logs", self.w.call("echo"))
+
+    def test_timer_fields_and_unfinished_timer(self):
+        reply = self.w.call("timers")
+        self.assertEqual(reply["r"], "timed")
+        logs = reply["logs"]
+        self.assertEqual([(l["lvl"], l["msg"]) for l in logs], [("info", "a"), ("info", "b")])
+        a, b = logs[0]["f"], logs[1]["f"]
+        self.assertEqual((sorted(a), a["timer"], a["x"]), (["ms", "timer", "x"], "a", 1))
+        self.assertEqual((sorted(b), b["timer"], b["unfinished"]), (["ms", "timer", "unfinished"], "b", True))
+        self.assertIsInstance(a["ms"], float)
+        self.assertIsInstance(b["ms"], float)
 
     def test_cancel_running_call(self):
         msg = self.w.call_msg("wait_cancel", 60000)

@@ -10,6 +10,7 @@ from taskd_worker import Worker  # noqa: E402
 
 w = Worker()
 state = {"setups": 0, "dones": 0}
+keep = []
 
 
 @w.setup
@@ -54,6 +55,15 @@ def logs(ctx):
         ctx.log.warn("two", big=2 ** 70)
     ctx.log.error("three")
     return "logged"
+
+
+@w.method("timers")
+def timers(ctx):
+    t = ctx.log.timer("a", x=1)
+    t.stop()
+    t.stop()  # records once
+    keep.append(ctx.log.timer("b"))  # still running when the call is answered
+    return "timed"
 
 
 @w.method("wait_cancel")

@@ -23,6 +23,7 @@ def worker_env():
     env = {k: v for k, v in os.environ.items()
            if k in ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")}
     env.update({"TASKD_INTERFACE": "test", "TASKD_WORKER_ID": "test-1", "TASKD_PROTOCOL": "1"})
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # not taskd's: keeps __pycache__ out of the tree
     return env
 
 

@@ -1,0 +1,75 @@
+#!/usr/bin/perl
+# The Perl SDK's worker for the conformance suite: it serves the method contract of package
+# conformance (internal/conformance/doc.go), base and SDK parts.
+#
+# taskd starts workers with a clean environment (no PERL5LIB), so the SDK is found relative
+# to this file.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::RealBin/../../../sdk/perl";
+use POSIX ();
+use Time::HiRes ();
+use Taskd::Worker;
+
+package ConformanceError {
+    sub new     { my ($class, $msg) = @_; return bless { msg => $msg }, $class }
+    sub message { $_[0]{msg} }
+}
+
+my %counts = (setups => 0, dones => 0);
+
+sub echo { my ($ctx, @args) = @_; return \@args }
+
+Taskd::Worker->new(
+    setup => sub {
+        $counts{setups}++;
+        print "print during setup\n";    # must not reach the protocol
+    },
+    checkout_done => sub { $counts{dones}++ },
+    default       => \&echo,
+    methods       => {
+        echo  => \&echo,
+        fail  => sub { my ($ctx, $msg) = @_; die ConformanceError->new($msg) },
+        pid   => sub { return $$ },
+        sleep => sub { my ($ctx, $ms) = @_; Time::HiRes::sleep($ms / 1000); return $ms },
+        spin  => sub { 1 while 1 },
+        bye   => sub { my ($ctx) = @_; $ctx->bye('asked to'); return 'bye' },
+        log   => sub { my ($ctx, $msg) = @_; $ctx->log->info($msg); return JSON::PP::true },
+        counts => sub { return {%counts} },
+        print => sub {
+            my ($ctx, $s) = @_;
+            binmode STDOUT, ':encoding(UTF-8)';
+            print "$s\n";
+            printf "%s (printf)\n", $s;
+            STDOUT->flush;
+            my $bytes = "$s (fd 1)\n";
+            utf8::encode($bytes);
+            POSIX::write(1, $bytes, length $bytes);
+            system('echo', "$s (child)");
+            return 'printed';
+        },
+        logs => sub {
+            my ($ctx) = @_;
+            $ctx->log->info('one');
+            {
+                my $t = $ctx->log->timer('t');
+                $ctx->log->warn('two');
+            }
+            $ctx->log->error('three');
+            return 'logged';
+        },
+        wait_cancel => sub {
+            my ($ctx, $ms) = @_;
+            print STDERR "waiting for cancel " . $ctx->id . "\n";
+            my $deadline = Time::HiRes::time() + $ms / 1000;
+            while (Time::HiRes::time() < $deadline) {
+                return 'cancelled' if $ctx->cancelled;
+                Time::HiRes::sleep(0.001);
+            }
+            return 'not cancelled';
+        },
+        big => sub { my ($ctx, $n) = @_; return 'y' x $n },
+        len => sub { my ($ctx, $s) = @_; return length $s },
+    },
+)->run;

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""The Python SDK's worker for the conformance suite: it serves the method contract of
+package conformance (internal/conformance/doc.go), base and SDK parts.
+
+taskd starts workers with a clean environment (no PYTHONPATH), so the SDK is found
+relative to this file."""
+import os
+import subprocess
+import sys
+import time
+
+sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "sdk", "python"))
+from taskd_worker import Worker  # noqa: E402
+
+w = Worker()
+counts = {"setups": 0, "dones": 0}
+
+
+class ConformanceError(Exception):
+    pass
+
+
+@w.setup
+def setup():
+    counts["setups"] += 1
+    print("print during setup")  # must not reach the protocol
+
+
+@w.checkout_done
+def checkout_done():
+    counts["dones"] += 1
+
+
+@w.default
+@w.method("echo")
+def echo(ctx, *args):
+    return list(args)
+
+
+@w.method("fail")
+def fail(ctx, msg):
+    raise ConformanceError(msg)
+
+
+@w.method("pid")
+def pid(ctx):
+    return os.getpid()
+
+
+@w.method("sleep")
+def sleep(ctx, ms):
+    time.sleep(ms / 1000.0)
+    return ms
+
+
+@w.method("spin")
+def spin(ctx):
+    while True:
+        pass
+
+
+@w.method("bye")
+def bye(ctx):
+    ctx.bye("asked to")
+    return "bye"
+
+
+@w.method("log")
+def log(ctx, msg):
+    ctx.log.info(msg)
+    return True
+
+
+@w.method("counts")
+def get_counts(ctx):
+    return counts
+
+
+@w.method("print")
+def do_print(ctx, s):
+    print(s)
+    sys.stdout.write(s + " (sys.stdout)\n")
+    sys.stdout.flush()
+    sys.__stdout__.write(s + " (sys.__stdout__)\n")
+    sys.__stdout__.flush()
+    os.write(1, (s + " (fd 1)\n").encode("utf-8"))
+    subprocess.run(["echo", s + " (child)"], check=False)
+    return "printed"
+
+
+@w.method("logs")
+def logs(ctx):
+    ctx.log.info("one")
+    with ctx.log.timer("t"):
+        ctx.log.warn("two")
+    ctx.log.error("three")
+    return "logged"
+
+
+@w.method("wait_cancel")
+def wait_cancel(ctx, ms):
+    sys.stderr.write("waiting for cancel %s\n" % ctx.id)
+    sys.stderr.flush()
+    deadline = time.monotonic() + ms / 1000.0
+    while time.monotonic() < deadline:
+        if ctx.cancelled():
+            return "cancelled"
+        time.sleep(0.001)
+    return "not cancelled"
+
+
+@w.method("big")
+def big(ctx, n):
+    return "y" * n
+
+
+@w.method("len")
+def length(ctx, s):
+    return len(s)
+
+
+w.run()
