@@ -108,6 +108,7 @@ func TestSetupRunsOncePerWorker(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "setups")
 	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 2\nmax_workers: 2", "TASKD_TEST_SETUP_LOG", log))
 	c := newClient(t, d, "echo")
+	require.Eventually(t, func() bool { return status(t, c, "echo").Idle == 2 }, 20*time.Second, 5*time.Millisecond)
 	pids := map[int]bool{}
 	for range 20 {
 		co, err := c.Checkout(ctxT(t))
