@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -518,4 +519,57 @@ func TestReleaseWithCallRunningKillsWorker(t *testing.T) {
 	// does not read the EOF on its stdin.
 	taskdtest.RequireGone(t, []int{p}, time.Second)
 	require.NoError(t, c.Call(ctxT(t), "echo", nil), "the slot is free for a new worker")
+}
+
+func TestStaleSocketIsReplacedAndLiveOneRefused(t *testing.T) {
+	yaml := "interfaces:\n" + taskdtest.WorkerYAML("echo", "raw", "min_idle: 0")
+	first := taskdtest.Start(t, yaml)
+	// A second daemon on the same socket while the first is alive: refused at start.
+	second := taskdtest.StartWith(t, yaml, taskdtest.Options{Dir: first.Dir})
+	<-second.Exited()
+	require.Error(t, second.ExitErr())
+	assert.Contains(t, second.Logs(), "another taskd is already listening")
+	// The first one dies without cleaning up: its socket file stays behind.
+	first.Signal(syscall.SIGKILL)
+	<-first.Exited()
+	_, err := os.Stat(first.Socket)
+	require.NoError(t, err, "a SIGKILLed daemon leaves its socket file")
+	third := taskdtest.StartWith(t, yaml, taskdtest.Options{Dir: first.Dir, Wait: true})
+	c := newClient(t, third, "echo")
+	require.NoError(t, c.Call(ctxT(t), "echo", nil), "the stale socket was replaced")
+}
+
+func TestTCPListeners(t *testing.T) {
+	t.Run("non-loopback without TLS is refused", func(t *testing.T) {
+		cfg := filepath.Join(t.TempDir(), "taskd.yaml")
+		require.NoError(t, os.WriteFile(cfg, []byte("listen: [\"tcp://0.0.0.0:0\"]\ninterfaces:\n"+
+			taskdtest.WorkerYAML("echo", "raw", "min_idle: 0")), 0o644))
+		out, err := exec.Command(taskdtest.Binary(t, "cmd/taskd"), "--check-config", "-c", cfg).CombinedOutput()
+		require.Error(t, err)
+		assert.Contains(t, string(out), "loopback")
+	})
+	t.Run("loopback works", func(t *testing.T) {
+		// A client started before taskd listens on a loopback port, then calls over TCP.
+		dir := t.TempDir()
+		port := freePort(t)
+		cfg := filepath.Join(dir, "taskd.yaml")
+		require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf("listen: [\"tcp://127.0.0.1:%d\"]\ninterfaces:\n%s", port,
+			taskdtest.WorkerYAML("echo", "raw", "min_idle: 0"))), 0o644))
+		cmd := exec.Command(taskdtest.Binary(t, "cmd/taskd"), "-c", cfg)
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+		c, err := client.New(client.Config{Addr: fmt.Sprintf("tcp://127.0.0.1:%d", port), Interface: "echo", Timeout: 20 * time.Second})
+		require.NoError(t, err)
+		defer c.Close()
+		var got []string
+		require.NoError(t, c.Call(ctxT(t), "echo", &got, "over tcp"), "the client waits until taskd listens")
+		assert.Equal(t, []string{"over tcp"}, got)
+	})
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
