@@ -27,7 +27,8 @@ var allowed = map[string][]string{
 	"pkg/client":                    {"internal/wire"},
 	"pkg/worker":                    {"internal/wire"},
 	"cmd/taskd":                     {"internal/config", "internal/server", "internal/wire"},
-	"cmd/taskctl":                   {"pkg/client", "internal/wire"},
+	"cmd/taskctl":                   {"pkg/client", "internal/wire", "internal/bench"},
+	"cmd/taskd-bench":               {"internal/bench"},
 }
 
 func TestImportsRunOneWay(t *testing.T) {

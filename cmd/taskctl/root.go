@@ -87,6 +87,7 @@ shows its worker pools (status), and calls a worker method by hand (call).`,
 	pf.DurationVar(&opts.timeout, "timeout", 10*time.Second, "give up after this long")
 
 	root.AddCommand(newPingCmd(opts), newStatusCmd(opts), newCallCmd(opts))
+	root.AddCommand(newBenchCmd(opts))
 	return root
 }
 

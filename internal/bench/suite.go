@@ -1,0 +1,564 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/taskd-dev/taskd/pkg/client"
+)
+
+// Suite configures RunSuite, the side-by-side benchmark behind `make bench`. Zero values
+// mean the defaults noted.
+type Suite struct {
+	TaskdBin string // the taskd binary (required)
+	EchoBin  string // the Go SDK echo worker, examples/echo (required)
+
+	Duration time.Duration // length of one measured run; default 2s
+	Runs     int           // runs per cell, of which the median is reported; default 3
+	Warmup   time.Duration // unmeasured load before each run; default 100ms; negative = none
+	Callers  []int         // caller counts; default 1, 8, 32
+	Pipeline int           // calls per pipelined batch in scenario (d); default 32
+
+	// RSSWorkers is the number of idle workers for the memory measurement; default 100,
+	// negative skips it. Starts is the number of daemon starts for the first-checkout
+	// measurement; default 3, negative skips it.
+	RSSWorkers int
+	Starts     int
+
+	Out io.Writer // the Markdown report
+	Log io.Writer // progress lines; nil for none
+}
+
+// Payloads of the echo calls.
+var (
+	smallPayload = strings.Repeat("taskd-bench", 5)[:50]
+	largePayload = strings.Repeat("0123456789abcdef", 256) // 4 KiB
+)
+
+type kind int
+
+const (
+	kindPipe kind = iota
+	kindHeld
+	kindOneShot
+	kindPipelined
+)
+
+type scenario struct {
+	label   string
+	kind    kind
+	payload string
+	base    int // index of the direct-pipe scenario with the same payload
+}
+
+// scenarios are the rows of the table, in order.
+var scenarios = []scenario{
+	{"(a) direct pipe, no taskd", kindPipe, smallPayload, 0},
+	{"(b) taskd, held checkout", kindHeld, smallPayload, 0},
+	{"(c) taskd, one-shot Client.Call", kindOneShot, smallPayload, 0},
+	{"(d) taskd, pipelined Go on one checkout", kindPipelined, smallPayload, 0},
+	{"(e) direct pipe, 4 KiB", kindPipe, largePayload, 4},
+	{"(e) taskd, held checkout, 4 KiB", kindHeld, largePayload, 4},
+}
+
+// run is one measured run of one cell.
+type run struct {
+	callsPerSec float64
+	p50, p99    time.Duration
+	taskdCPU    float64 // µs per call; NaN for the direct pipe
+	allCPU      float64 // µs per call
+}
+
+// cell is the median of its runs, metric by metric.
+type cell struct {
+	run
+	ratio float64 // calls/s over the direct pipe's at the same caller count and payload
+}
+
+func (s *Suite) defaults() {
+	if s.Duration <= 0 {
+		s.Duration = 2 * time.Second
+	}
+	if s.Runs <= 0 {
+		s.Runs = 3
+	}
+	if s.Warmup == 0 {
+		s.Warmup = 100 * time.Millisecond
+	}
+	if len(s.Callers) == 0 {
+		s.Callers = []int{1, 8, 32}
+	}
+	if s.Pipeline <= 0 {
+		s.Pipeline = 32
+	}
+	if s.RSSWorkers == 0 {
+		s.RSSWorkers = 100
+	}
+	if s.Starts == 0 {
+		s.Starts = 3
+	}
+	if s.Log == nil {
+		s.Log = io.Discard
+	}
+}
+
+// RunSuite runs the whole benchmark and writes the Markdown report to s.Out. It starts
+// its own taskd daemons (on temporary unix sockets) and echo workers, and stops them all
+// before it returns.
+func RunSuite(ctx context.Context, s Suite) error {
+	s.defaults()
+	for _, c := range s.Callers {
+		if c < 1 {
+			return fmt.Errorf("bench: %d callers: want at least 1", c)
+		}
+	}
+	for _, p := range []*string{&s.TaskdBin, &s.EchoBin} {
+		abs, err := filepath.Abs(*p) // taskd runs in a temporary directory
+		if err == nil {
+			_, err = os.Stat(abs)
+		}
+		if err != nil {
+			return fmt.Errorf("bench: %w (run make build first)", err)
+		}
+		*p = abs
+	}
+	hz := clockTicks()
+	began := time.Now()
+
+	var startup *startupResult
+	if s.Starts > 0 {
+		r, err := s.measureStartup(ctx)
+		if err != nil {
+			return err
+		}
+		startup = &r
+	}
+	var mem *memResult
+	if s.RSSWorkers > 0 {
+		r, err := s.measureMemory(ctx)
+		if err != nil {
+			return err
+		}
+		mem = &r
+	}
+	cells, version, afterRSS, err := s.measureCalls(ctx, hz)
+	if err != nil {
+		return err
+	}
+	s.report(version, cells, startup, mem, afterRSS, time.Since(began))
+	return nil
+}
+
+// measureCalls runs every scenario at every caller count, s.Runs times (the runs
+// interleaved, so that drift in the machine's speed hits every scenario alike).
+func (s *Suite) measureCalls(ctx context.Context, hz int64) (cells map[[2]int]cell, version string, afterRSS int64, err error) {
+	maxCallers := slices.Max(s.Callers)
+	workers := max(maxCallers, 8)
+	d, _, err := startDaemon(ctx, s.TaskdBin, s.EchoBin, workers, workers)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	defer func() { err = errors.Join(err, d.stop()) }()
+	if _, err := d.waitIdle(ctx, workers, time.Minute); err != nil {
+		return nil, "", 0, err
+	}
+	var pipes []*pipeWorker
+	defer func() {
+		for _, p := range pipes {
+			_ = p.Close()
+		}
+	}()
+	for range maxCallers {
+		p, err := startPipeWorker(s.EchoBin, 10*time.Second)
+		if err != nil {
+			return nil, "", 0, err
+		}
+		pipes = append(pipes, p)
+	}
+	c, err := client.New(client.Config{Addr: d.addr, Interface: "echo"})
+	if err != nil {
+		return nil, "", 0, err
+	}
+	defer c.Close()
+	pong, err := c.Ping(ctx)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	version = pong.Version
+
+	runs := map[[2]int][]run{}
+	total := s.Runs * len(scenarios) * len(s.Callers)
+	k := 0
+	for r := range s.Runs {
+		for si, sc := range scenarios {
+			for _, n := range s.Callers {
+				if err := ctx.Err(); err != nil {
+					return nil, "", 0, err
+				}
+				k++
+				one, err := s.measure(ctx, hz, sc, n, d, pipes, c)
+				if err != nil {
+					return nil, "", 0, fmt.Errorf("%s, %d callers: %w", sc.label, n, err)
+				}
+				fmt.Fprintf(s.Log, "[%d/%d] run %d: %s, %d callers: %s calls/s\n", k, total, r+1, sc.label, n, fmtInt(one.callsPerSec))
+				key := [2]int{si, n}
+				runs[key] = append(runs[key], one)
+			}
+		}
+	}
+	afterRSS, _ = procRSS(d.pid())
+
+	cells = map[[2]int]cell{}
+	for key, rs := range runs {
+		cells[key] = cell{run: median(rs)}
+	}
+	for key, cl := range cells {
+		base := cells[[2]int{scenarios[key[0]].base, key[1]}]
+		if base.callsPerSec > 0 {
+			cl.ratio = cl.callsPerSec / base.callsPerSec
+		}
+		cells[key] = cl
+	}
+	return cells, version, afterRSS, nil
+}
+
+// measure runs one cell once: a warm-up, then a measured run with CPU sampled around it.
+func (s *Suite) measure(ctx context.Context, hz int64, sc scenario, n int, d *daemon, pipes []*pipeWorker, c *client.Client) (run, error) {
+	argsRaw, _ := json.Marshal([]string{sc.payload})
+	args := []any{sc.payload}
+	var setup Setup
+	batch := 1
+	switch sc.kind {
+	case kindPipe:
+		setup = func(_ context.Context, i int) (Op, func(), error) {
+			w := pipes[i]
+			return func(_ context.Context, _ int, rec *Histogram) (int, error) {
+				start := time.Now()
+				if err := w.Call("echo", argsRaw); err != nil {
+					return 0, err
+				}
+				rec.Record(time.Since(start))
+				return 1, nil
+			}, nil, nil
+		}
+	case kindHeld:
+		setup = HeldCheckouts(c, "echo", args)
+	case kindOneShot:
+		setup = OneShot(c, "echo", args)
+	case kindPipelined:
+		setup = HeldCheckouts(c, "echo", args)
+		batch = s.Pipeline
+	}
+	if s.Warmup > 0 {
+		if _, err := Drive(ctx, Plan{Callers: n, Duration: s.Warmup, Batch: batch}, setup); err != nil {
+			return run{}, err
+		}
+	}
+
+	taskdCPU := &cpuMeter{hz: hz}
+	allCPU := &cpuMeter{hz: hz}
+	plan := Plan{Callers: n, Duration: s.Duration, Batch: batch,
+		OnStart: func() {
+			all := []int{os.Getpid()}
+			if sc.kind == kindPipe {
+				for _, p := range pipes[:n] {
+					all = append(all, p.PID())
+				}
+			} else {
+				all = append(all, d.pid())
+				all = append(all, d.workers()...)
+				taskdCPU.Start([]int{d.pid()})
+			}
+			allCPU.Start(all)
+		},
+		OnStop: func() {
+			taskdCPU.Stop()
+			allCPU.Stop()
+		},
+	}
+	res, err := Drive(ctx, plan, setup)
+	if err != nil {
+		return run{}, err
+	}
+	if res.Calls == 0 {
+		return run{}, errors.New("no call completed")
+	}
+	perCall := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(res.Calls) }
+	one := run{callsPerSec: res.CallsPerSec(), p50: res.Latency.Quantile(0.5), p99: res.Latency.Quantile(0.99),
+		taskdCPU: -1, allCPU: perCall(allCPU.delta)}
+	if sc.kind != kindPipe {
+		one.taskdCPU = perCall(taskdCPU.delta)
+	}
+	return one, nil
+}
+
+// median returns, metric by metric, the median of rs (the mean of the middle two for an
+// even count).
+func median(rs []run) run {
+	pick := func(f func(run) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		m := len(v) / 2
+		if len(v)%2 == 0 {
+			return (v[m-1] + v[m]) / 2
+		}
+		return v[m]
+	}
+	return run{
+		callsPerSec: pick(func(r run) float64 { return r.callsPerSec }),
+		p50:         time.Duration(pick(func(r run) float64 { return float64(r.p50) })),
+		p99:         time.Duration(pick(func(r run) float64 { return float64(r.p99) })),
+		taskdCPU:    pick(func(r run) float64 { return r.taskdCPU }),
+		allCPU:      pick(func(r run) float64 { return r.allCPU }),
+	}
+}
+
+// startupResult is the median over several daemon starts with min_idle 1.
+type startupResult struct {
+	ready, idle   time.Duration // from process start: until Ping answers, until the worker is idle
+	first, second time.Duration // first Checkout+Release on a new Client; a second one on it
+	rss           int64         // taskd's RSS with its one idle worker
+}
+
+// measureStartup starts a daemon with min_idle 1 s.Starts times and measures, on each, the
+// first checkout of a new Client once the worker is idle.
+func (s *Suite) measureStartup(ctx context.Context) (startupResult, error) {
+	var rs []startupResult
+	for i := range s.Starts {
+		fmt.Fprintf(s.Log, "first checkout: daemon start %d/%d\n", i+1, s.Starts)
+		r, err := s.startOnce(ctx)
+		if err != nil {
+			return startupResult{}, err
+		}
+		rs = append(rs, r)
+	}
+	med := func(f func(startupResult) time.Duration) time.Duration {
+		v := make([]time.Duration, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	out := startupResult{
+		ready:  med(func(r startupResult) time.Duration { return r.ready }),
+		idle:   med(func(r startupResult) time.Duration { return r.idle }),
+		first:  med(func(r startupResult) time.Duration { return r.first }),
+		second: med(func(r startupResult) time.Duration { return r.second }),
+		rss:    int64(med(func(r startupResult) time.Duration { return time.Duration(r.rss) })),
+	}
+	return out, nil
+}
+
+func (s *Suite) startOnce(ctx context.Context) (r startupResult, err error) {
+	d, ready, err := startDaemon(ctx, s.TaskdBin, s.EchoBin, 1, 1)
+	if err != nil {
+		return r, err
+	}
+	defer func() { err = errors.Join(err, d.stop()) }()
+	r.ready = ready
+	if r.idle, err = d.waitIdle(ctx, 1, 30*time.Second); err != nil {
+		return r, err
+	}
+	r.rss, _ = procRSS(d.pid())
+	c, err := client.New(client.Config{Addr: d.addr, Interface: "echo"})
+	if err != nil {
+		return r, err
+	}
+	defer c.Close()
+	for i, dst := range []*time.Duration{&r.first, &r.second} {
+		start := time.Now()
+		co, err := c.Checkout(ctx)
+		if err != nil {
+			return r, fmt.Errorf("bench: checkout %d after start: %w", i+1, err)
+		}
+		co.Release()
+		*dst = time.Since(start)
+	}
+	return r, nil
+}
+
+// memResult is taskd's memory with RSSWorkers idle workers.
+type memResult struct {
+	workers int
+	rss     int64
+	spawn   time.Duration // from process start until all workers were idle
+}
+
+func (s *Suite) measureMemory(ctx context.Context) (memResult, error) {
+	n := s.RSSWorkers
+	fmt.Fprintf(s.Log, "memory: starting taskd with %d idle workers\n", n)
+	d, _, err := startDaemon(ctx, s.TaskdBin, s.EchoBin, n, n)
+	if err != nil {
+		return memResult{}, err
+	}
+	idle, err := d.waitIdle(ctx, n, 2*time.Minute)
+	var rss int64
+	if err == nil {
+		rss, err = procRSS(d.pid())
+	}
+	err = errors.Join(err, d.stop())
+	return memResult{workers: n, rss: rss, spawn: idle}, err
+}
+
+// report writes the Markdown report.
+func (s *Suite) report(version string, cells map[[2]int]cell, st *startupResult, mem *memResult, afterRSS int64, took time.Duration) {
+	w := s.Out
+	fmt.Fprintf(w, "### taskd benchmark (`make bench`)\n\n")
+	fmt.Fprintf(w, "- machine: %s\n", machine())
+	fmt.Fprintf(w, "- taskd %s; worker: the Go SDK echo worker (examples/echo); payload: one %d-byte string (4 KiB in (e)), echoed back\n",
+		version, len(smallPayload))
+	fmt.Fprintf(w, "- each cell: median of %d run(s) × %v (runs interleaved across scenarios, %v warm-up before each); whole suite took %v\n\n",
+		s.Runs, s.Duration, max(s.Warmup, 0), took.Round(time.Second))
+
+	fmt.Fprintln(w, "| scenario | callers | calls/s | × pipe | p50 | p99 | taskd CPU/call | all CPU/call |")
+	fmt.Fprintln(w, "|---|--:|--:|--:|--:|--:|--:|--:|")
+	for si, sc := range scenarios {
+		for _, n := range s.Callers {
+			cl := cells[[2]int{si, n}]
+			label := sc.label
+			if sc.kind == kindPipelined {
+				label = fmt.Sprintf("(d) taskd, %d pipelined Go per checkout", s.Pipeline)
+			}
+			taskdCPU := "–"
+			if cl.taskdCPU >= 0 {
+				taskdCPU = fmt.Sprintf("%.1f µs", cl.taskdCPU)
+			}
+			fmt.Fprintf(w, "| %s | %d | %s | %.2f× | %s | %s | %s | %.1f µs |\n", label, n, fmtInt(cl.callsPerSec),
+				cl.ratio, fmtLatency(cl.p50), fmtLatency(cl.p99), taskdCPU, cl.allCPU)
+		}
+	}
+	fmt.Fprintf(w, `
+calls/s: completed calls over the run's wall time, all callers together. × pipe: calls/s over
+(a)'s at the same caller count (4 KiB rows: over the 4 KiB pipe). p50/p99: latency of one call
+as its caller saw it (for (d): from the start of its batch of %d until its Wait returned).
+CPU/call: user+system CPU time (/proc/PID/stat utime+stime, delta over the run) divided by the
+calls; taskd = the daemon process alone; all = taskd + its worker processes + this benchmark
+process (the callers), or for (a) this process + the directly driven workers. Callers are
+goroutines: (a) one worker process per caller over its own stdin/stdout pipes, newline JSON,
+one call in flight; (b)–(e) share one client.Client (one unix-socket connection to taskd);
+(b), (d) and (e) hold one checkout per caller for the whole run; (c) is Client.Call
+(checkout + call + release) per call.
+
+`, s.Pipeline)
+
+	if st != nil || mem != nil || afterRSS > 0 {
+		fmt.Fprintln(w, "| start-up and memory | measured |")
+		fmt.Fprintln(w, "|---|--:|")
+	}
+	if st != nil {
+		fmt.Fprintf(w, "| first checkout after start, min_idle 1: new Client, Checkout + Release (median of %d starts) | %s |\n", s.Starts, fmtLatency(st.first))
+		fmt.Fprintf(w, "| second Checkout + Release on that Client | %s |\n", fmtLatency(st.second))
+		fmt.Fprintf(w, "| taskd start → answers Ping / → its worker is idle | %s / %s |\n", fmtMs(st.ready), fmtMs(st.idle))
+		fmt.Fprintf(w, "| taskd RSS, 1 idle worker | %s |\n", fmtMiB(st.rss))
+	}
+	if mem != nil {
+		limit := int64(30<<20) + int64(mem.workers)*64<<10
+		fmt.Fprintf(w, "| taskd RSS, %d idle workers (target ≤ 30 MiB + 64 KiB each = %s) | %s |\n", mem.workers, fmtMiB(limit), fmtMiB(mem.rss))
+		fmt.Fprintf(w, "| taskd start → %d workers idle | %s |\n", mem.workers, fmtMs(mem.spawn))
+	}
+	if afterRSS > 0 {
+		fmt.Fprintf(w, "| taskd RSS after the runs above (%d workers) | %s |\n", max(slices.Max(s.Callers), 8), fmtMiB(afterRSS))
+	}
+	if st != nil {
+		fmt.Fprintln(w, `
+First checkout: the daemon is started with min_idle 1; once it answers Ping and its status shows
+the worker idle, a new client.Client (not yet connected) is created and the time is taken
+around Checkout (which dials the socket, sends the checkout and gets it granted) and
+Release (which sends the release). The second row repeats that on the now connected Client.`)
+	}
+	s.targets(cells, st, mem)
+}
+
+// targets writes the issue's targets as a table, each with what this run measured.
+func (s *Suite) targets(cells map[[2]int]cell, st *startupResult, mem *memResult) {
+	type row struct {
+		what, got string
+		ok        bool
+	}
+	var rows []row
+	has := func(n int) bool { return slices.Contains(s.Callers, n) }
+	get := func(si, n int) cell { return cells[[2]int{si, n}] }
+	for _, n := range []int{1, 8} {
+		if has(n) {
+			r := get(1, n).ratio
+			rows = append(rows, row{fmt.Sprintf("held-checkout calls/s ≥ 0.5× direct pipe, %d caller(s)", n), fmt.Sprintf("%.2f×", r), r >= 0.5})
+		}
+	}
+	if has(8) {
+		c := get(1, 8).taskdCPU
+		rows = append(rows, row{"taskd CPU ≤ 25 µs per call, 8 callers (held checkout)", fmt.Sprintf("%.1f µs", c), c <= 25})
+	}
+	if has(1) {
+		c := get(3, 1).callsPerSec
+		rows = append(rows, row{fmt.Sprintf("pipelined calls on one checkout ≥ 50k calls/s (1 caller, batches of %d)", s.Pipeline), fmtInt(c), c >= 50000})
+	}
+	for _, n := range []int{1, 8} {
+		if has(n) {
+			r := get(2, n).callsPerSec / get(1, n).callsPerSec
+			rows = append(rows, row{fmt.Sprintf("one-shot Client.Call ≥ 0.75× held checkout, %d caller(s)", n), fmt.Sprintf("%.2f×", r), r >= 0.75})
+		}
+	}
+	if st != nil {
+		rows = append(rows, row{"first checkout after start (min_idle 1) ≤ 1 ms", fmtLatency(st.first), st.first <= time.Millisecond})
+	}
+	if mem != nil {
+		limit := int64(30<<20) + int64(mem.workers)*64<<10
+		rows = append(rows, row{fmt.Sprintf("taskd RSS ≤ 30 MiB + 64 KiB per idle worker (%d workers: %s)", mem.workers, fmtMiB(limit)), fmtMiB(mem.rss), mem.rss <= limit})
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(s.Out, "\n| target (issue 4) | this run | met |")
+	fmt.Fprintln(s.Out, "|---|--:|:-:|")
+	for _, r := range rows {
+		fmt.Fprintf(s.Out, "| %s | %s | %s |\n", r.what, r.got, map[bool]string{true: "yes", false: "**no**"}[r.ok])
+	}
+}
+
+// fmtInt formats a rate as an integer with thousands separators.
+func fmtInt(v float64) string {
+	s := strconv.FormatInt(int64(v+0.5), 10)
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// fmtLatency formats d: µs with one decimal below 100 µs, whole µs below 1 ms, then ms.
+func fmtLatency(d time.Duration) string {
+	us := float64(d) / float64(time.Microsecond)
+	switch {
+	case us < 100:
+		return fmt.Sprintf("%.1f µs", us)
+	case us < 1000:
+		return fmt.Sprintf("%.0f µs", us)
+	}
+	return fmtMs(d)
+}
+
+func fmtMs(d time.Duration) string {
+	ms := float64(d) / float64(time.Millisecond)
+	if ms < 10 {
+		return fmt.Sprintf("%.2f ms", ms)
+	}
+	return fmt.Sprintf("%.1f ms", ms)
+}
+
+func fmtMiB(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
