@@ -301,21 +301,25 @@ func TestCheckConfigCommand(t *testing.T) {
 		wantOut string
 		wantErr string
 	}{
-		{"valid", []string{"--check-config", "-c", "../../configs/taskd.yaml"}, "config OK: 2 interfaces\n", ""},
-		{"long flag", []string{"--check-config", "--config", "../../configs/taskd.yaml"}, "config OK: 2 interfaces\n", ""},
+		{"valid", []string{"--check-config", "-c", "GOOD"}, "config OK: 2 interfaces\n", ""},
+		{"long flag", []string{"--check-config", "--config", "GOOD"}, "config OK: 2 interfaces\n", ""},
 		{"invalid", []string{"--check-config", "-c", "BAD"}, "", "interfaces.passwd.max_workers: must be ≥ 1 (got -1)"},
 		{"no file", []string{"--check-config"}, "", "no config file: run taskd -c FILE"},
 		{"version", []string{"--version"}, "taskd version dev\n", ""},
 		{"stray argument", []string{"-c", "x.yaml", "extra"}, "", "unknown command"},
 	}
 	bad := writeConfig(t, "interfaces: {passwd: {command: [w], max_workers: -1, min_idle: 0}}")
+	good := writeConfig(t, "interfaces: {a: {command: [w]}, b: {command: [w]}}")
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out bytes.Buffer
 			cmd := newCommand(&out)
 			for i, a := range tt.args {
-				if a == "BAD" {
+				switch a {
+				case "BAD":
 					tt.args[i] = bad
+				case "GOOD":
+					tt.args[i] = good
 				}
 			}
 			cmd.SetArgs(tt.args)
@@ -368,4 +372,13 @@ func TestSplitList(t *testing.T) {
 			assert.Equal(t, tt.want, got)
 		})
 	}
+}
+
+// TestShippedConfigIsValid keeps configs/taskd.yaml (what make run uses) valid.
+func TestShippedConfigIsValid(t *testing.T) {
+	var out bytes.Buffer
+	cmd := newCommand(&out)
+	cmd.SetArgs([]string{"--check-config", "-c", "../../configs/taskd.yaml"})
+	require.NoError(t, cmd.Execute())
+	assert.Regexp(t, `^config OK: \d+ interfaces\n$`, out.String())
 }
