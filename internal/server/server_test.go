@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -572,4 +573,54 @@ func freePort(t *testing.T) int {
 	require.NoError(t, err)
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// rawConn speaks the client protocol directly, for tests of the protocol's own rules.
+type rawConn struct {
+	t  *testing.T
+	c  net.Conn
+	sc *bufio.Scanner
+}
+
+func dialRaw(t *testing.T, d *taskdtest.Daemon) *rawConn {
+	c, err := net.Dial("unix", d.Socket)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	require.NoError(t, c.SetDeadline(time.Now().Add(20*time.Second)))
+	return &rawConn{t: t, c: c, sc: bufio.NewScanner(c)}
+}
+
+func (r *rawConn) send(line string) {
+	_, err := r.c.Write([]byte(line + "\n"))
+	require.NoError(r.t, err)
+}
+
+func (r *rawConn) recv() map[string]any {
+	require.True(r.t, r.sc.Scan(), "no reply: %v", r.sc.Err())
+	var m map[string]any
+	require.NoError(r.t, json.Unmarshal(r.sc.Bytes(), &m))
+	return m
+}
+
+// TestCallsSentBeforeAnErrorWasSeenAreAborted checks the "ep" rule deterministically: a
+// call that reaches taskd after an error, but was sent before the client saw it, is not run.
+func TestCallsSentBeforeAnErrorWasSeenAreAborted(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\nmax_workers: 1"))
+	r := dialRaw(t, d)
+	r.send(`{"t":"checkout","id":1,"iface":"echo"}`)
+	g := r.recv()
+	require.Equal(t, "granted", g["t"])
+	co := int(g["co"].(float64))
+	r.send(fmt.Sprintf(`{"t":"call","co":%d,"id":1,"m":"fail"}`, co))
+	require.Equal(t, "err", r.recv()["t"])
+	// Sent "before" the client saw the error (ep 0), arriving after it: aborted.
+	r.send(fmt.Sprintf(`{"t":"call","co":%d,"id":2,"m":"echo","a":["commit"],"ep":0}`, co))
+	m := r.recv()
+	assert.Equal(t, "fail", m["t"])
+	assert.Equal(t, "aborted", m["code"])
+	// Sent after seeing it (ep 1): runs.
+	r.send(fmt.Sprintf(`{"t":"call","co":%d,"id":3,"m":"echo","a":["after"],"ep":1}`, co))
+	m = r.recv()
+	assert.Equal(t, "ok", m["t"])
+	assert.Equal(t, []any{"after"}, m["r"])
 }

@@ -121,7 +121,7 @@ func (ss *session) handle(m *wire.ClientMsg) {
 		}
 		switch m.T {
 		case wire.TCall:
-			co.enqueue(m.ID, m.M, m.A)
+			co.enqueue(m.ID, m.Ep, m.M, m.A)
 		case wire.TCancel:
 			co.cancel(m.ID)
 		case wire.TRelease:
@@ -237,22 +237,28 @@ type checkout struct {
 	mu      sync.Mutex
 	queue   []*pendingCall
 	running *pendingCall
-	hadErr  bool
-	dead    bool // released, aborted or lost
+	errs    uint64 // "err" replies so far; calls sent before the client saw them are aborted
+	dead    bool   // released, aborted or lost
 }
 
 type pendingCall struct {
 	id     uint64 // the client's call id
+	ep     uint64 // the checkout's error count as the client knew it when sending
 	method string
 	args   json.RawMessage
 	wid    uint64 // the worker's call id, once sent
 }
 
-func (co *checkout) enqueue(id uint64, method string, args json.RawMessage) {
-	pc := &pendingCall{id: id, method: method, args: args}
+func (co *checkout) enqueue(id, ep uint64, method string, args json.RawMessage) {
+	pc := &pendingCall{id: id, ep: ep, method: method, args: args}
 	co.mu.Lock()
 	if co.dead {
 		co.mu.Unlock()
+		return
+	}
+	if pc.ep < co.errs {
+		co.mu.Unlock()
+		co.abortCall(pc)
 		return
 	}
 	if co.running != nil {
@@ -287,16 +293,22 @@ func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 		co.mu.Unlock()
 		return
 	}
-	var aborted []*pendingCall
 	if !r.OK {
-		co.hadErr = true
-		aborted, co.queue = co.queue, nil
+		co.errs++
 	}
+	// The next call to run; those sent before the client could know of an error are not
+	// run (AnyEvent::Task: calls queued behind a failed one are aborted).
 	var next *pendingCall
-	if len(co.queue) > 0 {
-		next = co.queue[0]
+	var aborted []*pendingCall
+	for len(co.queue) > 0 && next == nil {
+		c := co.queue[0]
 		co.queue[0] = nil
 		co.queue = co.queue[1:]
+		if c.ep < co.errs {
+			aborted = append(aborted, c)
+		} else {
+			next = c
+		}
 	}
 	co.running = next
 	co.mu.Unlock()
@@ -305,14 +317,20 @@ func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 		co.ss.send(&wire.ClientMsg{T: wire.TOK, Co: co.co, ID: pc.id, R: r.Result, Logs: r.Logs})
 	} else {
 		co.ss.send(&wire.ClientMsg{T: wire.TErr, Co: co.co, ID: pc.id, E: r.Error, Logs: r.Logs})
-		for _, a := range aborted {
-			co.ss.send(&wire.ClientMsg{T: wire.TFail, Co: co.co, ID: a.id, Code: wire.CodeAborted,
-				Msg: fmt.Sprintf("not run: call %d (%q) before it on this checkout raised an error", pc.id, pc.method)})
-		}
+	}
+	for _, a := range aborted {
+		co.abortCall(a)
 	}
 	if next != nil {
 		co.start(next)
 	}
+}
+
+// abortCall answers a call that is not run because an earlier call of the checkout raised
+// an error that the client had not seen when it sent this one.
+func (co *checkout) abortCall(pc *pendingCall) {
+	co.ss.send(&wire.ClientMsg{T: wire.TFail, Co: co.co, ID: pc.id, Code: wire.CodeAborted,
+		Msg: fmt.Sprintf("call %q not run: an earlier call on this checkout raised an error before this one was sent; calls made after seeing that error run normally", pc.method)})
 }
 
 func (co *checkout) cancel(id uint64) {
@@ -337,7 +355,7 @@ func (co *checkout) finish() (first, busy, hadErr bool) {
 	}
 	co.dead = true
 	busy = co.running != nil || len(co.queue) > 0
-	hadErr = co.hadErr
+	hadErr = co.errs > 0
 	co.queue, co.running = nil, nil
 	co.mu.Unlock()
 	co.ss.mu.Lock()

@@ -59,6 +59,10 @@ type ClientMsg struct {
 	Worker  string          `json:"worker,omitempty"`
 	PID     int             `json:"pid,omitempty"`
 	N       int             `json:"n,omitempty"` // checkouts the worker has served, this one included
+	// Ep, on a call, is how many "err" replies of its checkout the client had received
+	// when it sent the call. taskd does not run a call whose Ep is behind the checkout's
+	// error count: it was sent before the client knew of an error, so it is aborted.
+	Ep      uint64          `json:"ep,omitempty"`
 	Keep    bool            `json:"keep,omitempty"`
 	Retire  bool            `json:"retire,omitempty"`
 	Version string          `json:"version,omitempty"`

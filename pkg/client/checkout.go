@@ -36,6 +36,7 @@ type Checkout struct {
 	err       error         // sticky fatal error
 	gone      chan struct{} // closed when err is set or on Release
 	remoteErr bool          // a call raised: retire on Release unless KeepWorkerAfterError
+	errs      uint64        // "err" replies received: stamped on calls as "ep"
 	nextCall  uint64
 	calls     map[uint64]*Pending // sent and not answered
 }
@@ -81,6 +82,7 @@ func (co *Checkout) Go(method string, args ...any) *Pending {
 	}
 	co.nextCall++
 	p.id = co.nextCall
+	ep := co.errs // what this call knows of earlier errors: taskd aborts it if behind
 	if co.calls == nil {
 		co.calls = make(map[uint64]*Pending)
 	}
@@ -89,7 +91,7 @@ func (co *Checkout) Go(method string, args ...any) *Pending {
 
 	// Encode outside the lock (arguments may be large), then queue it unless the checkout
 	// ended meanwhile; call ids need to be unique, not increasing.
-	line := appendCall(nil, co.id, p.id, method, a)
+	line := appendCall(nil, co.id, p.id, ep, method, a)
 	c.mu.Lock()
 	if co.stateErrLocked() == nil {
 		c.sendRawLocked(co.cn, line)
@@ -266,6 +268,7 @@ func (c *Client) reply(cn *conn, m *wire.ClientMsg) {
 		delete(co.calls, m.ID)
 		if m.T == wire.TErr {
 			co.remoteErr = true
+			co.errs++
 		}
 	}
 	c.mu.Unlock()
@@ -312,11 +315,15 @@ func encodeArgs(args []any) (json.RawMessage, error) {
 }
 
 // appendCall appends {"t":"call","co":CO,"id":ID,"m":METHOD,"a":ARGS}\n.
-func appendCall(buf []byte, co, id uint64, method string, args json.RawMessage) []byte {
+func appendCall(buf []byte, co, id, ep uint64, method string, args json.RawMessage) []byte {
 	buf = append(buf, `{"t":"call","co":`...)
 	buf = strconv.AppendUint(buf, co, 10)
 	buf = append(buf, `,"id":`...)
 	buf = strconv.AppendUint(buf, id, 10)
+	if ep > 0 {
+		buf = append(buf, `,"ep":`...)
+		buf = strconv.AppendUint(buf, ep, 10)
+	}
 	if method != "" {
 		buf = append(buf, `,"m":`...)
 		buf = wire.AppendString(buf, method)
