@@ -11,7 +11,8 @@ import (
 const mod = "github.com/taskd-dev/taskd/"
 
 // allowed lists, for each package, the project packages it may import (outside tests).
-// Imports run one way: server → pool → worker → wire; the SDKs see wire only.
+// Imports run one way: server → pool → worker → wire; the SDKs see wire only (and
+// sendq, the non-blocking send queue that daemon and client share).
 var allowed = map[string][]string{
 	"internal":                      {},                              // this test
 	"internal/bench":                {"pkg/client", "internal/wire"}, // benchmark harness (make bench)
@@ -24,7 +25,7 @@ var allowed = map[string][]string{
 	"internal/taskdtest":            {},
 	"internal/conformance":          {},
 	"internal/conformance/goworker": {"pkg/worker"},
-	"pkg/client":                    {"internal/wire"},
+	"pkg/client":                    {"internal/wire", "internal/sendq"},
 	"pkg/worker":                    {"internal/wire"},
 	"cmd/taskd":                     {"internal/config", "internal/server", "internal/wire"},
 	"cmd/taskctl":                   {"pkg/client", "internal/wire", "internal/bench"},

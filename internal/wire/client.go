@@ -45,28 +45,28 @@ const (
 // ClientMsg is one message of the client protocol, in either direction. Payload fields stay
 // raw JSON so that taskd relays them without decoding.
 type ClientMsg struct {
-	T       string          `json:"t"`
-	ID      uint64          `json:"id,omitempty"` // request id, or call id within a checkout
-	Co      uint64          `json:"co,omitempty"` // checkout id, chosen by taskd
-	Iface   string          `json:"iface,omitempty"`
-	M       string          `json:"m,omitempty"`
-	A       json.RawMessage `json:"a,omitempty"`
-	R       json.RawMessage `json:"r,omitempty"`
-	E       json.RawMessage `json:"e,omitempty"`
-	Logs    json.RawMessage `json:"logs,omitempty"`
-	Code    string          `json:"code,omitempty"`
-	Msg     string          `json:"msg,omitempty"`
-	Worker  string          `json:"worker,omitempty"`
-	PID     int             `json:"pid,omitempty"`
-	N       int             `json:"n,omitempty"` // checkouts the worker has served, this one included
+	T      string          `json:"t"`
+	ID     uint64          `json:"id,omitempty"` // request id, or call id within a checkout
+	Co     uint64          `json:"co,omitempty"` // checkout id, chosen by taskd
+	Iface  string          `json:"iface,omitempty"`
+	M      string          `json:"m,omitempty"`
+	A      json.RawMessage `json:"a,omitempty"`
+	R      json.RawMessage `json:"r,omitempty"`
+	E      json.RawMessage `json:"e,omitempty"`
+	Logs   json.RawMessage `json:"logs,omitempty"`
+	Code   string          `json:"code,omitempty"`
+	Msg    string          `json:"msg,omitempty"`
+	Worker string          `json:"worker,omitempty"`
+	PID    int             `json:"pid,omitempty"`
+	N      int             `json:"n,omitempty"` // checkouts the worker has served, this one included
 	// Ep, on a call, is how many "err" replies of its checkout the client had received
 	// when it sent the call. taskd does not run a call whose Ep is behind the checkout's
 	// error count: it was sent before the client knew of an error, so it is aborted.
-	Ep      uint64          `json:"ep,omitempty"`
-	Keep    bool            `json:"keep,omitempty"`
-	Retire  bool            `json:"retire,omitempty"`
-	Version string          `json:"version,omitempty"`
-	Status  *Status         `json:"status,omitempty"`
+	Ep      uint64  `json:"ep,omitempty"`
+	Keep    bool    `json:"keep,omitempty"`
+	Retire  bool    `json:"retire,omitempty"`
+	Version string  `json:"version,omitempty"`
+	Status  *Status `json:"status,omitempty"`
 }
 
 // DecodeClientMsg decodes one line of the client protocol and checks the fields its type

@@ -93,10 +93,13 @@ func (co *Checkout) Go(method string, args ...any) *Pending {
 	// ended meanwhile; call ids need to be unique, not increasing.
 	line := appendCall(nil, co.id, p.id, ep, method, a)
 	c.mu.Lock()
-	if co.stateErrLocked() == nil {
-		c.sendRawLocked(co.cn, line)
-	}
+	send := co.stateErrLocked() == nil && !co.cn.gone
 	c.mu.Unlock()
+	if send {
+		// Outside the lock: the write may happen right here. If the checkout ended in
+		// between, taskd answers an unknown checkout, which nobody waits for any more.
+		co.cn.out.Send(line)
+	}
 	return p
 }
 

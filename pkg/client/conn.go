@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/taskd-dev/taskd/internal/sendq"
 	"github.com/taskd-dev/taskd/internal/wire"
 )
 
@@ -34,8 +35,7 @@ const (
 // out buffer are guarded by Client.mu.
 type conn struct {
 	nc   net.Conn
-	out  []byte        // encoded messages waiting for the writer
-	wake chan struct{} // wakes the writer (cap 1)
+	out  *sendq.Queue  // owns writes to nc; Send never blocks
 	dead chan struct{} // closed when the reader has exited and the conn is cleaned up
 
 	reqs  map[uint64]*coReq    // checkout requests sent and not answered
@@ -63,32 +63,16 @@ func (c *Client) wantConnLocked() {
 	}
 }
 
-// sendLocked queues m for the connection's writer. It never blocks.
+// sendLocked queues m on the connection. It never blocks: sendq writes at once if the
+// socket takes it, else leaves it to its writer goroutine.
 func (c *Client) sendLocked(cn *conn, m *wire.ClientMsg) {
 	if cn == nil || cn.gone {
 		return
 	}
-	var err error
-	cn.out, err = wire.AppendClientMsg(cn.out, m)
-	if err != nil { // cannot happen: all fields marshal
-		panic(fmt.Sprintf("client: encoding %q message: %v", m.T, err))
-	}
-	c.wakeWriterLocked(cn)
-}
-
-func (c *Client) sendRawLocked(cn *conn, line []byte) {
-	if cn == nil || cn.gone {
-		return
-	}
-	cn.out = append(cn.out, line...)
-	c.wakeWriterLocked(cn)
-}
-
-func (c *Client) wakeWriterLocked(cn *conn) {
-	select {
-	case cn.wake <- struct{}{}:
-	default:
-	}
+	cn.out.Append(func(b []byte) []byte {
+		b, _ = wire.AppendClientMsg(b, m) // client messages have no raw payloads: always encodes
+		return b
+	})
 }
 
 // manage is the connection manager: the one goroutine that dials. It dials when something
@@ -210,7 +194,7 @@ func (c *Client) dial() (net.Conn, error) {
 func (c *Client) attach(nc net.Conn) *conn {
 	cn := &conn{
 		nc:    nc,
-		wake:  make(chan struct{}, 1),
+		out:   sendq.New(nc, func(error) { nc.Close() }), // a failed write ends the reader
 		dead:  make(chan struct{}),
 		reqs:  make(map[uint64]*coReq),
 		admin: make(map[uint64]*adminReq),
@@ -219,13 +203,13 @@ func (c *Client) attach(nc net.Conn) *conn {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		nc.Close()
+		cn.out.Abort()
+		<-cn.out.Done()
 		return nil
 	}
 	c.conn = cn
-	c.wg.Add(2)
+	c.wg.Add(1)
 	go c.read(cn)
-	go c.write(cn)
 	for r := c.unsent.pop(); r != nil; r = c.unsent.pop() {
 		c.sendCheckoutLocked(cn, r)
 	}
@@ -234,32 +218,6 @@ func (c *Client) attach(nc net.Conn) *conn {
 	}
 	c.dialWaiters = nil
 	return cn
-}
-
-// write is the connection's writer: it sends what sendLocked queued, in order.
-func (c *Client) write(cn *conn) {
-	defer c.wg.Done()
-	var buf []byte
-	for {
-		select {
-		case <-cn.wake:
-		case <-cn.dead:
-			return
-		}
-		c.mu.Lock()
-		buf, cn.out = cn.out, buf[:0]
-		c.mu.Unlock()
-		if len(buf) == 0 {
-			continue
-		}
-		if _, err := cn.nc.Write(buf); err != nil {
-			cn.nc.Close() // the reader sees it, and cleans up
-			return
-		}
-		if cap(buf) > 1<<20 {
-			buf = nil // do not keep a huge buffer for ever
-		}
-	}
 }
 
 // read is the connection's reader: it dispatches every message from taskd and, when the
@@ -285,7 +243,8 @@ func (c *Client) read(cn *conn) {
 		}
 		c.dispatch(cn, &m)
 	}
-	cn.nc.Close()
+	cn.out.Abort() // closes nc; the queue's writer goroutine ends
+	<-cn.out.Done()
 
 	c.mu.Lock()
 	if cn.fatal != "" {
