@@ -624,3 +624,25 @@ func TestCallsSentBeforeAnErrorWasSeenAreAborted(t *testing.T) {
 	assert.Equal(t, "ok", m["t"])
 	assert.Equal(t, []any{"after"}, m["r"])
 }
+
+// TestAbortIsDecidedByWhatTheCallerSaw: a call made after the error came back, but before
+// the caller collected it, is still "queued behind" the failing call: aborted, whatever the
+// timing. Once the caller has the error, calls run.
+func TestAbortIsDecidedByWhatTheCallerSaw(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\nmax_workers: 1"))
+	c := newClient(t, d, "echo")
+	co, err := c.Checkout(ctxT(t))
+	require.NoError(t, err)
+	defer co.Release()
+	failing := co.Go("fail")
+	// The error has been answered by the worker and sent back by taskd...
+	require.Eventually(t, func() bool { return status(t, c, "echo").Workers[0].Method == "" }, 5*time.Second, time.Millisecond)
+	// ...but the caller has not looked at it: this call is behind it.
+	behind := co.Go("echo", "commit")
+	var re *client.RemoteError
+	require.ErrorAs(t, failing.Wait(ctxT(t), nil), &re)
+	require.ErrorIs(t, behind.Wait(ctxT(t), nil), client.ErrAborted)
+	var got []string
+	require.NoError(t, co.Call(ctxT(t), "echo", &got, "after"), "calls made after seeing the error run")
+	assert.Equal(t, []string{"after"}, got)
+}

@@ -262,6 +262,7 @@ func (co *checkout) enqueue(id, ep uint64, method string, args json.RawMessage) 
 		return
 	}
 	if co.running != nil {
+		pc.args = append(json.RawMessage(nil), args...) // args alias the reader's buffer
 		co.queue = append(co.queue, pc)
 		co.mu.Unlock()
 		return

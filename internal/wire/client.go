@@ -1,8 +1,9 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/json"
-	"errors"
+	"strconv"
 )
 
 // Client protocol message types. Requests flow from a client (pkg/client, taskctl) to taskd;
@@ -59,9 +60,9 @@ type ClientMsg struct {
 	Worker string          `json:"worker,omitempty"`
 	PID    int             `json:"pid,omitempty"`
 	N      int             `json:"n,omitempty"` // checkouts the worker has served, this one included
-	// Ep, on a call, is how many "err" replies of its checkout the client had received
-	// when it sent the call. taskd does not run a call whose Ep is behind the checkout's
-	// error count: it was sent before the client knew of an error, so it is aborted.
+	// Ep, on a call, is how many "err" replies of its checkout the application had been
+	// given when it made the call. taskd does not run a call whose Ep is behind the
+	// checkout's error count: it was made before the caller knew of an error (aborted).
 	Ep      uint64  `json:"ep,omitempty"`
 	Keep    bool    `json:"keep,omitempty"`
 	Retire  bool    `json:"retire,omitempty"`
@@ -70,20 +71,70 @@ type ClientMsg struct {
 }
 
 // DecodeClientMsg decodes one line of the client protocol and checks the fields its type
-// requires. Like DecodeWorkerMsg it returns ErrNotObject or a *ProtocolError, and accepts
-// unknown types and fields. The returned message does not alias line.
+// requires. Like DecodeWorkerMsg it returns ErrNotObject or a *ProtocolError, accepts
+// unknown types and fields, and leaves payloads (A, R, E, Logs) aliasing line.
 func DecodeClientMsg(line []byte) (ClientMsg, error) {
-	if !looksLikeObject(line) {
+	var fbuf [12]field
+	fields, ok := scanObject(line, fbuf[:0])
+	if !ok {
 		return ClientMsg{}, ErrNotObject
 	}
 	var m ClientMsg
-	if err := json.Unmarshal(line, &m); err != nil {
-		var syn *json.SyntaxError
-		if errors.As(err, &syn) {
-			return ClientMsg{}, ErrNotObject
+	for _, f := range fields {
+		var err error
+		switch string(fieldName(f.key)) {
+		case "t":
+			m.T, _, err = decodeString(f.val)
+		case "id":
+			m.ID, _, err = decodeUint(f.val)
+		case "co":
+			m.Co, _, err = decodeUint(f.val)
+		case "ep":
+			m.Ep, _, err = decodeUint(f.val)
+		case "iface":
+			m.Iface, _, err = decodeString(f.val)
+		case "m":
+			m.M, _, err = decodeString(f.val)
+		case "code":
+			m.Code, _, err = decodeString(f.val)
+		case "msg":
+			m.Msg, _, err = decodeString(f.val)
+		case "worker":
+			m.Worker, _, err = decodeString(f.val)
+		case "version":
+			m.Version, _, err = decodeString(f.val)
+		case "pid":
+			m.PID, _, err = decodeInt(f.val)
+		case "n":
+			m.N, _, err = decodeInt(f.val)
+		case "keep":
+			m.Keep, err = decodeBool(f.val)
+		case "retire":
+			m.Retire, err = decodeBool(f.val)
+		case "a":
+			m.A = f.val
+		case "r":
+			m.R = f.val
+		case "e":
+			m.E = f.val
+		case "logs":
+			m.Logs = f.val
+		case "status":
+			m.Status = nil
+			if string(f.val) != "null" {
+				m.Status = new(Status)
+				err = json.Unmarshal(f.val, m.Status)
+			}
 		}
-		return ClientMsg{}, NewProtocolError(line, "bad field (%v)", err)
+		if err != nil {
+			return ClientMsg{}, NewProtocolError(line, "field %s: %v", unquoteKey(f.key), err)
+		}
 	}
+	return m, checkClientMsg(line, &m)
+}
+
+// checkClientMsg checks the fields that m's type requires.
+func checkClientMsg(line []byte, m *ClientMsg) error {
 	need := func(ok bool, what string) error {
 		if ok {
 			return nil
@@ -126,20 +177,78 @@ func DecodeClientMsg(line []byte) (ClientMsg, error) {
 	case TRefused:
 		err = need(m.ID != 0 && m.Code != "", `"id" and "code"`)
 	}
-	if err != nil {
-		return ClientMsg{}, err
-	}
-	return m, nil
+	return err
 }
 
-// AppendClientMsg appends m as one line (JSON plus "\n") to buf.
+// AppendClientMsg appends m as one line (JSON plus "\n") to buf. Payload fields are
+// appended as they are: they must be valid JSON (as the decoders and encoding/json
+// produce). Only a status report goes through encoding/json.
 func AppendClientMsg(buf []byte, m *ClientMsg) ([]byte, error) {
-	b, err := json.Marshal(m)
-	if err != nil {
-		return buf, err
+	if m.Status != nil {
+		b, err := json.Marshal(m)
+		if err != nil {
+			return buf, err
+		}
+		buf = append(buf, b...)
+		return append(buf, '\n'), nil
 	}
-	buf = append(buf, b...)
-	return append(buf, '\n'), nil
+	buf = append(buf, `{"t":`...)
+	buf = AppendString(buf, m.T)
+	buf = appendUintField(buf, `,"id":`, m.ID)
+	buf = appendUintField(buf, `,"co":`, m.Co)
+	buf = appendStringField(buf, `,"iface":`, m.Iface)
+	buf = appendStringField(buf, `,"m":`, m.M)
+	buf = appendRawField(buf, `,"a":`, m.A)
+	buf = appendRawField(buf, `,"r":`, m.R)
+	buf = appendRawField(buf, `,"e":`, m.E)
+	buf = appendRawField(buf, `,"logs":`, m.Logs)
+	buf = appendStringField(buf, `,"code":`, m.Code)
+	buf = appendStringField(buf, `,"msg":`, m.Msg)
+	buf = appendStringField(buf, `,"worker":`, m.Worker)
+	if m.PID != 0 {
+		buf = strconv.AppendInt(append(buf, `,"pid":`...), int64(m.PID), 10)
+	}
+	if m.N != 0 {
+		buf = strconv.AppendInt(append(buf, `,"n":`...), int64(m.N), 10)
+	}
+	if m.Keep {
+		buf = append(buf, `,"keep":true`...)
+	}
+	if m.Retire {
+		buf = append(buf, `,"retire":true`...)
+	}
+	buf = appendStringField(buf, `,"version":`, m.Version)
+	buf = appendUintField(buf, `,"ep":`, m.Ep)
+	return append(buf, "}\n"...), nil
+}
+
+func appendUintField(buf []byte, key string, v uint64) []byte {
+	if v == 0 {
+		return buf
+	}
+	return strconv.AppendUint(append(buf, key...), v, 10)
+}
+
+func appendStringField(buf []byte, key, v string) []byte {
+	if v == "" {
+		return buf
+	}
+	return AppendString(append(buf, key...), v)
+}
+
+func appendRawField(buf []byte, key string, v json.RawMessage) []byte {
+	if len(v) == 0 {
+		return buf
+	}
+	buf = append(buf, key...)
+	if bytes.IndexByte(v, '\n') >= 0 || bytes.IndexByte(v, '\r') >= 0 {
+		// Built by hand (decoded payloads are one line already): keep the message on one line.
+		var c bytes.Buffer
+		if json.Compact(&c, v) == nil {
+			return append(buf, c.Bytes()...)
+		}
+	}
+	return append(buf, v...)
 }
 
 // Status is the daemon's answer to a "status" request: a snapshot for operators.

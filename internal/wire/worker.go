@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -62,70 +61,74 @@ type WorkerMsg struct {
 	Msg  string          `json:"msg,omitempty"`
 }
 
-// workerIn is WorkerMsg as decoded: pointers tell a missing field from a zero one.
-type workerIn struct {
-	T    *string         `json:"t"`
-	V    *int            `json:"v"`
-	ID   *uint64         `json:"id"`
-	M    string          `json:"m"`
-	A    json.RawMessage `json:"a"`
-	R    json.RawMessage `json:"r"`
-	E    json.RawMessage `json:"e"`
-	Logs json.RawMessage `json:"logs"`
-	Msg  string          `json:"msg"`
-}
-
 // DecodeWorkerMsg decodes one line of worker protocol v1 (either direction) and checks that
 // the message has the fields its type requires. It returns ErrNotObject for a line that is
 // not a JSON object and a *ProtocolError for an object that breaks the protocol. Unknown
 // types and unknown fields are accepted (forward compatibility); the caller ignores them.
-// The returned message does not alias line.
+//
+// The line is validated once and its payloads (A, R, E, Logs) are not decoded: they alias
+// line, so they are valid only until line's buffer is reused. Copy them to keep them.
 func DecodeWorkerMsg(line []byte) (WorkerMsg, error) {
-	if !looksLikeObject(line) {
+	var fbuf [12]field
+	fields, ok := scanObject(line, fbuf[:0])
+	if !ok {
 		return WorkerMsg{}, ErrNotObject
 	}
-	var in workerIn
-	if err := json.Unmarshal(line, &in); err != nil {
-		var syn *json.SyntaxError
-		if errors.As(err, &syn) {
-			return WorkerMsg{}, ErrNotObject
+	var m WorkerMsg
+	var hasT, hasV, hasID bool
+	for _, f := range fields {
+		var err error
+		switch string(fieldName(f.key)) {
+		case "t":
+			m.T, hasT, err = decodeString(f.val)
+		case "v":
+			m.V, hasV, err = decodeInt(f.val)
+		case "id":
+			m.ID, hasID, err = decodeUint(f.val)
+		case "m":
+			m.M, _, err = decodeString(f.val)
+		case "msg":
+			m.Msg, _, err = decodeString(f.val)
+		case "a":
+			m.A = f.val
+		case "r":
+			m.R = f.val
+		case "e":
+			m.E = f.val
+		case "logs":
+			m.Logs = f.val
 		}
-		return WorkerMsg{}, NewProtocolError(line, "bad field (%v)", err)
+		if err != nil {
+			return WorkerMsg{}, NewProtocolError(line, "field %s: %v", unquoteKey(f.key), err)
+		}
 	}
-	if in.T == nil {
+	if !hasT {
 		return WorkerMsg{}, NewProtocolError(line, `object without "t"`)
-	}
-	m := WorkerMsg{T: *in.T, M: in.M, A: in.A, R: in.R, E: in.E, Logs: in.Logs, Msg: in.Msg}
-	if in.V != nil {
-		m.V = *in.V
-	}
-	if in.ID != nil {
-		m.ID = *in.ID
 	}
 	switch m.T {
 	case TReady:
-		if in.V == nil {
+		if !hasV {
 			return m, NewProtocolError(line, `"ready" without "v"`)
 		}
 		if m.V != ProtocolVersion {
 			return m, NewProtocolError(line, "unsupported protocol version %d (taskd speaks %d)", m.V, ProtocolVersion)
 		}
 	case TOK:
-		if in.ID == nil {
+		if !hasID {
 			return m, NewProtocolError(line, `"ok" without "id"`)
 		}
 		if len(m.R) == 0 {
 			m.R = json.RawMessage("null")
 		}
 	case TErr:
-		if in.ID == nil {
+		if !hasID {
 			return m, NewProtocolError(line, `"err" without "id"`)
 		}
 		if !looksLikeObject(m.E) {
 			return m, NewProtocolError(line, `"err" without an "e" object`)
 		}
 	case TCall:
-		if in.ID == nil {
+		if !hasID {
 			return m, NewProtocolError(line, `"call" without "id"`)
 		}
 		if len(m.A) == 0 {
@@ -134,14 +137,22 @@ func DecodeWorkerMsg(line []byte) (WorkerMsg, error) {
 			return m, NewProtocolError(line, `"a" must be an array`)
 		}
 	case TCancel:
-		if in.ID == nil {
+		if !hasID {
 			return m, NewProtocolError(line, `"cancel" without "id"`)
 		}
 	}
-	if len(m.Logs) > 0 && !looksLikeArray(m.Logs) && !bytes.Equal(m.Logs, []byte("null")) {
+	if len(m.Logs) > 0 && !looksLikeArray(m.Logs) && string(m.Logs) != "null" {
 		return m, NewProtocolError(line, `"logs" must be an array`)
 	}
 	return m, nil
+}
+
+// fieldName returns a member's key without quotes; escaped keys are unescaped.
+func fieldName(k []byte) []byte {
+	if hasEscape(k) {
+		return []byte(unquoteKey(k))
+	}
+	return k[1 : len(k)-1]
 }
 
 // AppendCall appends the line {"t":"call","id":ID,"m":METHOD,"a":ARGS}\n to buf. args
@@ -188,12 +199,6 @@ type LogRecord struct {
 	Lvl string          `json:"lvl"`
 	Msg string          `json:"msg"`
 	F   json.RawMessage `json:"f,omitempty"`
-}
-
-// AppendString appends s as a JSON string literal.
-func AppendString(buf []byte, s string) []byte {
-	b, _ := json.Marshal(s) // a string always marshals
-	return append(buf, b...)
 }
 
 func looksLikeObject(b []byte) bool { return firstByte(b) == '{' }

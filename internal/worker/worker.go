@@ -349,6 +349,13 @@ func (w *Worker) Call(method string, args json.RawMessage, done func(Reply)) (ui
 	return c.id, nil
 }
 
+func nilIfEmpty(b []byte) json.RawMessage {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
 // deadLocked returns the error for calls on a worker that is gone or going. w.mu is held.
 func (w *Worker) deadLocked() error {
 	if w.exitErr != nil {
@@ -481,7 +488,14 @@ func (w *Worker) deliver(line []byte, msg wire.WorkerMsg) {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
-	c.done(Reply{OK: msg.T == wire.TOK, Result: msg.R, Error: msg.E, Logs: msg.Logs})
+	// msg aliases the reader's line buffer: give the callback its own copy, in one
+	// allocation (the only one per relayed reply).
+	own := make([]byte, 0, len(msg.R)+len(msg.E)+len(msg.Logs))
+	own = append(own, msg.R...)
+	own = append(own, msg.E...)
+	own = append(own, msg.Logs...)
+	r, e := len(msg.R), len(msg.R)+len(msg.E)
+	c.done(Reply{OK: msg.T == wire.TOK, Result: own[:r:r], Error: nilIfEmpty(own[r:e:e]), Logs: nilIfEmpty(own[e:])})
 }
 
 func (w *Worker) protocolError(err error) {

@@ -36,7 +36,7 @@ type Checkout struct {
 	err       error         // sticky fatal error
 	gone      chan struct{} // closed when err is set or on Release
 	remoteErr bool          // a call raised: retire on Release unless KeepWorkerAfterError
-	errs      uint64        // "err" replies received: stamped on calls as "ep"
+	errs      uint64        // remote errors returned to the caller: stamped on calls as "ep"
 	nextCall  uint64
 	calls     map[uint64]*Pending // sent and not answered
 }
@@ -55,6 +55,7 @@ type Pending struct {
 	answered bool
 	r        json.RawMessage
 	err      error
+	seen     bool // a remote error was returned to the caller (counted in co.errs)
 }
 
 // Worker returns the identity of the checkout's worker. It is valid even after Release.
@@ -82,7 +83,7 @@ func (co *Checkout) Go(method string, args ...any) *Pending {
 	}
 	co.nextCall++
 	p.id = co.nextCall
-	ep := co.errs // what this call knows of earlier errors: taskd aborts it if behind
+	ep := co.errs // the errors the caller has seen: taskd aborts this call if it is behind
 	if co.calls == nil {
 		co.calls = make(map[uint64]*Pending)
 	}
@@ -159,6 +160,13 @@ func (p *Pending) Wait(ctx context.Context, result any) error {
 		return err
 	}
 	r, err := p.r, p.err
+	var remote *RemoteError
+	if !p.seen && errors.As(err, &remote) {
+		// The caller now knows of this error: calls it makes from here on run; those it
+		// made before are aborted by taskd (their "ep" is behind).
+		p.seen = true
+		co.errs++
+	}
 	c.mu.Unlock()
 	if err != nil {
 		return err
@@ -271,7 +279,6 @@ func (c *Client) reply(cn *conn, m *wire.ClientMsg) {
 		delete(co.calls, m.ID)
 		if m.T == wire.TErr {
 			co.remoteErr = true
-			co.errs++
 		}
 	}
 	c.mu.Unlock()
@@ -288,7 +295,7 @@ func (c *Client) reply(cn *conn, m *wire.ClientMsg) {
 	fatal := false
 	switch m.T {
 	case wire.TOK:
-		r = m.R
+		r = append(json.RawMessage(nil), m.R...) // m aliases the reader's buffer; Wait may come later
 	case wire.TErr:
 		var e wire.ErrorPayload
 		if jerr := json.Unmarshal(m.E, &e); jerr != nil {

@@ -35,9 +35,11 @@
 //
 // Every error can be matched with errors.Is or errors.As, and its text says what to do next.
 //
-//   - *RemoteError: the call raised in the worker. The checkout stays usable, but calls
-//     queued behind the failing one that had not started fail with ErrAborted, and on
-//     Release the worker is retired (unless Config.KeepWorkerAfterError).
+//   - *RemoteError: the call raised in the worker. The checkout stays usable, but the
+//     calls made on it before the caller was given that error (pipelined with Go behind
+//     the failing one) do not run: they fail with ErrAborted, whatever the timing. Calls
+//     made after it run normally. On Release the worker is retired (unless
+//     Config.KeepWorkerAfterError).
 //   - Fatal errors stick to the checkout: every later call returns the same error at once,
 //     and no success is delivered after it. They are ErrWorkerLost (the worker exited or
 //     the connection to taskd broke), ErrCallTimeout (taskd's call_timeout killed the

@@ -141,6 +141,7 @@ func (s *server) read(lr *wire.LineReader) {
 		switch m.T {
 		case wire.TCall, wire.TDone:
 			s.mu.Lock()
+			m.A = append(json.RawMessage(nil), m.A...) // m aliases the reader's line buffer
 			s.queue = append(s.queue, m)
 			s.mu.Unlock()
 			select {

@@ -1,0 +1,367 @@
+package wire
+
+import (
+	"encoding/json"
+	"strconv"
+	"unicode/utf8"
+)
+
+// This file is the fast path of both decoders: a JSON validator that also finds the
+// top-level fields of an object, so that a message is checked once and its payloads are
+// located — not decoded — and later relayed byte for byte. It accepts exactly what
+// encoding/json's Valid accepts (FuzzScanMatchesEncodingJSON checks that).
+
+// maxDepth matches encoding/json's nesting limit.
+const maxDepth = 10000
+
+// field is one top-level member of an object: its key (still quoted and escaped) and its
+// raw value.
+type field struct {
+	key, val []byte
+}
+
+// scanObject validates line as one JSON object (surrounding white space allowed) and
+// appends its members to fields. ok is false if line is not exactly one valid JSON object.
+func scanObject(line []byte, fields []field) ([]field, bool) {
+	i := skipWS(line, 0)
+	if i >= len(line) || line[i] != '{' {
+		return fields, false
+	}
+	i = skipWS(line, i+1)
+	if i < len(line) && line[i] == '}' {
+		return fields, skipWS(line, i+1) == len(line)
+	}
+	for {
+		ks := i
+		ke, ok := skipString(line, i)
+		if !ok {
+			return fields, false
+		}
+		i = skipWS(line, ke)
+		if i >= len(line) || line[i] != ':' {
+			return fields, false
+		}
+		vs := skipWS(line, i+1)
+		ve, ok := skipValue(line, vs, 1)
+		if !ok {
+			return fields, false
+		}
+		fields = append(fields, field{key: line[ks:ke], val: line[vs:ve]})
+		i = skipWS(line, ve)
+		if i >= len(line) {
+			return fields, false
+		}
+		switch line[i] {
+		case ',':
+			i = skipWS(line, i+1)
+		case '}':
+			return fields, skipWS(line, i+1) == len(line)
+		default:
+			return fields, false
+		}
+	}
+}
+
+func skipWS(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// skipValue validates the value starting at b[i] and returns the index just past it.
+func skipValue(b []byte, i, depth int) (int, bool) {
+	if i >= len(b) {
+		return i, false
+	}
+	switch c := b[i]; {
+	case c == '"':
+		return skipString(b, i)
+	case c == '{' || c == '[':
+		if depth >= maxDepth {
+			return i, false
+		}
+		return skipComposite(b, i, depth+1)
+	case c == '-' || c >= '0' && c <= '9':
+		return skipNumber(b, i)
+	case c == 't':
+		return skipLiteral(b, i, "true")
+	case c == 'f':
+		return skipLiteral(b, i, "false")
+	case c == 'n':
+		return skipLiteral(b, i, "null")
+	}
+	return i, false
+}
+
+func skipLiteral(b []byte, i int, lit string) (int, bool) {
+	if len(b)-i < len(lit) || string(b[i:i+len(lit)]) != lit {
+		return i, false
+	}
+	return i + len(lit), true
+}
+
+func skipComposite(b []byte, i, depth int) (int, bool) {
+	isObj := b[i] == '{'
+	closer := byte(']')
+	if isObj {
+		closer = '}'
+	}
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == closer {
+		return i + 1, true
+	}
+	for {
+		var ok bool
+		if isObj {
+			if i, ok = skipString(b, i); !ok {
+				return i, false
+			}
+			i = skipWS(b, i)
+			if i >= len(b) || b[i] != ':' {
+				return i, false
+			}
+			i = skipWS(b, i+1)
+		}
+		if i, ok = skipValue(b, i, depth); !ok {
+			return i, false
+		}
+		i = skipWS(b, i)
+		if i >= len(b) {
+			return i, false
+		}
+		switch b[i] {
+		case ',':
+			i = skipWS(b, i+1)
+		case closer:
+			return i + 1, true
+		default:
+			return i, false
+		}
+	}
+}
+
+// skipString validates the string starting at b[i] (a '"') and returns the index past
+// its closing quote.
+func skipString(b []byte, i int) (int, bool) {
+	if i >= len(b) || b[i] != '"' {
+		return i, false
+	}
+	i++
+	for i < len(b) {
+		c := b[i]
+		switch {
+		case c == '"':
+			return i + 1, true
+		case c == '\\':
+			if i+1 >= len(b) {
+				return i, false
+			}
+			switch b[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+6 > len(b) || !isHex(b[i+2]) || !isHex(b[i+3]) || !isHex(b[i+4]) || !isHex(b[i+5]) {
+					return i, false
+				}
+				i += 6
+			default:
+				return i, false
+			}
+		case c < 0x20:
+			return i, false
+		default:
+			i++
+		}
+	}
+	return i, false
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func skipNumber(b []byte, i int) (int, bool) {
+	if b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && b[i] >= '1' && b[i] <= '9':
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+	default:
+		return i, false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		s := i
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		if i == s {
+			return i, false
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		s := i
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		if i == s {
+			return i, false
+		}
+	}
+	return i, true
+}
+
+// keyIs reports whether the quoted key k is the plain (escape-free) name.
+func keyIs(k []byte, name string) bool {
+	return len(k) == len(name)+2 && string(k[1:len(k)-1]) == name
+}
+
+// unquoteKey returns the unescaped key.
+func unquoteKey(k []byte) string {
+	if !hasEscape(k) {
+		return string(k[1 : len(k)-1])
+	}
+	var s string
+	_ = json.Unmarshal(k, &s) // validated already
+	return s
+}
+
+func hasEscape(s []byte) bool {
+	for _, c := range s {
+		if c == '\\' {
+			return true
+		}
+	}
+	return false
+}
+
+// errNotString and friends describe a field of the wrong JSON type.
+type typeError struct{ want string }
+
+func (e typeError) Error() string { return "want " + e.want }
+
+// decodeString decodes a JSON string value; null gives "" and present false.
+func decodeString(v []byte) (s string, present bool, err error) {
+	switch {
+	case string(v) == "null":
+		return "", false, nil
+	case len(v) == 0 || v[0] != '"':
+		return "", true, typeError{"a string"}
+	case !hasEscape(v) && utf8.Valid(v):
+		return internString(v[1 : len(v)-1]), true, nil
+	}
+	err = json.Unmarshal(v, &s)
+	return s, true, err
+}
+
+// internString avoids an allocation for the message types and codes that every line
+// carries.
+func internString(b []byte) string {
+	switch string(b) {
+	case TCall:
+		return TCall
+	case TOK:
+		return TOK
+	case TErr:
+		return TErr
+	case TReady:
+		return TReady
+	case TDone:
+		return TDone
+	case TCancel:
+		return TCancel
+	case TFail:
+		return TFail
+	case TCheckout:
+		return TCheckout
+	case TGranted:
+		return TGranted
+	case TRelease:
+		return TRelease
+	}
+	return string(b)
+}
+
+// decodeUint decodes a JSON number that must be a non-negative integer (as encoding/json
+// does for a uint64 field); null gives present false.
+func decodeUint(v []byte) (n uint64, present bool, err error) {
+	if string(v) == "null" {
+		return 0, false, nil
+	}
+	n, err = strconv.ParseUint(string(v), 10, 64)
+	if err != nil {
+		return 0, true, typeError{"a non-negative integer"}
+	}
+	return n, true, nil
+}
+
+// decodeInt decodes a JSON integer into an int.
+func decodeInt(v []byte) (n int, present bool, err error) {
+	if string(v) == "null" {
+		return 0, false, nil
+	}
+	i, err := strconv.ParseInt(string(v), 10, strconv.IntSize)
+	if err != nil {
+		return 0, true, typeError{"an integer"}
+	}
+	return int(i), true, nil
+}
+
+func decodeBool(v []byte) (b bool, err error) {
+	switch string(v) {
+	case "true":
+		return true, nil
+	case "false", "null":
+		return false, nil
+	}
+	return false, typeError{"true or false"}
+}
+
+// AppendString appends s as a JSON string literal.
+func AppendString(buf []byte, s string) []byte {
+	if !utf8.ValidString(s) {
+		b, _ := json.Marshal(s) // replaces invalid UTF-8 as encoding/json always does
+		return append(buf, b...)
+	}
+	buf = append(buf, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		buf = append(buf, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			buf = append(buf, '\\', c)
+		case '\n':
+			buf = append(buf, '\\', 'n')
+		case '\r':
+			buf = append(buf, '\\', 'r')
+		case '\t':
+			buf = append(buf, '\\', 't')
+		default:
+			buf = append(buf, '\\', 'u', '0', '0', hexDigit[c>>4], hexDigit[c&0xf])
+		}
+		start = i + 1
+	}
+	buf = append(buf, s[start:]...)
+	return append(buf, '"')
+}
+
+const hexDigit = "0123456789abcdef"
