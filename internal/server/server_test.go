@@ -646,3 +646,23 @@ func TestAbortIsDecidedByWhatTheCallerSaw(t *testing.T) {
 	require.NoError(t, co.Call(ctxT(t), "echo", &got, "after"), "calls made after seeing the error run")
 	assert.Equal(t, []string{"after"}, got)
 }
+
+// TestCallTimeoutCountsFromWhenACallRuns: to a pipelining worker (the Go SDK) taskd sends
+// calls at once; each call's call_timeout starts when the worker gets to it.
+func TestCallTimeoutCountsFromWhenACallRuns(t *testing.T) {
+	d := taskdtest.Start(t, fmt.Sprintf("interfaces:\n  echo:\n    command: [%q]\n    min_idle: 1\n    call_timeout: 250ms\n",
+		taskdtest.Binary(t, "examples/echo")))
+	c := newClient(t, d, "echo")
+	co, err := c.Checkout(ctxT(t))
+	require.NoError(t, err)
+	defer co.Release()
+	var ps []*client.Pending
+	for range 5 {
+		ps = append(ps, co.Go("sleep", 100))
+	}
+	for i, p := range ps {
+		require.NoError(t, p.Wait(ctxT(t), nil), "call %d", i)
+	}
+	// A single call longer than call_timeout is still killed.
+	require.ErrorIs(t, co.Call(ctxT(t), "sleep", nil, 1000), client.ErrCallTimeout)
+}

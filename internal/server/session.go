@@ -172,7 +172,8 @@ func (ss *session) checkout(m *wire.ClientMsg) {
 			return
 		}
 		w := lease.Worker()
-		co := &checkout{ss: ss, co: ss.s.newCo(), iface: iface, lease: lease, w: w, keep: keep}
+		co := &checkout{ss: ss, co: ss.s.newCo(), iface: iface, lease: lease, w: w, keep: keep,
+			pipelined: w.Pipelined(), sent: make(map[uint64]*pendingCall)}
 		ss.checkouts[co.co] = co
 		ss.mu.Unlock()
 		ss.send(&wire.ClientMsg{T: wire.TGranted, ID: id, Co: co.co, Worker: w.ID(), PID: w.PID(), N: lease.Checkouts()})
@@ -224,26 +225,29 @@ func (ss *session) close() {
 	ss.out.Close()
 }
 
-// checkout is one granted checkout: it queues the client's calls and runs them one at a
-// time, in order, on its worker.
+// checkout is one granted checkout. Its calls are answered in order. To a worker that
+// pipelines, calls are sent as they come, each with its ep, and the worker skips those
+// behind an error; to other workers taskd sends one call at a time and applies the ep
+// rule itself to the calls it queued.
 type checkout struct {
-	ss    *session
-	co    uint64
-	iface string
-	lease *pool.Lease
-	w     *worker.Worker
-	keep  bool
+	ss        *session
+	co        uint64
+	iface     string
+	lease     *pool.Lease
+	w         *worker.Worker
+	keep      bool
+	pipelined bool
 
-	mu      sync.Mutex
-	queue   []*pendingCall
-	running *pendingCall
-	errs    uint64 // "err" replies so far; calls sent before the client saw them are aborted
-	dead    bool   // released, aborted or lost
+	mu    sync.Mutex
+	sent  map[uint64]*pendingCall // sent to the worker and not answered, by client call id
+	queue []*pendingCall          // not pipelined: waiting for the call in sent
+	errs  uint64                  // "err" replies so far (compared with each call's ep)
+	dead  bool                    // released, aborted or lost
 }
 
 type pendingCall struct {
 	id     uint64 // the client's call id
-	ep     uint64 // the checkout's error count as the client knew it when sending
+	ep     uint64 // the checkout's error count as the application knew it
 	method string
 	args   json.RawMessage
 	wid    uint64 // the worker's call id, once sent
@@ -261,20 +265,21 @@ func (co *checkout) enqueue(id, ep uint64, method string, args json.RawMessage) 
 		co.abortCall(pc)
 		return
 	}
-	if co.running != nil {
+	if !co.pipelined && len(co.sent) > 0 {
 		pc.args = append(json.RawMessage(nil), args...) // args alias the reader's buffer
 		co.queue = append(co.queue, pc)
 		co.mu.Unlock()
 		return
 	}
-	co.running = pc
+	co.sent[pc.id] = pc
 	co.mu.Unlock()
 	co.start(pc)
 }
 
-// start sends pc to the worker. It is called without co.mu held.
+// start sends pc to the worker. It is called without co.mu held, by one goroutine at a
+// time per checkout (the session reader, or the worker's reader for queued calls).
 func (co *checkout) start(pc *pendingCall) {
-	wid, err := co.w.Call(pc.method, pc.args, func(r worker.Reply) { co.onReply(pc, r) })
+	wid, err := co.w.CallEp(pc.method, pc.args, pc.ep, func(r worker.Reply) { co.onReply(pc, r) })
 	if err != nil {
 		co.lost(err)
 		return
@@ -294,11 +299,12 @@ func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 		co.mu.Unlock()
 		return
 	}
-	if !r.OK {
+	delete(co.sent, pc.id)
+	if !r.OK && !r.Aborted {
 		co.errs++
 	}
-	// The next call to run; those sent before the client could know of an error are not
-	// run (AnyEvent::Task: calls queued behind a failed one are aborted).
+	// Not pipelined: the next queued call to run; those made before the application
+	// could know of an error are not run.
 	var next *pendingCall
 	var aborted []*pendingCall
 	for len(co.queue) > 0 && next == nil {
@@ -309,14 +315,17 @@ func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 			aborted = append(aborted, c)
 		} else {
 			next = c
+			co.sent[c.id] = c
 		}
 	}
-	co.running = next
 	co.mu.Unlock()
 
-	if r.OK {
+	switch {
+	case r.Aborted:
+		co.abortCall(pc)
+	case r.OK:
 		co.ss.send(&wire.ClientMsg{T: wire.TOK, Co: co.co, ID: pc.id, R: r.Result, Logs: r.Logs})
-	} else {
+	default:
 		co.ss.send(&wire.ClientMsg{T: wire.TErr, Co: co.co, ID: pc.id, E: r.Error, Logs: r.Logs})
 	}
 	for _, a := range aborted {
@@ -328,17 +337,17 @@ func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 }
 
 // abortCall answers a call that is not run because an earlier call of the checkout raised
-// an error that the client had not seen when it sent this one.
+// an error that the application had not seen when it made this one.
 func (co *checkout) abortCall(pc *pendingCall) {
 	co.ss.send(&wire.ClientMsg{T: wire.TFail, Co: co.co, ID: pc.id, Code: wire.CodeAborted,
-		Msg: fmt.Sprintf("call %q not run: an earlier call on this checkout raised an error before this one was sent; calls made after seeing that error run normally", pc.method)})
+		Msg: fmt.Sprintf("call %q not run: an earlier call on this checkout raised an error before this one was made; calls made after seeing that error run normally", pc.method)})
 }
 
 func (co *checkout) cancel(id uint64) {
 	co.mu.Lock()
 	var wid uint64
-	if co.running != nil && co.running.id == id {
-		wid = co.running.wid
+	if pc := co.sent[id]; pc != nil {
+		wid = pc.wid
 	}
 	co.mu.Unlock()
 	if wid != 0 {
@@ -355,9 +364,9 @@ func (co *checkout) finish() (first, busy, hadErr bool) {
 		return false, false, false
 	}
 	co.dead = true
-	busy = co.running != nil || len(co.queue) > 0
+	busy = len(co.sent) > 0 || len(co.queue) > 0
 	hadErr = co.errs > 0
-	co.queue, co.running = nil, nil
+	co.queue, co.sent = nil, nil
 	co.mu.Unlock()
 	co.ss.mu.Lock()
 	delete(co.ss.checkouts, co.co)

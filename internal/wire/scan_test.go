@@ -31,8 +31,8 @@ func refWorkerMsg(line []byte) (WorkerMsg, error) {
 	var m WorkerMsg
 	var t *string
 	var v *int
-	var id *uint64
-	for key, dst := range map[string]any{"t": &t, "v": &v, "id": &id, "m": &m.M, "msg": &m.Msg} {
+	var id, ep *uint64
+	for key, dst := range map[string]any{"t": &t, "v": &v, "id": &id, "m": &m.M, "msg": &m.Msg, "pipeline": &m.Pipeline, "ep": &ep} {
 		if raw, ok := f[key]; ok {
 			if err := json.Unmarshal(raw, dst); err != nil {
 				return WorkerMsg{}, NewProtocolError(line, "field %s: %v", key, err)
@@ -49,6 +49,9 @@ func refWorkerMsg(line []byte) (WorkerMsg, error) {
 	}
 	if id != nil {
 		m.ID = *id
+	}
+	if ep != nil {
+		m.Ep, m.HasEp = *ep, true
 	}
 	fail := func() (WorkerMsg, error) { return m, NewProtocolError(line, "ref") }
 	switch m.T {
@@ -76,7 +79,7 @@ func refWorkerMsg(line []byte) (WorkerMsg, error) {
 		} else if !looksLikeArray(m.A) {
 			return fail()
 		}
-	case TCancel:
+	case TCancel, TAborted:
 		if id == nil {
 			return fail()
 		}

@@ -19,6 +19,9 @@ const (
 	TCancel = "cancel" // caller gave up on a call
 	TDone   = "done"   // taskd → worker: the checkout was released
 	TBye    = "bye"    // worker → taskd: retire me after this checkout
+	// TAborted (worker → taskd) answers a call the worker did not run because its "ep" is
+	// behind the worker's error count (pipelining; see docs/worker-protocol.md).
+	TAborted = "aborted"
 )
 
 // ErrNotObject reports a line that is not a JSON object. On a worker's stdout such a line
@@ -59,6 +62,13 @@ type WorkerMsg struct {
 	E    json.RawMessage `json:"e,omitempty"`
 	Logs json.RawMessage `json:"logs,omitempty"`
 	Msg  string          `json:"msg,omitempty"`
+	// Pipeline, on "ready", announces that the worker applies the "ep" rule itself, so
+	// taskd may send it several calls of a checkout without waiting.
+	Pipeline bool `json:"pipeline,omitempty"`
+	// Ep, on a call to a pipelining worker, is how many errors of this checkout the
+	// application had seen when it made the call; HasEp reports that it was present.
+	Ep    uint64 `json:"ep,omitempty"`
+	HasEp bool   `json:"-"`
 }
 
 // DecodeWorkerMsg decodes one line of worker protocol v1 (either direction) and checks that
@@ -89,6 +99,10 @@ func DecodeWorkerMsg(line []byte) (WorkerMsg, error) {
 			m.M, _, err = decodeString(f.val)
 		case "msg":
 			m.Msg, _, err = decodeString(f.val)
+		case "pipeline":
+			m.Pipeline, err = decodeBool(f.val)
+		case "ep":
+			m.Ep, m.HasEp, err = decodeUint(f.val)
 		case "a":
 			m.A = f.val
 		case "r":
@@ -136,9 +150,9 @@ func DecodeWorkerMsg(line []byte) (WorkerMsg, error) {
 		} else if !looksLikeArray(m.A) {
 			return m, NewProtocolError(line, `"a" must be an array`)
 		}
-	case TCancel:
+	case TCancel, TAborted:
 		if !hasID {
-			return m, NewProtocolError(line, `"cancel" without "id"`)
+			return m, NewProtocolError(line, "%q without \"id\"", m.T)
 		}
 	}
 	if len(m.Logs) > 0 && !looksLikeArray(m.Logs) && string(m.Logs) != "null" {
@@ -158,11 +172,24 @@ func fieldName(k []byte) []byte {
 // AppendCall appends the line {"t":"call","id":ID,"m":METHOD,"a":ARGS}\n to buf. args
 // must be a JSON array (nil means []).
 func AppendCall(buf []byte, id uint64, method string, args json.RawMessage) []byte {
+	return appendCall(buf, id, method, args, false, 0)
+}
+
+// AppendCallEp is AppendCall with an "ep" field, for workers that pipeline.
+func AppendCallEp(buf []byte, id uint64, method string, args json.RawMessage, ep uint64) []byte {
+	return appendCall(buf, id, method, args, true, ep)
+}
+
+func appendCall(buf []byte, id uint64, method string, args json.RawMessage, withEp bool, ep uint64) []byte {
 	buf = append(buf, `{"t":"call","id":`...)
 	buf = strconv.AppendUint(buf, id, 10)
 	if method != "" {
 		buf = append(buf, `,"m":`...)
 		buf = AppendString(buf, method)
+	}
+	if withEp {
+		buf = append(buf, `,"ep":`...)
+		buf = strconv.AppendUint(buf, ep, 10)
 	}
 	buf = append(buf, `,"a":`...)
 	if len(args) == 0 {

@@ -50,7 +50,8 @@ type Config struct {
 
 // Reply is the outcome of one call, delivered exactly once to the callback given to Call.
 type Reply struct {
-	OK     bool            // true: Result holds "r"; false: Error holds "e" (if Err is nil)
+	OK      bool            // true: Result holds "r"; false: Error holds "e" (if Err is nil)
+	Aborted bool            // the worker did not run the call: its ep was behind (pipelining)
 	Result json.RawMessage // "r"
 	Error  json.RawMessage // "e": {"msg","type","trace"}
 	Logs   json.RawMessage // "logs", or nil
@@ -58,11 +59,12 @@ type Reply struct {
 }
 
 type call struct {
-	id      uint64
-	method  string
-	started time.Time
-	done    func(Reply)
-	timer   *time.Timer
+	id       uint64
+	method   string
+	started  time.Time // when it became the oldest unanswered call: the one running
+	done     func(Reply)
+	timer    *time.Timer // call_timeout, armed while it is the oldest unanswered call
+	answered bool
 }
 
 // Info is a snapshot of a worker for status reports.
@@ -90,6 +92,7 @@ type Worker struct {
 
 	mu        sync.Mutex
 	pending   map[uint64]*call
+	fifo      []*call // calls in the order sent; answered ones are dropped from the front
 	nextID    uint64
 	cause     error // why taskd killed or stopped it (first reason wins)
 	exitErr   *ExitError
@@ -97,6 +100,7 @@ type Worker struct {
 	stopTimer *time.Timer
 
 	bye      atomic.Bool
+	pipeline atomic.Bool // announced in "ready": applies the ep rule itself
 	ready    chan struct{} // closed on the first "ready"
 	exited   chan struct{} // closed after reaping
 	outDone  chan struct{} // stdout reader finished
@@ -313,40 +317,60 @@ func (w *Worker) Info() Info {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	in := Info{ID: w.cfg.ID, PID: w.pid, Started: w.started}
-	var oldest *call
-	for _, c := range w.pending {
-		if oldest == nil || c.id < oldest.id {
-			oldest = c
-		}
-	}
-	if oldest != nil {
-		in.Method, in.CallStarted = oldest.method, oldest.started
+	if len(w.fifo) > 0 {
+		in.Method, in.CallStarted = w.fifo[0].method, w.fifo[0].started
 	}
 	return in
 }
+
+// Pipelined reports whether the worker announced pipelining in its ready message: it may
+// be sent several calls at once, each with an ep (see CallEp).
+func (w *Worker) Pipelined() bool { return w.pipeline.Load() }
 
 // Call sends a call and arranges for done to be called exactly once with its reply, from
 // the worker's stdout reader or waiter goroutine (done must not block). args must be a JSON
 // array. If Call returns an error (the worker has exited or is being killed), done is never
 // called.
 func (w *Worker) Call(method string, args json.RawMessage, done func(Reply)) (uint64, error) {
+	return w.CallEp(method, args, 0, done)
+}
+
+// CallEp is Call with the application's error count for the call's checkout (its "ep"),
+// sent to workers that pipeline; such a worker answers Aborted instead of running a call
+// whose ep is behind its own count of errors.
+func (w *Worker) CallEp(method string, args json.RawMessage, ep uint64, done func(Reply)) (uint64, error) {
 	w.mu.Lock()
 	if err := w.deadLocked(); err != nil {
 		w.mu.Unlock()
 		return 0, err
 	}
 	w.nextID++
-	c := &call{id: w.nextID, method: method, started: time.Now(), done: done}
+	c := &call{id: w.nextID, method: method, done: done}
+	w.pending[c.id] = c
+	w.fifo = append(w.fifo, c)
+	if len(w.fifo) == 1 {
+		w.armLocked(c)
+	}
+	w.mu.Unlock()
+
+	if w.pipeline.Load() {
+		w.in.Append(func(b []byte) []byte { return wire.AppendCallEp(b, c.id, method, args, ep) })
+	} else {
+		w.in.Append(func(b []byte) []byte { return wire.AppendCall(b, c.id, method, args) })
+	}
+	return c.id, nil
+}
+
+// armLocked starts c's call_timeout: c is now the oldest unanswered call, so the worker is
+// running it (calls are answered in order). w.mu is held.
+func (w *Worker) armLocked(c *call) {
+	c.started = time.Now()
 	if d := w.cfg.CallTimeout; d > 0 {
+		method := c.method
 		c.timer = time.AfterFunc(d, func() {
 			w.Kill(fmt.Errorf("%w: call %q ran longer than %s", ErrCallTimeout, method, d))
 		})
 	}
-	w.pending[c.id] = c
-	w.mu.Unlock()
-
-	w.in.Append(func(b []byte) []byte { return wire.AppendCall(b, c.id, method, args) })
-	return c.id, nil
 }
 
 func nilIfEmpty(b []byte) json.RawMessage {
@@ -463,9 +487,10 @@ func (w *Worker) readStdout() {
 			select {
 			case <-w.ready:
 			default:
+				w.pipeline.Store(msg.Pipeline)
 				close(w.ready)
 			}
-		case wire.TOK, wire.TErr:
+		case wire.TOK, wire.TErr, wire.TAborted:
 			w.deliver(line, msg)
 		case wire.TBye:
 			w.bye.Store(true)
@@ -479,6 +504,15 @@ func (w *Worker) deliver(line []byte, msg wire.WorkerMsg) {
 	c, ok := w.pending[msg.ID]
 	if ok {
 		delete(w.pending, msg.ID)
+		c.answered = true
+		// The next unanswered call is the one the worker runs now: its timeout starts.
+		for len(w.fifo) > 0 && w.fifo[0].answered {
+			w.fifo[0] = nil
+			w.fifo = w.fifo[1:]
+		}
+		if len(w.fifo) > 0 && w.fifo[0].started.IsZero() {
+			w.armLocked(w.fifo[0])
+		}
 	}
 	w.mu.Unlock()
 	if !ok {
@@ -495,7 +529,8 @@ func (w *Worker) deliver(line []byte, msg wire.WorkerMsg) {
 	own = append(own, msg.E...)
 	own = append(own, msg.Logs...)
 	r, e := len(msg.R), len(msg.R)+len(msg.E)
-	c.done(Reply{OK: msg.T == wire.TOK, Result: own[:r:r], Error: nilIfEmpty(own[r:e:e]), Logs: nilIfEmpty(own[e:])})
+	c.done(Reply{OK: msg.T == wire.TOK, Aborted: msg.T == wire.TAborted,
+		Result: own[:r:r], Error: nilIfEmpty(own[r:e:e]), Logs: nilIfEmpty(own[e:])})
 }
 
 func (w *Worker) protocolError(err error) {
@@ -582,6 +617,7 @@ func (w *Worker) wait() {
 		calls = append(calls, c)
 	}
 	clear(w.pending)
+	w.fifo = nil
 	w.mu.Unlock()
 
 	sort.Slice(calls, func(i, j int) bool { return calls[i].id < calls[j].id })

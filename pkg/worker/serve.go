@@ -49,6 +49,7 @@ type server struct {
 	mu        sync.Mutex
 	queue     []wire.WorkerMsg    // calls and dones not yet started, in order
 	cancelled map[uint64]struct{} // queued calls taskd cancelled
+	errs      uint64              // err replies this checkout (executor only): the ep rule
 	curID     uint64              // the call taken off the queue, running or about to run; 0 if none
 	runCancel context.CancelFunc  // cancels curID's context once it runs
 }
@@ -95,7 +96,7 @@ func serve(ctx context.Context, spec Spec, in io.Reader, out io.Writer, stderr i
 			return fmt.Errorf("worker: setup failed: %w", err)
 		}
 	}
-	if _, err := out.Write(wire.ReadyLine); err != nil {
+	if _, err := out.Write(readyLine); err != nil {
 		return fmt.Errorf("worker: writing to taskd: %w", err)
 	}
 
@@ -229,7 +230,24 @@ func (s *server) execute() error {
 	}
 }
 
+var errReplyTooLarge = errors.New("reply too large")
+
+// readyLine announces pipelining: this SDK applies the ep rule itself (see call).
+var readyLine = []byte(`{"t":"ready","v":1,"pipeline":true}` + "\n")
+
 func (s *server) call(m wire.WorkerMsg) error {
+	if m.HasEp && m.Ep < s.errs {
+		// Made before the application had seen an error this checkout raised: not run.
+		s.mu.Lock()
+		s.curID = 0
+		delete(s.cancelled, m.ID)
+		s.mu.Unlock()
+		s.buf.Reset()
+		s.buf.WriteString(`{"t":"aborted","id":`)
+		s.buf.WriteString(strconv.FormatUint(m.ID, 10))
+		s.buf.WriteString("}\n")
+		return s.flush()
+	}
 	c := &Call{Method: m.M, Log: s.calls, args: m.A}
 	f := s.spec.Default
 	if m.M != "" {
@@ -324,6 +342,7 @@ func (s *server) invoke(ctx context.Context, f func(context.Context) (any, error
 }
 
 func (s *server) checkoutDone() error {
+	s.errs = 0 // a new checkout starts with no errors
 	if s.spec.CheckoutDone == nil {
 		return nil
 	}
@@ -372,12 +391,21 @@ func (s *server) reply(id uint64, c *Call, res any, err error, logs []wire.LogRe
 	if n := s.buf.Len() - start - 1; n > s.max {
 		s.buf.Truncate(start)
 		s.head(wire.TErr, id, "e")
+		err = errReplyTooLarge
 		s.encode(wire.ErrorPayload{
 			Type: "ReplyTooLarge",
 			Msg:  fmt.Sprintf("the reply of %s is %d bytes, more than max_message_bytes (%d): return less, or raise max_message_bytes", c.what(), n, s.max),
 		})
 		s.buf.WriteString("}\n")
 	}
+	if err != nil {
+		s.errs++ // an err reply: calls made before the application saw it are not run
+	}
+	return s.flush()
+}
+
+// flush writes what buf holds with a single Write.
+func (s *server) flush() error {
 	eof := false
 	select {
 	case <-s.stopped:

@@ -601,3 +601,27 @@ func BenchmarkEcho(b *testing.B) {
 		b.Fatal(err)
 	}
 }
+
+// TestPipelinedCallsBehindAnErrorAreNotRun: with ep on every call (taskd pipelining), a
+// call made before the application saw an error is answered "aborted" without running;
+// one made after it runs; done starts the count again; a call without ep always runs.
+func TestPipelinedCallsBehindAnErrorAreNotRun(t *testing.T) {
+	var ran atomic.Int32
+	h := start(t, Spec{Methods: map[string]Func{
+		"fail": func(context.Context, *Call) (any, error) { return nil, Errorf("E", "no") },
+		"echo": func(_ context.Context, c *Call) (any, error) { ran.Add(1); return json.RawMessage(c.RawArgs()), nil },
+	}})
+	h.send(`{"t":"call","id":1,"m":"fail","ep":0}`, `{"t":"call","id":2,"m":"echo","a":["commit"],"ep":0}`,
+		`{"t":"call","id":3,"m":"echo","a":["after"],"ep":1}`)
+	h.recvErr(1)
+	m := h.recv()
+	assert.Equal(t, wire.TAborted, m.T)
+	assert.EqualValues(t, 2, m.ID)
+	assert.Empty(t, m.Logs)
+	assert.JSONEq(t, `["after"]`, string(h.recvOK(3)))
+	assert.EqualValues(t, 1, ran.Load(), "the aborted call did not run")
+	h.send(`{"t":"call","id":4,"m":"echo","a":["no ep"]}`)
+	assert.JSONEq(t, `["no ep"]`, string(h.recvOK(4)), "a call without ep always runs")
+	h.send(`{"t":"done"}`, `{"t":"call","id":5,"m":"echo","a":["next checkout"],"ep":0}`)
+	assert.JSONEq(t, `["next checkout"]`, string(h.recvOK(5)), "done resets the error count")
+}
