@@ -52,10 +52,10 @@ type Config struct {
 type Reply struct {
 	OK      bool            // true: Result holds "r"; false: Error holds "e" (if Err is nil)
 	Aborted bool            // the worker did not run the call: its ep was behind (pipelining)
-	Result json.RawMessage // "r"
-	Error  json.RawMessage // "e": {"msg","type","trace"}
-	Logs   json.RawMessage // "logs", or nil
-	Err    error           // non-nil: the worker ended before replying (*ExitError)
+	Result  json.RawMessage // "r"
+	Error   json.RawMessage // "e": {"msg","type","trace"}
+	Logs    json.RawMessage // "logs", or nil
+	Err     error           // non-nil: the worker ended before replying (*ExitError)
 }
 
 type call struct {
@@ -100,7 +100,7 @@ type Worker struct {
 	stopTimer *time.Timer
 
 	bye      atomic.Bool
-	pipeline atomic.Bool // announced in "ready": applies the ep rule itself
+	pipeline atomic.Bool   // announced in "ready": applies the ep rule itself
 	ready    chan struct{} // closed on the first "ready"
 	exited   chan struct{} // closed after reaping
 	outDone  chan struct{} // stdout reader finished
