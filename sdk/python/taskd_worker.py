@@ -24,6 +24,13 @@ Calls run one at a time, in order, on the thread that called :meth:`Worker.run`.
 thread reads stdin while a handler runs, so a ``cancel`` for the running call sets
 ``ctx.cancelled()`` at once.
 
+The worker announces pipelining (``"pipeline": true`` on ready; see "Pipelining (optional)"
+in docs/worker-protocol.md): taskd may then send several calls of a checkout at once, each
+with ``"ep"``, the number of errors of this checkout the application had seen when it made
+the call. A call with ``ep`` lower than the number of ``err`` replies sent since the last
+``done`` is queued behind an error and is not run: it is answered ``{"t":"aborted"}``, and
+its handler is never called. Nothing is needed in your code for this.
+
 Before setup runs, :meth:`Worker.run` moves the protocol to private duplicates of file
 descriptors 0 and 1, points fd 1 (and ``sys.stdout``) at stderr and fd 0 at /dev/null: a
 ``print()`` in your code, a library or a child process goes to stderr (which taskd logs)
@@ -238,6 +245,7 @@ class Worker(object):
         self._started = False
         self._running = False
         self._in_call = False
+        self._errs = 0  # err replies sent since the last "done" (pipelining)
 
     # -- registration -------------------------------------------------------------
 
@@ -293,7 +301,7 @@ class Worker(object):
                 sys.exit(1)
         self._running = True
         try:
-            self._send({"t": "ready", "v": PROTOCOL_VERSION})
+            self._send({"t": "ready", "v": PROTOCOL_VERSION, "pipeline": True})
             if self._bye_after_reply is not None:
                 msg, self._bye_after_reply = self._bye_after_reply, None
                 self._send({"t": "bye", "msg": msg})
@@ -323,6 +331,13 @@ class Worker(object):
 
     def _call(self, inbox, msg):
         call_id = msg.get("id")
+        ep = _ep(msg.get("ep"))
+        if ep is not None and ep < self._errs:
+            # Made before the application saw an error that this checkout's earlier calls
+            # got: queued behind that error, so it must not run. Not an error itself.
+            inbox.skip(call_id)
+            self._send({"t": "aborted", "id": call_id})
+            return
         method = msg.get("m") or ""
         args = msg.get("a")
         if args is None:
@@ -359,22 +374,24 @@ class Worker(object):
             if logs:
                 reply["logs"] = logs
             line = _encode(reply)
+        if reply["t"] == "err":
+            self._errs += 1
         self._write(line)
         if self._bye_after_reply is not None:
             msg, self._bye_after_reply = self._bye_after_reply, None
             self._send({"t": "bye", "msg": msg})
 
     def _done(self):
-        if self._checkout_done is None:
-            return
-        try:
-            self._checkout_done()
-        except Exception:
-            sys.stderr.write("taskd_worker: checkout_done hook failed; exiting so that this "
-                             "worker serves no further checkout\n")
-            traceback.print_exc(file=sys.stderr)
-            sys.stderr.flush()
-            sys.exit(1)
+        if self._checkout_done is not None:
+            try:
+                self._checkout_done()
+            except Exception:
+                sys.stderr.write("taskd_worker: checkout_done hook failed; exiting so that this "
+                                 "worker serves no further checkout\n")
+                traceback.print_exc(file=sys.stderr)
+                sys.stderr.flush()
+                sys.exit(1)
+        self._errs = 0  # the next checkout starts with no errors
 
     def _send(self, msg):
         self._write(_encode(msg))
@@ -387,6 +404,14 @@ class Worker(object):
 
 class _UnknownMethod(Exception):
     pass
+
+
+def _ep(v):
+    """A call's "ep" if it is a non-negative integer, else None: an absent or malformed ep
+    means the call runs, as without pipelining."""
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+        return v
+    return None
 
 
 def _error_payload(e):
@@ -472,18 +497,30 @@ class _Inbox(object):
         with self._lock:
             return self._eof
 
+    def _unqueue(self, k):
+        """Call k leaves the queue; returns whether it was cancelled while queued. Holds
+        self._lock."""
+        n = self._pending.get(k, 0) - 1
+        if n > 0:
+            self._pending[k] = n
+        else:
+            self._pending.pop(k, None)
+        if k in self._precancelled:
+            self._precancelled.discard(k)
+            return True
+        return False
+
     def start(self, ctx):
         k = _key(ctx.id)
         with self._lock:
-            n = self._pending.get(k, 0) - 1
-            if n > 0:
-                self._pending[k] = n
-            else:
-                self._pending.pop(k, None)
-            if k in self._precancelled or self._eof:
-                self._precancelled.discard(k)
+            if self._unqueue(k) or self._eof:
                 ctx._cancelled.set()
             self._current = ctx
+
+    def skip(self, call_id):
+        """The queued call call_id is answered without being run (aborted)."""
+        with self._lock:
+            self._unqueue(_key(call_id))
 
     def finish(self):
         with self._lock:

@@ -55,6 +55,7 @@ sub new {
         eof           => 0,
         running       => 0,
         bye           => undef,
+        errs          => 0,    # err replies sent since the last "done" (pipelining)
     }, $class;
     return $self;
 }
@@ -86,7 +87,7 @@ sub run {
         }
     }
     $self->{running} = 1;
-    $self->_send({ t => 'ready', v => PROTOCOL_VERSION });
+    $self->_send({ t => 'ready', v => PROTOCOL_VERSION, pipeline => JSON::PP::true });
     $self->_flush_bye;
     while (1) {
         my $msg = $self->_next_message;
@@ -110,13 +111,21 @@ sub _flush_bye {
 
 sub _call {
     my ($self, $msg) = @_;
-    my $id     = $msg->{id};
+    my $id  = $msg->{id};
+    my $key = _key($id);
+    if (--$self->{pending}{$key} <= 0) { delete $self->{pending}{$key} }
+    my $cancelled = delete($self->{precancelled}{$key}) || $self->{eof};
+    my $ep = _ep($msg->{ep});
+    if (defined $ep && $ep < $self->{errs}) {
+        # Made before the application saw an error that this checkout's earlier calls got:
+        # queued behind that error, so it must not run. Not an error itself.
+        $self->_send({ t => 'aborted', id => $id });
+        return;
+    }
     my $method = defined $msg->{m} ? "$msg->{m}" : '';
     my $args   = defined $msg->{a} ? $msg->{a} : [];
     my $ctx    = Taskd::Worker::Context->_new($self, $id, $method);
-    my $key    = _key($id);
-    if (--$self->{pending}{$key} <= 0) { delete $self->{pending}{$key} }
-    $ctx->{cancelled} = 1 if delete($self->{precancelled}{$key}) || $self->{eof};
+    $ctx->{cancelled} = 1 if $cancelled;
     $self->{current} = $ctx;
 
     my ($ok, $result, $trace);
@@ -159,17 +168,33 @@ sub _call {
         }
     }
     $line = _encode($reply) unless defined $line;
+    $self->{errs}++ if $reply->{t} eq 'err';
     $self->_write($line);
     $self->_flush_bye;
 }
 
+# The call's "ep" if it is a non-negative integer, else undef: an absent or malformed ep
+# means the call runs, as without pipelining. (A JSON string "3" is not an integer.)
+sub _ep {
+    my ($ep) = @_;
+    return undef unless defined $ep;
+    if (ref $ep) {    # 19 digits or more: Math::BigInt
+        return ref $ep eq 'Math::BigInt' && !$ep->is_neg ? $ep : undef;
+    }
+    return undef unless B::svref_2object(\$ep)->FLAGS & B::SVp_IOK();
+    return $ep =~ /\A[0-9]+\z/ ? $ep : undef;
+}
+
 sub _done {
     my ($self) = @_;
-    my $f = $self->{checkout_done} or return;
-    return if eval { $f->($self); 1 };
-    _stderr("taskd worker: checkout_done hook failed; exiting so that this worker serves no "
-          . "further checkout: " . _err_text($@));
-    exit 1;
+    if (my $f = $self->{checkout_done}) {
+        if (!eval { $f->($self); 1 }) {
+            _stderr("taskd worker: checkout_done hook failed; exiting so that this worker serves no "
+                  . "further checkout: " . _err_text($@));
+            exit 1;
+        }
+    }
+    $self->{errs} = 0;    # the next checkout starts with no errors
 }
 
 sub _error_payload {
@@ -630,6 +655,13 @@ worker exits with status 1: its state is unknown.
 Moves the protocol to private duplicates of fds 0 and 1 (close-on-exec), points fd 1 (and
 STDOUT) at stderr and fd 0 (and STDIN) at /dev/null, runs setup, sends ready, then serves
 calls one at a time, in order, until stdin ends. Returns at end of input.
+
+The worker announces pipelining (C<"pipeline":true> on ready; see "Pipelining (optional)" in
+docs/worker-protocol.md): taskd may then send several calls of a checkout at once, each with
+C<ep>, the number of errors of this checkout the application had seen when it made the
+call. A call whose C<ep> is lower than the number of C<err> replies sent since the last
+C<done> is queued behind an error and is not run: it is answered C<{"t":"aborted"}> and its
+handler is never called. Nothing is needed in your code for this.
 
 =head2 $worker->log, $worker->bye($msg)
 

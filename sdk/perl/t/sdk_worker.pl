@@ -12,6 +12,7 @@ package TestError { sub new { bless { msg => $_[1] }, $_[0] } sub message { $_[0
 
 my %state = (setups => 0, dones => 0);
 my $unfinished;
+my @notes;    # arguments of "note" calls: shows which calls ran
 
 Taskd::Worker->new(
     setup => sub {
@@ -62,6 +63,14 @@ Taskd::Worker->new(
             }
             return 'not cancelled';
         },
+        note => sub {
+            my ($ctx, $x) = @_;
+            $ctx->log->info('noted', x => $x);
+            push @notes, $x;
+            return $x;
+        },
+        notes  => sub { return [@notes] },
+        nan    => sub { return 9**9**9 - 9**9**9 },    # not JSON: the SDK answers err
         counts => sub { return {%state} },
         bye    => sub { my ($ctx) = @_; $ctx->bye('please'); return 'bye' },
         pid    => sub { return $$ },

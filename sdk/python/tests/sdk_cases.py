@@ -16,7 +16,7 @@ class SDKCases(object):
         self.w = WorkerProc(self.ARGV)
         self.addCleanup(self.w.kill)
         first = self.w.recv()
-        self.assertEqual(first, {"t": "ready", "v": 1})
+        self.assertEqual(first, {"t": "ready", "v": 1, "pipeline": True})
 
     def assertSameJSON(self, got, want):
         self.assertEqual(got, want)
@@ -155,6 +155,127 @@ class SDKCases(object):
         self.assertEqual(self.w.close(), 0)  # end of input counts as cancel, then exit
         reply = self.w.recv()
         self.assertEqual((reply["id"], reply["r"]), (msg["id"], "cancelled"))
+
+    # -- pipelining (docs/worker-protocol.md, "Pipelining (optional)") ----------------------
+
+    def pipeline(self, *calls):
+        """Sends all calls (method, args, ep) at once, then returns their replies, checking
+        that there is one per call, in order."""
+        msgs = [self.w.call_msg(m, *a, ep=ep) for m, a, ep in calls]
+        for m in msgs:
+            self.w.send(m)
+        replies = [self.w.recv() for _ in msgs]
+        self.assertEqual([r.get("id") for r in replies], [m["id"] for m in msgs])
+        return msgs, replies
+
+    def test_ready_announces_pipelining(self):
+        # checked by setUp too: ready is exactly {"t":"ready","v":1,"pipeline":true}
+        self.w.send({"t": "done"})
+        self.assertEqual(self.w.result("echo", 1, ep=0), [1])
+
+    def test_pipelined_calls_behind_an_error_are_aborted(self):
+        # begin / insert (fails) / commit, sent at once: commit was made before the
+        # application saw the error (ep 0) and must not run; a call made after it saw the
+        # error (ep 1) runs.
+        msgs, replies = self.pipeline(("fail", ["insert failed"], 0), ("note", ["commit"], 0),
+                                      ("note", ["after"], 1))
+        self.assertEqual([r["t"] for r in replies], ["err", "aborted", "ok"])
+        self.assertEqual(replies[0]["e"]["type"], self.FAIL_TYPE)
+        self.assertEqual(replies[1], {"t": "aborted", "id": msgs[1]["id"]})  # no logs, no r
+        self.assertEqual(replies[2]["r"], "after")
+        self.assertEqual(self.w.result("notes"), ["after"])  # "commit" never ran
+
+    def test_pipelined_calls_without_errors_all_run(self):
+        msgs, replies = self.pipeline(*[("note", [i], 0) for i in range(10)])
+        self.assertEqual([(r["t"], r["r"]) for r in replies], [("ok", i) for i in range(10)])
+        self.assertEqual(self.w.result("notes"), list(range(10)))
+
+    def test_aborted_reply_has_id_and_no_logs(self):
+        self.assertEqual(self.w.call("fail", "x", ep=0)["t"], "err")
+        # "note" logs when it runs; aborted, it neither runs nor logs
+        for call_id in (123, 0, 2 ** 64 + 1, "str-id"):
+            self.w.send({"t": "call", "id": call_id, "m": "note", "a": ["no"], "ep": 0})
+            self.assertEqual(self.w.recv(), {"t": "aborted", "id": call_id})
+        reply = self.w.call("note", "yes", ep=1)
+        self.assertEqual(reply["r"], "yes")
+        self.assertEqual([(l["msg"], l["f"]) for l in reply["logs"]], [("noted", {"x": "yes"})])
+        self.assertEqual(self.w.result("notes"), ["yes"])
+
+    def test_call_without_ep_runs_after_an_error(self):
+        msgs, replies = self.pipeline(("fail", ["boom"], 0), ("note", ["no ep"], None),
+                                      ("note", ["ep 0"], 0), ("note", [None], None))
+        self.assertEqual([r["t"] for r in replies], ["err", "ok", "aborted", "ok"])
+        self.assertEqual(self.w.result("notes"), ["no ep", None])
+        self.assertEqual(self.w.result(None, 1), {"default": [1]})  # function-style, no ep
+
+    def test_malformed_ep_is_ignored(self):
+        self.assertEqual(self.w.call("fail", "boom", ep=0)["t"], "err")
+        for ep in ("0", -1, 0.5, True, None, [0], {"n": 0}):
+            self.w.send({"t": "call", "id": 50, "m": "note", "a": [1], "ep": ep})
+            self.assertEqual(self.w.recv()["t"], "ok", "ep %r" % (ep,))
+        self.assertEqual(self.w.call("note", 2, ep=0)["t"], "aborted")
+        self.assertEqual(self.w.call("note", 3, ep=2 ** 70)["t"], "ok")
+
+    def test_done_resets_errs(self):
+        msgs, replies = self.pipeline(("fail", ["a"], 0), ("fail", ["b"], 1), ("note", [1], 1))
+        self.assertEqual([r["t"] for r in replies], ["err", "err", "aborted"])
+        self.w.send({"t": "done"})
+        self.assertEqual(self.w.result("counts")["dones"], 1)  # the hook ran
+        self.assertEqual(self.w.result("note", "next checkout", ep=0), "next checkout")
+        # the new checkout counts from 0 again: one error, then ep 0 is aborted, ep 1 runs
+        msgs, replies = self.pipeline(("fail", ["c"], 0), ("note", [2], 0), ("note", [3], 1))
+        self.assertEqual([r["t"] for r in replies], ["err", "aborted", "ok"])
+        self.w.send({"t": "done"})
+        self.assertEqual(self.w.result("note", 4, ep=0), 4)
+        self.assertEqual(self.w.result("notes"), ["next checkout", 3, 4])
+
+    def test_errs_counts_only_err_replies(self):
+        msgs, replies = self.pipeline(
+            ("fail", ["one"], 0),       # err: errs 1
+            ("note", ["a"], 0),         # aborted (not counted)
+            ("note", ["b"], 0),         # aborted (not counted)
+            ("note", ["c"], 1),         # ok: with aborted counted, this would be aborted
+            ("no_such_method", [], 1),  # err (unknown method): errs 2
+            ("note", ["d"], 1),         # aborted
+            ("nan", [], 2),             # err (result is not JSON): errs 3
+            ("note", ["e"], 2),         # aborted
+            ("note", ["f"], None),      # ok: no ep
+            ("note", ["g"], 3),         # ok
+            ("note", ["h"], 4),         # ok: ep above errs runs too
+        )
+        self.assertEqual([r["t"] for r in replies],
+                         ["err", "aborted", "aborted", "ok", "err", "aborted", "err", "aborted",
+                          "ok", "ok", "ok"])
+        self.assertEqual(replies[4]["e"]["type"], "UnknownMethod")
+        self.assertIn("JSON", replies[6]["e"]["msg"])
+        self.assertEqual(self.w.result("notes"), ["c", "f", "g", "h"])
+
+    def test_cancel_of_an_aborted_call(self):
+        # call 2 is cancelled while queued, then aborted; a later call that reuses its id
+        # must not inherit the cancel
+        first = self.w.call_msg("wait_cancel", 60000, ep=0)
+        self.w.send(first)
+        self.w.send(self.w.call_msg("fail", "boom", ep=0))
+        queued = self.w.call_msg("wait_cancel", 60000, ep=0)
+        self.w.send(queued)
+        self.w.wait_stderr("waiting for cancel %d" % first["id"])
+        self.w.send({"t": "cancel", "id": queued["id"]})
+        self.w.send({"t": "cancel", "id": first["id"]})
+        self.assertEqual(self.w.recv()["r"], "cancelled")
+        self.assertEqual(self.w.recv()["t"], "err")
+        self.assertEqual(self.w.recv(), {"t": "aborted", "id": queued["id"]})
+        again = dict(queued, a=[200], ep=1)
+        self.w.send(again)
+        self.assertEqual(self.w.recv(), {"t": "ok", "id": queued["id"], "r": "not cancelled"})
+
+    def test_eof_with_pipelined_calls_behind_an_error(self):
+        msgs = [self.w.call_msg("fail", "boom", ep=0), self.w.call_msg("note", 1, ep=0),
+                self.w.call_msg("note", 2, ep=1)]
+        for m in msgs:
+            self.w.send(m)
+        self.assertEqual(self.w.close(), 0)
+        self.assertEqual([self.w.recv()["t"] for _ in msgs], ["err", "aborted", "ok"])
+        self.w.assert_no_more_output()
 
 
 def _types(v):

@@ -11,6 +11,7 @@ from taskd_worker import Worker  # noqa: E402
 w = Worker()
 state = {"setups": 0, "dones": 0}
 keep = []
+notes = []  # arguments of "note" calls: shows which calls ran
 
 
 @w.setup
@@ -76,6 +77,23 @@ def wait_cancel(ctx, max_ms):
             return "cancelled"
         time.sleep(0.001)
     return "not cancelled"
+
+
+@w.method("note")
+def note(ctx, x):
+    ctx.log.info("noted", x=x)
+    notes.append(x)
+    return x
+
+
+@w.method("notes")
+def get_notes(ctx):
+    return notes
+
+
+@w.method("nan")
+def nan(ctx):
+    return float("nan")  # not JSON: the SDK answers err
 
 
 @w.method("counts")

@@ -20,7 +20,7 @@ class HelloExamples(unittest.TestCase):
                     self.skipTest("PERL IS NOT INSTALLED: hello.pl was NOT tested")
                 w = WorkerProc(argv)
                 self.addCleanup(w.kill)
-                self.assertEqual(w.recv(), {"t": "ready", "v": 1})
+                self.assertEqual(w.recv(), {"t": "ready", "v": 1, "pipeline": True})
                 reply = w.call("hello", "\U0001F600")
                 self.assertEqual(reply["r"], "hello, \U0001F600")
                 self.assertEqual([(l["lvl"], l["msg"], l["f"]) for l in reply["logs"]],

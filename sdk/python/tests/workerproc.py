@@ -15,7 +15,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 TIMEOUT = 20.0  # seconds; an upper bound, never a wait
 
-KNOWN = {"ready", "ok", "err", "bye"}
+KNOWN = {"ready", "ok", "err", "aborted", "bye"}
 
 
 def worker_env():
@@ -73,22 +73,25 @@ class WorkerProc(object):
         self._next_id += 1
         return i
 
-    def call_msg(self, method, *args):
+    def call_msg(self, method, *args, ep=None):
+        """A call message; ep (pipelining) is left out when None."""
         msg = {"t": "call", "id": self.new_id(), "a": list(args)}
         if method is not None:
             msg["m"] = method
+        if ep is not None:
+            msg["ep"] = ep
         return msg
 
-    def call(self, method, *args):
-        """Sends a call and returns its reply (ok or err)."""
-        msg = self.call_msg(method, *args)
+    def call(self, method, *args, ep=None):
+        """Sends a call and returns its reply (ok, err or aborted)."""
+        msg = self.call_msg(method, *args, ep=ep)
         self.send(msg)
         reply = self.recv()
         assert reply.get("id") == msg["id"], "reply %r for call %r" % (reply, msg["id"])
         return reply
 
-    def result(self, method, *args):
-        reply = self.call(method, *args)
+    def result(self, method, *args, ep=None):
+        reply = self.call(method, *args, ep=ep)
         assert reply["t"] == "ok", "expected ok, got %r" % reply
         return reply["r"]
 
