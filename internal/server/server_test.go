@@ -666,3 +666,41 @@ func TestCallTimeoutCountsFromWhenACallRuns(t *testing.T) {
 	// A single call longer than call_timeout is still killed.
 	require.ErrorIs(t, co.Call(ctxT(t), "sleep", nil, 1000), client.ErrCallTimeout)
 }
+
+// TestOneShotCalls: Client.Call sends checkout and call in one message and taskd releases
+// the worker itself, with the same rules as an explicit checkout.
+func TestOneShotCalls(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\nmax_workers: 1"))
+	onePID := func(c *client.Client) int {
+		var p int
+		require.NoError(t, c.Call(ctxT(t), "pid", &p))
+		return p
+	}
+	t.Run("MaxCheckouts", func(t *testing.T) {
+		c := newClient(t, d, "echo", func(cfg *client.Config) { cfg.MaxCheckouts = 2 })
+		onePID(c) // start from a fresh worker: the previous one may have served others
+		c2 := newClient(t, d, "echo", func(cfg *client.Config) { cfg.MaxCheckouts = 1 })
+		onePID(c2)
+		a, b, x := onePID(c), onePID(c), onePID(c)
+		assert.Equal(t, a, b)
+		assert.NotEqual(t, b, x)
+	})
+	t.Run("a remote error retires the worker unless kept", func(t *testing.T) {
+		for _, keep := range []bool{false, true} {
+			c := newClient(t, d, "echo", func(cfg *client.Config) { cfg.KeepWorkerAfterError = keep })
+			a := onePID(c)
+			var re *client.RemoteError
+			require.ErrorAs(t, c.Call(ctxT(t), "fail", nil), &re)
+			assert.Equal(t, keep, a == onePID(c), "keep=%v", keep)
+		}
+	})
+	t.Run("a caller deadline kills the worker", func(t *testing.T) {
+		c := newClient(t, d, "echo")
+		a := onePID(c)
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		require.ErrorIs(t, c.Call(ctx, "spin", nil), context.DeadlineExceeded)
+		taskdtest.RequireGone(t, []int{a}, 5*time.Second)
+		assert.NotEqual(t, a, onePID(c))
+	})
+}

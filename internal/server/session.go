@@ -154,6 +154,11 @@ func (ss *session) checkout(m *wire.ClientMsg) {
 	ss.acquires.Add(1)
 	ss.mu.Unlock()
 	id, iface, keep := m.ID, m.Iface, m.Keep
+	once, method, maxN := m.Once, m.M, m.N
+	var args json.RawMessage
+	if once {
+		args = append(json.RawMessage(nil), m.A...) // m aliases the reader's buffer
+	}
 	go func() {
 		defer ss.acquires.Done()
 		defer cancel()
@@ -173,10 +178,14 @@ func (ss *session) checkout(m *wire.ClientMsg) {
 		}
 		w := lease.Worker()
 		co := &checkout{ss: ss, co: ss.s.newCo(), iface: iface, lease: lease, w: w, keep: keep,
-			pipelined: w.Pipelined(), sent: make(map[uint64]*pendingCall)}
+			pipelined: w.Pipelined(), sent: make(map[uint64]*pendingCall), once: once,
+			retire: once && maxN > 0 && lease.Checkouts() >= maxN}
 		ss.checkouts[co.co] = co
 		ss.mu.Unlock()
 		ss.send(&wire.ClientMsg{T: wire.TGranted, ID: id, Co: co.co, Worker: w.ID(), PID: w.PID(), N: lease.Checkouts()})
+		if once {
+			co.enqueue(1, 0, method, args)
+		}
 	}()
 }
 
@@ -237,6 +246,8 @@ type checkout struct {
 	w         *worker.Worker
 	keep      bool
 	pipelined bool
+	once      bool // one-shot: released by taskd once call 1 is answered
+	retire    bool // once: retire the worker at that release (the client's MaxCheckouts)
 
 	mu    sync.Mutex
 	sent  map[uint64]*pendingCall // sent to the worker and not answered, by client call id
@@ -333,6 +344,9 @@ func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 	}
 	if next != nil {
 		co.start(next)
+	}
+	if co.once {
+		co.release(co.retire)
 	}
 }
 

@@ -63,8 +63,13 @@ type ClientMsg struct {
 	// Ep, on a call, is how many "err" replies of its checkout the application had been
 	// given when it made the call. taskd does not run a call whose Ep is behind the
 	// checkout's error count: it was made before the caller knew of an error (aborted).
-	Ep      uint64  `json:"ep,omitempty"`
-	Keep    bool    `json:"keep,omitempty"`
+	Ep   uint64 `json:"ep,omitempty"`
+	Keep bool   `json:"keep,omitempty"`
+	// Once, on a checkout, makes it one-shot: the request carries the call (M, A); taskd
+	// grants it, runs the call as call 1 of the checkout, answers it, and releases the
+	// worker itself (retiring it after an error unless Keep, or once it has served N
+	// checkouts if N > 0).
+	Once    bool    `json:"once,omitempty"`
 	Retire  bool    `json:"retire,omitempty"`
 	Version string  `json:"version,omitempty"`
 	Status  *Status `json:"status,omitempty"`
@@ -109,6 +114,8 @@ func DecodeClientMsg(line []byte) (ClientMsg, error) {
 			m.N, _, err = decodeInt(f.val)
 		case "keep":
 			m.Keep, err = decodeBool(f.val)
+		case "once":
+			m.Once, err = decodeBool(f.val)
 		case "retire":
 			m.Retire, err = decodeBool(f.val)
 		case "a":
@@ -148,6 +155,13 @@ func checkClientMsg(line []byte, m *ClientMsg) error {
 	case TCheckout:
 		if err = need(m.ID != 0, `"id"`); err == nil {
 			err = need(m.Iface != "", `"iface"`)
+		}
+		if err == nil && m.Once {
+			if len(m.A) == 0 {
+				m.A = json.RawMessage("[]")
+			} else if !looksLikeArray(m.A) {
+				err = NewProtocolError(line, `"a" must be an array`)
+			}
 		}
 	case TAbandon, TPing, TStatus, TPong:
 		err = need(m.ID != 0, `"id"`)
@@ -213,6 +227,9 @@ func AppendClientMsg(buf []byte, m *ClientMsg) ([]byte, error) {
 	}
 	if m.Keep {
 		buf = append(buf, `,"keep":true`...)
+	}
+	if m.Once {
+		buf = append(buf, `,"once":true`...)
 	}
 	if m.Retire {
 		buf = append(buf, `,"retire":true`...)

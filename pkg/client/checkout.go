@@ -37,6 +37,7 @@ type Checkout struct {
 	gone      chan struct{} // closed when err is set or on Release
 	remoteErr bool          // a call raised: retire on Release unless KeepWorkerAfterError
 	errs      uint64        // remote errors returned to the caller: stamped on calls as "ep"
+	once      bool          // one-shot (Client.Call): taskd releases it after call 1
 	nextCall  uint64
 	calls     map[uint64]*Pending // sent and not answered
 }
@@ -226,7 +227,11 @@ func (co *Checkout) Release() {
 		close(co.gone)
 		retire := (co.remoteErr && !c.cfg.KeepWorkerAfterError) ||
 			(c.cfg.MaxCheckouts > 0 && co.n >= c.cfg.MaxCheckouts)
-		c.sendLocked(co.cn, &wire.ClientMsg{T: wire.TRelease, Co: co.id, Retire: retire})
+		// A one-shot checkout is released by taskd once its call is answered; if it is
+		// not answered (the caller gave up), the release makes taskd kill the worker.
+		if !co.once || len(co.calls) > 0 {
+			c.sendLocked(co.cn, &wire.ClientMsg{T: wire.TRelease, Co: co.id, Retire: retire})
+		}
 		if co.cn.cos != nil {
 			delete(co.cn.cos, co.id)
 		}

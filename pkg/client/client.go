@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -173,6 +174,7 @@ const (
 // coReq is one Checkout call in progress. It is kept small: thousands may be queued.
 type coReq struct {
 	id         uint64
+	once       *onceCall // a one-shot call travelling with the request (Client.Call)
 	state      reqState
 	ready      chan struct{} // closed when state becomes reqDone
 	co         *Checkout
@@ -191,6 +193,17 @@ type coReq struct {
 // error; otherwise a deadline matches context.DeadlineExceeded. The caller must Release the
 // returned Checkout.
 func (c *Client) Checkout(ctx context.Context) (*Checkout, error) {
+	return c.checkout(ctx, nil)
+}
+
+// onceCall is the call of a one-shot checkout: sent with the checkout request, run by
+// taskd as call 1 as soon as it grants a worker, which it then releases by itself.
+type onceCall struct {
+	p    *Pending
+	args json.RawMessage
+}
+
+func (c *Client) checkout(ctx context.Context, once *onceCall) (*Checkout, error) {
 	if c.cfg.Interface == "" {
 		return nil, &wrapped{
 			text: "client: Config.Interface is empty: this Client can only Ping and DaemonStatus; create one with the interface to check out",
@@ -211,7 +224,7 @@ func (c *Client) Checkout(ctx context.Context) (*Checkout, error) {
 		return nil, c.checkoutCtxErr(err, "before it was sent")
 	}
 	c.nextID++
-	req := &coReq{id: c.nextID, ready: make(chan struct{})}
+	req := &coReq{id: c.nextID, ready: make(chan struct{}), once: once}
 	c.stats.Waiting++
 	if c.cfg.MaxWorkers > 0 && (c.held >= c.cfg.MaxWorkers || c.slotQ.len() > 0) {
 		req.state = reqSlot
@@ -313,7 +326,11 @@ func (c *Client) sendCheckoutLocked(cn *conn, req *coReq) {
 		return
 	}
 	req.state = reqSent
-	c.sendLocked(cn, &wire.ClientMsg{T: wire.TCheckout, ID: req.id, Iface: c.cfg.Interface, Keep: c.cfg.KeepWorkerAfterError})
+	m := &wire.ClientMsg{T: wire.TCheckout, ID: req.id, Iface: c.cfg.Interface, Keep: c.cfg.KeepWorkerAfterError}
+	if req.once != nil {
+		m.Once, m.M, m.A, m.N = true, req.once.p.method, req.once.args, c.cfg.MaxCheckouts
+	}
+	c.sendLocked(cn, m)
 }
 
 // freeSlotLocked gives up one MaxWorkers slot and hands it to the first waiter.
@@ -340,14 +357,21 @@ func failReqLocked(req *coReq, err error) {
 // Checkout + Checkout.Call + Checkout.Release. Config.Timeout (if ctx has no deadline)
 // bounds the whole sequence. See Checkout.Call for result and args.
 func (c *Client) Call(ctx context.Context, method string, result any, args ...any) error {
+	a, err := encodeArgs(args)
+	if err != nil {
+		return fmt.Errorf("client: call %s: encoding arguments: %w (the call was not sent)", callName(c.cfg.Interface, method), err)
+	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
-	co, err := c.Checkout(ctx)
+	// One message: the checkout request carries the call, and taskd releases the worker
+	// after answering it, so a one-shot call costs one round trip, like a held checkout's.
+	p := &Pending{method: method, start: time.Now(), done: make(chan struct{})}
+	co, err := c.checkout(ctx, &onceCall{p: p, args: a})
 	if err != nil {
 		return err
 	}
 	defer co.Release()
-	return co.Call(ctx, method, result, args...)
+	return p.Wait(ctx, result)
 }
 
 // Stats returns a snapshot of the Client's checkout statistics.

@@ -380,6 +380,13 @@ func (c *Client) granted(cn *conn, m *wire.ClientMsg) {
 		n:    m.N,
 		gone: make(chan struct{}),
 	}
+	if req.once != nil {
+		// taskd runs the one-shot call as call 1 of this checkout.
+		p := req.once.p
+		p.co, p.id = co, 1
+		co.once, co.nextCall = true, 1
+		co.calls = map[uint64]*Pending{1: p}
+	}
 	cn.cos[m.Co] = co
 	c.stats.OpenCheckouts++
 	req.state = reqDone

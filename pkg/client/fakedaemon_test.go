@@ -44,8 +44,9 @@ type fakeDaemon struct {
 }
 
 type heldCheckout struct {
-	fc *fakeConn
-	id uint64
+	fc  *fakeConn
+	id  uint64
+	req wire.ClientMsg
 }
 
 type fakeConn struct {
@@ -159,12 +160,12 @@ func (d *fakeDaemon) dflt(fc *fakeConn, m wire.ClientMsg) {
 	case wire.TCheckout:
 		d.mu.Lock()
 		if d.hold {
-			d.waiting = append(d.waiting, heldCheckout{fc, m.ID})
+			d.waiting = append(d.waiting, heldCheckout{fc, m.ID, m})
 			d.mu.Unlock()
 			return
 		}
 		d.mu.Unlock()
-		d.grantTo(fc, m.ID)
+		d.grant(fc, m)
 	case wire.TAbandon:
 		d.mu.Lock()
 		for i, h := range d.waiting {
@@ -205,6 +206,19 @@ func (d *fakeDaemon) dflt(fc *fakeConn, m wire.ClientMsg) {
 	}
 }
 
+// grant grants checkout request req; a one-shot request's call then runs as call 1, and
+// the checkout is released (recorded as a "release" with Msg "once", as taskd does it).
+func (d *fakeDaemon) grant(fc *fakeConn, req wire.ClientMsg) uint64 {
+	co := d.grantTo(fc, req.ID)
+	if req.Once {
+		d.dflt(fc, wire.ClientMsg{T: wire.TCall, Co: co, ID: 1, M: req.M, A: req.A})
+		d.mu.Lock()
+		d.got = append(d.got, wire.ClientMsg{T: wire.TRelease, Co: co, Msg: "once"})
+		d.mu.Unlock()
+	}
+	return co
+}
+
 func (d *fakeDaemon) grantTo(fc *fakeConn, id uint64) uint64 {
 	d.mu.Lock()
 	d.nextCo++
@@ -225,7 +239,7 @@ func (d *fakeDaemon) grantNext() uint64 {
 	h := d.waiting[0]
 	d.waiting = d.waiting[1:]
 	d.mu.Unlock()
-	return d.grantTo(h.fc, h.id)
+	return d.grant(h.fc, h.req)
 }
 
 func (d *fakeDaemon) setHold(hold bool) {
