@@ -177,27 +177,17 @@ func (l *Lease) Release(retire bool) {
 // and with ErrShuttingDown after Drain.
 func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 	for {
+		if l := p.TryAcquire(); l != nil {
+			return l, nil
+		}
 		p.mu.Lock()
 		if p.draining {
 			p.mu.Unlock()
 			return nil, ErrShuttingDown
 		}
-		if n := len(p.idle); n > 0 && p.waiters.Len() == 0 {
-			e := p.idle[n-1]
-			p.idle = p.idle[:n-1]
-			l := p.leaseLocked(e)
+		if len(p.idle) > 0 && p.waiters.Len() == 0 {
 			p.mu.Unlock()
-			// Outside the lock: ask the kernel whether the process died while idle (the
-			// waiter may not have noticed yet). A dead one is dropped; try again.
-			if e.w.Alive() {
-				return l, nil
-			}
-			p.mu.Lock()
-			e.state = stRetiring
-			p.checkouts--
-			p.maybeSpawnLocked()
-			p.mu.Unlock()
-			continue
+			continue // a worker came back meanwhile
 		}
 		if err := p.unavailableLocked(); err != nil {
 			p.mu.Unlock()
@@ -230,6 +220,33 @@ func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 			}
 			return nil, ctx.Err()
 		}
+	}
+}
+
+// TryAcquire returns an idle worker at once if there is one and nobody is waiting ahead
+// of the caller; otherwise it returns nil, and the caller should Acquire.
+func (p *Pool) TryAcquire() *Lease {
+	for {
+		p.mu.Lock()
+		n := len(p.idle)
+		if p.draining || n == 0 || p.waiters.Len() > 0 {
+			p.mu.Unlock()
+			return nil
+		}
+		e := p.idle[n-1]
+		p.idle = p.idle[:n-1]
+		l := p.leaseLocked(e)
+		p.mu.Unlock()
+		// Outside the lock: ask the kernel whether the process died while idle (the
+		// waiter may not have noticed yet). A dead one is dropped; try again.
+		if e.w.Alive() {
+			return l
+		}
+		p.mu.Lock()
+		e.state = stRetiring
+		p.checkouts--
+		p.maybeSpawnLocked()
+		p.mu.Unlock()
 	}
 }
 

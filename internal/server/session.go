@@ -143,34 +143,10 @@ func (ss *session) checkout(m *wire.ClientMsg) {
 			Msg: fmt.Sprintf("unknown interface %q; this daemon serves: %s", m.Iface, strings.Join(ss.s.names, ", "))})
 		return
 	}
-	ctx, cancel := context.WithCancel(ss.ctx)
-	ss.mu.Lock()
-	if ss.ended {
-		ss.mu.Unlock()
-		cancel()
-		return
-	}
-	ss.waiting[m.ID] = cancel
-	ss.acquires.Add(1)
-	ss.mu.Unlock()
 	id, iface, keep := m.ID, m.Iface, m.Keep
-	once, method, maxN := m.Once, m.M, m.N
-	var args json.RawMessage
-	if once {
-		args = append(json.RawMessage(nil), m.A...) // m aliases the reader's buffer
-	}
-	go func() {
-		defer ss.acquires.Done()
-		defer cancel()
-		lease, err := p.Acquire(ctx)
+	once, method, maxN, args := m.Once, m.M, m.N, m.A
+	grant := func(lease *pool.Lease) {
 		ss.mu.Lock()
-		delete(ss.waiting, id)
-		if err != nil {
-			ss.mu.Unlock()
-			code, msg := refusal(err, iface)
-			ss.send(&wire.ClientMsg{T: wire.TRefused, ID: id, Code: code, Msg: msg})
-			return
-		}
 		if ss.ended {
 			ss.mu.Unlock()
 			lease.Release(false)
@@ -186,6 +162,38 @@ func (ss *session) checkout(m *wire.ClientMsg) {
 		if once {
 			co.enqueue(1, 0, method, args)
 		}
+	}
+	// An idle worker is granted right here; otherwise a goroutine waits in the pool.
+	if lease := p.TryAcquire(); lease != nil {
+		grant(lease)
+		return
+	}
+	if once {
+		args = append(json.RawMessage(nil), args...) // m aliases the reader's buffer
+	}
+	ctx, cancel := context.WithCancel(ss.ctx)
+	ss.mu.Lock()
+	if ss.ended {
+		ss.mu.Unlock()
+		cancel()
+		return
+	}
+	ss.waiting[id] = cancel
+	ss.acquires.Add(1)
+	ss.mu.Unlock()
+	go func() {
+		defer ss.acquires.Done()
+		defer cancel()
+		lease, err := p.Acquire(ctx)
+		ss.mu.Lock()
+		delete(ss.waiting, id)
+		ss.mu.Unlock()
+		if err != nil {
+			code, msg := refusal(err, iface)
+			ss.send(&wire.ClientMsg{T: wire.TRefused, ID: id, Code: code, Msg: msg})
+			return
+		}
+		grant(lease)
 	}()
 }
 

@@ -99,6 +99,10 @@ type Worker struct {
 	reaped    bool
 	stopTimer *time.Timer
 
+	statMu  sync.Mutex // guards stat and statBuf
+	stat    *os.File   // /proc/PID/stat, opened on the first liveness probe
+	statBuf [1024]byte
+
 	bye      atomic.Bool
 	pipeline atomic.Bool   // announced in "ready": applies the ep rule itself
 	ready    chan struct{} // closed on the first "ready"
@@ -278,18 +282,29 @@ func (w *Worker) Alive() bool {
 	if siginfoPid(&info) != 0 {
 		return false
 	}
-	return !dying(w.pid)
+	return !w.dying()
 }
 
 // dying reports whether a process that has not exited yet is on its way: kill(2) marks
 // SIGKILL pending on every thread before it returns, and an exiting task has PF_EXITING
 // set, both visible in /proc/PID/stat. A multi-threaded process can take a while from
-// there to the exit that wait reports.
-func dying(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
+// there to the exit that wait reports. The file stays open for the worker's life, so a
+// probe is one pread.
+func (w *Worker) dying() bool {
+	w.statMu.Lock()
+	defer w.statMu.Unlock()
+	if w.stat == nil {
+		f, err := os.Open(fmt.Sprintf("/proc/%d/stat", w.pid))
+		if err != nil {
+			return true
+		}
+		w.stat = f
+	}
+	n, err := w.stat.ReadAt(w.statBuf[:], 0)
+	if n == 0 && err != nil {
 		return true
 	}
+	b := w.statBuf[:n]
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
 		return false
@@ -607,6 +622,12 @@ func (w *Worker) wait() {
 	closeAll(w.stdout, w.stderr)
 	w.in.Abort()
 	<-w.in.Done()
+	w.statMu.Lock()
+	if w.stat != nil {
+		w.stat.Close()
+		w.stat = nil
+	}
+	w.statMu.Unlock()
 
 	w.mu.Lock()
 	ee := &ExitError{Interface: w.cfg.Interface, ID: w.cfg.ID, PID: w.pid, Cause: w.cause, StderrTail: w.tail.lines()}
