@@ -75,5 +75,5 @@ func benchHeld(b *testing.B, callers int, payload string) {
 func BenchmarkRelayHeldCheckout(b *testing.B) {
 	small := strings.Repeat("x", 50)
 	b.Run("callers=1/50B", func(b *testing.B) { benchHeld(b, 1, small) })
-	b.Run("callers=8/50B", func(b *testing.B) { benchHeld(b, 4, small) }) // SetParallelism multiplies GOMAXPROCS
+	b.Run("callers=8/50B", func(b *testing.B) { benchHeld(b, 4, small) }) // SetParallelism multiplies GOMAXPROCS (2)
 }
