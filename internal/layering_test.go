@@ -14,15 +14,16 @@ const mod = "github.com/taskd-dev/taskd/"
 // Imports run one way: server → pool → worker → wire; the SDKs see wire only (and
 // sendq, the non-blocking send queue that daemon and client share).
 var allowed = map[string][]string{
-	"internal":                      {},                              // this test
-	"internal/bench":                {"pkg/client", "internal/wire"}, // benchmark harness (make bench)
+	"internal":                      {},                                                 // this test
+	"internal/bench":                {"pkg/client", "internal/wire", "internal/procfs"}, // benchmark harness (make bench)
+	"internal/procfs":               {},
 	"internal/sendq":                {},
 	"internal/wire":                 {},
 	"internal/config":               {"internal/wire"},
 	"internal/worker":               {"internal/wire", "internal/sendq"},
 	"internal/pool":                 {"internal/worker", "internal/wire"},
 	"internal/server":               {"internal/pool", "internal/worker", "internal/wire", "internal/config", "internal/sendq"},
-	"internal/taskdtest":            {},
+	"internal/taskdtest":            {"internal/procfs"},
 	"internal/conformance":          {},
 	"internal/conformance/goworker": {"pkg/worker"},
 	"pkg/client":                    {"internal/wire", "internal/sendq"},

@@ -3,9 +3,9 @@ package bench
 import (
 	"bytes"
 	"fmt"
+	"github.com/taskd-dev/taskd/internal/procfs"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -52,22 +52,7 @@ func procCPU(pid int, hz int64) (time.Duration, error) {
 }
 
 // procChildren returns the pids of the direct children of pid.
-func procChildren(pid int) []int {
-	var out []int
-	files, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, s := range strings.Fields(string(b)) {
-			if n, err := strconv.Atoi(s); err == nil {
-				out = append(out, n)
-			}
-		}
-	}
-	return out
-}
+func procChildren(pid int) []int { return procfs.Children(pid) }
 
 // procRSS returns the resident set size of pid (VmRSS in /proc/PID/status) in bytes.
 func procRSS(pid int) (int64, error) {

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/taskd-dev/taskd/internal/procfs"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -134,22 +134,7 @@ func StartWith(t testing.TB, yaml string, o Options) *Daemon {
 	if !o.Wait {
 		return d
 	}
-	ready := make(chan error, 1)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			nconn.SetReadDeadline(time.Now().Add(30 * time.Second))
-			n, _, err := nconn.ReadFromUnix(buf)
-			if err != nil {
-				ready <- err
-				return
-			}
-			if strings.Contains(string(buf[:n]), "READY=1") {
-				ready <- nil
-				return
-			}
-		}
-	}()
+	ready := notified(nconn)
 	select {
 	case err := <-ready:
 		if err != nil {
@@ -211,22 +196,7 @@ func (d *Daemon) cleanup() {
 }
 
 // Children returns the pids of the direct children of pid.
-func Children(pid int) []int {
-	var out []int
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	for _, f := range tasks {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, s := range strings.Fields(string(b)) {
-			if n, err := strconv.Atoi(s); err == nil {
-				out = append(out, n)
-			}
-		}
-	}
-	return out
-}
+func Children(pid int) []int { return procfs.Children(pid) }
 
 // Descendants returns the pids of all descendants of pid.
 func Descendants(pid int) []int {
@@ -290,6 +260,28 @@ func RequireGone(t testing.TB, pids []int, timeout time.Duration) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// notified reports on the returned channel when READY=1 arrives on the notify socket (as
+// systemd would see it): nil, or the error that ended the wait (30s at most).
+func notified(nconn *net.UnixConn) <-chan error {
+	ready := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			_ = nconn.SetReadDeadline(time.Now().Add(30 * time.Second))
+			n, _, err := nconn.ReadFromUnix(buf)
+			if err != nil {
+				ready <- err
+				return
+			}
+			if strings.Contains(string(buf[:n]), "READY=1") {
+				ready <- nil
+				return
+			}
+		}
+	}()
+	return ready
 }
 
 type syncBuffer struct {

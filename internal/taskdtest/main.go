@@ -90,22 +90,7 @@ func StartForMain(yaml string) (addr string, stop func() error, err error) {
 	}
 
 	// READY=1 on the notify socket, as systemd would see it.
-	ready := make(chan error, 1)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			_ = nconn.SetReadDeadline(time.Now().Add(30 * time.Second))
-			n, _, err := nconn.ReadFromUnix(buf)
-			if err != nil {
-				ready <- err
-				return
-			}
-			if strings.Contains(string(buf[:n]), "READY=1") {
-				ready <- nil
-				return
-			}
-		}
-	}()
+	ready := notified(nconn)
 	select {
 	case err := <-ready:
 		if err != nil {
