@@ -105,7 +105,7 @@ func (c *Config) Normalize() {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 	if c.MetricsListen == nil {
-		off := "" // metrics are planned; until then "" (off) is the only useful value
+		off := "" // off by default: a fixed port would stop a second daemon on the host from starting
 		c.MetricsListen = &off
 	}
 	if c.Log.Level == "" {

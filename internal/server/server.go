@@ -69,6 +69,20 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	for _, name := range s.names {
 		s.pools[name] = s.newPool(name, s.cfg.Interfaces[name])
 	}
+	stopMetrics := func() {}
+	if addr := s.metricsAddr(); addr != "" {
+		stop, err := s.serveMetrics(addr)
+		if err != nil {
+			for _, ln := range lns {
+				ln.Close()
+			}
+			for _, p := range s.pools {
+				p.Close()
+			}
+			return fmt.Errorf("metrics_listen %s: %w", addr, err)
+		}
+		stopMetrics = stop
+	}
 	s.mu.Lock()
 	s.listeners = lns
 	for _, ln := range lns {
@@ -87,7 +101,15 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	}
 	<-ctx.Done()
 	s.shutdown()
+	stopMetrics()
 	return nil
+}
+
+func (s *Server) metricsAddr() string {
+	if s.cfg.MetricsListen == nil {
+		return ""
+	}
+	return *s.cfg.MetricsListen
 }
 
 func (s *Server) newPool(name string, ic config.Interface) *pool.Pool {

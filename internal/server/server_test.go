@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -703,4 +705,29 @@ func TestOneShotCalls(t *testing.T) {
 		taskdtest.RequireGone(t, []int{a}, 5*time.Second)
 		assert.NotEqual(t, a, onePID(c))
 	})
+}
+
+func TestMetricsEndpoint(t *testing.T) {
+	port := freePort(t)
+	d := taskdtest.Start(t, fmt.Sprintf("metrics_listen: \"127.0.0.1:%d\"\ninterfaces:\n%s", port,
+		taskdtest.WorkerYAML("echo", "raw", "min_idle: 2\nmax_workers: 3")))
+	c := newClient(t, d, "echo")
+	require.NoError(t, c.Call(ctxT(t), "echo", nil))
+	require.Eventually(t, func() bool { return status(t, c, "echo").Idle == 2 }, 10*time.Second, 5*time.Millisecond)
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	text := string(body)
+	for _, want := range []string{
+		`taskd_workers{interface="echo",state="idle"} 2`,
+		`taskd_checkouts_total{interface="echo"} 1`,
+		`taskd_queued_checkouts{interface="echo"} 0`,
+		`taskd_worker_spawns_total{interface="echo"} 2`,
+		`taskd_build_info{version=`,
+		`process_open_fds`,
+	} {
+		assert.Contains(t, text, want)
+	}
 }

@@ -1,0 +1,84 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+)
+
+// poolCollector reports every pool's state when Prometheus scrapes: nothing is counted on
+// the hot path, the numbers come from pool.Stats.
+type poolCollector struct {
+	s                                  *Server
+	workers, queued, checkouts, spawns *prometheus.Desc
+	spawnFailures, info                *prometheus.Desc
+}
+
+func newPoolCollector(s *Server) *poolCollector {
+	iface := []string{"interface"}
+	return &poolCollector{
+		s: s,
+		workers: prometheus.NewDesc("taskd_workers", "Worker processes by state (idle, busy, starting; live counts all started and not yet reaped).",
+			[]string{"interface", "state"}, nil),
+		queued:        prometheus.NewDesc("taskd_queued_checkouts", "Checkouts waiting for a worker.", iface, nil),
+		checkouts:     prometheus.NewDesc("taskd_checkouts_total", "Checkouts served.", iface, nil),
+		spawns:        prometheus.NewDesc("taskd_worker_spawns_total", "Worker processes started.", iface, nil),
+		spawnFailures: prometheus.NewDesc("taskd_worker_spawn_failures_total", "Worker processes that did not become ready.", iface, nil),
+		info:          prometheus.NewDesc("taskd_build_info", "Always 1; the version label says which taskd runs.", []string{"version"}, nil),
+	}
+}
+
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.workers, c.queued, c.checkouts, c.spawns, c.spawnFailures, c.info} {
+		ch <- d
+	}
+}
+
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1, c.s.version)
+	for _, name := range c.s.names {
+		st := c.s.pools[name].Stats()
+		for state, n := range map[string]int{"live": st.Live, "idle": st.Idle, "busy": st.Busy, "starting": st.Starting} {
+			ch <- prometheus.MustNewConstMetric(c.workers, prometheus.GaugeValue, float64(n), name, state)
+		}
+		ch <- prometheus.MustNewConstMetric(c.queued, prometheus.GaugeValue, float64(st.Queued), name)
+		ch <- prometheus.MustNewConstMetric(c.checkouts, prometheus.CounterValue, float64(st.Checkouts), name)
+		ch <- prometheus.MustNewConstMetric(c.spawns, prometheus.CounterValue, float64(st.Spawns), name)
+		ch <- prometheus.MustNewConstMetric(c.spawnFailures, prometheus.CounterValue, float64(st.SpawnFailures), name)
+	}
+}
+
+// serveMetrics starts the /metrics endpoint on addr; the returned function stops it and
+// waits for it.
+func (s *Server) serveMetrics(addr string) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newPoolCollector(s), collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("metrics endpoint stopped", zap.Error(err))
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}, nil
+}
