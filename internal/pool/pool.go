@@ -111,6 +111,8 @@ type Pool struct {
 	checkouts    uint64
 	spawns       uint64
 	spawnFails   uint64
+	leased       int             // leases not yet released
+	idleWaiters  []chan struct{} // WaitIdle callers, closed when leased drops to 0
 }
 
 // New creates a pool and starts its MinIdle workers in the background.
@@ -245,8 +247,39 @@ func (p *Pool) TryAcquire() *Lease {
 		p.mu.Lock()
 		e.state = stRetiring
 		p.checkouts--
+		p.unleaseLocked()
 		p.maybeSpawnLocked()
 		p.mu.Unlock()
+	}
+}
+
+// unleaseLocked counts a lease as given back and wakes WaitIdle when none is left.
+func (p *Pool) unleaseLocked() {
+	p.leased--
+	if p.leased == 0 {
+		for _, ch := range p.idleWaiters {
+			close(ch)
+		}
+		p.idleWaiters = nil
+	}
+}
+
+// WaitIdle waits until no checkout of this pool is held, or ctx ends (then it returns
+// ctx's error).
+func (p *Pool) WaitIdle(ctx context.Context) error {
+	p.mu.Lock()
+	if p.leased == 0 {
+		p.mu.Unlock()
+		return nil
+	}
+	ch := make(chan struct{})
+	p.idleWaiters = append(p.idleWaiters, ch)
+	p.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -267,6 +300,7 @@ func (p *Pool) leaseLocked(e *entry) *Lease {
 	e.state = stBusy
 	e.checkouts++
 	p.checkouts++
+	p.leased++
 	return &Lease{p: p, e: e, n: e.checkouts}
 }
 
@@ -301,6 +335,7 @@ func (p *Pool) release(e *entry, retire bool) {
 		}
 	}
 	p.mu.Lock()
+	p.unleaseLocked()
 	if p.closed {
 		retire, reason = true, "pool closed"
 	}
@@ -494,13 +529,7 @@ func (p *Pool) Drain() {
 func (p *Pool) Busy() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := 0
-	for _, e := range p.entries {
-		if e.state == stBusy {
-			n++
-		}
-	}
-	return n
+	return p.leased
 }
 
 // Close drains the pool, stops every worker (EOF, SIGTERM, SIGKILL to its group, StopGrace

@@ -380,3 +380,19 @@ func TestStress(t *testing.T) {
 	wg.Wait()
 	require.Eventually(t, func() bool { st := p.Stats(); return st.Busy == 0 && st.Live <= maxWorkers }, 10*time.Second, time.Millisecond)
 }
+
+func TestWaitIdle(t *testing.T) {
+	p, _ := newPool(t, "raw", pool.Config{MinIdle: 1, MaxWorkers: 2})
+	require.NoError(t, p.WaitIdle(context.Background()), "nothing held")
+	a, b := acquire(t, p), acquire(t, p)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, p.WaitIdle(ctx), context.DeadlineExceeded)
+	done := make(chan error, 1)
+	go func() { done <- p.WaitIdle(context.Background()) }()
+	a.Release(false)
+	assert.Equal(t, 1, p.Busy())
+	b.Release(true)
+	require.NoError(t, <-done, "returns once the last lease is released")
+	assert.Zero(t, p.Busy())
+}

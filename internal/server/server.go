@@ -239,10 +239,13 @@ func (s *Server) shutdown() {
 	for _, p := range s.pools {
 		p.Drain()
 	}
-	deadline := time.Now().Add(grace)
-	for s.busy() > 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	for _, p := range s.pools {
+		if p.WaitIdle(ctx) != nil {
+			break // shutdown_grace is over
+		}
 	}
+	cancel()
 	if n := s.busy(); n > 0 {
 		s.log.Warn("shutdown_grace over; stopping workers of checkouts still held", zap.Int("checkouts", n))
 	}
