@@ -78,7 +78,7 @@ func (e *RemoteError) Error() string {
 	if e.Type != "" {
 		typ = e.Type + ": "
 	}
-	return fmt.Sprintf("client: %s raised %s%s (remote error; the checkout is still usable)",
+	return fmt.Sprintf("client: %s raised %s%s (raised by the worker's code: a checkout it was made on stays usable)",
 		callName(e.Interface, e.Method), typ, e.Message)
 }
 
