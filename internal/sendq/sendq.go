@@ -43,6 +43,13 @@ type Queue struct {
 	failed  bool // a write failed or Abort was called
 	wake    chan struct{}
 	done    chan struct{}
+
+	// State of the one fast-path write under way (busy guards it), kept here so that the
+	// callback given to RawConn.Write is made once, not per write.
+	twBuf   []byte
+	twN     int
+	twErr   error
+	twWrite func(fd uintptr) bool
 }
 
 // New returns a queue writing to c and starts its writer goroutine. onError (may be nil)
@@ -53,6 +60,7 @@ func New(c Conn, onError func(error)) *Queue {
 	if sc, ok := c.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			q.raw = raw
+			q.twWrite = q.writeNow
 		}
 	}
 	go q.writer()
@@ -112,32 +120,37 @@ func (q *Queue) Append(fn func([]byte) []byte) bool {
 	return true
 }
 
-// tryWrite writes what the kernel takes at once; EAGAIN is not an error.
+// tryWrite writes what the kernel takes at once; EAGAIN is not an error. Only the holder
+// of busy calls it.
 func (q *Queue) tryWrite(buf []byte) (int, error) {
-	var n int
-	var werr error
-	err := q.raw.Write(func(fd uintptr) bool {
-		for n < len(buf) {
-			m, err := syscall.Write(int(fd), buf[n:])
-			if m > 0 {
-				n += m
-			}
-			if err == syscall.EINTR {
-				continue
-			}
-			if err != nil {
-				if err != syscall.EAGAIN {
-					werr = err
-				}
-				break
-			}
-		}
-		return true // never wait here: the writer goroutine waits
-	})
+	q.twBuf, q.twN, q.twErr = buf, 0, nil
+	err := q.raw.Write(q.twWrite)
+	n, werr := q.twN, q.twErr
+	q.twBuf, q.twErr = nil, nil
 	if werr == nil {
 		werr = err
 	}
 	return n, werr
+}
+
+// writeNow is tryWrite's callback: it writes q.twBuf without waiting for the descriptor.
+func (q *Queue) writeNow(fd uintptr) bool {
+	for q.twN < len(q.twBuf) {
+		m, err := syscall.Write(int(fd), q.twBuf[q.twN:])
+		if m > 0 {
+			q.twN += m
+		}
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			if err != syscall.EAGAIN {
+				q.twErr = err
+			}
+			break
+		}
+	}
+	return true // never wait here: the writer goroutine waits
 }
 
 func (q *Queue) recycle(buf []byte) {

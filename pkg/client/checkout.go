@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/taskd-dev/taskd/internal/wire"
@@ -139,18 +140,25 @@ func (p *Pending) Wait(ctx context.Context, result any) error {
 	}
 	co := p.co
 	c := co.c
+	var timeout <-chan time.Time // Config.Timeout when ctx has no deadline
 	if _, ok := ctx.Deadline(); !ok && c.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, p.start.Add(c.timeout))
-		defer cancel()
+		t := getTimer(time.Until(p.start.Add(c.timeout)))
+		defer putTimer(t)
+		timeout = t.C
 	}
+	var gaveUp error
 	select {
 	case <-p.done:
 	case <-co.gone:
 	case <-ctx.Done():
+		gaveUp = ctx.Err()
+	case <-timeout:
+		gaveUp = context.DeadlineExceeded
+	}
+	if gaveUp != nil {
 		c.mu.Lock()
 		if !p.answered && co.stateErrLocked() == nil {
-			co.fatalLocked(p.ctxErr(ctx.Err()), true)
+			co.fatalLocked(p.ctxErr(gaveUp), true)
 		}
 		c.mu.Unlock()
 	}
@@ -173,6 +181,22 @@ func (p *Pending) Wait(ctx context.Context, result any) error {
 		return err
 	}
 	return decodeResult(r, result, c.cfg.Interface, p.method)
+}
+
+// timers are reused by Wait: a call's Config.Timeout costs no allocation.
+var timers sync.Pool
+
+func getTimer(d time.Duration) *time.Timer {
+	if t, ok := timers.Get().(*time.Timer); ok {
+		t.Reset(d)
+		return t
+	}
+	return time.NewTimer(d)
+}
+
+func putTimer(t *time.Timer) {
+	t.Stop() // since Go 1.23 no stale value can be received after Stop
+	timers.Put(t)
 }
 
 func (p *Pending) ctxErr(err error) error {
