@@ -83,7 +83,7 @@ func acquire(t *testing.T, p *pool.Pool) *pool.Lease {
 func pidOf(t *testing.T, l *pool.Lease) int {
 	t.Helper()
 	ch := make(chan worker.Reply, 1)
-	_, err := l.Worker().Call("pid", []byte("[]"), func(r worker.Reply) { ch <- r })
+	_, err := l.Worker().Call("pid", []byte("[]"), func(r worker.Reply) { ch <- r.Clone() })
 	require.NoError(t, err)
 	r := <-ch
 	require.NoError(t, r.Err)
@@ -222,7 +222,7 @@ func TestRetireAndBye(t *testing.T) {
 	b := pidOf(t, l)
 	assert.NotEqual(t, a, b, "a retired worker is not reused")
 	ch := make(chan worker.Reply, 1)
-	_, err := l.Worker().Call("bye", []byte("[]"), func(r worker.Reply) { ch <- r })
+	_, err := l.Worker().Call("bye", []byte("[]"), func(r worker.Reply) { ch <- r.Clone() })
 	require.NoError(t, err)
 	<-ch
 	l.Release(false)
@@ -238,7 +238,7 @@ func TestDoneIsSentOnRelease(t *testing.T) {
 	}
 	l := acquire(t, p)
 	ch := make(chan worker.Reply, 1)
-	_, err := l.Worker().Call("dones", []byte("[]"), func(r worker.Reply) { ch <- r })
+	_, err := l.Worker().Call("dones", []byte("[]"), func(r worker.Reply) { ch <- r.Clone() })
 	require.NoError(t, err)
 	assert.JSONEq(t, "3", string((<-ch).Result))
 	l.Release(false)
@@ -367,7 +367,7 @@ func TestStress(t *testing.T) {
 					l.Release(false)
 				default:
 					ch := make(chan worker.Reply, 1)
-					if _, err := l.Worker().Call("echo", []byte(`["x"]`), func(rep worker.Reply) { ch <- rep }); err == nil {
+					if _, err := l.Worker().Call("echo", []byte(`["x"]`), func(rep worker.Reply) { ch <- rep.Clone() }); err == nil {
 						if rep := <-ch; rep.Err != nil {
 							t.Errorf("echo on a healthy checkout: %v", rep.Err)
 						}

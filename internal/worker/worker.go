@@ -7,9 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,6 +50,8 @@ type Config struct {
 }
 
 // Reply is the outcome of one call, delivered exactly once to the callback given to Call.
+// Result, Error and Logs are slices of the worker's read buffer, valid only until the
+// callback returns (so that relaying a reply copies nothing): use Clone to keep them.
 type Reply struct {
 	OK      bool            // true: Result holds "r"; false: Error holds "e" (if Err is nil)
 	Aborted bool            // the worker did not run the call: its ep was behind (pipelining)
@@ -58,13 +61,20 @@ type Reply struct {
 	Err     error           // non-nil: the worker ended before replying (*ExitError)
 }
 
+// Clone returns a Reply whose payloads the caller owns.
+func (r Reply) Clone() Reply {
+	r.Result = bytes.Clone(r.Result)
+	r.Error = bytes.Clone(r.Error)
+	r.Logs = bytes.Clone(r.Logs)
+	return r
+}
+
 type call struct {
-	id       uint64
-	method   string
-	started  time.Time // when it became the oldest unanswered call: the one running
-	done     func(Reply)
-	timer    *time.Timer // call_timeout, armed while it is the oldest unanswered call
-	answered bool
+	id      uint64
+	method  string
+	started time.Time // when it became the oldest unanswered call: the one running
+	done    func(Reply)
+	timer   *time.Timer // call_timeout, armed while it is the oldest unanswered call
 }
 
 // Info is a snapshot of a worker for status reports.
@@ -72,8 +82,8 @@ type Info struct {
 	ID          string
 	PID         int
 	Started     time.Time
-	Method      string    // the oldest outstanding call, if any
-	CallStarted time.Time // when it was sent
+	Method      string    // the oldest outstanding call (the one running), if any
+	CallStarted time.Time // when the worker got to it
 }
 
 // Worker is one running worker process. See the package documentation for ownership.
@@ -91,8 +101,7 @@ type Worker struct {
 	in *sendq.Queue
 
 	mu        sync.Mutex
-	pending   map[uint64]*call
-	fifo      []*call // calls in the order sent; answered ones are dropped from the front
+	calls     []*call // unanswered calls in the order sent: calls[0] is the one running
 	nextID    uint64
 	cause     error // why taskd killed or stopped it (first reason wins)
 	exitErr   *ExitError
@@ -128,7 +137,6 @@ func Start(ctx context.Context, cfg Config) (*Worker, error) {
 	}
 	w := &Worker{
 		cfg:     cfg,
-		pending: make(map[uint64]*call),
 		ready:   make(chan struct{}),
 		exited:  make(chan struct{}),
 		outDone: make(chan struct{}),
@@ -219,12 +227,7 @@ func environ(cfg Config) []string {
 			}
 		}
 	}
-	keys := make([]string, 0, len(cfg.Env))
-	for k := range cfg.Env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(cfg.Env)) {
 		env = append(env, k+"="+cfg.Env[k])
 	}
 	return append(env,
@@ -332,8 +335,8 @@ func (w *Worker) Info() Info {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	in := Info{ID: w.cfg.ID, PID: w.pid, Started: w.started}
-	if len(w.fifo) > 0 {
-		in.Method, in.CallStarted = w.fifo[0].method, w.fifo[0].started
+	if len(w.calls) > 0 {
+		in.Method, in.CallStarted = w.calls[0].method, w.calls[0].started
 	}
 	return in
 }
@@ -361,9 +364,8 @@ func (w *Worker) CallEp(method string, args json.RawMessage, ep uint64, done fun
 	}
 	w.nextID++
 	c := &call{id: w.nextID, method: method, done: done}
-	w.pending[c.id] = c
-	w.fifo = append(w.fifo, c)
-	if len(w.fifo) == 1 {
+	w.calls = append(w.calls, c)
+	if len(w.calls) == 1 {
 		w.armLocked(c)
 	}
 	w.mu.Unlock()
@@ -395,6 +397,12 @@ func nilIfEmpty(b []byte) json.RawMessage {
 	return b
 }
 
+// indexLocked returns the position of unanswered call id in w.calls, or -1. Calls are
+// answered in order, so it is almost always 0. w.mu is held.
+func (w *Worker) indexLocked(id uint64) int {
+	return slices.IndexFunc(w.calls, func(c *call) bool { return c.id == id })
+}
+
 // deadLocked returns the error for calls on a worker that is gone or going. w.mu is held.
 func (w *Worker) deadLocked() error {
 	if w.exitErr != nil {
@@ -410,7 +418,7 @@ func (w *Worker) deadLocked() error {
 // still owed and still delivered).
 func (w *Worker) Cancel(id uint64) {
 	w.mu.Lock()
-	_, ok := w.pending[id]
+	ok := w.indexLocked(id) >= 0
 	w.mu.Unlock()
 	if ok {
 		w.in.Append(func(b []byte) []byte { return wire.AppendCancel(b, id) })
@@ -516,36 +524,27 @@ func (w *Worker) readStdout() {
 
 func (w *Worker) deliver(line []byte, msg wire.WorkerMsg) {
 	w.mu.Lock()
-	c, ok := w.pending[msg.ID]
-	if ok {
-		delete(w.pending, msg.ID)
-		c.answered = true
+	i := w.indexLocked(msg.ID)
+	var c *call
+	if i >= 0 {
+		c = w.calls[i]
+		w.calls = slices.Delete(w.calls, i, i+1)
 		// The next unanswered call is the one the worker runs now: its timeout starts.
-		for len(w.fifo) > 0 && w.fifo[0].answered {
-			w.fifo[0] = nil
-			w.fifo = w.fifo[1:]
-		}
-		if len(w.fifo) > 0 && w.fifo[0].started.IsZero() {
-			w.armLocked(w.fifo[0])
+		if len(w.calls) > 0 && w.calls[0].started.IsZero() {
+			w.armLocked(w.calls[0])
 		}
 	}
 	w.mu.Unlock()
-	if !ok {
+	if c == nil {
 		w.protocolError(wire.NewProtocolError(line, "reply for id %d, which is not an outstanding call", msg.ID))
 		return
 	}
 	if c.timer != nil {
 		c.timer.Stop()
 	}
-	// msg aliases the reader's line buffer: give the callback its own copy, in one
-	// allocation (the only one per relayed reply).
-	own := make([]byte, 0, len(msg.R)+len(msg.E)+len(msg.Logs))
-	own = append(own, msg.R...)
-	own = append(own, msg.E...)
-	own = append(own, msg.Logs...)
-	r, e := len(msg.R), len(msg.R)+len(msg.E)
+	// The payloads alias the line buffer: no copy on the relay path (see Reply).
 	c.done(Reply{OK: msg.T == wire.TOK, Aborted: msg.T == wire.TAborted,
-		Result: own[:r:r], Error: nilIfEmpty(own[r:e:e]), Logs: nilIfEmpty(own[e:])})
+		Result: msg.R, Error: nilIfEmpty(msg.E), Logs: nilIfEmpty(msg.Logs)})
 }
 
 func (w *Worker) protocolError(err error) {
@@ -633,15 +632,10 @@ func (w *Worker) wait() {
 	ee := &ExitError{Interface: w.cfg.Interface, ID: w.cfg.ID, PID: w.pid, Cause: w.cause, StderrTail: w.tail.lines()}
 	ee.Reason = classify(w.cmd.ProcessState, waitErr, w.cause)
 	w.exitErr = ee
-	calls := make([]*call, 0, len(w.pending))
-	for _, c := range w.pending {
-		calls = append(calls, c)
-	}
-	clear(w.pending)
-	w.fifo = nil
+	calls := w.calls // in the order sent
+	w.calls = nil
 	w.mu.Unlock()
 
-	sort.Slice(calls, func(i, j int) bool { return calls[i].id < calls[j].id })
 	for _, c := range calls {
 		if c.timer != nil {
 			c.timer.Stop()

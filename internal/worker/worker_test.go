@@ -56,7 +56,7 @@ func call(t *testing.T, w *worker.Worker, method string, args ...any) worker.Rep
 	a, err := json.Marshal(args)
 	require.NoError(t, err)
 	ch := make(chan worker.Reply, 1)
-	_, err = w.Call(method, a, func(r worker.Reply) { ch <- r })
+	_, err = w.Call(method, a, func(r worker.Reply) { ch <- r.Clone() })
 	require.NoError(t, err)
 	select {
 	case r := <-ch:
@@ -246,10 +246,19 @@ func TestByeAndCancel(t *testing.T) {
 	assert.True(t, w.ByeRequested())
 
 	ch := make(chan worker.Reply, 1)
-	id, err := w.Call("wait", []byte("[]"), func(r worker.Reply) { ch <- r })
+	id, err := w.Call("wait", []byte("[]"), func(r worker.Reply) { ch <- r.Clone() })
 	require.NoError(t, err)
 	assert.Equal(t, "wait", w.Info().Method)
 	w.Cancel(id)
 	r := <-ch
 	assert.JSONEq(t, `"cancelled"`, string(r.Result))
+}
+
+func TestReplyCloneOwnsItsPayloads(t *testing.T) {
+	r := worker.Reply{Result: []byte(`[1]`), Error: []byte(`{"msg":"x"}`), Logs: []byte(`[]`)}
+	c := r.Clone()
+	r.Result[1], r.Error[2], r.Logs[0] = '2', 'M', '{'
+	assert.Equal(t, `[1]`, string(c.Result))
+	assert.Equal(t, `{"msg":"x"}`, string(c.Error))
+	assert.Equal(t, `[]`, string(c.Logs))
 }
