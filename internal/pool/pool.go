@@ -372,7 +372,9 @@ func (p *Pool) maybeSpawnLocked() {
 	}
 	if wait := time.Until(p.backoffUntil); wait > 0 {
 		if p.retry == nil {
+			p.wg.Add(1) // Close waits for the retry, or cancels it and calls Done itself
 			p.retry = time.AfterFunc(wait, func() {
+				defer p.wg.Done()
 				p.mu.Lock()
 				p.retry = nil
 				p.maybeSpawnLocked()
@@ -544,10 +546,10 @@ func (p *Pool) Close() {
 		return
 	}
 	p.closed = true
-	if p.retry != nil {
-		p.retry.Stop()
-		p.retry = nil
+	if p.retry != nil && p.retry.Stop() {
+		p.wg.Done() // it will not run
 	}
+	p.retry = nil
 	p.cancel()
 	stop := make([]*worker.Worker, 0, len(p.entries))
 	for w, e := range p.entries {
@@ -624,12 +626,10 @@ func (p *Pool) Stats() Stats {
 		state state
 		n     int
 	}
+	s.Busy = p.leased
 	snaps := make([]snap, 0, len(p.entries))
 	for _, e := range p.entries {
 		snaps = append(snaps, snap{e, e.state, e.checkouts})
-		if e.state == stBusy {
-			s.Busy++
-		}
 	}
 	p.mu.Unlock()
 	for _, x := range snaps {
