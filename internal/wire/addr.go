@@ -61,11 +61,10 @@ func ParseAddr(s string) (Addr, error) {
 		return unixAddr(s, strings.TrimPrefix(s, "unix:"))
 	case strings.HasPrefix(s, "tcp://"):
 		hp := strings.TrimPrefix(s, "tcp://")
-		host, port, err := net.SplitHostPort(hp)
+		_, port, err := net.SplitHostPort(hp)
 		if err != nil || port == "" {
 			return Addr{}, fmt.Errorf("address %q: want tcp://host:port", s)
 		}
-		_ = host
 		return Addr{Network: "tcp", Address: hp}, nil
 	}
 	return Addr{}, fmt.Errorf("address %q: want unix:/absolute/path.sock or tcp://host:port", s)
