@@ -27,39 +27,8 @@ func scanObject(line []byte, fields []field) ([]field, bool) {
 	if i >= len(line) || line[i] != '{' {
 		return fields, false
 	}
-	i = skipWS(line, i+1)
-	if i < len(line) && line[i] == '}' {
-		return fields, skipWS(line, i+1) == len(line)
-	}
-	for {
-		ks := i
-		ke, ok := skipString(line, i)
-		if !ok {
-			return fields, false
-		}
-		i = skipWS(line, ke)
-		if i >= len(line) || line[i] != ':' {
-			return fields, false
-		}
-		vs := skipWS(line, i+1)
-		ve, ok := skipValue(line, vs, 1)
-		if !ok {
-			return fields, false
-		}
-		fields = append(fields, field{key: line[ks:ke], val: line[vs:ve]})
-		i = skipWS(line, ve)
-		if i >= len(line) {
-			return fields, false
-		}
-		switch line[i] {
-		case ',':
-			i = skipWS(line, i+1)
-		case '}':
-			return fields, skipWS(line, i+1) == len(line)
-		default:
-			return fields, false
-		}
-	}
+	end, fields, ok := skipComposite(line, i, 1, fields, true)
+	return fields, ok && skipWS(line, end) == len(line)
 }
 
 func skipWS(b []byte, i int) int {
@@ -86,7 +55,8 @@ func skipValue(b []byte, i, depth int) (int, bool) {
 		if depth >= maxDepth {
 			return i, false
 		}
-		return skipComposite(b, i, depth+1)
+		end, _, ok := skipComposite(b, i, depth+1, nil, false)
+		return end, ok
 	case c == '-' || c >= '0' && c <= '9':
 		return skipNumber(b, i)
 	case c == 't':
@@ -106,7 +76,9 @@ func skipLiteral(b []byte, i int, lit string) (int, bool) {
 	return i + len(lit), true
 }
 
-func skipComposite(b []byte, i, depth int) (int, bool) {
+// skipComposite validates the object or array at b[i]. With collect set, an object's
+// members are appended to members (scanObject uses this for the top level).
+func skipComposite(b []byte, i, depth int, members []field, collect bool) (int, []field, bool) {
 	isObj := b[i] == '{'
 	closer := byte(']')
 	if isObj {
@@ -114,34 +86,39 @@ func skipComposite(b []byte, i, depth int) (int, bool) {
 	}
 	i = skipWS(b, i+1)
 	if i < len(b) && b[i] == closer {
-		return i + 1, true
+		return i + 1, members, true
 	}
 	for {
 		var ok bool
+		ks, ke := i, i
 		if isObj {
-			if i, ok = skipString(b, i); !ok {
-				return i, false
+			if ke, ok = skipString(b, i); !ok {
+				return ke, members, false
 			}
-			i = skipWS(b, i)
+			i = skipWS(b, ke)
 			if i >= len(b) || b[i] != ':' {
-				return i, false
+				return i, members, false
 			}
 			i = skipWS(b, i+1)
 		}
+		vs := i
 		if i, ok = skipValue(b, i, depth); !ok {
-			return i, false
+			return i, members, false
+		}
+		if collect {
+			members = append(members, field{key: b[ks:ke], val: b[vs:i]})
 		}
 		i = skipWS(b, i)
 		if i >= len(b) {
-			return i, false
+			return i, members, false
 		}
 		switch b[i] {
 		case ',':
 			i = skipWS(b, i+1)
 		case closer:
-			return i + 1, true
+			return i + 1, members, true
 		default:
-			return i, false
+			return i, members, false
 		}
 	}
 }
