@@ -29,8 +29,15 @@
 //     corrupt the protocol (it becomes a line in taskd's log), and a child process cannot
 //     eat protocol input.
 //   - Calls run one at a time, in the order taskd sent them, each in its own goroutine with a
-//     context that is cancelled when taskd sends "cancel" for it or closes stdin. "done"
-//     (a checkout was released) runs Spec.CheckoutDone in the same order.
+//     context that is cancelled when taskd sends "cancel" for it or closes stdin. A call
+//     cancelled while still queued is run all the same (a reply is owed), with its context
+//     already cancelled. "done" (a checkout was released) runs Spec.CheckoutDone in the
+//     same order.
+//   - Run announces pipelining ({"t":"ready","v":1,"pipeline":true}) and applies the
+//     protocol's "ep" rule, so that taskd may send a checkout's calls without waiting: a
+//     call made before the application saw an earlier error of its checkout is answered
+//     {"t":"aborted"} without running (no Func sees it). The count of errors starts again
+//     at each "done". See docs/worker-protocol.md, "Pipelining".
 //   - A returned error becomes an "err" reply carrying a message, a type and a trace (see
 //     Error); a panic becomes an "err" reply of type "panic" with the goroutine's stack. The
 //     worker stays usable either way.

@@ -46,10 +46,11 @@ type server struct {
 	stopped chan struct{} // closed when the reader has returned
 	readErr error         // the reader's result, set before stopped is closed
 
+	errs uint64 // err replies since the last done (executor only): the ep rule
+
 	mu        sync.Mutex
 	queue     []wire.WorkerMsg    // calls and dones not yet started, in order
-	cancelled map[uint64]struct{} // queued calls taskd cancelled
-	errs      uint64              // err replies this checkout (executor only): the ep rule
+	cancelled map[uint64]struct{} // calls taskd cancelled before they started
 	curID     uint64              // the call taken off the queue, running or about to run; 0 if none
 	runCancel context.CancelFunc  // cancels curID's context once it runs
 }
@@ -141,8 +142,8 @@ func (s *server) read(lr *wire.LineReader) {
 		}
 		switch m.T {
 		case wire.TCall, wire.TDone:
+			m.A = bytes.Clone(m.A) // m aliases the reader's line buffer; copied before locking
 			s.mu.Lock()
-			m.A = append(json.RawMessage(nil), m.A...) // m aliases the reader's line buffer
 			s.queue = append(s.queue, m)
 			s.mu.Unlock()
 			select {
@@ -235,13 +236,16 @@ var errReplyTooLarge = errors.New("reply too large")
 // readyLine announces pipelining: this SDK applies the ep rule itself (see call).
 var readyLine = []byte(`{"t":"ready","v":1,"pipeline":true}` + "\n")
 
+// call answers one call taken off the queue: "aborted" if the ep rule says it is queued
+// behind an error, an UnknownMethod error if nothing handles it, else the Func's result.
 func (s *server) call(m wire.WorkerMsg) error {
+	f := s.spec.Default
+	if m.M != "" {
+		f = s.spec.Methods[m.M]
+	}
 	if m.HasEp && m.Ep < s.errs {
 		// Made before the application had seen an error this checkout raised: not run.
-		s.mu.Lock()
-		s.curID = 0
-		delete(s.cancelled, m.ID)
-		s.mu.Unlock()
+		s.endCall(m.ID)
 		s.buf.Reset()
 		s.buf.WriteString(`{"t":"aborted","id":`)
 		s.buf.WriteString(strconv.FormatUint(m.ID, 10))
@@ -249,13 +253,13 @@ func (s *server) call(m wire.WorkerMsg) error {
 		return s.flush()
 	}
 	c := &Call{Method: m.M, Log: s.calls, args: m.A}
-	f := s.spec.Default
-	if m.M != "" {
-		f = s.spec.Methods[m.M]
+	if f == nil {
+		s.endCall(m.ID)
+		return s.reply(m.ID, c, nil, s.unknown(m.M), nil)
 	}
+
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
-
 	s.mu.Lock()
 	_, cancelled := s.cancelled[m.ID]
 	delete(s.cancelled, m.ID)
@@ -266,22 +270,23 @@ func (s *server) call(m wire.WorkerMsg) error {
 		// as the Python and Perl SDKs run it with cancelled() already true.
 		cancel()
 	}
-	if f == nil {
-		s.mu.Lock()
-		s.curID, s.runCancel = 0, nil
-		s.mu.Unlock()
-		return s.reply(m.ID, c, nil, s.unknown(m.M), nil)
-	}
 	s.rec.start()
 	res, err := s.invoke(ctx, func(ctx context.Context) (any, error) { return f(ctx, c) })
 	logs := s.rec.stop()
-	s.mu.Lock()
-	s.curID, s.runCancel = 0, nil
-	s.mu.Unlock()
+	s.endCall(m.ID)
 	if err == errExit {
 		return err
 	}
 	return s.reply(m.ID, c, res, err, logs)
+}
+
+// endCall records that call id is over (or will not run), before its reply is written:
+// a cancel that arrives from now on finds nothing to do, and an earlier one's mark goes.
+func (s *server) endCall(id uint64) {
+	s.mu.Lock()
+	s.curID, s.runCancel = 0, nil
+	delete(s.cancelled, id)
+	s.mu.Unlock()
 }
 
 func (s *server) unknown(method string) error {

@@ -624,4 +624,8 @@ func TestPipelinedCallsBehindAnErrorAreNotRun(t *testing.T) {
 	assert.JSONEq(t, `["no ep"]`, string(h.recvOK(4)), "a call without ep always runs")
 	h.send(`{"t":"done"}`, `{"t":"call","id":5,"m":"echo","a":["next checkout"],"ep":0}`)
 	assert.JSONEq(t, `["next checkout"]`, string(h.recvOK(5)), "done resets the error count")
+	h.send(`{"t":"call","id":6,"m":"nope","ep":0}`, `{"t":"call","id":7,"m":"echo","ep":0}`)
+	assert.Equal(t, "UnknownMethod", h.recvErr(6).Type)
+	assert.Equal(t, `{"t":"aborted","id":7}`, string(h.recvLine()), "an unknown method's err counts too")
+	assert.EqualValues(t, 3, ran.Load())
 }

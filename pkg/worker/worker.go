@@ -15,13 +15,15 @@ import (
 )
 
 // Func handles one call. It gets a context that is cancelled when taskd cancels the call
-// or closes the worker's stdin, and the call's arguments and logger in c. Its result is
+// or closes the worker's stdin (already cancelled when it starts if taskd cancelled the
+// call while it was queued), and the call's arguments and logger in c. Its result is
 // encoded with encoding/json (a json.RawMessage is sent as is, after validation); a
 // non-nil error is sent as an "err" reply instead (see Error), and so is a panic, with
 // type "panic" and the goroutine's stack as trace.
 //
 // Calls run one at a time, so a Func need not be safe for concurrent use with itself or
-// with other Funcs of the same Spec. A Func that ignores ctx keeps running after taskd has
+// with other Funcs of the same Spec. A call queued behind an error of its checkout (the
+// protocol's "ep" rule) is answered "aborted" and never reaches a Func. A Func that ignores ctx keeps running after taskd has
 // closed stdin; Run then returns without waiting for it (after a short grace period).
 type Func func(ctx context.Context, c *Call) (any, error)
 
