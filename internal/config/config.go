@@ -81,9 +81,9 @@ var (
 	LogFormats = []string{"json", "console"}
 )
 
-// ReservedEnv are the variables taskd sets for every worker; an interface's env may not
-// name them.
-var ReservedEnv = []string{"TASKD_INTERFACE", "TASKD_WORKER_ID", "TASKD_PROTOCOL"}
+// ReservedEnv are the variables taskd sets for every worker (after the interface's env,
+// so they would win); an interface's env may not name them.
+var ReservedEnv = []string{"TASKD_INTERFACE", "TASKD_WORKER_ID", "TASKD_PROTOCOL", "TASKD_MAX_MESSAGE_BYTES"}
 
 var interfaceName = regexp.MustCompile(`^[a-zA-Z0-9_.-]+$`)
 

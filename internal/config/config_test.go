@@ -178,10 +178,11 @@ func TestValidate(t *testing.T) {
 		{"empty dir", func(c *Config) { setIface(c, func(in *Interface) { in.Dir = "" }) }, []string{"interfaces.passwd.dir: empty"}},
 		{"env", func(c *Config) {
 			setIface(c, func(in *Interface) {
-				in.Env = map[string]string{"A=B": "", "TASKD_WORKER_ID": "1", "X": "a\x00b", "OK": "fine"}
+				in.Env = map[string]string{"A=B": "", "TASKD_WORKER_ID": "1", "TASKD_MAX_MESSAGE_BYTES": "1MiB", "X": "a\x00b", "OK": "fine"}
 			})
 		}, []string{
 			`interfaces.passwd.env: "A=B" is not a valid environment variable name`,
+			"interfaces.passwd.env.TASKD_MAX_MESSAGE_BYTES: is set by taskd",
 			"interfaces.passwd.env.TASKD_WORKER_ID: is set by taskd",
 			"interfaces.passwd.env.X: the value contains a NUL byte",
 		}},

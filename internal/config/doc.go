@@ -6,7 +6,8 @@
 // raw values to mapstructure with DecodeHook. Keeping this package free of viper lets every
 // other package, and tests, build a Config as a plain Go value.
 //
-// The usual sequence is decode, Normalize, Validate. Everything here is a pure function of
-// its arguments and safe for concurrent use; a Config is a value that nothing in taskd
-// modifies after Validate. docs/config.md documents every key for users; keep it in step.
+// The usual sequence is decode, Normalize, Validate. Nothing here has state of its own,
+// and all of it is safe for concurrent use; the one input besides the arguments is the
+// default listen address, which depends on the user and $XDG_RUNTIME_DIR
+// (wire.DefaultAddr). A Config is a value that nothing in taskd modifies after Validate. docs/config.md documents every key for users; keep it in step.
 package config
