@@ -127,13 +127,13 @@ type benchLatencies struct {
 }
 
 func runBench(cmd *cobra.Command, opts *options, f *benchFlags, iface, method string, callArgs []any) error {
-	c, err := client.New(client.Config{Addr: opts.addr, Interface: iface, Timeout: opts.timeout})
+	c, err := opts.newClient(iface)
 	if err != nil {
-		return &usageError{err}
+		return err
 	}
 	defer c.Close()
 	ctx := cmd.Context()
-	if err := checkBenchTarget(ctx, c, opts, f, iface); err != nil {
+	if err := checkBenchTarget(ctx, c, f, iface); err != nil {
 		return err
 	}
 
@@ -169,10 +169,8 @@ func runBench(cmd *cobra.Command, opts *options, f *benchFlags, iface, method st
 // checkBenchTarget fails fast if taskd cannot be reached (a checkout would wait for it until
 // --timeout), and if the callers would hold more checkouts than the interface has workers
 // (the surplus callers would wait for a worker that is never released).
-func checkBenchTarget(ctx context.Context, c *client.Client, opts *options, f *benchFlags, iface string) error {
-	ctx, cancel := context.WithTimeout(ctx, opts.timeout)
-	defer cancel()
-	st, err := c.DaemonStatus(ctx)
+func checkBenchTarget(ctx context.Context, c *client.Client, f *benchFlags, iface string) error {
+	st, err := c.DaemonStatus(ctx) // bounded by the client's Timeout (--timeout)
 	if err != nil {
 		return err
 	}

@@ -12,21 +12,22 @@ func newCallCmd(opts *options) *cobra.Command {
 	return &cobra.Command{
 		Use:   "call IFACE METHOD [ARG...]",
 		Short: "Call a worker method and print its JSON result",
-		Long: `call checks out a worker of interface IFACE, calls METHOD with the given arguments,
-releases the worker and prints the result as JSON on stdout. METHOD "" makes a
-function-style call. Each ARG is used as JSON if it is valid JSON (123, true, null,
-'"quoted"', '{"a":1}', '[1,2]'), else as a string: taskctl call passwd hash secret.`,
+		Long: `call makes a one-shot call: in one request, taskd checks out a worker of interface
+IFACE, calls METHOD with the given arguments and releases the worker; taskctl prints the
+result as JSON on stdout. METHOD "" makes a function-style call. Each ARG is used as
+JSON if it is valid JSON (123, true, null, '"quoted"', '{"a":1}', '[1,2]'), else as a
+string: taskctl call passwd hash secret.`,
 		Example: `  taskctl call echo echo hello 42 '{"nested":[1,2]}'
   taskctl call passwd hash secret
   taskctl call passwd verify '"$2a$10$..."' secret`,
 		Args: args(cobra.MinimumNArgs(2)),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			c, ctx, cancel, err := opts.newClient(cmd.Context(), a[0])
+			c, err := opts.newClient(a[0])
 			if err != nil {
 				return err
 			}
-			defer cancel()
 			defer c.Close()
+			ctx := cmd.Context()
 			var res json.RawMessage
 			if err := c.Call(ctx, a[1], &res, parseArgs(a[2:])...); err != nil {
 				return err

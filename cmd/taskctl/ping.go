@@ -14,12 +14,12 @@ func newPingCmd(opts *options) *cobra.Command {
 		Short: "Check that taskd answers; print its version and the round-trip time",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := opts.newClient(cmd.Context(), "")
+			c, err := opts.newClient("")
 			if err != nil {
 				return err
 			}
-			defer cancel()
 			defer c.Close()
+			ctx := cmd.Context()
 			res, err := c.Ping(ctx)
 			if err != nil {
 				return err

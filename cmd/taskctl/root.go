@@ -91,15 +91,15 @@ shows its worker pools (status), and calls a worker method by hand (call).`,
 	return root
 }
 
-// newClient returns a client for iface ("" for admin requests) and a context bounded by
-// --timeout. The caller closes the client and cancels the context.
-func (o *options) newClient(ctx context.Context, iface string) (*client.Client, context.Context, context.CancelFunc, error) {
+// newClient returns a client for iface ("" for admin requests) whose Config.Timeout is
+// --timeout: it bounds each ping, status request, checkout and call made with a context
+// without a deadline (a one-shot Client.Call as a whole). The caller closes the client.
+func (o *options) newClient(iface string) (*client.Client, error) {
 	c, err := client.New(client.Config{Addr: o.addr, Interface: iface, Timeout: o.timeout})
 	if err != nil {
-		return nil, nil, nil, &usageError{err}
+		return nil, &usageError{err}
 	}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	return c, ctx, cancel, nil
+	return c, nil
 }
 
 // args wraps a cobra argument check so that its failure is a usage error.

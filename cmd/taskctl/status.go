@@ -19,12 +19,12 @@ func newStatusCmd(opts *options) *cobra.Command {
 		Short: "Show taskd's interfaces and their workers",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := opts.newClient(cmd.Context(), "")
+			c, err := opts.newClient("")
 			if err != nil {
 				return err
 			}
-			defer cancel()
 			defer c.Close()
+			ctx := cmd.Context()
 			st, err := c.DaemonStatus(ctx)
 			if err != nil {
 				return err

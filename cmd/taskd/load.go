@@ -83,8 +83,9 @@ func readConfig(path string) (config.Config, []error, error) {
 	// created there: only interfaces named in the file get their keys bound.
 	v.SetEnvPrefix(envPrefix)
 	v.AutomaticEnv()
+	keys := configKeys(reflect.TypeFor[config.Config](), "", slices.Collect(maps.Keys(names.ifaces)))
 	var errs []error
-	for _, k := range configKeys(reflect.TypeFor[config.Config](), "", slices.Collect(maps.Keys(names.ifaces))) {
+	for _, k := range keys {
 		if err := v.BindEnv(k.path); err != nil {
 			return config.Config{}, nil, err
 		}
@@ -115,7 +116,7 @@ func readConfig(path string) (config.Config, []error, error) {
 	if len(errs) > 0 {
 		return config.Config{}, nil, errors.Join(errs...)
 	}
-	zeros := explicitZeros(v, cfg, names)
+	zeros := explicitZeros(v, keys, cfg, names)
 	names.restore(&cfg)
 	return cfg, zeros, nil
 }
@@ -124,9 +125,9 @@ func readConfig(path string) (config.Config, []error, error) {
 // In a Config, 0 means "the default", so Normalize would quietly turn max_workers: 0 into
 // 8; someone who writes 0 means something else, so say so instead. max_checkouts (0 =
 // never) and min_idle (0 = none) are the keys where 0 has a meaning of its own.
-func explicitZeros(v *viper.Viper, cfg config.Config, n names) []error {
+func explicitZeros(v *viper.Viper, keys []configKey, cfg config.Config, n names) []error {
 	var errs []error
-	for _, k := range configKeys(reflect.TypeFor[config.Config](), "", slices.Collect(maps.Keys(n.ifaces))) {
+	for _, k := range keys {
 		if !v.IsSet(k.path) || strings.HasSuffix(k.path, keyDelim+"max_checkouts") {
 			continue
 		}
@@ -353,11 +354,12 @@ func unknownKeys(settings map[string]any, t reflect.Type, prefix string, n names
 	return errs
 }
 
-// suggest returns the candidate closest to key, if it is close enough to be a typo.
+// suggest returns the candidate closest to key (the first in sorted order on a tie), if it
+// is close enough to be a typo: at most len(key)/3+1 edits.
 func suggest(key string, candidates []string) string {
-	best, bestDist := "", len(key)/3+1
+	best, bestDist := "", len(key)/3+2
 	for _, c := range slices.Sorted(slices.Values(candidates)) {
-		if d := editDistance(key, c); d <= bestDist && (best == "" || d < editDistance(key, best)) {
+		if d := editDistance(key, c); d < bestDist {
 			best, bestDist = c, d
 		}
 	}

@@ -353,6 +353,27 @@ func TestEditDistance(t *testing.T) {
 	}
 }
 
+func TestSuggest(t *testing.T) {
+	tests := []struct {
+		key        string
+		candidates []string
+		want       string
+	}{
+		{"max_wrokers", []string{"min_idle", "max_workers", "max_queue"}, "max_workers"},
+		{"frobnicate", []string{"min_idle", "max_workers", "max_queue"}, ""},
+		{"abc", []string{"axx"}, "axx"},          // 2 edits: the most for a 3-letter key
+		{"abc", []string{"xyz"}, ""},             // 3 edits: too far
+		{"ab", []string{"ay", "ax", "zz"}, "ax"}, // a tie goes to the first in sorted order
+		{"lsten", []string{"log", "listen", "lsn"}, "listen"},
+		{"x", nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.key, func(t *testing.T) {
+			assert.Equal(t, tt.want, suggest(tt.key, tt.candidates))
+		})
+	}
+}
+
 func TestSplitList(t *testing.T) {
 	tests := []struct {
 		in   string

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/taskd-dev/taskd/internal/procfs"
 	"github.com/taskd-dev/taskd/pkg/client"
 )
 
@@ -135,7 +136,7 @@ func (d *daemon) poll(ctx context.Context, timeout time.Duration, check func(con
 func (d *daemon) pid() int { return d.cmd.Process.Pid }
 
 // workers returns the pids of the daemon's worker processes (its children).
-func (d *daemon) workers() []int { return procChildren(d.pid()) }
+func (d *daemon) workers() []int { return procfs.Children(d.pid()) }
 
 func (d *daemon) logTail() string {
 	b, _ := os.ReadFile(d.logPath)
@@ -173,13 +174,4 @@ func (d *daemon) stop() error {
 		}
 	}
 	return err
-}
-
-func isZombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] == 'Z'
 }

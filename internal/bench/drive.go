@@ -58,8 +58,9 @@ func (r *Result) CallsPerSec() float64 {
 //
 // Setup gets ctx itself. Ops get a context that is not cancelled with ctx: when ctx ends,
 // no new calls start, but calls in flight are allowed to finish (a cancelled call would
-// cost the checkout its worker), and Drive returns what was measured with Interrupted set. The first error of an
-// Op stops the run and is returned along with the result so far.
+// cost the checkout its worker), and Drive returns what was measured with Interrupted
+// set. The first error of an Op stops the run and is returned along with the result so
+// far.
 func Drive(ctx context.Context, plan Plan, setup Setup) (Result, error) {
 	if plan.Callers < 1 {
 		return Result{}, fmt.Errorf("bench: %d callers: want at least 1", plan.Callers)

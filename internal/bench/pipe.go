@@ -41,7 +41,7 @@ func startPipeWorker(path string, timeout time.Duration) (*pipeWorker, error) {
 	}
 	w := &pipeWorker{cmd: cmd, stdin: stdin, lr: wire.NewLineReader(stdout, 0)}
 	ready := make(chan error, 1)
-	go func() { // ends when the line arrives or Close closes the pipe
+	go func() { // ends when the line arrives, or when Close has reaped the worker (Wait closes the pipe)
 		line, err := w.lr.ReadLine()
 		if err == nil {
 			var m wire.WorkerMsg
@@ -57,7 +57,9 @@ func startPipeWorker(path string, timeout time.Duration) (*pipeWorker, error) {
 	select {
 	case err = <-ready:
 	case <-t.C:
-		err = fmt.Errorf("no ready line within %v", timeout)
+		w.Close()
+		<-ready // the reader goroutine has returned
+		return nil, fmt.Errorf("bench: starting %s directly: no ready line within %v", path, timeout)
 	}
 	if err != nil {
 		w.Close()

@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"fmt"
-	"github.com/taskd-dev/taskd/internal/procfs"
 	"os"
 	"os/exec"
 	"runtime"
@@ -26,20 +25,28 @@ func clockTicks() int64 {
 	return 100
 }
 
-// procCPU returns the user plus system CPU time that process pid (all its threads) has
-// used so far, not counting its reaped children. hz is clockTicks().
-func procCPU(pid int, hz int64) (time.Duration, error) {
+// procStat returns the fields of /proc/PID/stat after the command name: f[0] is field 3
+// (state), f[11] and f[12] are fields 14 and 15 (utime, stime).
+func procStat(pid int) ([]string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	// The command name (field 2) is in parentheses and may contain spaces: start after it.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+		return nil, fmt.Errorf("/proc/%d/stat: no command name", pid)
 	}
-	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state), so utime (field 14) and stime (field 15) are f[11] and f[12].
+	return strings.Fields(string(b[i+1:])), nil
+}
+
+// procCPU returns the user plus system CPU time that process pid (all its threads) has
+// used so far, not counting its reaped children. hz is clockTicks().
+func procCPU(pid int, hz int64) (time.Duration, error) {
+	f, err := procStat(pid)
+	if err != nil {
+		return 0, err
+	}
 	if len(f) < 13 {
 		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
 	}
@@ -51,8 +58,11 @@ func procCPU(pid int, hz int64) (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / time.Duration(hz), nil
 }
 
-// procChildren returns the pids of the direct children of pid.
-func procChildren(pid int) []int { return procfs.Children(pid) }
+// isZombie reports whether pid has exited and awaits its parent's wait, or is gone.
+func isZombie(pid int) bool {
+	f, err := procStat(pid)
+	return err != nil || len(f) == 0 || f[0] == "Z"
+}
 
 // procRSS returns the resident set size of pid (VmRSS in /proc/PID/status) in bytes.
 func procRSS(pid int) (int64, error) {

@@ -74,7 +74,7 @@ var scenarios = []scenario{
 type run struct {
 	callsPerSec float64
 	p50, p99    time.Duration
-	taskdCPU    float64 // µs per call; NaN for the direct pipe
+	taskdCPU    float64 // µs per call; -1 for the direct pipe (no taskd)
 	allCPU      float64 // µs per call
 }
 
@@ -158,11 +158,15 @@ func RunSuite(ctx context.Context, s Suite) error {
 	return nil
 }
 
+// callWorkers is the size of the daemon's echo pool for the call measurements: a worker
+// per caller of the largest caller count, and at least 8.
+func (s *Suite) callWorkers() int { return max(slices.Max(s.Callers), 8) }
+
 // measureCalls runs every scenario at every caller count, s.Runs times (the runs
 // interleaved, so that drift in the machine's speed hits every scenario alike).
 func (s *Suite) measureCalls(ctx context.Context, hz int64) (cells map[[2]int]cell, version string, afterRSS int64, err error) {
 	maxCallers := slices.Max(s.Callers)
-	workers := max(maxCallers, 8)
+	workers := s.callWorkers()
 	d, _, err := startDaemon(ctx, s.TaskdBin, s.EchoBin, workers, workers)
 	if err != nil {
 		return nil, "", 0, err
@@ -397,6 +401,9 @@ type memResult struct {
 	spawn   time.Duration // from process start until all workers were idle
 }
 
+// limit is the RSS target for that many idle workers: 30 MiB + 64 KiB per worker.
+func (m *memResult) limit() int64 { return 30<<20 + int64(m.workers)*64<<10 }
+
 func (s *Suite) measureMemory(ctx context.Context) (memResult, error) {
 	n := s.RSSWorkers
 	fmt.Fprintf(s.Log, "memory: starting taskd with %d idle workers\n", n)
@@ -465,12 +472,11 @@ one call in flight; (b)–(e) share one client.Client (one unix-socket connectio
 		fmt.Fprintf(w, "| taskd RSS, 1 idle worker | %s |\n", fmtMiB(st.rss))
 	}
 	if mem != nil {
-		limit := int64(30<<20) + int64(mem.workers)*64<<10
-		fmt.Fprintf(w, "| taskd RSS, %d idle workers (target ≤ 30 MiB + 64 KiB each = %s) | %s |\n", mem.workers, fmtMiB(limit), fmtMiB(mem.rss))
+		fmt.Fprintf(w, "| taskd RSS, %d idle workers (target ≤ 30 MiB + 64 KiB each = %s) | %s |\n", mem.workers, fmtMiB(mem.limit()), fmtMiB(mem.rss))
 		fmt.Fprintf(w, "| taskd start → %d workers idle | %s |\n", mem.workers, fmtMs(mem.spawn))
 	}
 	if afterRSS > 0 {
-		fmt.Fprintf(w, "| taskd RSS after the runs above (%d workers) | %s |\n", max(slices.Max(s.Callers), 8), fmtMiB(afterRSS))
+		fmt.Fprintf(w, "| taskd RSS after the runs above (%d workers) | %s |\n", s.callWorkers(), fmtMiB(afterRSS))
 	}
 	if st != nil {
 		fmt.Fprintln(w, `
@@ -515,7 +521,7 @@ func (s *Suite) targets(cells map[[2]int]cell, st *startupResult, mem *memResult
 		rows = append(rows, row{"first checkout after start (min_idle 1) ≤ 1 ms", fmtLatency(st.first), st.first <= time.Millisecond})
 	}
 	if mem != nil {
-		limit := int64(30<<20) + int64(mem.workers)*64<<10
+		limit := mem.limit()
 		rows = append(rows, row{fmt.Sprintf("taskd RSS ≤ 30 MiB + 64 KiB per idle worker (%d workers: %s)", mem.workers, fmtMiB(limit)), fmtMiB(mem.rss), mem.rss <= limit})
 	}
 	if len(rows) == 0 {
