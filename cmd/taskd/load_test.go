@@ -91,7 +91,7 @@ interfaces:
 				SocketMode:      "0600",
 				ShutdownGrace:   3 * time.Second,
 				MaxMessageBytes: config.MiB,
-				MetricsListen:   &empty,
+				MetricsListen:   empty,
 				Log:             config.Log{Level: "debug", Format: "console"},
 				Interfaces: map[string]config.Interface{"passwd": {
 					Command:      []string{"python3", "worker.py"},
@@ -120,7 +120,7 @@ interfaces:
 			assert.Equal(t, "0600", c.SocketMode)
 			assert.Equal(t, 30*time.Second, c.ShutdownGrace)
 			assert.Equal(t, 2*config.MiB, c.MaxMessageBytes)
-			assert.Equal(t, "127.0.0.1:9464", *c.MetricsListen)
+			assert.Equal(t, "127.0.0.1:9464", c.MetricsListen)
 			assert.Equal(t, config.Log{Level: "debug", Format: "console"}, c.Log)
 		}},
 		{"env overrides the file", `

@@ -175,9 +175,8 @@ func TestDecodeHook(t *testing.T) {
 			assert.Equal(t, 4, x.MaxWorkers)
 			assert.Equal(t, map[string]string{"COST": "10"}, x.Env)
 		}, ""},
-		{"metrics_listen empty is not nil", map[string]any{"metrics_listen": ""}, func(t *testing.T, c Config) {
-			require.NotNil(t, c.MetricsListen)
-			assert.Empty(t, *c.MetricsListen)
+		{"metrics_listen empty is off", map[string]any{"metrics_listen": ""}, func(t *testing.T, c Config) {
+			assert.Empty(t, c.MetricsListen)
 		}, ""},
 	}
 	for _, tt := range tests {

@@ -23,7 +23,7 @@ type Config struct {
 	SocketMode      string               `mapstructure:"socket_mode"`
 	ShutdownGrace   time.Duration        `mapstructure:"shutdown_grace"`
 	MaxMessageBytes ByteSize             `mapstructure:"max_message_bytes"`
-	MetricsListen   *string              `mapstructure:"metrics_listen"`
+	MetricsListen   string               `mapstructure:"metrics_listen"` // "" = off (the default)
 	Log             Log                  `mapstructure:"log"`
 	Interfaces      map[string]Interface `mapstructure:"interfaces"`
 }
@@ -103,10 +103,6 @@ func (c *Config) Normalize() {
 	}
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
-	}
-	if c.MetricsListen == nil {
-		off := "" // off by default: a fixed port would stop a second daemon on the host from starting
-		c.MetricsListen = &off
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = DefaultLogLevel
@@ -194,9 +190,9 @@ func (c Config) Validate() error {
 	if c.MaxMessageBytes < MinMessageBytes || c.MaxMessageBytes > MaxMessageBytes {
 		bad("max_message_bytes", "must be between %s and %s (got %s)", ByteSize(MinMessageBytes), ByteSize(MaxMessageBytes), c.MaxMessageBytes)
 	}
-	if c.MetricsListen != nil && *c.MetricsListen != "" {
-		if _, port, err := net.SplitHostPort(*c.MetricsListen); err != nil || port == "" {
-			bad("metrics_listen", "%q is not host:port (such as \"127.0.0.1:9464\"); \"\" turns metrics off", *c.MetricsListen)
+	if c.MetricsListen != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsListen); err != nil || port == "" {
+			bad("metrics_listen", "%q is not host:port (such as \"127.0.0.1:9464\"); \"\" turns metrics off", c.MetricsListen)
 		}
 	}
 

@@ -13,8 +13,6 @@ import (
 
 func intp(n int) *int { return &n }
 
-func strp(s string) *string { return &s }
-
 // valid returns a normalized, valid Config with one interface, "passwd".
 func valid() Config {
 	c := Config{Interfaces: map[string]Interface{
@@ -33,7 +31,7 @@ func TestNormalize(t *testing.T) {
 			SocketMode:      "0660",
 			ShutdownGrace:   10 * time.Second,
 			MaxMessageBytes: 16 << 20,
-			MetricsListen:   strp(""),
+			MetricsListen:   "",
 			Log:             Log{Level: "info", Format: "json"},
 			Interfaces: map[string]Interface{"echo": {
 				Command:      []string{"echo"},
@@ -55,7 +53,7 @@ func TestNormalize(t *testing.T) {
 			SocketMode:      "0600",
 			ShutdownGrace:   time.Second,
 			MaxMessageBytes: 4 * KiB,
-			MetricsListen:   strp("127.0.0.1:9464"),
+			MetricsListen:   "127.0.0.1:9464",
 			Log:             Log{Level: "debug", Format: "console"},
 			Interfaces: map[string]Interface{"x": {
 				Command:      []string{"w"},
@@ -140,7 +138,7 @@ func TestValidate(t *testing.T) {
 			c.Interfaces["a"] = Interface{Command: []string{"a"}, Dir: ".", MinIdle: intp(0), MaxWorkers: 1, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, IdleTimeout: 1}
 			c.Interfaces["b"] = Interface{Command: []string{"b"}, Dir: ".", MinIdle: intp(2), MaxWorkers: 2, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, IdleTimeout: 1}
 		}, nil},
-		{"metrics on", func(c *Config) { c.MetricsListen = strp("127.0.0.1:9464") }, nil},
+		{"metrics on", func(c *Config) { c.MetricsListen = "127.0.0.1:9464" }, nil},
 		{"interface names", func(c *Config) {
 			c.Interfaces["My.iface-2_x"] = c.Interfaces["passwd"]
 		}, nil},
@@ -162,7 +160,7 @@ func TestValidate(t *testing.T) {
 		{"shutdown_grace negative", func(c *Config) { c.ShutdownGrace = -time.Second }, []string{"shutdown_grace: must be positive (got -1s)"}},
 		{"max_message_bytes small", func(c *Config) { c.MaxMessageBytes = 10 }, []string{"max_message_bytes: must be between 1KiB and 1GiB (got 10B)"}},
 		{"max_message_bytes big", func(c *Config) { c.MaxMessageBytes = 2 * GiB }, []string{"max_message_bytes: must be between 1KiB and 1GiB (got 2GiB)"}},
-		{"metrics_listen", func(c *Config) { c.MetricsListen = strp("9464") }, []string{`metrics_listen: "9464" is not host:port`}},
+		{"metrics_listen", func(c *Config) { c.MetricsListen = "9464" }, []string{`metrics_listen: "9464" is not host:port`}},
 		{"log level", func(c *Config) { c.Log.Level = "verbose" }, []string{`log.level: "verbose" is not one of debug, info, warn, error`}},
 		{"log format", func(c *Config) { c.Log.Format = "text" }, []string{`log.format: "text" is not one of json, console`}},
 		{"no interfaces", func(c *Config) { c.Interfaces = nil }, []string{"interfaces: none configured"}},

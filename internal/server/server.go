@@ -70,7 +70,7 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 		s.pools[name] = s.newPool(name, s.cfg.Interfaces[name])
 	}
 	stopMetrics := func() {}
-	if addr := s.metricsAddr(); addr != "" {
+	if addr := s.cfg.MetricsListen; addr != "" {
 		stop, err := s.serveMetrics(addr)
 		if err != nil {
 			for _, ln := range lns {
@@ -103,13 +103,6 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	s.shutdown()
 	stopMetrics()
 	return nil
-}
-
-func (s *Server) metricsAddr() string {
-	if s.cfg.MetricsListen == nil {
-		return ""
-	}
-	return *s.cfg.MetricsListen
 }
 
 func (s *Server) newPool(name string, ic config.Interface) *pool.Pool {
