@@ -191,14 +191,21 @@ func (s *Server) listenUnix(path string) (net.Listener, error) {
 
 func (s *Server) accept(ln net.Listener) {
 	defer s.wg.Done()
+	var delay time.Duration
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				s.log.Error("accept failed; listener stopped", zap.Error(err))
+			if errors.Is(err, net.ErrClosed) {
+				return
 			}
-			return
+			// Out of file descriptors and the like: keep serving once it passes, as
+			// net/http does, instead of silently taking no more connections.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Error("accept failed; retrying", zap.Error(err), zap.Duration("in", delay))
+			time.Sleep(delay)
+			continue
 		}
+		delay = 0
 		s.mu.Lock()
 		if s.draining {
 			s.mu.Unlock()

@@ -731,3 +731,23 @@ func TestMetricsEndpoint(t *testing.T) {
 		assert.Contains(t, text, want)
 	}
 }
+
+// TestAcceptSurvivesRunningOutOfDescriptors: when accept fails for lack of descriptors,
+// taskd keeps its listener and serves again once descriptors are free.
+func TestAcceptSurvivesRunningOutOfDescriptors(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 0"))
+	// Lower taskd's descriptor limit to what it has open now, so accept gets EMFILE.
+	open := taskdtest.FDCount(t, d.PID())
+	out, err := exec.Command("prlimit", "--pid", fmt.Sprint(d.PID()), fmt.Sprintf("--nofile=%d:%d", open, 1<<16)).CombinedOutput()
+	if err != nil {
+		t.Skipf("SKIPPING: prlimit is not available here (%v: %s)", err, out)
+	}
+	c, err := net.Dial("unix", d.Socket) // queued by the kernel; taskd cannot accept it
+	require.NoError(t, err)
+	c.Close()
+	require.Eventually(t, func() bool { return strings.Contains(d.Logs(), "accept failed; retrying") }, 10*time.Second, 10*time.Millisecond)
+	out, err = exec.Command("prlimit", "--pid", fmt.Sprint(d.PID()), "--nofile=65536:65536").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	cl := newClient(t, d, "echo")
+	require.NoError(t, cl.Call(ctxT(t), "echo", nil), "taskd serves again")
+}
