@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/taskd-dev/taskd/internal/wire"
@@ -54,26 +53,34 @@ type Pending struct {
 	done   chan struct{} // closed when answered
 
 	// Guarded by co.c.mu; set before done is closed.
-	answered bool
-	r        json.RawMessage
-	err      error
-	seen     bool // a remote error was returned to the caller (counted in co.errs)
+	r    json.RawMessage
+	err  error
+	seen bool // a remote error was returned to the caller (counted in co.errs)
 }
 
 // Worker returns the identity of the checkout's worker. It is valid even after Release.
 func (co *Checkout) Worker() WorkerInfo { return co.info }
 
-func (co *Checkout) iface() string { return fmt.Sprintf("%q", co.c.cfg.Interface) }
+// describe names the checkout for error messages: `"passwd" (worker passwd-3, pid 4242)`.
+func (co *Checkout) describe() string {
+	return fmt.Sprintf("%q (worker %s, pid %d)", co.c.cfg.Interface, co.info.ID, co.info.PID)
+}
 
 // Go sends a call without waiting for its result, so that several calls can be pipelined
 // on the worker; collect the result with Pending.Wait. method "" makes a function-style
 // call. args are encoded as a JSON array.
+//
+// Calls pipelined behind a call that raises do not run: their Wait returns ErrAborted. A
+// call counts as behind if it was made before that *RemoteError was returned to the
+// application (by Call or Wait); calls made afterwards run.
 func (co *Checkout) Go(method string, args ...any) *Pending {
 	c := co.c
 	p := &Pending{co: co, method: method, start: time.Now(), done: make(chan struct{})}
 	a, err := encodeArgs(args)
 	if err != nil {
-		p.err0 = fmt.Errorf("client: call %s: encoding arguments: %w (the call was not sent; the checkout is still usable)", callName(c.cfg.Interface, method), err)
+		if p.err0 = co.stateErr(); p.err0 == nil { // ErrReleased and a sticky error come first
+			p.err0 = fmt.Errorf("client: call %s: encoding arguments: %w (the call was not sent; the checkout is still usable)", callName(c.cfg.Interface, method), err)
+		}
 		return p
 	}
 
@@ -92,17 +99,13 @@ func (co *Checkout) Go(method string, args ...any) *Pending {
 	co.calls[p.id] = p
 	c.mu.Unlock()
 
-	// Encode outside the lock (arguments may be large), then queue it unless the checkout
-	// ended meanwhile; call ids need to be unique, not increasing.
-	line := appendCall(nil, co.id, p.id, ep, method, a)
-	c.mu.Lock()
-	send := co.stateErrLocked() == nil && !co.cn.gone
-	c.mu.Unlock()
-	if send {
-		// Outside the lock: the write may happen right here. If the checkout ended in
-		// between, taskd answers an unknown checkout, which nobody waits for any more.
-		co.cn.out.Send(line)
-	}
+	// Queued outside the lock: the arguments may be large, and the write may happen right
+	// here. So concurrent calls may be queued in another order than their ids (which need
+	// only be unique). If the checkout ended meanwhile, taskd answers fail/unknown_checkout
+	// (it never reuses checkout ids), which nobody waits for; if the connection is gone,
+	// nothing is sent.
+	id := p.id
+	co.cn.out.Append(func(b []byte) []byte { return appendCall(b, co.id, id, ep, method, a) })
 	return p
 }
 
@@ -120,10 +123,10 @@ func (co *Checkout) Go(method string, args ...any) *Pending {
 //
 // A *RemoteError means the worker raised; the checkout stays usable.
 func (co *Checkout) Call(ctx context.Context, method string, result any, args ...any) error {
-	if err := co.stateErr(); err != nil {
-		return err
-	}
 	if err := ctx.Err(); err != nil {
+		if serr := co.stateErr(); serr != nil {
+			return serr // ErrReleased and a sticky error come first, as from Go
+		}
 		return fmt.Errorf("client: call %s not sent: %w", callName(co.c.cfg.Interface, method), err)
 	}
 	return co.Go(method, args...).Wait(ctx, result)
@@ -140,37 +143,18 @@ func (p *Pending) Wait(ctx context.Context, result any) error {
 	}
 	co := p.co
 	c := co.c
-	var timeout <-chan time.Time // Config.Timeout when ctx has no deadline
-	if _, ok := ctx.Deadline(); !ok && c.timeout > 0 {
-		t := getTimer(time.Until(p.start.Add(c.timeout)))
-		defer putTimer(t)
-		timeout = t.C
-	}
-	var gaveUp error
-	select {
-	case <-p.done:
-	case <-co.gone:
-	case <-ctx.Done():
-		gaveUp = ctx.Err()
-	case <-timeout:
-		gaveUp = context.DeadlineExceeded
-	}
-	if gaveUp != nil {
-		c.mu.Lock()
-		if !p.answered && co.stateErrLocked() == nil {
-			co.fatalLocked(p.ctxErr(gaveUp), true)
-		}
-		c.mu.Unlock()
-	}
+	gaveUp := p.await(ctx)
 
 	c.mu.Lock()
+	if gaveUp != nil && !p.answered() {
+		co.fatalLocked(p.ctxErr(gaveUp), true) // does nothing if the checkout ended already
+	}
 	if err := co.stateErrLocked(); err != nil {
 		c.mu.Unlock()
 		return err
 	}
 	r, err := p.r, p.err
-	var remote *RemoteError
-	if !p.seen && errors.As(err, &remote) {
+	if _, remote := err.(*RemoteError); remote && !p.seen {
 		// The caller now knows of this error: calls it makes from here on run; those it
 		// made before are aborted by taskd (their "ep" is behind).
 		p.seen = true
@@ -183,20 +167,53 @@ func (p *Pending) Wait(ctx context.Context, result any) error {
 	return decodeResult(r, result, c.cfg.Interface, p.method)
 }
 
-// timers are reused by Wait: a call's Config.Timeout costs no allocation.
-var timers sync.Pool
+// await waits until the call is answered or its checkout ends, and returns nil; or until
+// ctx is done or, if ctx has no deadline, Config.Timeout has passed since Go, and returns
+// the matching context error.
+func (p *Pending) await(ctx context.Context) error {
+	if p.answered() {
+		return nil // no timer needed (pipelined calls are often answered before Wait)
+	}
+	c := p.co.c
+	var timeout <-chan time.Time
+	if _, ok := ctx.Deadline(); !ok && c.timeout > 0 {
+		t := c.getTimer(time.Until(p.start.Add(c.timeout)))
+		defer c.putTimer(t)
+		timeout = t.C
+	}
+	select {
+	case <-p.done:
+	case <-p.co.gone:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timeout:
+		return context.DeadlineExceeded
+	}
+	return nil
+}
 
-func getTimer(d time.Duration) *time.Timer {
-	if t, ok := timers.Get().(*time.Timer); ok {
+// answered reports whether the call's answer has arrived.
+func (p *Pending) answered() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// getTimer and putTimer reuse timers for Wait: a call's Config.Timeout costs no allocation.
+func (c *Client) getTimer(d time.Duration) *time.Timer {
+	if t, ok := c.timers.Get().(*time.Timer); ok {
 		t.Reset(d)
 		return t
 	}
 	return time.NewTimer(d)
 }
 
-func putTimer(t *time.Timer) {
+func (c *Client) putTimer(t *time.Timer) {
 	t.Stop() // since Go 1.23 no stale value can be received after Stop
-	timers.Put(t)
+	c.timers.Put(t)
 }
 
 func (p *Pending) ctxErr(err error) error {
@@ -217,20 +234,7 @@ func (co *Checkout) Abort(err error) {
 	c := co.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if co.stateErrLocked() != nil {
-		return
-	}
-	what := fmt.Sprintf("%s (worker %s, pid %d)", co.iface(), co.info.ID, co.info.PID)
-	var fatal error
-	if err == nil {
-		fatal = &wrapped{
-			text: fmt.Sprintf("%v: checkout of %s aborted by the application; its worker was killed: release this checkout and check out again", ErrAborted, what),
-			errs: []error{ErrAborted},
-		}
-	} else {
-		fatal = &abortError{what: what, cause: err}
-	}
-	co.fatalLocked(fatal, true)
+	co.fatalLocked(&abortError{what: co.describe(), cause: err}, true) // does nothing if the checkout ended already
 }
 
 // Release gives the worker back to taskd, which pools it or retires it: it retires it if a
@@ -279,8 +283,9 @@ func (co *Checkout) stateErrLocked() error {
 	return co.err
 }
 
-// fatalLocked makes err the checkout's sticky error and wakes every waiting call. With
-// abort set it tells taskd to kill the worker; taskd then sends nothing more about it.
+// fatalLocked makes err the checkout's sticky error and wakes every waiting call, unless
+// the checkout was released or failed already. With abort set it tells taskd to kill the
+// worker; taskd then sends nothing more about it.
 func (co *Checkout) fatalLocked(err error, abort bool) {
 	if co.released || co.err != nil {
 		return
@@ -300,31 +305,37 @@ func (co *Checkout) fatalLocked(err error, abort bool) {
 // are emitted here, outside the lock and before the caller is woken, so they arrive in
 // order and before the call returns.
 func (c *Client) reply(cn *conn, m *wire.ClientMsg) {
+	var r json.RawMessage
+	if m.T == wire.TOK {
+		r = append(json.RawMessage(nil), m.R...) // m aliases the reader's buffer; Wait may come later
+	}
 	c.mu.Lock()
 	co := cn.cos[m.Co]
 	var p *Pending
 	if co != nil {
 		p = co.calls[m.ID]
 		delete(co.calls, m.ID)
-		if m.T == wire.TErr {
-			co.remoteErr = true
+	}
+	if p == nil || (m.T == wire.TOK && len(m.Logs) == 0) {
+		// Nobody waits for it (aborted, released, or failed meanwhile); or the common
+		// case, with nothing to do outside the lock.
+		if p != nil {
+			p.answerLocked(r, nil)
 		}
+		c.mu.Unlock()
+		return
+	}
+	if m.T == wire.TErr {
+		co.remoteErr = true
 	}
 	c.mu.Unlock()
-	if p == nil {
-		return // aborted, released, or failed meanwhile
-	}
 
 	if len(m.Logs) > 0 {
 		c.emitLogs(co, p.method, m.Logs)
 	}
-
-	var r json.RawMessage
 	var err error
 	fatal := false
 	switch m.T {
-	case wire.TOK:
-		r = append(json.RawMessage(nil), m.R...) // m aliases the reader's buffer; Wait may come later
 	case wire.TErr:
 		var e wire.ErrorPayload
 		if jerr := json.Unmarshal(m.E, &e); jerr != nil {
@@ -337,13 +348,16 @@ func (c *Client) reply(cn *conn, m *wire.ClientMsg) {
 	}
 
 	c.mu.Lock()
-	p.answered = true
-	p.r, p.err = r, err
-	close(p.done)
+	p.answerLocked(r, err)
 	if fatal {
 		co.fatalLocked(err, false)
 	}
 	c.mu.Unlock()
+}
+
+func (p *Pending) answerLocked(r json.RawMessage, err error) {
+	p.r, p.err = r, err
+	close(p.done)
 }
 
 func encodeArgs(args []any) (json.RawMessage, error) {

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -36,8 +38,9 @@ type Config struct {
 	// max_workers still applies).
 	MaxWorkers int
 
-	// Timeout bounds each Checkout and each call whose context has no deadline. 0 means
-	// DefaultTimeout (30s); a negative value means no timeout.
+	// Timeout bounds every operation whose context has no deadline: each Checkout,
+	// Client.Call, Ping and DaemonStatus, and each call on a checkout (counted from
+	// Checkout.Go). 0 means DefaultTimeout (30s); a negative value means no timeout.
 	Timeout time.Duration
 
 	// MaxCheckouts retires a worker on Release once it has served this many checkouts
@@ -71,13 +74,14 @@ type Client struct {
 
 	ctx    context.Context // cancelled by Close; bounds dials
 	cancel context.CancelFunc
-	done   chan struct{}  // closed by Close
 	kick   chan struct{}  // wakes the connection manager (cap 1)
 	wg     sync.WaitGroup // every goroutine the Client started
+	timers sync.Pool      // *time.Timer for Pending.Wait
 
 	// mu guards everything below, and the mutable state of every conn, Checkout and
-	// Pending of this Client. Nothing slow happens under it: no I/O, no blocking channel
-	// operation, no logging.
+	// Pending of this Client. Nothing slow happens under it: no blocking I/O (messages go
+	// to the connection's send queue, which at most tries one non-blocking write), no
+	// blocking channel operation, no logging.
 	mu          sync.Mutex
 	closed      bool
 	mgrStarted  bool
@@ -88,7 +92,7 @@ type Client struct {
 	conn        *conn        // the live connection, or nil
 	lastErr     error        // last dial or connection error
 	dialWaiters []chan error // admin requests waiting for the outcome of the next dial
-	stats       Stats        // counters; MaxWorkers, OpenCheckouts, InUse, Waiting kept live
+	stats       Stats        // counters, and MaxWorkers, OpenCheckouts, Waiting (InUse is set by Stats)
 }
 
 // Stats is a snapshot of a Client's checkouts, in the spirit of sql.DBStats.
@@ -130,7 +134,6 @@ func New(cfg Config) (*Client, error) {
 		cfg:  cfg,
 		addr: addr,
 		log:  cfg.Logger,
-		done: make(chan struct{}),
 		kick: make(chan struct{}, 1),
 	}
 	c.cfg.Addr = addr.String()
@@ -354,8 +357,11 @@ func failReqLocked(req *coReq, err error) {
 }
 
 // Call checks out a worker, makes one call on it and releases it: the one-shot form of
-// Checkout + Checkout.Call + Checkout.Release. Config.Timeout (if ctx has no deadline)
-// bounds the whole sequence. See Checkout.Call for result and args.
+// Checkout + Checkout.Call + Checkout.Release, in one round trip (the call travels with
+// the checkout request, and taskd releases the worker once the call is answered).
+// Config.Timeout (if ctx has no deadline) bounds the whole sequence; if ctx ends during
+// the call, the worker is killed, as with Checkout.Call. See Checkout.Call for result and
+// args.
 func (c *Client) Call(ctx context.Context, method string, result any, args ...any) error {
 	a, err := encodeArgs(args)
 	if err != nil {
@@ -388,11 +394,11 @@ func (c *Client) Stats() Stats {
 // Client's goroutines to exit. Held checkouts should still be released (it is then a
 // no-op). Close is idempotent and safe to call concurrently; it returns nil.
 func (c *Client) Close() error {
+	var nc net.Conn
 	c.mu.Lock()
 	if !c.closed {
 		c.closed = true
 		c.cancel()
-		close(c.done)
 		err := c.closedErr()
 		for r := c.slotQ.pop(); r != nil; r = c.slotQ.pop() {
 			failReqLocked(r, err)
@@ -406,10 +412,13 @@ func (c *Client) Close() error {
 		c.dialWaiters = nil
 		if cn := c.conn; cn != nil {
 			c.failConnLocked(cn, err, err)
-			cn.nc.Close()
+			nc = cn.nc
 		}
 	}
 	c.mu.Unlock()
+	if nc != nil {
+		nc.Close() // ends the reader
+	}
 	c.wg.Wait()
 	return nil
 }
@@ -480,27 +489,10 @@ func (c *Client) admin(ctx context.Context, t string) (wire.ClientMsg, time.Dura
 			c.dialWaiters = append(c.dialWaiters, ch)
 			c.wantConnLocked()
 			c.mu.Unlock()
-			select {
-			case err := <-ch:
-				if err != nil {
-					if errors.Is(err, ErrClosed) {
-						return wire.ClientMsg{}, 0, err
-					}
-					return wire.ClientMsg{}, 0, &unreachableError{addr: c.cfg.Addr, last: err, waiting: t}
-				}
-				continue
-			case <-ctx.Done():
-				c.mu.Lock()
-				for i, w := range c.dialWaiters {
-					if w == ch {
-						c.dialWaiters = append(c.dialWaiters[:i], c.dialWaiters[i+1:]...)
-						break
-					}
-				}
-				err := &unreachableError{addr: c.cfg.Addr, last: c.lastErr, ctxErr: ctx.Err(), waiting: t}
-				c.mu.Unlock()
+			if err := c.awaitDial(ctx, ch, t); err != nil {
 				return wire.ClientMsg{}, 0, err
 			}
+			continue
 		}
 		c.nextID++
 		id := c.nextID
@@ -519,6 +511,25 @@ func (c *Client) admin(ctx context.Context, t string) (wire.ClientMsg, time.Dura
 			c.mu.Unlock()
 			return wire.ClientMsg{}, 0, fmt.Errorf("client: %s: no answer from taskd at %s: %w", t, c.cfg.Addr, ctx.Err())
 		}
+	}
+}
+
+// awaitDial waits for the outcome of the dial that an admin request (what) asked for by
+// adding ch to dialWaiters. It returns nil once a connection is up.
+func (c *Client) awaitDial(ctx context.Context, ch chan error, what string) error {
+	select {
+	case err := <-ch:
+		if err == nil || errors.Is(err, ErrClosed) {
+			return err
+		}
+		return &unreachableError{addr: c.cfg.Addr, last: err, waiting: what}
+	case <-ctx.Done():
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if i := slices.Index(c.dialWaiters, ch); i >= 0 {
+			c.dialWaiters = slices.Delete(c.dialWaiters, i, i+1)
+		}
+		return &unreachableError{addr: c.cfg.Addr, last: c.lastErr, ctxErr: ctx.Err(), waiting: what}
 	}
 }
 

@@ -281,8 +281,9 @@ func TestFatalErrorsAreSticky(t *testing.T) {
 			// Every later call fails at once with the same error, and nothing is sent.
 			assert.Equal(t, err, co.Call(ctx, "echo", nil))
 			assert.Equal(t, err, co.Go("echo").Wait(ctx, nil))
-			assert.Len(t, d.received(wire.TCall), calls)
 			co.Release()
+			syncConn(t, c) // whatever was sent has arrived
+			assert.Len(t, d.received(wire.TCall), calls)
 			assert.Empty(t, d.received(wire.TRelease), "a lost checkout needs no release")
 		})
 	}
@@ -310,13 +311,8 @@ func TestDeadlineIsFatal(t *testing.T) {
 
 	// A late answer is never delivered.
 	call := d.received(wire.TCall)[0]
-	d.mu.Lock()
-	var fc *fakeConn
-	for k := range d.conns {
-		fc = k
-	}
-	d.mu.Unlock()
-	fc.send(wire.ClientMsg{T: wire.TOK, Co: call.Co, ID: call.ID, R: json.RawMessage(`1`)})
+	anyConn(d).send(wire.ClientMsg{T: wire.TOK, Co: call.Co, ID: call.ID, R: json.RawMessage(`1`)})
+	syncConn(t, c) // the late answer has been dispatched
 	assert.Equal(t, err, p.Wait(ctx, nil))
 	assert.Equal(t, err, co.Call(ctx, "echo", nil))
 
@@ -332,11 +328,11 @@ func TestDeadlineIsFatal(t *testing.T) {
 	require.NoError(t, err)
 	defer co3.Release()
 	cctx, ccancel := context.WithCancel(ctx)
-	go func() {
-		d.waitReceived(wire.TCall, 3)
-		ccancel()
-	}()
-	err = co3.Call(cctx, "hang", nil)
+	res := make(chan error, 1)
+	go func() { res <- co3.Call(cctx, "hang", nil) }()
+	d.waitReceived(wire.TCall, 3)
+	ccancel()
+	err = <-res
 	require.ErrorIs(t, err, context.Canceled)
 	assert.Equal(t, err, co3.Call(ctx, "echo", nil))
 
@@ -400,8 +396,10 @@ func TestRelease(t *testing.T) {
 	require.NoError(t, err)
 	co2.Release()
 
-	rel := d.waitReceived(wire.TRelease, 2)
-	assert.Len(t, rel, 2)
+	syncConn(t, c)
+	rel := d.received(wire.TRelease)
+	require.Len(t, rel, 2, "one release per checkout")
+	assert.Equal(t, []uint64{co.id, co2.id}, []uint64{rel[0].Co, rel[1].Co})
 	assert.Empty(t, d.received(wire.TAbort))
 }
 
@@ -822,7 +820,61 @@ func TestConcurrentOneShotCalls(t *testing.T) {
 	st := c.Stats()
 	assert.Equal(t, 0, st.OpenCheckouts)
 	assert.EqualValues(t, 500, st.WaitCount)
-	assert.Equal(t, 500, len(d.waitReceived(wire.TRelease, 500)))
+	// taskd released every worker itself (the fake records that as Msg "once"); the
+	// client sent no release of its own.
+	syncConn(t, c)
+	rel := d.received(wire.TRelease)
+	assert.Len(t, rel, 500)
+	for _, m := range rel {
+		if !assert.Equal(t, "once", m.Msg, "release sent by the client for checkout %d", m.Co) {
+			break
+		}
+	}
+}
+
+func TestOneShotGivenUp(t *testing.T) {
+	t.Run("during the call", func(t *testing.T) {
+		d := newFakeDaemon(t)
+		c := newClient(t, Config{Addr: d.addr()})
+		err := c.Call(ctxTimeout(t, 30*time.Millisecond), "hang", nil)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Contains(t, err.Error(), "echo.hang")
+		// The worker is killed with an abort; the checkout needs no release.
+		co := d.received(wire.TRelease)[0].Co // recorded by the fake's grant (Msg "once")
+		syncConn(t, c)
+		ab := d.received(wire.TAbort)
+		require.Len(t, ab, 1)
+		assert.Equal(t, co, ab[0].Co)
+		assert.Len(t, d.received(wire.TRelease), 1, "no release from the client")
+		assert.Equal(t, 0, c.Stats().OpenCheckouts)
+	})
+	t.Run("granted after the caller gave up", func(t *testing.T) {
+		d := newFakeDaemon(t)
+		d.setHold(true)
+		c := newClient(t, Config{Addr: d.addr()})
+		err := c.Call(ctxTimeout(t, 30*time.Millisecond), "hang", nil)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		req := d.received(wire.TCheckout)[0]
+		require.True(t, req.Once)
+		assert.Equal(t, req.ID, d.waitReceived(wire.TAbandon, 1)[0].ID)
+
+		// taskd granted it (and started the call) before it saw the abandon: the client
+		// releases it with the call unanswered, which makes taskd kill the worker.
+		co := d.grant(anyConn(d), req)
+		rel := d.waitReceived(wire.TRelease, 2) // the fake's own "once" record and the client's, in either order
+		require.Len(t, rel, 2)
+		assert.Equal(t, []uint64{co, co}, []uint64{rel[0].Co, rel[1].Co})
+		assert.ElementsMatch(t, []string{"once", ""}, []string{rel[0].Msg, rel[1].Msg})
+		assert.Equal(t, 0, c.Stats().OpenCheckouts)
+	})
+}
+
+// syncConn makes a round trip on c's connection: the daemon has then received everything
+// c sent before, and c has dispatched everything the daemon sent before it answered.
+func syncConn(t *testing.T, c *Client) {
+	t.Helper()
+	_, err := c.Ping(ctxTimeout(t, 5*time.Second))
+	require.NoError(t, err)
 }
 
 func TestErrorTexts(t *testing.T) {

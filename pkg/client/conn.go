@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -31,11 +32,12 @@ const (
 	maxLine = 4 * wire.DefaultMaxMessageBytes
 )
 
-// conn is one connection to taskd, with its reader and writer goroutines. Its maps and
-// out buffer are guarded by Client.mu.
+// conn is one connection to taskd, with its reader goroutine (Client.read) and its send
+// queue, which owns a writer goroutine for what the socket does not take at once. Its
+// maps and flags are guarded by Client.mu; out has its own lock.
 type conn struct {
 	nc   net.Conn
-	out  *sendq.Queue  // owns writes to nc; Send never blocks
+	out  *sendq.Queue  // owns writes to nc; Send and Append never block
 	dead chan struct{} // closed when the reader has exited and the conn is cleaned up
 
 	reqs  map[uint64]*coReq    // checkout requests sent and not answered
@@ -112,7 +114,7 @@ func (c *Client) manage() {
 		start := time.Now()
 		select {
 		case <-cn.dead:
-		case <-c.done:
+		case <-c.ctx.Done():
 			return
 		}
 		if time.Since(start) >= stableConn {
@@ -149,7 +151,7 @@ func (c *Client) waitNeed() bool {
 		}
 		select {
 		case <-c.kick:
-		case <-c.done:
+		case <-c.ctx.Done():
 			return false
 		}
 	}
@@ -165,7 +167,7 @@ func (c *Client) sleep(d time.Duration) bool {
 		select {
 		case <-t.C:
 			return true
-		case <-c.done:
+		case <-c.ctx.Done():
 			return false
 		case <-c.kick:
 			c.mu.Lock()
@@ -194,16 +196,16 @@ func (c *Client) dial() (net.Conn, error) {
 func (c *Client) attach(nc net.Conn) *conn {
 	cn := &conn{
 		nc:    nc,
-		out:   sendq.New(nc, func(error) { nc.Close() }), // a failed write ends the reader
+		out:   sendq.New(nc, nil), // a failed write closes nc, which ends the reader
 		dead:  make(chan struct{}),
 		reqs:  make(map[uint64]*coReq),
 		admin: make(map[uint64]*adminReq),
 		cos:   make(map[uint64]*Checkout),
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
-		cn.out.Abort()
+		c.mu.Unlock()
+		cn.out.Abort() // closes nc
 		<-cn.out.Done()
 		return nil
 	}
@@ -214,9 +216,10 @@ func (c *Client) attach(nc net.Conn) *conn {
 		c.sendCheckoutLocked(cn, r)
 	}
 	for _, ch := range c.dialWaiters {
-		ch <- nil
+		ch <- nil // buffered
 	}
 	c.dialWaiters = nil
+	c.mu.Unlock()
 	return cn
 }
 
@@ -303,7 +306,7 @@ func (c *Client) failConnLocked(cn *conn, lost, adminErr error) {
 	}
 	// Requests from cn are older than any in unsent (unsent is empty while a conn is up,
 	// and cn was the conn until now): put them first, in the order they were made.
-	slices.SortFunc(resend, func(a, b *coReq) int { return cmpUint(a.id, b.id) })
+	slices.SortFunc(resend, func(a, b *coReq) int { return cmp.Compare(a.id, b.id) })
 	later := c.unsent
 	c.unsent = reqQueue{}
 	for _, r := range resend {
@@ -315,16 +318,6 @@ func (c *Client) failConnLocked(cn *conn, lost, adminErr error) {
 		c.unsent.push(r)
 	}
 	c.wantConnLocked()
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // dispatch handles one message from taskd. It runs on the reader goroutine.
@@ -339,7 +332,7 @@ func (c *Client) dispatch(cn *conn, m *wire.ClientMsg) {
 	case wire.TLost:
 		c.mu.Lock()
 		if co := cn.cos[m.Co]; co != nil {
-			co.fatalLocked(daemonError(fmt.Sprintf("checkout of %s (worker %s, pid %d)", co.iface(), co.info.ID, co.info.PID), m.Code, m.Msg), false)
+			co.fatalLocked(daemonError("checkout of "+co.describe(), m.Code, m.Msg), false)
 		}
 		c.mu.Unlock()
 	case wire.TPong, wire.TStatus:
@@ -368,7 +361,8 @@ func (c *Client) granted(cn *conn, m *wire.ClientMsg) {
 	delete(cn.reqs, m.ID)
 	if req == nil || req.state != reqSent || c.closed {
 		// Abandoned (or unknown): we own the checkout and give it straight back. The
-		// worker did nothing for us, so it is pooled.
+		// worker did nothing for us, so it is pooled; but the call of a one-shot request
+		// is running, and taskd kills its worker, as when a held call is given up.
 		c.sendLocked(cn, &wire.ClientMsg{T: wire.TRelease, Co: m.Co})
 		return
 	}

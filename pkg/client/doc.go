@@ -5,7 +5,9 @@
 // worker process: every call made on it goes to that process, in order, so per-process
 // state (a database transaction, a cursor, a warm cache) carries from call to call. Release
 // gives the worker back; taskd then pools it or retires it. Client.Call is the one-shot
-// form for calls that need no such state.
+// form for calls that need no such state: it sends the call with the checkout request,
+// and taskd releases the worker itself once the call is answered, so it costs one round
+// trip.
 //
 //	c, err := client.New(client.Config{Interface: "passwd"})
 //	...
@@ -19,9 +21,11 @@
 // to taskd, shared by all its checkouts and calls, and the goroutines behind it: a
 // connection manager that dials when something waits for a connection (lazily: New never
 // dials) and redials with a short capped backoff after a failure, and per connection a
-// reader that dispatches every reply and a writer that sends requests in order. Close stops
-// them all and waits for them. The caller owns each Checkout it gets and must Release it;
-// a Checkout keeps counting against Config.MaxWorkers until then.
+// reader that dispatches every reply and a writer. Requests are written by the goroutine
+// that makes them when the socket takes them at once (the common case), and by the writer
+// only when it does not. Close stops them all and waits for them. The caller owns each
+// Checkout it gets and must Release it; a Checkout keeps counting against
+// Config.MaxWorkers until then.
 //
 // The daemon need not be running when the Client is created or when Checkout is called:
 // checkouts wait (until their deadline) while the Client keeps dialling, and a checkout

@@ -91,15 +91,6 @@ func callName(iface, method string) string {
 	return iface + "." + method
 }
 
-// codeError is an error reported by taskd with a code; it wraps one or more sentinels.
-type codeError struct {
-	text string
-	is   []error
-}
-
-func (e *codeError) Error() string   { return e.text }
-func (e *codeError) Unwrap() []error { return e.is }
-
 // sentinelsFor maps a daemon error code to the sentinels the error matches, and a hint
 // saying what to do next.
 func sentinelsFor(code string) ([]error, string) {
@@ -132,8 +123,7 @@ func sentinelsFor(code string) ([]error, string) {
 // what describes the operation, e.g. `checkout of "passwd"`.
 func daemonError(what, code, msg string) error {
 	is, hint := sentinelsFor(code)
-	text := fmt.Sprintf("%v: %s: taskd says %s (%s); %s", is[0], what, quoteMsg(msg), code, hint)
-	return &codeError{text: text, is: is}
+	return &wrapped{text: fmt.Sprintf("%v: %s: taskd says %s (%s); %s", is[0], what, quoteMsg(msg), code, hint), errs: is}
 }
 
 func quoteMsg(msg string) string {
@@ -188,14 +178,23 @@ func (e *wrapped) Error() string   { return e.text }
 func (e *wrapped) Unwrap() []error { return e.errs }
 
 // abortError is the sticky error of a checkout aborted with Checkout.Abort. It matches
-// ErrAborted and the cause given to Abort.
+// ErrAborted and the cause given to Abort, if any.
 type abortError struct {
-	what  string
-	cause error
+	what  string // the checkout, as Checkout.describe gives it
+	cause error  // may be nil
 }
 
 func (e *abortError) Error() string {
-	return fmt.Sprintf("%v: checkout of %s aborted by the application: %v; its worker was killed: release this checkout and check out again", ErrAborted, e.what, e.cause)
+	cause := ""
+	if e.cause != nil {
+		cause = fmt.Sprintf(": %v", e.cause)
+	}
+	return fmt.Sprintf("%v: checkout of %s aborted by the application%s; its worker was killed: release this checkout and check out again", ErrAborted, e.what, cause)
 }
 
-func (e *abortError) Unwrap() []error { return []error{ErrAborted, e.cause} }
+func (e *abortError) Unwrap() []error {
+	if e.cause == nil {
+		return []error{ErrAborted}
+	}
+	return []error{ErrAborted, e.cause}
+}
