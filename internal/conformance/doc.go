@@ -27,5 +27,9 @@
 //	big(n)          → a string of n "y"s
 //	len(s)          → the length of s in characters
 //
+// The Python and Perl conformance workers (workers/) also serve the few extra methods
+// that the SDKs' own tests in sdk/python/tests use (documented in those files), so one
+// worker per language serves both suites.
+//
 // This package has no non-test code besides this file and the Go worker in goworker.
 package conformance

@@ -36,6 +36,10 @@ descriptors 0 and 1, points fd 1 (and ``sys.stdout``) at stderr and fd 0 at /dev
 ``print()`` in your code, a library or a child process goes to stderr (which taskd logs)
 and can never corrupt the protocol or steal its input.
 
+Lines are bounded by TASKD_MAX_MESSAGE_BYTES (taskd sets it from ``max_message_bytes``; 16 MiB
+when unset): a longer line from taskd ends the worker with status 1, and a reply that would
+be longer is replaced by an ``err`` of type "ReplyTooLarge", as in the Go SDK.
+
 Standard library only; Python 3.8 or newer. Single file: copy it next to your worker or put
 sdk/python on PYTHONPATH.
 """
@@ -51,6 +55,7 @@ import traceback
 __all__ = ["Worker", "Context", "Logger", "Cancelled", "PROTOCOL_VERSION"]
 
 PROTOCOL_VERSION = 1
+DEFAULT_MAX_MESSAGE_BYTES = 16 << 20  # taskd's default max_message_bytes
 
 _EOF = object()  # queued by the reader thread at end of input
 
@@ -246,6 +251,7 @@ class Worker(object):
         self._running = False
         self._in_call = False
         self._errs = 0  # err replies sent since the last "done" (pipelining)
+        self._max = DEFAULT_MAX_MESSAGE_BYTES  # longest line, either way, without its newline
 
     # -- registration -------------------------------------------------------------
 
@@ -290,6 +296,12 @@ class Worker(object):
         if self._started:
             raise RuntimeError("Worker.run called twice")
         self._started = True
+        try:
+            self._max = _max_message_bytes()
+        except ValueError as e:
+            sys.stderr.write("taskd_worker: %s\n" % (e,))
+            sys.stderr.flush()
+            sys.exit(1)
         proto_in, proto_out = _protect_stdio()
         self._out = proto_out
         if self._setup is not None:
@@ -313,7 +325,10 @@ class Worker(object):
 
     def _serve(self, proto_in):
         inbox = _Inbox()
-        reader = threading.Thread(target=inbox.read_from, args=(proto_in,), name="taskd-stdin")
+        # The reader thread ends at end of input (or a read error, or an over-long line),
+        # after queueing _EOF; it is joined then. It is a daemon thread only so that an
+        # early exit (sys.exit in a hook, taskd gone) does not wait for its blocked read.
+        reader = threading.Thread(target=inbox.read_from, args=(proto_in, self._max), name="taskd-stdin")
         reader.daemon = True
         reader.start()
         while True:
@@ -321,6 +336,11 @@ class Worker(object):
             if msg is _EOF:
                 # End of input: the messages read before it have been handled (as
                 # cancelled calls, see Context.cancelled); now exit.
+                reader.join()
+                if inbox.error is not None:
+                    sys.stderr.write("taskd_worker: %s\n" % (inbox.error,))
+                    sys.stderr.flush()
+                    sys.exit(1)
                 return
             t = msg.get("t")
             if t == "call":
@@ -374,6 +394,13 @@ class Worker(object):
             if logs:
                 reply["logs"] = logs
             line = _encode(reply)
+        if len(line) - 1 > self._max:
+            what = 'method "%s"' % method if method else "function-style call"
+            reply = {"t": "err", "id": call_id, "e": {
+                "msg": "the reply of %s is %d bytes, more than max_message_bytes (%d): return "
+                       "less, or raise max_message_bytes" % (what, len(line) - 1, self._max),
+                "type": "ReplyTooLarge", "trace": ""}}
+            line = _encode(reply)
         if reply["t"] == "err":
             self._errs += 1
         self._write(line)
@@ -404,6 +431,22 @@ class Worker(object):
 
 class _UnknownMethod(Exception):
     pass
+
+
+def _max_message_bytes():
+    """The line length limit from TASKD_MAX_MESSAGE_BYTES: a number of bytes, optionally with
+    a KiB, MiB or GiB suffix as in taskd's config. Raises ValueError for anything else."""
+    v = os.environ.get("TASKD_MAX_MESSAGE_BYTES", "")
+    if v == "":
+        return DEFAULT_MAX_MESSAGE_BYTES
+    num, unit = v.strip(), 1
+    for suffix, size in (("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30)):
+        if num.endswith(suffix):
+            num, unit = num[:-len(suffix)].strip(), size
+            break
+    if not (num.isascii() and num.isdigit()) or int(num) <= 0:
+        raise ValueError("TASKD_MAX_MESSAGE_BYTES=%r: want a positive size such as 16777216 or 16MiB" % v)
+    return int(num) * unit
 
 
 def _ep(v):
@@ -450,10 +493,18 @@ class _Inbox(object):
         self._pending = {}         # call id -> number of queued calls with that id
         self._precancelled = set() # ids cancelled before their call started
         self._eof = False
+        self.error = None          # why reading stopped early, if it did (read by the main thread after _EOF)
 
-    def read_from(self, f):
+    def read_from(self, f, limit):
         try:
-            for line in iter(f.readline, b""):
+            while True:
+                line = f.readline(limit + 1)  # at most limit bytes and the newline
+                if not line:
+                    break
+                if len(line) > limit and not line.endswith(b"\n"):
+                    self.error = ("taskd sent a line longer than %d bytes; TASKD_MAX_MESSAGE_BYTES "
+                                  "must match taskd's max_message_bytes" % limit)
+                    break
                 line = line.strip()
                 if not line:
                     continue
@@ -473,8 +524,8 @@ class _Inbox(object):
                         k = _key(msg.get("id"))
                         self._pending[k] = self._pending.get(k, 0) + 1
                 self._q.put(msg)
-        except (OSError, ValueError):
-            pass
+        except (OSError, ValueError) as e:
+            self.error = "reading from taskd: %s" % (e,)
         with self._lock:
             self._eof = True
             if self._current is not None:
@@ -492,10 +543,6 @@ class _Inbox(object):
 
     def next(self):
         return self._q.get()
-
-    def eof(self):
-        with self._lock:
-            return self._eof
 
     def _unqueue(self, k):
         """Call k leaves the queue; returns whether it was cancelled while queued. Holds

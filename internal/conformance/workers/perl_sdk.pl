@@ -1,6 +1,8 @@
 #!/usr/bin/perl
-# The Perl SDK's worker for the conformance suite: it serves the method contract of package
-# conformance (internal/conformance/doc.go), base and SDK parts.
+# The Perl SDK's test worker. It serves the method contract of package conformance
+# (internal/conformance/doc.go), base and SDK parts, for the conformance suite, and the
+# extra methods of python_sdk.py (beside this file; see its docstring) plus die(msg), a
+# plain string die, for the SDK's own tests (sdk/python/tests, which run it directly).
 #
 # taskd starts workers with a clean environment (no PERL5LIB), so the SDK is found relative
 # to this file.
@@ -8,6 +10,7 @@ use strict;
 use warnings;
 use FindBin;
 use lib "$FindBin::RealBin/../../../sdk/perl";
+use Math::BigInt ();
 use POSIX ();
 use Time::HiRes ();
 use Taskd::Worker;
@@ -18,13 +21,17 @@ package ConformanceError {
 }
 
 my %counts = (setups => 0, dones => 0);
+my @notes;    # arguments of "note" calls: shows which calls ran
+my $unfinished;
 
 sub echo { my ($ctx, @args) = @_; return \@args }
 
 Taskd::Worker->new(
     setup => sub {
+        my ($w) = @_;
         $counts{setups}++;
         print "print during setup\n";    # must not reach the protocol
+        $w->log->info('setup finished', pid => $$);
     },
     checkout_done => sub { $counts{dones}++ },
     default       => \&echo,
@@ -51,10 +58,10 @@ Taskd::Worker->new(
         },
         logs => sub {
             my ($ctx) = @_;
-            $ctx->log->info('one');
+            $ctx->log->info('one', n => 1);
             {
                 my $t = $ctx->log->timer('t');
-                $ctx->log->warn('two');
+                $ctx->log->warn('two', big => Math::BigInt->new(2)**70);
             }
             $ctx->log->error('three');
             return 'logged';
@@ -71,5 +78,25 @@ Taskd::Worker->new(
         },
         big => sub { my ($ctx, $n) = @_; return 'y' x $n },
         len => sub { my ($ctx, $s) = @_; return length $s },
+
+        # for the SDK's own tests (sdk/python/tests/sdk_cases.py)
+        timers => sub {
+            my ($ctx) = @_;
+            my $t = $ctx->log->timer('a', x => 1);
+            $t->stop;
+            $t->stop;    # records once
+            $unfinished = $ctx->log->timer('b');    # still running when the call is answered
+            return 'timed';
+        },
+        note => sub {
+            my ($ctx, $x) = @_;
+            $ctx->log->info('noted', x => $x);
+            push @notes, $x;
+            return $x;
+        },
+        notes      => sub { return [@notes] },
+        nan        => sub { return 9**9**9 - 9**9**9 },    # not JSON: the SDK answers err
+        read_stdin => sub { my $n = sysread(STDIN, my $buf, 100); return $n },
+        die        => sub { my ($ctx, $msg) = @_; die "$msg\n" },
     },
 )->run;

@@ -1,6 +1,13 @@
 #!/usr/bin/env python3
-"""The Python SDK's worker for the conformance suite: it serves the method contract of
-package conformance (internal/conformance/doc.go), base and SDK parts.
+"""The Python SDK's test worker. It serves the method contract of package conformance
+(internal/conformance/doc.go), base and SDK parts, for the conformance suite, and the extra
+methods below for the SDK's own tests (sdk/python/tests, which run it directly). The Perl
+SDK's twin is perl_sdk.pl, beside this file.
+
+    timers()      -> "timed": timer "a" {x: 1} stopped twice, timer "b" left running
+    note(x)       -> x, logging "noted" {x}; notes() -> every x noted so far, in order
+    nan()         -> a result that is not JSON (the SDK answers err)
+    read_stdin()  -> how many bytes fd 0 gave (0: it is /dev/null)
 
 taskd starts workers with a clean environment (no PYTHONPATH), so the SDK is found
 relative to this file."""
@@ -15,6 +22,8 @@ from taskd_worker import Worker  # noqa: E402
 
 w = Worker()
 counts = {"setups": 0, "dones": 0}
+notes = []  # arguments of "note" calls: shows which calls ran
+keep = []   # timers still running after their call
 
 
 class ConformanceError(Exception):
@@ -25,6 +34,7 @@ class ConformanceError(Exception):
 def setup():
     counts["setups"] += 1
     print("print during setup")  # must not reach the protocol
+    w.log.info("setup finished", pid=os.getpid())
 
 
 @w.checkout_done
@@ -91,9 +101,9 @@ def do_print(ctx, s):
 
 @w.method("logs")
 def logs(ctx):
-    ctx.log.info("one")
+    ctx.log.info("one", n=1)
     with ctx.log.timer("t"):
-        ctx.log.warn("two")
+        ctx.log.warn("two", big=2 ** 70)
     ctx.log.error("three")
     return "logged"
 
@@ -118,6 +128,39 @@ def big(ctx, n):
 @w.method("len")
 def length(ctx, s):
     return len(s)
+
+
+# -- for the SDK's own tests (sdk/python/tests/sdk_cases.py) ------------------------------
+
+@w.method("timers")
+def timers(ctx):
+    t = ctx.log.timer("a", x=1)
+    t.stop()
+    t.stop()  # records once
+    keep.append(ctx.log.timer("b"))  # still running when the call is answered
+    return "timed"
+
+
+@w.method("note")
+def note(ctx, x):
+    ctx.log.info("noted", x=x)
+    notes.append(x)
+    return x
+
+
+@w.method("notes")
+def get_notes(ctx):
+    return notes
+
+
+@w.method("nan")
+def nan(ctx):
+    return float("nan")  # not JSON: the SDK answers err
+
+
+@w.method("read_stdin")
+def read_stdin(ctx):
+    return len(os.read(0, 100))
 
 
 w.run()

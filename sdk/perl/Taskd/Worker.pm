@@ -19,8 +19,9 @@ use B ();
 
 our $VERSION = '1.000';
 
-use constant PROTOCOL_VERSION => 1;
-use constant MAX_DEPTH        => 512;
+use constant PROTOCOL_VERSION          => 1;
+use constant DEFAULT_MAX_MESSAGE_BYTES => 16 << 20;    # taskd's default max_message_bytes
+use constant MAX_DEPTH                 => 512;
 
 my $JSON = JSON::PP->new->utf8->canonical->allow_bignum->convert_blessed->max_depth(MAX_DEPTH);
 my $BIGINT_TAG = "\0taskd-bigint:";
@@ -56,6 +57,8 @@ sub new {
         running       => 0,
         bye           => undef,
         errs          => 0,    # err replies sent since the last "done" (pipelining)
+        max           => DEFAULT_MAX_MESSAGE_BYTES,    # longest line, either way, without "\n"
+        read_error    => undef,    # why reading stopped before end of input, if it did
     }, $class;
     return $self;
 }
@@ -78,6 +81,7 @@ sub bye {
 sub run {
     my ($self) = @_;
     Carp::croak("Taskd::Worker->run called twice") if $self->{ran}++;
+    $self->{max} = _max_message_bytes();
     $self->_protect_stdio;
     if (my $setup = $self->{setup}) {
         if (!eval { $setup->($self); 1 }) {
@@ -91,7 +95,11 @@ sub run {
     $self->_flush_bye;
     while (1) {
         my $msg = $self->_next_message;
-        return if !$msg;    # end of input, and the messages read before it handled
+        if (!$msg) {    # end of input, and the messages read before it handled
+            return if !defined $self->{read_error};
+            _stderr("taskd worker: $self->{read_error}");
+            exit 1;
+        }
         my $t = defined $msg->{t} ? $msg->{t} : '';
         if ($t eq 'call') {
             $self->_call($msg);
@@ -168,6 +176,13 @@ sub _call {
         }
     }
     $line = _encode($reply) unless defined $line;
+    if (length($line) - 1 > $self->{max}) {
+        my $what = $method ne '' ? qq{method "$method"} : 'function-style call';
+        $reply = { t => 'err', id => $id, e => { type => 'ReplyTooLarge', trace => '',
+            msg => sprintf('the reply of %s is %d bytes, more than max_message_bytes (%d): return less, or raise max_message_bytes',
+                           $what, length($line) - 1, $self->{max}) } };
+        $line = _encode($reply);
+    }
     $self->{errs}++ if $reply->{t} eq 'err';
     $self->_write($line);
     $self->_flush_bye;
@@ -183,6 +198,19 @@ sub _ep {
     }
     return undef unless B::svref_2object(\$ep)->FLAGS & B::SVp_IOK();
     return $ep =~ /\A[0-9]+\z/ ? $ep : undef;
+}
+
+# The line length limit from TASKD_MAX_MESSAGE_BYTES: a number of bytes, optionally with a
+# KiB, MiB or GiB suffix as in taskd's config. Anything else ends the worker (status 1).
+sub _max_message_bytes {
+    my $v = $ENV{TASKD_MAX_MESSAGE_BYTES};
+    return DEFAULT_MAX_MESSAGE_BYTES if !defined $v || $v eq '';
+    my %unit = (KiB => 1 << 10, MiB => 1 << 20, GiB => 1 << 30);
+    if ($v =~ /\A\s*([0-9]+)\s*(KiB|MiB|GiB)?\s*\z/ && $1 > 0) {
+        return $1 * ($2 ? $unit{$2} : 1);
+    }
+    _stderr("taskd worker: TASKD_MAX_MESSAGE_BYTES='$v': want a positive size such as 16777216 or 16MiB");
+    exit 1;
 }
 
 sub _done {
@@ -299,20 +327,35 @@ sub _read_more {
     my $got = sysread($fh, $self->{inbuf}, 1 << 16, length $self->{inbuf});
     if (!defined $got) {
         return 0 if $!{EINTR} || $!{EAGAIN};
-        $got = 0;
+        return $self->_stop_reading("reading from taskd: $!");
     }
-    if ($got == 0) {
-        $self->{eof} = 1;
-        $self->{current}{cancelled} = 1 if $self->{current};
-        return 0;
-    }
+    return $self->_stop_reading(undef) if $got == 0;
     while ((my $i = index($self->{inbuf}, "\n", $self->{scan})) >= 0) {
+        return $self->_stop_reading_too_long if $i > $self->{max};
         my $line = substr($self->{inbuf}, 0, $i + 1, '');
         $self->{scan} = 0;
         $self->_ingest($line);
     }
+    return $self->_stop_reading_too_long if length $self->{inbuf} > $self->{max};
     $self->{scan} = length $self->{inbuf};
     return 1;
+}
+
+# Input ends (at EOF, or early with a reason): the running call counts as cancelled, and
+# the messages already queued are still handled.
+sub _stop_reading {
+    my ($self, $why) = @_;
+    $self->{eof}        = 1;
+    $self->{read_error} = $why;
+    $self->{inbuf}      = '';
+    $self->{current}{cancelled} = 1 if $self->{current};
+    return 0;
+}
+
+sub _stop_reading_too_long {
+    my ($self) = @_;
+    return $self->_stop_reading("taskd sent a line longer than $self->{max} bytes; "
+          . "TASKD_MAX_MESSAGE_BYTES must match taskd's max_message_bytes");
 }
 
 sub _ingest {
@@ -662,6 +705,10 @@ C<ep>, the number of errors of this checkout the application had seen when it ma
 call. A call whose C<ep> is lower than the number of C<err> replies sent since the last
 C<done> is queued behind an error and is not run: it is answered C<{"t":"aborted"}> and its
 handler is never called. Nothing is needed in your code for this.
+
+Lines are bounded by C<TASKD_MAX_MESSAGE_BYTES> (taskd sets it from C<max_message_bytes>;
+16 MiB when unset): a longer line from taskd ends the worker with status 1, and a reply that
+would be longer is replaced by an C<err> of type C<ReplyTooLarge>, as in the Go SDK.
 
 =head2 $worker->log, $worker->bye($msg)
 

@@ -1,22 +1,26 @@
-"""Scenarios every SDK worker (sdk_worker.py, sdk/perl/t/sdk_worker.pl) must pass. A test
-module subclasses SDKCases with ARGV (how to start the worker) and FAIL_TYPE (the "type" of
-the error raised by its "fail" method)."""
+"""Scenarios every SDK's test worker (internal/conformance/workers/python_sdk.py and
+perl_sdk.pl, which the conformance suite runs too) must pass. A test module subclasses
+SDKCases with ARGV, how to start the worker."""
 import math
 
 from workerproc import ROUND_TRIP, WorkerProc
 
 MiB = 1 << 20
+FAIL_TYPE = "ConformanceError"  # the "type" of the error the workers' "fail" raises
 
 
 class SDKCases(object):
     ARGV = None
-    FAIL_TYPE = None
 
     def setUp(self):
-        self.w = WorkerProc(self.ARGV)
-        self.addCleanup(self.w.kill)
-        first = self.w.recv()
-        self.assertEqual(first, {"t": "ready", "v": 1, "pipeline": True})
+        self.w = self.start()
+
+    def start(self, **env):
+        """Starts a worker (env: extra environment variables) and reads its ready."""
+        w = WorkerProc(self.ARGV, env=env)
+        self.addCleanup(w.kill)
+        self.assertEqual(w.recv(), {"t": "ready", "v": 1, "pipeline": True})
+        return w
 
     def assertSameJSON(self, got, want):
         self.assertEqual(got, want)
@@ -27,17 +31,18 @@ class SDKCases(object):
         self.assertEqual(self.w.result("echo"), [])
 
     def test_function_style_call(self):
-        self.assertEqual(self.w.result(None, 1, "two"), {"default": [1, "two"]})
-        self.assertEqual(self.w.result("", 3), {"default": [3]})
+        # the default handler echoes, like "echo"; without one the SDK answers UnknownMethod
+        self.assertEqual(self.w.result(None, 1, "two"), [1, "two"])
+        self.assertEqual(self.w.result("", 3), [3])
 
     def test_error_keeps_worker_usable(self):
         reply = self.w.call("fail", "it broke \U0001F600")
         self.assertEqual(reply["t"], "err")
         e = reply["e"]
-        self.assertEqual(e["type"], self.FAIL_TYPE)
+        self.assertEqual(e["type"], FAIL_TYPE)
         self.assertIn("it broke \U0001F600", e["msg"])
         self.assertIn("it broke", e["trace"])
-        self.assertRegex(e["trace"], r"sdk_worker\.p[ly]")  # points at the handler's file
+        self.assertRegex(e["trace"], r"python_sdk\.py|perl_sdk\.pl")  # points at the handler's file
         self.assertEqual(self.w.result("echo", 1), [1])
 
     def test_unknown_method(self):
@@ -134,7 +139,7 @@ class SDKCases(object):
     def test_bye(self):
         reply = self.w.call("bye")
         self.assertEqual(reply["r"], "bye")
-        self.assertEqual(self.w.recv(), {"t": "bye", "msg": "please"})
+        self.assertEqual(self.w.recv(), {"t": "bye", "msg": "asked to"})
         self.assertEqual(self.w.result("echo", "still serving"), ["still serving"])
 
     def test_one_mib_argument_and_result(self):
@@ -142,6 +147,43 @@ class SDKCases(object):
         self.assertEqual(self.w.result("len", arg), len(arg))
         self.assertEqual(self.w.result("big", MiB), "y" * MiB)
         self.assertEqual(self.w.result("echo", arg), [arg])
+
+    # -- TASKD_MAX_MESSAGE_BYTES: the longest line either way, without its newline ---------
+
+    def test_reply_at_and_over_the_limit(self):
+        w = self.start(TASKD_MAX_MESSAGE_BYTES="4KiB")
+        envelope = len('{"t":"ok","id":1,"r":""}')  # the same length with keys in any order
+        self.assertEqual(len(w.result("big", 4096 - envelope)), 4096 - envelope)  # id 1: exactly 4 KiB
+        reply = w.call("big", 4096)  # id 2
+        self.assertEqual(reply["t"], "err")
+        self.assertEqual(reply["e"]["type"], "ReplyTooLarge")
+        self.assertIn("max_message_bytes (4096)", reply["e"]["msg"])
+        self.assertEqual(w.call("note", "x", ep=0)["t"], "aborted")  # it counts as an error
+        self.assertEqual(w.result("echo", "still serving"), ["still serving"])
+
+    def test_line_at_and_over_the_limit(self):
+        w = self.start(TASKD_MAX_MESSAGE_BYTES="1024")
+        msg = {"t": "call", "id": 1, "m": "len", "a": [""]}
+        line = WorkerProc.encode(msg)
+        msg["a"] = ["x" * (1024 - len(line))]
+        self.assertEqual(len(WorkerProc.encode(msg)), 1024)
+        w.send(msg)  # exactly 1024 bytes and a newline: accepted
+        self.assertEqual(w.recv(), {"t": "ok", "id": 1, "r": 1024 - len(line)})
+        queued = w.call_msg("echo", "queued before")
+        w.send(queued)
+        w.send(dict(msg, id=2, a=["x" * 1025]))
+        # what was read before the long line is answered; then the worker exits with status 1
+        self.assertEqual(w.recv(), {"t": "ok", "id": queued["id"], "r": ["queued before"]})
+        self.assertEqual(w.p.wait(timeout=20), 1)
+        w.assert_no_more_output()
+        w.wait_stderr("TASKD_MAX_MESSAGE_BYTES")
+
+    def test_bad_max_message_bytes_exits_before_ready(self):
+        w = WorkerProc(self.ARGV, env={"TASKD_MAX_MESSAGE_BYTES": "lots"})
+        self.addCleanup(w.kill)
+        self.assertEqual(w.p.wait(timeout=20), 1)
+        w.assert_no_more_output()
+        w.wait_stderr("TASKD_MAX_MESSAGE_BYTES")
 
     def test_eof_exits_zero(self):
         self.assertEqual(self.w.result("echo", 1), [1])
@@ -180,7 +222,7 @@ class SDKCases(object):
         msgs, replies = self.pipeline(("fail", ["insert failed"], 0), ("note", ["commit"], 0),
                                       ("note", ["after"], 1))
         self.assertEqual([r["t"] for r in replies], ["err", "aborted", "ok"])
-        self.assertEqual(replies[0]["e"]["type"], self.FAIL_TYPE)
+        self.assertEqual(replies[0]["e"]["type"], FAIL_TYPE)
         self.assertEqual(replies[1], {"t": "aborted", "id": msgs[1]["id"]})  # no logs, no r
         self.assertEqual(replies[2]["r"], "after")
         self.assertEqual(self.w.result("notes"), ["after"])  # "commit" never ran
@@ -206,7 +248,7 @@ class SDKCases(object):
                                       ("note", ["ep 0"], 0), ("note", [None], None))
         self.assertEqual([r["t"] for r in replies], ["err", "ok", "aborted", "ok"])
         self.assertEqual(self.w.result("notes"), ["no ep", None])
-        self.assertEqual(self.w.result(None, 1), {"default": [1]})  # function-style, no ep
+        self.assertEqual(self.w.result(None, 1), [1])  # function-style, no ep
 
     def test_malformed_ep_is_ignored(self):
         self.assertEqual(self.w.call("fail", "boom", ep=0)["t"], "err")

@@ -18,19 +18,22 @@ TIMEOUT = 20.0  # seconds; an upper bound, never a wait
 KNOWN = {"ready", "ok", "err", "aborted", "bye"}
 
 
-def worker_env():
-    """The environment taskd gives a worker: a few standard variables plus TASKD_*."""
+def worker_env(extra=None):
+    """The environment taskd gives a worker: a few standard variables plus TASKD_*, and
+    extra (an interface's env)."""
     env = {k: v for k, v in os.environ.items()
            if k in ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")}
+    env.update(extra or {})
     env.update({"TASKD_INTERFACE": "test", "TASKD_WORKER_ID": "test-1", "TASKD_PROTOCOL": "1"})
+    env.setdefault("TASKD_MAX_MESSAGE_BYTES", str(16 << 20))
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # not taskd's: keeps __pycache__ out of the tree
     return env
 
 
 class WorkerProc(object):
-    def __init__(self, argv):
+    def __init__(self, argv, env=None):
         self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, env=worker_env(), cwd=REPO)
+                                  stderr=subprocess.PIPE, env=worker_env(env), cwd=REPO)
         self.out = queue.Queue()
         self.err = queue.Queue()
         self.stderr_lines = []
@@ -46,9 +49,13 @@ class WorkerProc(object):
             q.put(line)
         q.put(None)
 
+    @staticmethod
+    def encode(msg):
+        """msg as one protocol line, without its newline (bytes are sent as they are)."""
+        return msg if isinstance(msg, bytes) else json.dumps(msg, ensure_ascii=False).encode("utf-8")
+
     def send(self, msg):
-        data = msg if isinstance(msg, bytes) else json.dumps(msg, ensure_ascii=False).encode("utf-8")
-        self.p.stdin.write(data + b"\n")
+        self.p.stdin.write(self.encode(msg) + b"\n")
         self.p.stdin.flush()
 
     def recv(self, timeout=TIMEOUT):
