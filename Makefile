@@ -1,4 +1,5 @@
-# taskd — `make run` to try it, `make test` to test it. Needs Go only.
+# taskd — `make run` to try it, `make test` to test it. Needs Go; the Python and Perl
+# worker tests also need python3 and perl (.ci/run installs them).
 
 GO      ?= go
 BIN     := bin
