@@ -34,7 +34,6 @@ const (
 	CodeOverloaded       = "overloaded"
 	CodeUnavailable      = "unavailable"
 	CodeShuttingDown     = "shutting_down"
-	CodeBadRequest       = "bad_request"
 	CodeAborted          = "aborted"
 	CodeWorkerLost       = "worker_lost"
 	CodeCallTimeout      = "call_timeout"

@@ -494,7 +494,6 @@ func TestCheckoutRefused(t *testing.T) {
 		{wire.CodeUnknownInterface, ErrUnknownInterface},
 		{wire.CodeOverloaded, ErrOverloaded},
 		{wire.CodeUnavailable, ErrUnavailable},
-		{wire.CodeBadRequest, ErrProtocol},
 	} {
 		t.Run(tc.code, func(t *testing.T) {
 			d := newFakeDaemon(t)

@@ -103,8 +103,6 @@ func sentinelsFor(code string) ([]error, string) {
 		return []error{ErrUnavailable}, "fix the worker (its stderr is quoted above) or its command in the daemon's config; taskd keeps retrying"
 	case wire.CodeShuttingDown:
 		return []error{ErrShuttingDown}, "retry once taskd has restarted"
-	case wire.CodeBadRequest:
-		return []error{ErrProtocol}, "this is a bug in the client or the daemon: please report it"
 	case wire.CodeAborted:
 		return []error{ErrAborted}, "an earlier call on this checkout raised, so this one was not run; the checkout is still usable"
 	case wire.CodeWorkerLost:
