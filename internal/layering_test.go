@@ -12,21 +12,23 @@ const mod = "github.com/taskd-dev/taskd/"
 
 // allowed lists, for each package, the project packages it may import (outside tests).
 // Imports run one way: server → pool → worker → wire; the SDKs see wire only (and
-// sendq, the non-blocking send queue that daemon and client share).
+// sendq, the non-blocking send queue that daemon and client share, and fdio, its raw
+// reads and writes).
 var allowed = map[string][]string{
 	"internal":                      {},                                                 // this test
 	"internal/bench":                {"pkg/client", "internal/wire", "internal/procfs"}, // benchmark harness (make bench)
 	"internal/procfs":               {},
-	"internal/sendq":                {},
+	"internal/fdio":                 {},
+	"internal/sendq":                {"internal/fdio"},
 	"internal/wire":                 {},
 	"internal/config":               {"internal/wire"},
-	"internal/worker":               {"internal/wire", "internal/sendq"},
+	"internal/worker":               {"internal/wire", "internal/sendq", "internal/fdio"},
 	"internal/pool":                 {"internal/worker", "internal/wire"},
-	"internal/server":               {"internal/pool", "internal/worker", "internal/wire", "internal/config", "internal/sendq"},
+	"internal/server":               {"internal/pool", "internal/worker", "internal/wire", "internal/config", "internal/sendq", "internal/fdio"},
 	"internal/taskdtest":            {"internal/procfs"},
 	"internal/conformance":          {},
 	"internal/conformance/goworker": {"pkg/worker"},
-	"pkg/client":                    {"internal/wire", "internal/sendq"},
+	"pkg/client":                    {"internal/wire", "internal/sendq", "internal/fdio"},
 	"pkg/worker":                    {"internal/wire"},
 	"cmd/taskd":                     {"internal/config", "internal/server", "internal/wire"},
 	"cmd/taskctl":                   {"pkg/client", "internal/wire", "internal/bench"},

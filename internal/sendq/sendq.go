@@ -17,6 +17,8 @@ import (
 	"io"
 	"sync"
 	"syscall"
+
+	"github.com/taskd-dev/taskd/internal/fdio"
 )
 
 // Conn is what a Queue writes to: a pipe (*os.File) or a network connection.
@@ -57,11 +59,9 @@ type Queue struct {
 // closes c and drops everything queued.
 func New(c Conn, onError func(error)) *Queue {
 	q := &Queue{c: c, onError: onError, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	if sc, ok := c.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			q.raw = raw
-			q.twWrite = q.writeNow
-		}
+	if raw, ok := fdio.Raw(c); ok {
+		q.raw = raw
+		q.twWrite = q.writeNow
 	}
 	go q.writer()
 	return q
@@ -136,13 +136,8 @@ func (q *Queue) tryWrite(buf []byte) (int, error) {
 // writeNow is tryWrite's callback: it writes q.twBuf without waiting for the descriptor.
 func (q *Queue) writeNow(fd uintptr) bool {
 	for q.twN < len(q.twBuf) {
-		m, err := syscall.Write(int(fd), q.twBuf[q.twN:])
-		if m > 0 {
-			q.twN += m
-		}
-		if err == syscall.EINTR {
-			continue
-		}
+		m, err := fdio.Write(fd, q.twBuf[q.twN:])
+		q.twN += m
 		if err != nil {
 			if err != syscall.EAGAIN {
 				q.twErr = err

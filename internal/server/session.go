@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/taskd-dev/taskd/internal/fdio"
 	"github.com/taskd-dev/taskd/internal/pool"
 	"github.com/taskd-dev/taskd/internal/sendq"
 	"github.com/taskd-dev/taskd/internal/wire"
@@ -71,7 +72,7 @@ func (ss *session) serve() {
 }
 
 func (ss *session) readLoop() {
-	lr := wire.NewLineReader(ss.conn, int(ss.s.cfg.MaxMessageBytes))
+	lr := wire.NewLineReader(fdio.NewReader(ss.conn), int(ss.s.cfg.MaxMessageBytes))
 	for {
 		line, err := lr.ReadLine()
 		if err != nil {

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/taskd-dev/taskd/internal/fdio"
 	"github.com/taskd-dev/taskd/internal/sendq"
 	"github.com/taskd-dev/taskd/internal/wire"
 )
@@ -482,7 +483,7 @@ func (w *Worker) signalGroup(sig syscall.Signal) {
 // readStdout owns the protocol decoder. It runs until the pipe reaches EOF or is closed.
 func (w *Worker) readStdout() {
 	defer close(w.outDone)
-	lr := wire.NewLineReader(w.stdout, maxBytes(w.cfg))
+	lr := wire.NewLineReader(fdio.NewReader(w.stdout), maxBytes(w.cfg))
 	for {
 		line, err := lr.ReadLine()
 		if err != nil {

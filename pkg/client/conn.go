@@ -12,6 +12,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/taskd-dev/taskd/internal/fdio"
 	"github.com/taskd-dev/taskd/internal/sendq"
 	"github.com/taskd-dev/taskd/internal/wire"
 )
@@ -227,7 +228,7 @@ func (c *Client) attach(nc net.Conn) *conn {
 // connection ends, fails or re-queues everything bound to it.
 func (c *Client) read(cn *conn) {
 	defer c.wg.Done()
-	lr := wire.NewLineReader(cn.nc, maxLine)
+	lr := wire.NewLineReader(fdio.NewReader(cn.nc), maxLine)
 	var err error
 	for {
 		var line []byte
