@@ -696,6 +696,26 @@ func TestOneShotCalls(t *testing.T) {
 			assert.Equal(t, keep, a == onePID(c), "keep=%v", keep)
 		}
 	})
+	t.Run("the worker gets one done per checkout, after its call", func(t *testing.T) {
+		// The done of a one-shot checkout is written with its call; a held checkout's at
+		// its release. The raw worker counts the dones it has read.
+		c := newClient(t, d, "echo")
+		dones := func(call func(result any) error) int {
+			var n int
+			require.NoError(t, call(&n))
+			return n
+		}
+		oneShot := func(r any) error { return c.Call(ctxT(t), "dones", r) }
+		n := dones(oneShot)
+		assert.Equal(t, n+1, dones(oneShot))
+		co, err := c.Checkout(ctxT(t))
+		require.NoError(t, err)
+		held := func(r any) error { return co.Call(ctxT(t), "dones", r) }
+		assert.Equal(t, n+2, dones(held))
+		assert.Equal(t, n+2, dones(held), "no done within a checkout")
+		co.Release()
+		assert.Equal(t, n+3, dones(oneShot))
+	})
 	t.Run("a caller deadline kills the worker", func(t *testing.T) {
 		c := newClient(t, d, "echo")
 		a := onePID(c)

@@ -105,9 +105,23 @@ func (ss *session) handle(m *wire.ClientMsg) {
 	case wire.TAbandon:
 		ss.mu.Lock()
 		cancel := ss.waiting[m.ID]
+		var granted *checkout // a one-shot checkout whose granted message is still held back
+		if cancel == nil {
+			for _, co := range ss.checkouts {
+				if co.once && co.req == m.ID {
+					granted = co
+					break
+				}
+			}
+		}
 		ss.mu.Unlock()
-		if cancel != nil {
+		switch {
+		case cancel != nil:
 			cancel()
+		case granted != nil:
+			// The client must learn the checkout it owns, to release it (which kills the
+			// worker if the call is still running), as if the grant had crossed the abandon.
+			granted.send(nil)
 		}
 	case wire.TCall, wire.TCancel, wire.TRelease, wire.TAbort:
 		ss.mu.Lock()
@@ -156,13 +170,18 @@ func (ss *session) checkout(m *wire.ClientMsg) {
 		w := lease.Worker()
 		co := &checkout{ss: ss, co: ss.s.newCo(), iface: iface, lease: lease, w: w, keep: keep,
 			pipelined: w.Pipelined(), sent: make(map[uint64]*pendingCall), once: once,
-			retire: once && maxN > 0 && lease.Checkouts() >= maxN}
+			retire: once && maxN > 0 && lease.Checkouts() >= maxN, req: id}
+		g := &wire.ClientMsg{T: wire.TGranted, ID: id, Co: co.co, Worker: w.ID(), PID: w.PID(), N: lease.Checkouts()}
+		if once {
+			co.grant = g // sent with the call's answer: one write, one wake-up of the client
+		}
 		ss.checkouts[co.co] = co
 		ss.mu.Unlock()
-		ss.send(&wire.ClientMsg{T: wire.TGranted, ID: id, Co: co.co, Worker: w.ID(), PID: w.PID(), N: lease.Checkouts()})
-		if once {
-			co.enqueue(1, 0, method, args)
+		if !once {
+			ss.send(g)
+			return
 		}
+		co.enqueue(1, 0, method, args)
 	}
 	// An idle worker is granted right here; otherwise a goroutine waits in the pool.
 	if lease := p.TryAcquire(); lease != nil {
@@ -223,18 +242,26 @@ func lostCode(err error) string {
 	return wire.CodeWorkerLost
 }
 
-// send queues one message. It never blocks on the connection.
-func (ss *session) send(m *wire.ClientMsg) {
+// send queues messages, in one write. It never blocks on the connection.
+func (ss *session) send(ms ...*wire.ClientMsg) {
 	var err error
+	var bad *wire.ClientMsg
 	ss.out.Append(func(b []byte) []byte {
-		b, err = wire.AppendClientMsg(b, m)
+		for _, m := range ms {
+			var merr error
+			if b, merr = wire.AppendClientMsg(b, m); merr != nil && err == nil {
+				err, bad = merr, m
+			}
+		}
 		return b
 	})
 	if err != nil {
-		ss.log.Error("cannot encode a reply; dropping it", zap.String("t", m.T), zap.Error(err))
+		ss.log.Error("cannot encode a reply; dropping it", zap.String("t", bad.T), zap.Error(err))
 	}
-	if m.T == wire.TFatal {
-		ss.out.Close()
+	for _, m := range ms {
+		if m.T == wire.TFatal {
+			ss.out.Close()
+		}
 	}
 }
 
@@ -255,14 +282,38 @@ type checkout struct {
 	w         *worker.Worker
 	keep      bool
 	pipelined bool
-	once      bool // one-shot: released by taskd once call 1 is answered
-	retire    bool // once: retire the worker at that release (the client's MaxCheckouts)
+	once      bool   // one-shot: released by taskd once call 1 is answered
+	retire    bool   // once: retire the worker at that release (the client's MaxCheckouts)
+	req       uint64 // the checkout request's id
 
 	mu    sync.Mutex
 	sent  map[uint64]*pendingCall // sent to the worker and not answered, by client call id
 	queue []*pendingCall          // not pipelined: waiting for the call in sent
 	errs  uint64                  // "err" replies so far (compared with each call's ep)
 	dead  bool                    // released, aborted or lost
+	grant *wire.ClientMsg         // once: the "granted" not sent yet (see send)
+}
+
+// send sends m (which may be nil) about this checkout. A one-shot checkout's "granted"
+// is held back until then, so that it and the call's answer go out in one write; co.mu
+// keeps the two in order against a concurrent send.
+func (co *checkout) send(m *wire.ClientMsg) {
+	if !co.once {
+		co.ss.send(m)
+		return
+	}
+	co.mu.Lock()
+	g := co.grant
+	co.grant = nil
+	switch {
+	case g != nil && m != nil:
+		co.ss.send(g, m)
+	case g != nil:
+		co.ss.send(g)
+	case m != nil:
+		co.ss.send(m)
+	}
+	co.mu.Unlock()
 }
 
 type pendingCall struct {
@@ -299,7 +350,14 @@ func (co *checkout) enqueue(id, ep uint64, method string, args json.RawMessage) 
 // start sends pc to the worker. It is called without co.mu held, by one goroutine at a
 // time per checkout (the session reader, or the worker's reader for queued calls).
 func (co *checkout) start(pc *pendingCall) {
-	wid, err := co.w.CallEp(pc.method, pc.args, pc.ep, func(r worker.Reply) { co.onReply(pc, r) })
+	onReply := func(r worker.Reply) { co.onReply(pc, r) }
+	var wid uint64
+	var err error
+	if co.once && !co.retire {
+		wid, err = co.w.CallThenDone(pc.method, pc.args, onReply)
+	} else {
+		wid, err = co.w.CallEp(pc.method, pc.args, pc.ep, onReply)
+	}
 	if err != nil {
 		co.lost(err)
 		return
@@ -344,9 +402,9 @@ func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 	case r.Aborted:
 		co.abortCall(pc)
 	case r.OK:
-		co.ss.send(&wire.ClientMsg{T: wire.TOK, Co: co.co, ID: pc.id, R: r.Result, Logs: r.Logs})
+		co.send(&wire.ClientMsg{T: wire.TOK, Co: co.co, ID: pc.id, R: r.Result, Logs: r.Logs})
 	default:
-		co.ss.send(&wire.ClientMsg{T: wire.TErr, Co: co.co, ID: pc.id, E: r.Error, Logs: r.Logs})
+		co.send(&wire.ClientMsg{T: wire.TErr, Co: co.co, ID: pc.id, E: r.Error, Logs: r.Logs})
 	}
 	for _, a := range aborted {
 		co.abortCall(a)
@@ -362,7 +420,7 @@ func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 // abortCall answers a call that is not run because an earlier call of the checkout raised
 // an error that the application had not seen when it made this one.
 func (co *checkout) abortCall(pc *pendingCall) {
-	co.ss.send(&wire.ClientMsg{T: wire.TFail, Co: co.co, ID: pc.id, Code: wire.CodeAborted,
+	co.send(&wire.ClientMsg{T: wire.TFail, Co: co.co, ID: pc.id, Code: wire.CodeAborted,
 		Msg: fmt.Sprintf("call %q not run: an earlier call on this checkout raised an error before this one was made; calls made after seeing that error run normally", pc.method)})
 }
 
@@ -427,6 +485,6 @@ func (co *checkout) lost(err error) {
 	if first, _, _ := co.finish(); !first {
 		return
 	}
-	co.ss.send(&wire.ClientMsg{T: wire.TLost, Co: co.co, Code: lostCode(err), Msg: err.Error()})
+	co.send(&wire.ClientMsg{T: wire.TLost, Co: co.co, Code: lostCode(err), Msg: err.Error()})
 	co.lease.Release(true)
 }

@@ -115,6 +115,7 @@ type Worker struct {
 
 	bye      atomic.Bool
 	pipeline atomic.Bool   // announced in "ready": applies the ep rule itself
+	doneSent atomic.Bool   // CallThenDone wrote "done" already: the next Done writes nothing
 	ready    chan struct{} // closed on the first "ready"
 	exited   chan struct{} // closed after reaping
 	outDone  chan struct{} // stdout reader finished
@@ -358,6 +359,18 @@ func (w *Worker) Call(method string, args json.RawMessage, done func(Reply)) (ui
 // sent to workers that pipeline; such a worker answers Aborted instead of running a call
 // whose ep is behind its own count of errors.
 func (w *Worker) CallEp(method string, args json.RawMessage, ep uint64, done func(Reply)) (uint64, error) {
+	return w.call(method, args, ep, false, done)
+}
+
+// CallThenDone makes the only call of a one-shot checkout: the "done" that ends the
+// checkout follows the call in the same write (the worker runs its checkout-done hook after
+// answering), and the Done of that checkout's release writes nothing. That saves the
+// worker a wake-up per one-shot call.
+func (w *Worker) CallThenDone(method string, args json.RawMessage, done func(Reply)) (uint64, error) {
+	return w.call(method, args, 0, true, done)
+}
+
+func (w *Worker) call(method string, args json.RawMessage, ep uint64, thenDone bool, done func(Reply)) (uint64, error) {
 	w.mu.Lock()
 	if err := w.deadLocked(); err != nil {
 		w.mu.Unlock()
@@ -371,11 +384,19 @@ func (w *Worker) CallEp(method string, args json.RawMessage, ep uint64, done fun
 	}
 	w.mu.Unlock()
 
-	if w.pipeline.Load() {
-		w.in.Append(func(b []byte) []byte { return wire.AppendCallEp(b, c.id, method, args, ep) })
-	} else {
-		w.in.Append(func(b []byte) []byte { return wire.AppendCall(b, c.id, method, args) })
-	}
+	w.doneSent.Store(thenDone)
+	pipelined := w.pipeline.Load()
+	w.in.Append(func(b []byte) []byte {
+		if pipelined {
+			b = wire.AppendCallEp(b, c.id, method, args, ep)
+		} else {
+			b = wire.AppendCall(b, c.id, method, args)
+		}
+		if thenDone {
+			b = append(b, wire.DoneLine...)
+		}
+		return b
+	})
 	return c.id, nil
 }
 
@@ -429,6 +450,9 @@ func (w *Worker) Cancel(id uint64) {
 // Done tells the worker that its checkout was released. It fails if the worker's stdin is
 // closed (the worker is stopping or gone).
 func (w *Worker) Done() error {
+	if w.doneSent.Swap(false) {
+		return nil // written with the checkout's call (CallThenDone)
+	}
 	if !w.in.Send(wire.DoneLine) {
 		return fmt.Errorf("worker %s: stdin closed", w.cfg.ID)
 	}
