@@ -8,15 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"os/exec"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -279,10 +279,13 @@ func (w *Worker) Alive() bool {
 	if dead {
 		return false
 	}
+	// Raw system calls: neither blocks (WNOHANG; a procfs read), and they spare the
+	// runtime's system-call bookkeeping on a path taken by every checkout.
 	var info unix.Siginfo
-	err := unix.Waitid(unix.P_PID, w.pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
-	if err != nil {
-		return !errors.Is(err, unix.ECHILD)
+	_, _, e := unix.RawSyscall6(unix.SYS_WAITID, unix.P_PID, uintptr(w.pid), uintptr(unsafe.Pointer(&info)),
+		unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, 0, 0)
+	if e != 0 {
+		return e != unix.ECHILD
 	}
 	if siginfoPid(&info) != 0 {
 		return false
@@ -305,28 +308,75 @@ func (w *Worker) dying() bool {
 		}
 		w.stat = f
 	}
-	n, err := w.stat.ReadAt(w.statBuf[:], 0)
-	if n == 0 && err != nil {
+	n, err := fdio.Pread(w.stat.Fd(), w.statBuf[:], 0)
+	if n == 0 || err != nil {
 		return true
 	}
-	b := w.statBuf[:n]
-	i := bytes.LastIndexByte(b, ')')
+	return statDying(w.statBuf[:n])
+}
+
+// statDying reads a /proc/PID/stat line: the process is a zombie or dead, is exiting
+// (PF_EXITING in the flags), or has SIGKILL pending. It does not allocate.
+func statDying(b []byte) bool {
+	i := bytes.LastIndexByte(b, ')') // the command may contain anything, ")" included
 	if i < 0 {
 		return false
 	}
 	// Fields after the command: state (3rd field overall), ..., flags (9th), ...,
 	// signal (31st: the pending-signal bitmap).
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 29 {
-		return false
+	const (
+		fState   = 0
+		fFlags   = 6
+		fPending = 28
+	)
+	var state byte
+	var flags, pending uint64
+	field := -1
+	for j := i + 1; j < len(b) && field < fPending; {
+		for j < len(b) && (b[j] == ' ' || b[j] == '\n') {
+			j++
+		}
+		if j == len(b) {
+			break
+		}
+		field++
+		k := j
+		for k < len(b) && b[k] != ' ' && b[k] != '\n' {
+			k++
+		}
+		switch field {
+		case fState:
+			state = b[j]
+		case fFlags:
+			flags = parseUint(b[j:k])
+		case fPending:
+			pending = parseUint(b[j:k])
+		}
+		j = k
 	}
-	if strings.ContainsAny(f[0], "ZXx") {
-		return true
+	if field < fPending {
+		return false // not a stat line we understand: do not call a live worker dead
 	}
 	const pfExiting = 0x4
-	flags, _ := strconv.ParseUint(f[6], 10, 64)
-	pending, _ := strconv.ParseUint(f[28], 10, 64)
-	return flags&pfExiting != 0 || pending&(1<<(syscall.SIGKILL-1)) != 0
+	return state == 'Z' || state == 'X' || state == 'x' ||
+		flags&pfExiting != 0 || pending&(1<<(syscall.SIGKILL-1)) != 0
+}
+
+// parseUint reads a decimal number as strconv.ParseUint does, without the error: 0 if
+// b is not a number, the largest uint64 if it overflows first.
+func parseUint(b []byte) uint64 {
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		d := uint64(c - '0')
+		if n > (math.MaxUint64-d)/10 {
+			return math.MaxUint64
+		}
+		n = n*10 + d
+	}
+	return n
 }
 
 // ByeRequested reports whether the worker has asked to be retired.
