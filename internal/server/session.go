@@ -316,7 +316,9 @@ func (co *checkout) send(m *wire.ClientMsg) {
 	co.mu.Unlock()
 }
 
+// pendingCall is a call of a checkout. It receives its reply from the worker (OnReply).
 type pendingCall struct {
+	co     *checkout
 	id     uint64 // the client's call id
 	ep     uint64 // the checkout's error count as the application knew it
 	method string
@@ -325,7 +327,7 @@ type pendingCall struct {
 }
 
 func (co *checkout) enqueue(id, ep uint64, method string, args json.RawMessage) {
-	pc := &pendingCall{id: id, ep: ep, method: method, args: args}
+	pc := &pendingCall{co: co, id: id, ep: ep, method: method, args: args}
 	co.mu.Lock()
 	if co.dead {
 		co.mu.Unlock()
@@ -350,13 +352,12 @@ func (co *checkout) enqueue(id, ep uint64, method string, args json.RawMessage) 
 // start sends pc to the worker. It is called without co.mu held, by one goroutine at a
 // time per checkout (the session reader, or the worker's reader for queued calls).
 func (co *checkout) start(pc *pendingCall) {
-	onReply := func(r worker.Reply) { co.onReply(pc, r) }
 	var wid uint64
 	var err error
 	if co.once && !co.retire {
-		wid, err = co.w.CallThenDone(pc.method, pc.args, onReply)
+		wid, err = co.w.CallThenDone(pc.method, pc.args, pc)
 	} else {
-		wid, err = co.w.CallEp(pc.method, pc.args, pc.ep, onReply)
+		wid, err = co.w.CallEp(pc.method, pc.args, pc.ep, pc)
 	}
 	if err != nil {
 		co.lost(err)
@@ -366,6 +367,9 @@ func (co *checkout) start(pc *pendingCall) {
 	pc.wid = wid
 	co.mu.Unlock()
 }
+
+// OnReply passes the worker's reply to the checkout.
+func (pc *pendingCall) OnReply(r worker.Reply) { pc.co.onReply(pc, r) }
 
 func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 	if r.Err != nil {

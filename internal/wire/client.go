@@ -96,9 +96,9 @@ func DecodeClientMsg(line []byte) (ClientMsg, error) {
 		case "ep":
 			m.Ep, _, err = decodeUint(f.val)
 		case "iface":
-			m.Iface, _, err = decodeString(f.val)
+			m.Iface, _, err = decodeName(f.val)
 		case "m":
-			m.M, _, err = decodeString(f.val)
+			m.M, _, err = decodeName(f.val)
 		case "code":
 			m.Code, _, err = decodeString(f.val)
 		case "msg":
@@ -193,17 +193,22 @@ func checkClientMsg(line []byte, m *ClientMsg) error {
 	return err
 }
 
+// appendMarshalled encodes m (a status report) with encoding/json.
+func appendMarshalled(buf []byte, m ClientMsg) ([]byte, error) {
+	b, err := json.Marshal(&m)
+	if err != nil {
+		return buf, err
+	}
+	buf = append(buf, b...)
+	return append(buf, '\n'), nil
+}
+
 // AppendClientMsg appends m as one line (JSON plus "\n") to buf. Payload fields are
 // appended as they are: they must be valid JSON (as the decoders and encoding/json
 // produce). Only a status report goes through encoding/json.
 func AppendClientMsg(buf []byte, m *ClientMsg) ([]byte, error) {
 	if m.Status != nil {
-		b, err := json.Marshal(m)
-		if err != nil {
-			return buf, err
-		}
-		buf = append(buf, b...)
-		return append(buf, '\n'), nil
+		return appendMarshalled(buf, *m) // a copy: m itself does not escape to the heap
 	}
 	buf = append(buf, `{"t":`...)
 	buf = AppendString(buf, m.T)

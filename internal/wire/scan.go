@@ -3,6 +3,7 @@ package wire
 import (
 	"encoding/json"
 	"strconv"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -234,16 +235,60 @@ func (e typeError) Error() string { return "want " + e.want }
 
 // decodeString decodes a JSON string value; null gives "" and present false.
 func decodeString(v []byte) (s string, present bool, err error) {
+	return decodeStringWith(v, internString)
+}
+
+// decodeName is decodeString for names that recur on every line of a connection (a
+// method, an interface): they are interned in a small cache (see internName).
+func decodeName(v []byte) (s string, present bool, err error) {
+	return decodeStringWith(v, internName)
+}
+
+func decodeStringWith(v []byte, plain func([]byte) string) (s string, present bool, err error) {
 	switch {
 	case string(v) == "null":
 		return "", false, nil
 	case len(v) == 0 || v[0] != '"':
 		return "", true, typeError{"a string"}
 	case !hasEscape(v) && utf8.Valid(v):
-		return internString(v[1 : len(v)-1]), true, nil
+		return plain(v[1 : len(v)-1]), true, nil
 	}
-	err = json.Unmarshal(v, &s)
+	s, err = unmarshalString(v)
 	return s, true, err
+}
+
+// unmarshalString decodes a string with escapes. It is a function of its own so that
+// only this path pays for the variable that json.Unmarshal makes escape.
+func unmarshalString(v []byte) (string, error) {
+	var s string
+	err := json.Unmarshal(v, &s)
+	return s, err
+}
+
+// names is internName's cache: direct-mapped, so bounded whatever names arrive, and safe
+// for concurrent use (each slot is replaced whole).
+var names [512]atomic.Pointer[string]
+
+// maxInterned bounds the names kept in the cache.
+const maxInterned = 64
+
+// internName returns string(b) without allocating when b is in the cache, which keeps
+// the last name seen for each of its slots.
+func internName(b []byte) string {
+	if len(b) > maxInterned {
+		return string(b)
+	}
+	h := uint32(2166136261) // FNV-1a
+	for _, c := range b {
+		h = (h ^ uint32(c)) * 16777619
+	}
+	slot := &names[h%uint32(len(names))]
+	if p := slot.Load(); p != nil && *p == string(b) {
+		return *p
+	}
+	s := string(b)
+	slot.Store(&s)
+	return s
 }
 
 // internString avoids an allocation for the message types and codes that every line

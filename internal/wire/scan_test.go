@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // refFields decodes line with encoding/json into its members (exact keys, last one wins),
@@ -198,3 +203,48 @@ func TestAppendStringMatchesEncodingJSON(t *testing.T) {
 		}
 	}
 }
+
+func TestInternName(t *testing.T) {
+	a := internName([]byte("hash"))
+	assert.Equal(t, "hash", a)
+	assert.Equal(t, 0.0, testing.AllocsPerRun(100, func() { _ = internName([]byte("hash")) }), "a cached name costs no allocation")
+	long := strings.Repeat("x", maxInterned+1)
+	assert.Equal(t, long, internName([]byte(long)))
+	// Many names (more than the cache holds) from several goroutines: each comes back
+	// intact, whatever was evicted meanwhile.
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 5000 {
+				name := fmt.Sprintf("m%d-%d", g, i%700)
+				if got := internName([]byte(name)); got != name {
+					t.Errorf("internName(%q) = %q", name, got)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestHotDecodesAllocateNothing: the messages relayed on every call decode without an
+// allocation (their payloads alias the line; types, codes and names are interned).
+func TestHotDecodesAllocateNothing(t *testing.T) {
+	lines := map[string]struct {
+		line   string
+		decode func([]byte) error
+	}{
+		"client call": {`{"t":"call","co":7,"id":42,"ep":0,"m":"hash","a":["secret",{"n":1}]}`, decodeClient},
+		"client ok":   {`{"t":"ok","co":7,"id":42,"r":{"hash":"$2a$10$abc"},"logs":[]}`, decodeClient},
+		"worker call": {`{"t":"call","id":42,"ep":0,"m":"hash","a":["secret",{"n":1}]}`, decodeWorker},
+		"worker ok":   {`{"t":"ok","id":42,"r":{"hash":"$2a$10$abc"},"logs":[]}`, decodeWorker},
+	}
+	for name, c := range lines {
+		line := []byte(c.line)
+		require.NoError(t, c.decode(line), name) // and the method name enters the cache
+		assert.Zero(t, testing.AllocsPerRun(100, func() { _ = c.decode(line) }), name)
+	}
+}
+
+func decodeClient(line []byte) error { _, err := DecodeClientMsg(line); return err }
+func decodeWorker(line []byte) error { _, err := DecodeWorkerMsg(line); return err }

@@ -96,7 +96,7 @@ func DecodeWorkerMsg(line []byte) (WorkerMsg, error) {
 		case "id":
 			m.ID, hasID, err = decodeUint(f.val)
 		case "m":
-			m.M, _, err = decodeString(f.val)
+			m.M, _, err = decodeName(f.val)
 		case "msg":
 			m.Msg, _, err = decodeString(f.val)
 		case "pipeline":

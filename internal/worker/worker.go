@@ -74,9 +74,20 @@ type call struct {
 	id      uint64
 	method  string
 	started time.Time // when it became the oldest unanswered call: the one running
-	done    func(Reply)
-	timer   *time.Timer // call_timeout, armed while it is the oldest unanswered call
+	r       Replier
 }
+
+// A Replier receives the reply to a call: OnReply is called exactly once, from the
+// worker's stdout reader or waiter goroutine, and must not block.
+type Replier interface {
+	OnReply(Reply)
+}
+
+// ReplyFunc makes a function a Replier.
+type ReplyFunc func(Reply)
+
+// OnReply calls f.
+func (f ReplyFunc) OnReply(r Reply) { f(r) }
 
 // Info is a snapshot of a worker for status reports.
 type Info struct {
@@ -101,13 +112,15 @@ type Worker struct {
 	// in owns stdin: callers hand it whole lines and never block on a full pipe.
 	in *sendq.Queue
 
-	mu        sync.Mutex
-	calls     []*call // unanswered calls in the order sent: calls[0] is the one running
-	nextID    uint64
-	cause     error // why taskd killed or stopped it (first reason wins)
-	exitErr   *ExitError
-	reaped    bool
-	stopTimer *time.Timer
+	mu         sync.Mutex
+	calls      []call // unanswered calls in the order sent: calls[0] is the one running
+	nextID     uint64
+	timer      *time.Timer // call_timeout (see armLocked), made on the first call
+	timerArmed bool
+	cause      error // why taskd killed or stopped it (first reason wins)
+	exitErr    *ExitError
+	reaped     bool
+	stopTimer  *time.Timer
 
 	statMu  sync.Mutex // guards stat and statBuf
 	stat    *os.File   // /proc/PID/stat, opened on the first liveness probe
@@ -402,35 +415,35 @@ func (w *Worker) Pipelined() bool { return w.pipeline.Load() }
 // array. If Call returns an error (the worker has exited or is being killed), done is never
 // called.
 func (w *Worker) Call(method string, args json.RawMessage, done func(Reply)) (uint64, error) {
-	return w.CallEp(method, args, 0, done)
+	return w.CallEp(method, args, 0, ReplyFunc(done))
 }
 
 // CallEp is Call with the application's error count for the call's checkout (its "ep"),
 // sent to workers that pipeline; such a worker answers Aborted instead of running a call
-// whose ep is behind its own count of errors.
-func (w *Worker) CallEp(method string, args json.RawMessage, ep uint64, done func(Reply)) (uint64, error) {
-	return w.call(method, args, ep, false, done)
+// whose ep is behind its own count of errors. The reply goes to r.
+func (w *Worker) CallEp(method string, args json.RawMessage, ep uint64, r Replier) (uint64, error) {
+	return w.call(method, args, ep, false, r)
 }
 
 // CallThenDone makes the only call of a one-shot checkout: the "done" that ends the
 // checkout follows the call in the same write (the worker runs its checkout-done hook after
 // answering), and the Done of that checkout's release writes nothing. That saves the
 // worker a wake-up per one-shot call.
-func (w *Worker) CallThenDone(method string, args json.RawMessage, done func(Reply)) (uint64, error) {
-	return w.call(method, args, 0, true, done)
+func (w *Worker) CallThenDone(method string, args json.RawMessage, r Replier) (uint64, error) {
+	return w.call(method, args, 0, true, r)
 }
 
-func (w *Worker) call(method string, args json.RawMessage, ep uint64, thenDone bool, done func(Reply)) (uint64, error) {
+func (w *Worker) call(method string, args json.RawMessage, ep uint64, thenDone bool, r Replier) (uint64, error) {
 	w.mu.Lock()
 	if err := w.deadLocked(); err != nil {
 		w.mu.Unlock()
 		return 0, err
 	}
 	w.nextID++
-	c := &call{id: w.nextID, method: method, done: done}
-	w.calls = append(w.calls, c)
+	id := w.nextID
+	w.calls = append(w.calls, call{id: id, method: method, r: r}) // by value: no allocation
 	if len(w.calls) == 1 {
-		w.armLocked(c)
+		w.armLocked()
 	}
 	w.mu.Unlock()
 
@@ -438,28 +451,56 @@ func (w *Worker) call(method string, args json.RawMessage, ep uint64, thenDone b
 	pipelined := w.pipeline.Load()
 	w.in.Append(func(b []byte) []byte {
 		if pipelined {
-			b = wire.AppendCallEp(b, c.id, method, args, ep)
+			b = wire.AppendCallEp(b, id, method, args, ep)
 		} else {
-			b = wire.AppendCall(b, c.id, method, args)
+			b = wire.AppendCall(b, id, method, args)
 		}
 		if thenDone {
 			b = append(b, wire.DoneLine...)
 		}
 		return b
 	})
-	return c.id, nil
+	return id, nil
 }
 
-// armLocked starts c's call_timeout: c is now the oldest unanswered call, so the worker is
-// running it (calls are answered in order). w.mu is held.
-func (w *Worker) armLocked(c *call) {
-	c.started = time.Now()
-	if d := w.cfg.CallTimeout; d > 0 {
-		method := c.method
-		c.timer = time.AfterFunc(d, func() {
-			w.Kill(fmt.Errorf("%w: call %q ran longer than %s", ErrCallTimeout, method, d))
-		})
+// armLocked starts the call_timeout of w.calls[0]: it is now the oldest unanswered call,
+// so the worker is running it (calls are answered in order). w.mu is held.
+//
+// One timer serves all calls and is not moved as they come and go, which would cost a
+// timer operation per call: armed, it fires at the deadline of the call that was running
+// then, and checkTimeout re-arms it for the call running at that moment.
+func (w *Worker) armLocked() {
+	w.calls[0].started = time.Now()
+	d := w.cfg.CallTimeout
+	if d <= 0 || w.timerArmed || w.exitErr != nil {
+		return
 	}
+	w.timerArmed = true
+	if w.timer == nil {
+		w.timer = time.AfterFunc(d, w.checkTimeout)
+	} else {
+		w.timer.Reset(d)
+	}
+}
+
+// checkTimeout is the call_timeout timer's function: it kills the worker if the call
+// running now has run for call_timeout, and otherwise waits for that call's deadline.
+func (w *Worker) checkTimeout() {
+	w.mu.Lock()
+	w.timerArmed = false
+	if len(w.calls) == 0 || w.exitErr != nil {
+		w.mu.Unlock()
+		return
+	}
+	c, d := w.calls[0], w.cfg.CallTimeout
+	if left := d - time.Since(c.started); left > 0 {
+		w.timerArmed = true
+		w.timer.Reset(left)
+		w.mu.Unlock()
+		return
+	}
+	w.mu.Unlock()
+	w.Kill(fmt.Errorf("%w: call %q ran longer than %s", ErrCallTimeout, c.method, d))
 }
 
 func nilIfEmpty(b []byte) json.RawMessage {
@@ -472,7 +513,12 @@ func nilIfEmpty(b []byte) json.RawMessage {
 // indexLocked returns the position of unanswered call id in w.calls, or -1. Calls are
 // answered in order, so it is almost always 0. w.mu is held.
 func (w *Worker) indexLocked(id uint64) int {
-	return slices.IndexFunc(w.calls, func(c *call) bool { return c.id == id })
+	for i := range w.calls {
+		if w.calls[i].id == id {
+			return i
+		}
+	}
+	return -1
 }
 
 // deadLocked returns the error for calls on a worker that is gone or going. w.mu is held.
@@ -600,25 +646,22 @@ func (w *Worker) readStdout() {
 func (w *Worker) deliver(line []byte, msg wire.WorkerMsg) {
 	w.mu.Lock()
 	i := w.indexLocked(msg.ID)
-	var c *call
+	var r Replier
 	if i >= 0 {
-		c = w.calls[i]
+		r = w.calls[i].r
 		w.calls = slices.Delete(w.calls, i, i+1)
 		// The next unanswered call is the one the worker runs now: its timeout starts.
 		if len(w.calls) > 0 && w.calls[0].started.IsZero() {
-			w.armLocked(w.calls[0])
+			w.armLocked()
 		}
 	}
 	w.mu.Unlock()
-	if c == nil {
+	if r == nil {
 		w.protocolError(wire.NewProtocolError(line, "reply for id %d, which is not an outstanding call", msg.ID))
 		return
 	}
-	if c.timer != nil {
-		c.timer.Stop()
-	}
 	// The payloads alias the line buffer: no copy on the relay path (see Reply).
-	c.done(Reply{OK: msg.T == wire.TOK, Aborted: msg.T == wire.TAborted,
+	r.OnReply(Reply{OK: msg.T == wire.TOK, Aborted: msg.T == wire.TAborted,
 		Result: msg.R, Error: nilIfEmpty(msg.E), Logs: nilIfEmpty(msg.Logs)})
 }
 
@@ -709,13 +752,14 @@ func (w *Worker) wait() {
 	w.exitErr = ee
 	calls := w.calls // in the order sent
 	w.calls = nil
+	if w.timer != nil {
+		w.timer.Stop()
+		w.timerArmed = false
+	}
 	w.mu.Unlock()
 
 	for _, c := range calls {
-		if c.timer != nil {
-			c.timer.Stop()
-		}
-		c.done(Reply{Err: ee})
+		c.r.OnReply(Reply{Err: ee})
 	}
 	lvl := zap.WarnLevel
 	if errors.Is(ee.Cause, ErrStopped) {

@@ -150,6 +150,24 @@ func TestCallTimeoutKillsWorker(t *testing.T) {
 	assert.Less(t, time.Since(begin), 5*time.Second)
 }
 
+// TestCallTimeoutCountsFromEachCall: call_timeout bounds each call from when it starts
+// running, however long the worker has been busy or idle before.
+func TestCallTimeoutCountsFromEachCall(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	w, _, err := start(t, "raw", func(c *worker.Config) { c.CallTimeout = timeout })
+	require.NoError(t, err)
+	begin := time.Now()
+	for time.Since(begin) < 2*timeout { // back-to-back calls that add up to more than the timeout
+		require.True(t, call(t, w, "sleep", 20).OK)
+	}
+	time.Sleep(timeout * 2 / 3)
+	require.True(t, call(t, w, "sleep", 200).OK, "a call shorter than call_timeout, after an idle spell")
+	time.Sleep(timeout / 2)
+	require.True(t, call(t, w, "sleep", 200).OK, "and again")
+	r := call(t, w, "spin")
+	require.ErrorIs(t, r.Err, worker.ErrCallTimeout, "a call longer than call_timeout is still killed")
+}
+
 func TestProtocolErrors(t *testing.T) {
 	for _, tc := range []struct {
 		method  string
@@ -261,4 +279,28 @@ func TestReplyCloneOwnsItsPayloads(t *testing.T) {
 	assert.Equal(t, `[1]`, string(c.Result))
 	assert.Equal(t, `{"msg":"x"}`, string(c.Error))
 	assert.Equal(t, `[]`, string(c.Logs))
+}
+
+// signal is a Replier that costs no allocation.
+type signal chan bool
+
+func (s signal) OnReply(r worker.Reply) { s <- r.OK }
+
+// TestRelayedCallAllocatesNothing: a call and its reply cost taskd's worker side no
+// allocation in the steady state (encoding, the stdin write, the reader, the decoder, the
+// call record and the call_timeout timer).
+func TestRelayedCallAllocatesNothing(t *testing.T) {
+	w, _, err := start(t, "raw", func(c *worker.Config) { c.CallTimeout = time.Minute })
+	require.NoError(t, err)
+	done := make(signal, 1)
+	args := json.RawMessage(`["01234567890123456789012345678901234567890123456789"]`)
+	allocs := testing.AllocsPerRun(500, func() {
+		if _, err := w.CallEp("echo", args, 0, done); err != nil {
+			t.Fatal(err)
+		}
+		if !<-done {
+			t.Fatal("call failed")
+		}
+	})
+	assert.Zero(t, allocs, "allocations per call")
 }
