@@ -420,6 +420,16 @@ func TestDeadlines(t *testing.T) {
 			err = co.Call(context.Background(), "sleep", nil, 10_000)
 			require.ErrorIs(t, err, context.DeadlineExceeded)
 			taskdtest.RequireGone(t, []int{p}, 5*time.Second)
+
+			// A one-shot call too (taskd sends its grant with the answer, so the client
+			// gives up while still waiting for the grant): the worker is killed.
+			var before int
+			require.NoError(t, short.Call(context.Background(), "pid", &before))
+			begin := time.Now()
+			err = short.Call(context.Background(), "sleep", nil, 10_000)
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			assert.Less(t, time.Since(begin), 5*time.Second)
+			taskdtest.RequireGone(t, []int{before}, 5*time.Second)
 		})
 	})
 }

@@ -104,7 +104,7 @@ func DecodeClientMsg(line []byte) (ClientMsg, error) {
 		case "msg":
 			m.Msg, _, err = decodeString(f.val)
 		case "worker":
-			m.Worker, _, err = decodeString(f.val)
+			m.Worker, _, err = decodeName(f.val)
 		case "version":
 			m.Version, _, err = decodeString(f.val)
 		case "pid":

@@ -196,7 +196,7 @@ type coReq struct {
 // error; otherwise a deadline matches context.DeadlineExceeded. The caller must Release the
 // returned Checkout.
 func (c *Client) Checkout(ctx context.Context) (*Checkout, error) {
-	return c.checkout(ctx, nil)
+	return c.checkout(ctx, nil, time.Now())
 }
 
 // onceCall is the call of a one-shot checkout: sent with the checkout request, run by
@@ -206,16 +206,22 @@ type onceCall struct {
 	args json.RawMessage
 }
 
-func (c *Client) checkout(ctx context.Context, once *onceCall) (*Checkout, error) {
+// checkout waits for a worker until ctx is done or, if ctx has no deadline, until
+// Config.Timeout has passed since start. (A pooled timer, not context.WithTimeout: that
+// costs allocations and a timer of its own on every call.)
+func (c *Client) checkout(ctx context.Context, once *onceCall, start time.Time) (*Checkout, error) {
 	if c.cfg.Interface == "" {
 		return nil, &wrapped{
 			text: "client: Config.Interface is empty: this Client can only Ping and DaemonStatus; create one with the interface to check out",
 			errs: []error{ErrUnknownInterface},
 		}
 	}
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
-	start := time.Now()
+	var timeout <-chan time.Time
+	if _, ok := ctx.Deadline(); !ok && c.timeout > 0 {
+		t := c.getTimer(time.Until(start.Add(c.timeout)))
+		defer c.putTimer(t)
+		timeout = t.C
+	}
 
 	c.mu.Lock()
 	if c.closed {
@@ -246,7 +252,9 @@ func (c *Client) checkout(ctx context.Context, once *onceCall) (*Checkout, error
 	case <-req.ready:
 		co, err = req.co, req.err
 	case <-ctx.Done():
-		co, err = c.giveUp(ctx, req)
+		co, err = c.giveUp(ctx.Err(), req)
+	case <-timeout:
+		co, err = c.giveUp(context.DeadlineExceeded, req)
 	}
 
 	c.mu.Lock()
@@ -257,8 +265,8 @@ func (c *Client) checkout(ctx context.Context, once *onceCall) (*Checkout, error
 	return co, err
 }
 
-// giveUp handles a Checkout whose context ended before it was answered.
-func (c *Client) giveUp(ctx context.Context, req *coReq) (*Checkout, error) {
+// giveUp handles a Checkout that gave up (ctxErr: why) before it was answered.
+func (c *Client) giveUp(ctxErr error, req *coReq) (*Checkout, error) {
 	c.mu.Lock()
 	switch req.state {
 	case reqDone:
@@ -267,19 +275,19 @@ func (c *Client) giveUp(ctx context.Context, req *coReq) (*Checkout, error) {
 		if co != nil {
 			// Granted just as the caller gave up: give it back, as database/sql does.
 			co.Release()
-			return nil, c.checkoutCtxErr(ctx.Err(), "waiting for a worker")
+			return nil, c.checkoutCtxErr(ctxErr, "waiting for a worker")
 		}
 		return nil, err
 	case reqSlot:
 		c.slotQ.remove(req)
 		req.state = reqDone
 		c.mu.Unlock()
-		return nil, c.checkoutCtxErr(ctx.Err(), fmt.Sprintf("waiting for one of the MaxWorkers=%d checkouts this client may hold (release checkouts sooner, or raise MaxWorkers)", c.cfg.MaxWorkers))
+		return nil, c.checkoutCtxErr(ctxErr, fmt.Sprintf("waiting for one of the MaxWorkers=%d checkouts this client may hold (release checkouts sooner, or raise MaxWorkers)", c.cfg.MaxWorkers))
 	case reqUnsent:
 		c.unsent.remove(req)
 		req.state = reqDone
 		c.freeSlotLocked()
-		err := &unreachableError{addr: c.cfg.Addr, last: c.lastErr, ctxErr: ctx.Err(), waiting: fmt.Sprintf("checkout of %q", c.cfg.Interface)}
+		err := &unreachableError{addr: c.cfg.Addr, last: c.lastErr, ctxErr: ctxErr, waiting: fmt.Sprintf("checkout of %q", c.cfg.Interface)}
 		c.mu.Unlock()
 		return nil, err
 	case reqParked:
@@ -289,15 +297,15 @@ func (c *Client) giveUp(ctx context.Context, req *coReq) (*Checkout, error) {
 		msg := req.cn.draining
 		c.mu.Unlock()
 		return nil, &wrapped{
-			text: fmt.Sprintf("%v: checkout of %q: %v waiting for taskd to restart (taskd says %q); retry once it is back, or wait longer", ErrShuttingDown, c.cfg.Interface, ctx.Err(), msg),
-			errs: []error{ErrShuttingDown, ctx.Err()},
+			text: fmt.Sprintf("%v: checkout of %q: %v waiting for taskd to restart (taskd says %q); retry once it is back, or wait longer", ErrShuttingDown, c.cfg.Interface, ctxErr, msg),
+			errs: []error{ErrShuttingDown, ctxErr},
 		}
 	default: // reqSent
 		req.state = reqAbandoned
 		c.sendLocked(req.cn, &wire.ClientMsg{T: wire.TAbandon, ID: req.id})
 		c.freeSlotLocked()
 		c.mu.Unlock()
-		return nil, c.checkoutCtxErr(ctx.Err(), "waiting for taskd to grant a worker (all its workers are busy: raise the interface's max_workers, release checkouts sooner, or wait longer)")
+		return nil, c.checkoutCtxErr(ctxErr, "waiting for taskd to grant a worker (all its workers are busy: raise the interface's max_workers, release checkouts sooner, or wait longer)")
 	}
 }
 
@@ -367,12 +375,11 @@ func (c *Client) Call(ctx context.Context, method string, result any, args ...an
 	if err != nil {
 		return fmt.Errorf("client: call %s: encoding arguments: %w (the call was not sent)", callName(c.cfg.Interface, method), err)
 	}
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
 	// One message: the checkout request carries the call, and taskd releases the worker
 	// after answering it, so a one-shot call costs one round trip, like a held checkout's.
+	// Config.Timeout counts from p.start for both the checkout and the call (Wait).
 	p := &Pending{method: method, start: time.Now(), done: make(chan struct{})}
-	co, err := c.checkout(ctx, &onceCall{p: p, args: a})
+	co, err := c.checkout(ctx, &onceCall{p: p, args: a}, p.start)
 	if err != nil {
 		return err
 	}
