@@ -16,7 +16,7 @@ import (
 
 // startInProcess runs a server in this process (so that -cpuprofile sees the relay) with an
 // interface "echo" served by examples/echo.
-func startInProcess(b *testing.B, workers int) string {
+func startInProcess(b testing.TB, workers int) string {
 	b.Helper()
 	dir, err := os.MkdirTemp("", "taskdb")
 	if err != nil {

@@ -292,6 +292,9 @@ type checkout struct {
 	errs  uint64                  // "err" replies so far (compared with each call's ep)
 	dead  bool                    // released, aborted or lost
 	grant *wire.ClientMsg         // once: the "granted" not sent yet (see send)
+	// slot is the record of one call, reused from call to call (see newCallLocked).
+	slot     pendingCall
+	slotBusy bool
 }
 
 // send sends m (which may be nil) about this checkout. A one-shot checkout's "granted"
@@ -327,17 +330,18 @@ type pendingCall struct {
 }
 
 func (co *checkout) enqueue(id, ep uint64, method string, args json.RawMessage) {
-	pc := &pendingCall{co: co, id: id, ep: ep, method: method, args: args}
 	co.mu.Lock()
 	if co.dead {
 		co.mu.Unlock()
 		return
 	}
-	if pc.ep < co.errs {
+	if ep < co.errs {
 		co.mu.Unlock()
-		co.abortCall(pc)
+		co.abortCall(id, method)
 		return
 	}
+	pc := co.newCallLocked()
+	*pc = pendingCall{co: co, id: id, ep: ep, method: method, args: args}
 	if !co.pipelined && len(co.sent) > 0 {
 		pc.args = append(json.RawMessage(nil), args...) // args alias the reader's buffer
 		co.queue = append(co.queue, pc)
@@ -364,8 +368,27 @@ func (co *checkout) start(pc *pendingCall) {
 		return
 	}
 	co.mu.Lock()
-	pc.wid = wid
+	if co.sent[pc.id] == pc { // else answered already (and pc maybe reused)
+		pc.wid = wid
+	}
 	co.mu.Unlock()
+}
+
+// newCallLocked returns the record for a new call: the checkout's own slot if it is free
+// (one call at a time, the common case, allocates nothing), else a new one. co.mu is held.
+func (co *checkout) newCallLocked() *pendingCall {
+	if !co.slotBusy {
+		co.slotBusy = true
+		return &co.slot
+	}
+	return new(pendingCall)
+}
+
+// freeLocked gives back a call's record once nothing refers to it. co.mu is held.
+func (co *checkout) freeLocked(pc *pendingCall) {
+	if pc == &co.slot {
+		co.slotBusy = false
+	}
 }
 
 // OnReply passes the worker's reply to the checkout.
@@ -382,19 +405,22 @@ func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 		return
 	}
 	delete(co.sent, pc.id)
+	id, method := pc.id, pc.method
+	co.freeLocked(pc) // from here on pc may be reused by the next call
 	if !r.OK && !r.Aborted {
 		co.errs++
 	}
 	// Not pipelined: the next queued call to run; those made before the application
 	// could know of an error are not run.
 	var next *pendingCall
-	var aborted []*pendingCall
+	var aborted []callRef
 	for len(co.queue) > 0 && next == nil {
 		c := co.queue[0]
 		co.queue[0] = nil
 		co.queue = co.queue[1:]
 		if c.ep < co.errs {
-			aborted = append(aborted, c)
+			aborted = append(aborted, callRef{c.id, c.method})
+			co.freeLocked(c)
 		} else {
 			next = c
 			co.sent[c.id] = c
@@ -404,14 +430,14 @@ func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 
 	switch {
 	case r.Aborted:
-		co.abortCall(pc)
+		co.abortCall(id, method)
 	case r.OK:
-		co.send(&wire.ClientMsg{T: wire.TOK, Co: co.co, ID: pc.id, R: r.Result, Logs: r.Logs})
+		co.send(&wire.ClientMsg{T: wire.TOK, Co: co.co, ID: id, R: r.Result, Logs: r.Logs})
 	default:
-		co.send(&wire.ClientMsg{T: wire.TErr, Co: co.co, ID: pc.id, E: r.Error, Logs: r.Logs})
+		co.send(&wire.ClientMsg{T: wire.TErr, Co: co.co, ID: id, E: r.Error, Logs: r.Logs})
 	}
 	for _, a := range aborted {
-		co.abortCall(a)
+		co.abortCall(a.id, a.method)
 	}
 	if next != nil {
 		co.start(next)
@@ -423,9 +449,15 @@ func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 
 // abortCall answers a call that is not run because an earlier call of the checkout raised
 // an error that the application had not seen when it made this one.
-func (co *checkout) abortCall(pc *pendingCall) {
-	co.send(&wire.ClientMsg{T: wire.TFail, Co: co.co, ID: pc.id, Code: wire.CodeAborted,
-		Msg: fmt.Sprintf("call %q not run: an earlier call on this checkout raised an error before this one was made; calls made after seeing that error run normally", pc.method)})
+func (co *checkout) abortCall(id uint64, method string) {
+	co.send(&wire.ClientMsg{T: wire.TFail, Co: co.co, ID: id, Code: wire.CodeAborted,
+		Msg: fmt.Sprintf("call %q not run: an earlier call on this checkout raised an error before this one was made; calls made after seeing that error run normally", method)})
+}
+
+// callRef names a call for its answer once its record may be reused.
+type callRef struct {
+	id     uint64
+	method string
 }
 
 func (co *checkout) cancel(id uint64) {
