@@ -11,7 +11,7 @@ for line in sys.stdin.buffer:                    # end of input: exit now
     msg = json.loads(line)
     if msg.get("t") != "call":                   # "done", "cancel", unknown: no reply
         continue
-    m, a, bye, logs = msg.get("m") or "", msg.get("a") or [], False, []
+    m, a, logs = msg.get("m") or "", msg.get("a") or [], []
     try:
         if m in ("", "echo"): r = a              # "" is a function-style call
         elif m == "fail": raise ValueError(*a)
@@ -19,10 +19,10 @@ for line in sys.stdin.buffer:                    # end of input: exit now
         elif m == "sleep": time.sleep(a[0] / 1000); r = a[0]
         elif m == "spin": r = any(iter(int, 1))          # never returns: burns CPU
         elif m == "log": r, logs = True, [{"ts": time.time(), "lvl": "info", "msg": a[0]}]
-        elif m == "bye": r, bye = "bye", True
+        elif m == "bye":                                 # retire me after this checkout:
+            send({"t": "bye", "msg": "asked to retire"}); r = "bye"  # say so before the reply
         else: raise LookupError("unknown method %r" % m)
         send({"t": "ok", "id": msg["id"], "r": r, "logs": logs})
     except Exception as e:
         send({"t": "err", "id": msg["id"], "e": {"msg": str(e), "type": type(e).__name__,
                                                  "trace": traceback.format_exc()}})
-    if bye: send({"t": "bye", "msg": "asked to retire"})   # retire me after this checkout

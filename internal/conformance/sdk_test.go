@@ -399,14 +399,19 @@ func TestByeRetiresWorker(t *testing.T) {
 		assert.Equal(t, "bye", r)
 		co.Release()
 
-		// An SDK may send bye just after the reply, so taskd may see it only after the
-		// release: the worker is then retired while idle, or after one more checkout.
-		require.Eventually(t, func() bool {
-			co, err := c.Checkout(ctx)
-			require.NoError(t, err)
-			defer co.Release()
-			return sdkPID(t, co) != first
-		}, 20*time.Second, 10*time.Millisecond, "a checkout gets another worker")
+		// Every SDK (and the raw worker) sends bye with the reply, just before it, so taskd
+		// knows it at the release: the next checkout gets another worker, and so does the
+		// one after a one-shot call that says bye.
+		co, err = c.Checkout(ctx)
+		require.NoError(t, err)
+		second := sdkPID(t, co)
+		assert.NotEqual(t, first, second, "a checkout gets another worker")
+		co.Release()
+		require.NoError(t, c.Call(ctx, "bye", &r))
+		co, err = c.Checkout(ctx)
+		require.NoError(t, err)
+		assert.NotEqual(t, second, sdkPID(t, co), "after a one-shot call that said bye too")
+		co.Release()
 		require.Eventually(t, func() bool { return !taskdtest.Alive(first) }, 20*time.Second, 10*time.Millisecond,
 			"the worker that said bye exits")
 	})

@@ -240,8 +240,11 @@ func (p *Pool) TryAcquire() *Lease {
 		l := p.leaseLocked(e)
 		p.mu.Unlock()
 		// Outside the lock: ask the kernel whether the process died while idle (the
-		// waiter may not have noticed yet). A dead one is dropped; try again.
-		if e.w.Alive() {
+		// waiter may not have noticed yet), and whether the worker asked to be retired
+		// after it was released (a bye that came after the checkout's last reply). Such
+		// a worker is dropped; try again.
+		alive := e.w.Alive()
+		if alive && !e.w.ByeRequested() {
 			return l
 		}
 		p.mu.Lock()
@@ -250,6 +253,10 @@ func (p *Pool) TryAcquire() *Lease {
 		p.unleaseLocked()
 		p.maybeSpawnLocked()
 		p.mu.Unlock()
+		if alive {
+			p.log.Debug("retiring worker", zap.String("worker", e.w.ID()), zap.String("reason", "worker sent bye while idle"))
+			e.w.Stop(fmt.Errorf("%w: retired: worker sent bye", worker.ErrStopped), p.cfg.StopGrace)
+		}
 	}
 }
 

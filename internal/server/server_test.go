@@ -716,6 +716,24 @@ func TestOneShotCalls(t *testing.T) {
 		co.Release()
 		assert.Equal(t, n+3, dones(oneShot))
 	})
+	t.Run("a worker that says bye does not serve another checkout", func(t *testing.T) {
+		c := newClient(t, d, "echo")
+		byes := func() int { return strings.Count(d.Logs(), "worker asked to be retired") }
+		for range 3 {
+			// bye before the answer (as the SDKs send it): retired at the release that
+			// taskd makes when it reads the answer.
+			a := onePID(c)
+			require.NoError(t, c.Call(ctxT(t), "bye", nil))
+			assert.NotEqual(t, a, onePID(c), "bye before the answer")
+
+			// bye after the answer: taskd may have released the worker already; once it
+			// has read the bye, the idle worker is retired instead of checked out.
+			a, n := onePID(c), byes()
+			require.NoError(t, c.Call(ctxT(t), "byeafter", nil))
+			require.Eventually(t, func() bool { return byes() > n }, 10*time.Second, time.Millisecond)
+			assert.NotEqual(t, a, onePID(c), "bye after the answer")
+		}
+	})
 	t.Run("a caller deadline kills the worker", func(t *testing.T) {
 		c := newClient(t, d, "echo")
 		a := onePID(c)

@@ -143,6 +143,9 @@ func runWorker(mode string) int {
 		case "bye":
 			send(map[string]any{"t": "bye", "msg": "asked to"})
 			ok(m.ID, true)
+		case "byeafter": // as the protocol suggests: the reply first, then bye
+			ok(m.ID, true)
+			send(map[string]any{"t": "bye", "msg": "asked to"})
 		case "garbage":
 			fmt.Fprintln(out, "this line is not JSON")
 			fmt.Fprintln(out, `["an array is not an object either"]`)

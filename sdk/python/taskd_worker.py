@@ -216,8 +216,9 @@ class Context(object):
 
     def bye(self, msg=""):
         """Asks taskd to retire this worker after the current checkout. The request is sent
-        right after this call's reply; the worker keeps serving until taskd stops it."""
-        self._worker._bye_after_reply = str(msg)
+        with this call's reply (just before it); the worker keeps serving until taskd stops
+        it."""
+        self._worker._pending_bye = str(msg)
 
 
 class Worker(object):
@@ -246,7 +247,7 @@ class Worker(object):
         self.log = Logger(collect=False)
         self._out = None
         self._wlock = threading.Lock()
-        self._bye_after_reply = None
+        self._pending_bye = None
         self._started = False
         self._running = False
         self._in_call = False
@@ -283,10 +284,10 @@ class Worker(object):
 
     def bye(self, msg=""):
         """Asks taskd to retire this worker after the current checkout. Called during setup
-        it is sent right after ready; during a call, right after that call's reply; otherwise
+        it is sent right after ready; during a call, with that call's reply; otherwise
         (a checkout-done hook, another thread) at once. Safe for concurrent use."""
         if not self._running or self._in_call:
-            self._bye_after_reply = str(msg)  # sent after ready / after the reply
+            self._pending_bye = str(msg)  # sent after ready / with the reply
             return
         self._send({"t": "bye", "msg": str(msg)})
 
@@ -314,8 +315,8 @@ class Worker(object):
         self._running = True
         try:
             self._send({"t": "ready", "v": PROTOCOL_VERSION, "pipeline": True})
-            if self._bye_after_reply is not None:
-                msg, self._bye_after_reply = self._bye_after_reply, None
+            if self._pending_bye is not None:
+                msg, self._pending_bye = self._pending_bye, None
                 self._send({"t": "bye", "msg": msg})
             self._serve(proto_in)
         except BrokenPipeError:
@@ -403,10 +404,12 @@ class Worker(object):
             line = _encode(reply)
         if reply["t"] == "err":
             self._errs += 1
+        if self._pending_bye is not None:
+            # bye goes first, in the same write: taskd then knows it when the reply ends the
+            # checkout (a one-shot checkout is released as soon as the reply is read).
+            msg, self._pending_bye = self._pending_bye, None
+            line = _encode({"t": "bye", "msg": msg}) + line
         self._write(line)
-        if self._bye_after_reply is not None:
-            msg, self._bye_after_reply = self._bye_after_reply, None
-            self._send({"t": "bye", "msg": msg})
 
     def _done(self):
         if self._checkout_done is not None:

@@ -184,8 +184,10 @@ sub _call {
         $line = _encode($reply);
     }
     $self->{errs}++ if $reply->{t} eq 'err';
+    # bye goes first, in the same write: taskd then knows it when the reply ends the
+    # checkout (a one-shot checkout is released as soon as the reply is read).
+    $line = _encode({ t => 'bye', msg => delete $self->{bye} }) . $line if defined $self->{bye};
     $self->_write($line);
-    $self->_flush_bye;
 }
 
 # The call's "ep" if it is a non-negative integer, else undef: an absent or malformed ep
@@ -713,7 +715,7 @@ would be longer is replaced by an C<err> of type C<ReplyTooLarge>, as in the Go 
 =head2 $worker->log, $worker->bye($msg)
 
 The worker-wide logger (stderr only). C<bye> asks taskd to retire the worker after the
-current checkout (sent after ready when called in setup, after the reply during a call).
+current checkout (sent after ready when called in setup, with the reply during a call).
 
 =head2 Context: $ctx->log, $ctx->cancelled, $ctx->check_cancelled, $ctx->bye($msg), $ctx->id, $ctx->method
 
@@ -731,7 +733,7 @@ C<< $ctx->cancelled >> is true once taskd has sent C<cancel> for this call (or s
 It checks stdin without blocking; messages read meanwhile are kept in order.
 C<< $ctx->check_cancelled >> dies with a C<Taskd::Worker::Cancelled> object instead.
 
-C<< $ctx->bye($msg) >> asks to be retired; sent right after this call's reply.
+C<< $ctx->bye($msg) >> asks to be retired; sent with this call's reply, just before it.
 
 =head2 Numbers
 

@@ -49,8 +49,10 @@ class RawWorker(unittest.TestCase):
         self.assertEqual(self.w.result("echo", "next"), ["next"])
 
     def test_bye(self):
-        self.assertEqual(self.w.result("bye"), "bye")
-        self.assertEqual(self.w.recv()["t"], "bye")
+        msg = self.w.call_msg("bye")
+        self.w.send(msg)
+        self.assertEqual(self.w.recv()["t"], "bye")  # before the reply
+        self.assertEqual(self.w.recv()["r"], "bye")
         self.assertEqual(self.w.result("echo", 1), [1])
 
     def test_one_mib(self):
