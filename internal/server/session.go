@@ -242,12 +242,16 @@ func lostCode(err error) string {
 	return wire.CodeWorkerLost
 }
 
-// send queues messages, in one write. It never blocks on the connection.
+// send queues messages (nil ones are skipped), in one write. It never blocks on the
+// connection.
 func (ss *session) send(ms ...*wire.ClientMsg) {
 	var err error
 	var bad *wire.ClientMsg
 	ss.out.Append(func(b []byte) []byte {
 		for _, m := range ms {
+			if m == nil {
+				continue
+			}
 			var merr error
 			if b, merr = wire.AppendClientMsg(b, m); merr != nil && err == nil {
 				err, bad = merr, m
@@ -259,7 +263,7 @@ func (ss *session) send(ms ...*wire.ClientMsg) {
 		ss.log.Error("cannot encode a reply; dropping it", zap.String("t", bad.T), zap.Error(err))
 	}
 	for _, m := range ms {
-		if m.T == wire.TFatal {
+		if m != nil && m.T == wire.TFatal {
 			ss.out.Close()
 		}
 	}
@@ -308,14 +312,7 @@ func (co *checkout) send(m *wire.ClientMsg) {
 	co.mu.Lock()
 	g := co.grant
 	co.grant = nil
-	switch {
-	case g != nil && m != nil:
-		co.ss.send(g, m)
-	case g != nil:
-		co.ss.send(g)
-	case m != nil:
-		co.ss.send(m)
-	}
+	co.ss.send(g, m)
 	co.mu.Unlock()
 }
 

@@ -176,8 +176,7 @@ func (p *Pending) await(ctx context.Context) error {
 	}
 	c := p.co.c
 	var timeout <-chan time.Time
-	if _, ok := ctx.Deadline(); !ok && c.timeout > 0 {
-		t := c.getTimer(time.Until(p.start.Add(c.timeout)))
+	if t := c.timeoutTimer(ctx, p.start); t != nil {
 		defer c.putTimer(t)
 		timeout = t.C
 	}
@@ -202,8 +201,15 @@ func (p *Pending) answered() bool {
 	}
 }
 
-// getTimer and putTimer reuse timers for Wait: a call's Config.Timeout costs no allocation.
-func (c *Client) getTimer(d time.Duration) *time.Timer {
+// timeoutTimer returns a timer that fires once Config.Timeout has passed since start, or
+// nil if ctx has a deadline (which then bounds the wait instead) or there is no timeout.
+// Timers are pooled (give them back with putTimer): Config.Timeout costs a call or a
+// checkout no allocation.
+func (c *Client) timeoutTimer(ctx context.Context, start time.Time) *time.Timer {
+	if _, ok := ctx.Deadline(); ok || c.timeout <= 0 {
+		return nil
+	}
+	d := time.Until(start.Add(c.timeout))
 	if t, ok := c.timers.Get().(*time.Timer); ok {
 		t.Reset(d)
 		return t

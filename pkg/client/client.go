@@ -76,7 +76,7 @@ type Client struct {
 	cancel context.CancelFunc
 	kick   chan struct{}  // wakes the connection manager (cap 1)
 	wg     sync.WaitGroup // every goroutine the Client started
-	timers sync.Pool      // *time.Timer for Pending.Wait
+	timers sync.Pool      // *time.Timer for Config.Timeout (see timeoutTimer)
 
 	// mu guards everything below, and the mutable state of every conn, Checkout and
 	// Pending of this Client. Nothing slow happens under it: no blocking I/O (messages go
@@ -217,8 +217,7 @@ func (c *Client) checkout(ctx context.Context, once *onceCall, start time.Time) 
 		}
 	}
 	var timeout <-chan time.Time
-	if _, ok := ctx.Deadline(); !ok && c.timeout > 0 {
-		t := c.getTimer(time.Until(start.Add(c.timeout)))
+	if t := c.timeoutTimer(ctx, start); t != nil {
 		defer c.putTimer(t)
 		timeout = t.C
 	}
