@@ -70,6 +70,19 @@ func newClient(t *testing.T, cfg Config) *Client {
 	return c
 }
 
+// checkedOut starts a fake daemon and a client of it, and checks out a worker that is
+// released when the test ends.
+func checkedOut(t *testing.T) (*fakeDaemon, *Client, context.Context, *Checkout) {
+	t.Helper()
+	d := newFakeDaemon(t)
+	c := newClient(t, Config{Addr: d.addr()})
+	ctx := ctxTimeout(t, 5*time.Second)
+	co, err := c.Checkout(ctx)
+	require.NoError(t, err)
+	t.Cleanup(co.Release)
+	return d, c, ctx, co
+}
+
 func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
@@ -129,12 +142,7 @@ func TestCheckoutWithoutInterface(t *testing.T) {
 }
 
 func TestRoundTrip(t *testing.T) {
-	d := newFakeDaemon(t)
-	c := newClient(t, Config{Addr: d.addr()})
-	ctx := ctxTimeout(t, 5*time.Second)
-	co, err := c.Checkout(ctx)
-	require.NoError(t, err)
-	defer co.Release()
+	d, _, ctx, co := checkedOut(t)
 	assert.Equal(t, WorkerInfo{ID: "echo-1", PID: 1001}, co.Worker())
 
 	type nested struct {
@@ -184,7 +192,7 @@ func TestRoundTrip(t *testing.T) {
 
 	// A result of the wrong type is the caller's problem, not a fatal one.
 	var wrong int
-	err = co.Call(ctx, "echo", &wrong, "s")
+	err := co.Call(ctx, "echo", &wrong, "s")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "decoding result")
 	require.NoError(t, co.Call(ctx, "echo", nil))
@@ -196,12 +204,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestPipelinedCallsAnswerInOrder(t *testing.T) {
-	d := newFakeDaemon(t)
-	c := newClient(t, Config{Addr: d.addr()})
-	ctx := ctxTimeout(t, 5*time.Second)
-	co, err := c.Checkout(ctx)
-	require.NoError(t, err)
-	defer co.Release()
+	_, _, ctx, co := checkedOut(t)
 	var ps []*Pending
 	for i := range 50 {
 		ps = append(ps, co.Go("echo", i))
@@ -267,13 +270,8 @@ func TestFatalErrorsAreSticky(t *testing.T) {
 		{"proto", []error{ErrProtocol, ErrWorkerLost}},
 	} {
 		t.Run(tc.method, func(t *testing.T) {
-			d := newFakeDaemon(t)
-			c := newClient(t, Config{Addr: d.addr()})
-			ctx := ctxTimeout(t, 5*time.Second)
-			co, err := c.Checkout(ctx)
-			require.NoError(t, err)
-			defer co.Release()
-			err = co.Call(ctx, tc.method, nil)
+			d, c, ctx, co := checkedOut(t)
+			err := co.Call(ctx, tc.method, nil)
 			for _, target := range tc.is {
 				require.ErrorIs(t, err, target)
 			}
@@ -290,18 +288,13 @@ func TestFatalErrorsAreSticky(t *testing.T) {
 }
 
 func TestDeadlineIsFatal(t *testing.T) {
-	d := newFakeDaemon(t)
-	c := newClient(t, Config{Addr: d.addr()})
-	ctx := ctxTimeout(t, 5*time.Second)
-	co, err := c.Checkout(ctx)
-	require.NoError(t, err)
-	defer co.Release()
+	d, c, ctx, co := checkedOut(t)
 
 	// A call made and waited for in other goroutines, with their own deadline.
 	p := co.Go("hang")
 	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
-	err = p.Wait(short, nil)
+	err := p.Wait(short, nil)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Contains(t, err.Error(), "echo.hang")
 	assert.Contains(t, err.Error(), "check out again")
@@ -345,18 +338,13 @@ func TestDeadlineIsFatal(t *testing.T) {
 }
 
 func TestAbortDuringCall(t *testing.T) {
-	d := newFakeDaemon(t)
-	c := newClient(t, Config{Addr: d.addr()})
-	ctx := ctxTimeout(t, 5*time.Second)
-	co, err := c.Checkout(ctx)
-	require.NoError(t, err)
-	defer co.Release()
+	d, c, ctx, co := checkedOut(t)
 
 	res := make(chan error, 1)
 	go func() { res <- co.Call(ctx, "hang", nil) }()
 	call := d.waitReceived(wire.TCall, 1)[0]
 	co.Abort(errTest)
-	err = <-res
+	err := <-res
 	require.ErrorIs(t, err, ErrAborted)
 	require.ErrorIs(t, err, errTest)
 	assert.Contains(t, err.Error(), "test error")
