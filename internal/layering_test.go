@@ -11,9 +11,9 @@ import (
 const mod = "github.com/taskd-dev/taskd/"
 
 // allowed lists, for each package, the project packages it may import (outside tests).
-// Imports run one way: server → pool → worker → wire; the SDKs see wire only (and
-// sendq, the non-blocking send queue that daemon and client share, and fdio, its raw
-// reads and writes).
+// Imports run one way: server → pool → worker → sendq → fdio, with wire below them all
+// (server also uses config); pkg/worker sees wire only; pkg/client sees wire, sendq and
+// fdio.
 var allowed = map[string][]string{
 	"internal":                      {},                                                 // this test
 	"internal/bench":                {"pkg/client", "internal/wire", "internal/procfs"}, // benchmark harness (make bench)

@@ -18,10 +18,11 @@ import (
 	"github.com/taskd-dev/taskd/internal/worker"
 )
 
-// session serves one client connection. Its reader goroutine (serve) decodes requests;
-// its writer goroutine owns writes to the connection, so that replies produced on worker
-// goroutines never block on a slow client. One goroutine per checkout request waits in
-// the pool.
+// session serves one client connection. Its reader goroutine (serve) decodes requests.
+// Writes go through a send queue (out): written at once from whichever goroutine has the
+// message, and left to the queue's writer goroutine only when the socket is full, so that
+// replies produced on worker goroutines never block on a slow client. A checkout that
+// finds no idle worker waits in the pool on a goroutine of its own (see acquires).
 type session struct {
 	s    *Server
 	conn net.Conn

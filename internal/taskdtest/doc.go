@@ -7,7 +7,7 @@
 // daemon with SIGTERM and fails the test if any of its worker processes outlives it.
 //
 // Worker modes: a test package that calls MaybeRunWorker first thing in its TestMain can use
-// its own test binary as a worker process (WorkerCommand), in modes that behave well or
+// its own test binary as a worker process (WorkerYAML), in modes that behave well or
 // badly on purpose (crash, hang, print garbage, never get ready...), as os/exec's tests do.
 //
 // Nothing here is safe for use outside tests.

@@ -30,7 +30,8 @@ func MaybeRunWorker() {
 // stderr and exits 1), "slowready" (ready after 300ms), "readydie" (exits 20ms after ready).
 //
 // Methods of "raw": echo (returns its args), fail (err type TestError), pid, sleep [ms],
-// spin (burns CPU forever), crash (exits 3 mid-call), bye, garbage (prints a stray line
+// spin (burns CPU forever), crash (exits 3 mid-call), bye (sends bye, then the reply),
+// byeafter (the reply, then bye: the late bye the protocol warns against), garbage (prints a stray line
 // first), longline [n] (replies with an n-byte line), badid (replies with a wrong id),
 // dones (how many "done" it has received), env (its environment), wait (blocks until the
 // call is cancelled), stderr [n] (writes an n-byte stderr line), logs.
@@ -143,7 +144,7 @@ func runWorker(mode string) int {
 		case "bye":
 			send(map[string]any{"t": "bye", "msg": "asked to"})
 			ok(m.ID, true)
-		case "byeafter": // as the protocol suggests: the reply first, then bye
+		case "byeafter": // the late bye the protocol warns against: the reply first, then bye
 			ok(m.ID, true)
 			send(map[string]any{"t": "bye", "msg": "asked to"})
 		case "garbage":

@@ -302,7 +302,7 @@ type InterfaceStatus struct {
 type WorkerStatus struct {
 	ID        string  `json:"id"`
 	PID       int     `json:"pid"`
-	State     string  `json:"state"` // idle, busy
+	State     string  `json:"state"` // idle, busy, retiring
 	Checkouts int     `json:"checkouts"`
 	AgeSec    float64 `json:"age_sec"`
 	Method    string  `json:"method,omitempty"`   // the call running now, if any

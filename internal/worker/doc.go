@@ -6,8 +6,9 @@
 // max_message_bytes, logs every stderr line, and reaps and classifies the exit. It knows
 // nothing about pools, checkouts or clients.
 //
-// Ownership: each Worker owns three goroutines — the stdout reader (the only reader of the
-// protocol), the stderr reader, and the waiter (which calls Wait only after both pipes
-// have drained or been closed). All three are gone once Exited() is closed. Every method of
+// Ownership: each Worker owns four goroutines — the stdout reader (the only reader of the
+// protocol), the stderr reader, the writer of its stdin send queue (busy only when the pipe
+// is full), and the waiter (which reaps the process, then waits for both pipes to drain or
+// closes them, and stops the send queue). All four are gone once Exited() is closed. Every method of
 // Worker is safe for concurrent use.
 package worker

@@ -713,8 +713,9 @@ func trimNewline(b []byte) []byte {
 	return b
 }
 
-// wait reaps the process after its pipes drain, classifies the exit, and fails every call
-// still outstanding.
+// wait reaps the process, kills what is left of its process group, lets its pipes drain
+// (closing them after drainWait), classifies the exit, and fails every call still
+// outstanding.
 func (w *Worker) wait() {
 	waitErr := w.cmd.Wait() // the pipes are *os.File: Wait starts no copiers and closes none of ours
 	w.mu.Lock()

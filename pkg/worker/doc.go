@@ -1,6 +1,6 @@
 // Package worker is the Go SDK for writing taskd workers: programs that taskd starts,
 // keeps in a pool, and calls over worker protocol v1 (one JSON object per line on
-// stdin/stdout; see docs/ and DESIGN.md).
+// stdin/stdout; see docs/worker-protocol.md and docs/writing-workers.md).
 //
 // A worker is a table of methods handed to Run:
 //

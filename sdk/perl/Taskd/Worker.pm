@@ -67,7 +67,8 @@ sub new {
 sub log { $_[0]{log} }
 
 # Asks taskd to retire this worker after the current checkout. During setup it is sent
-# after "ready"; during a call, after that call's reply; otherwise at once.
+# after "ready"; during a call, just before that call's reply, in the same write;
+# otherwise at once.
 sub bye {
     my ($self, $msg) = @_;
     $msg = '' unless defined $msg;
