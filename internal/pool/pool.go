@@ -405,44 +405,30 @@ func (p *Pool) spawnOne(id string) {
 	w, err := p.spawn(p.ctx, id, p.onExit)
 	p.mu.Lock()
 	p.starting--
+	if err == nil && w.Err() != nil {
+		// It exited between ready and now. onExit, which may have run already, drops
+		// only registered workers: this one is not registered, and counts as a failed
+		// start.
+		err = w.Err()
+	}
 	if err != nil {
 		p.spawnFails++
-		p.failures++
-		p.lastErr = err
-		backoff := p.cfg.BackoffMin << min(p.failures-1, 20)
-		if backoff > p.cfg.BackoffMax || backoff <= 0 {
-			backoff = p.cfg.BackoffMax
-		}
-		p.backoffUntil = time.Now().Add(backoff)
+		backoff := p.failedStartLocked(err)
 		// Waiters that nothing else can serve fail now, with the reason.
-		var failed []*waiter
+		failed := 0
 		if p.starting == 0 && len(p.entries) == 0 {
-			for p.waiters.Len() > 0 {
-				wt := p.waiters.Remove(p.waiters.Front()).(*waiter)
-				wt.elem = nil
-				failed = append(failed, wt)
-			}
-		}
-		ue := &UnavailableError{Interface: p.cfg.Name, Err: err}
-		for _, wt := range failed {
-			wt.ch <- result{err: ue}
+			failed = p.failWaitersLocked(&UnavailableError{Interface: p.cfg.Name, Err: err})
 		}
 		p.maybeSpawnLocked()
 		p.mu.Unlock()
 		if p.ctx.Err() == nil {
 			p.log.Error("worker failed to start", zap.String("worker", id), zap.Error(err),
-				zap.Duration("backoff", backoff), zap.Int("failed_checkouts", len(failed)))
+				zap.Duration("backoff", backoff), zap.Int("failed_checkouts", failed))
 		}
 		return
 	}
 	e := &entry{w: w}
 	p.entries[w] = e
-	if w.Err() != nil {
-		// It exited between ready and now; onExit has run or will run and drop it.
-		e.state = stRetiring
-		p.mu.Unlock()
-		return
-	}
 	if p.closed {
 		e.state = stRetiring
 		p.mu.Unlock()
@@ -469,12 +455,35 @@ func (p *Pool) onExit(w *worker.Worker) {
 			// A worker that dies idle before serving anything counts as a failed start,
 			// so one that exits right after "ready" cannot cause a fork storm. (One that
 			// was killed from outside after serving is simply replaced.)
-			p.failures++
-			p.lastErr = w.Err()
-			p.backoffUntil = time.Now().Add(min(p.cfg.BackoffMin<<min(p.failures-1, 20), p.cfg.BackoffMax))
+			p.failedStartLocked(w.Err())
 		}
 	}
 	p.maybeSpawnLocked()
+}
+
+// failedStartLocked counts a failed start and sets the backoff before the next one,
+// doubling from BackoffMin up to BackoffMax; it returns that backoff.
+func (p *Pool) failedStartLocked(err error) time.Duration {
+	p.failures++
+	p.lastErr = err
+	backoff := p.cfg.BackoffMin << min(p.failures-1, 20)
+	if backoff > p.cfg.BackoffMax || backoff <= 0 {
+		backoff = p.cfg.BackoffMax
+	}
+	p.backoffUntil = time.Now().Add(backoff)
+	return backoff
+}
+
+// failWaitersLocked fails every waiting checkout with err and returns how many there were.
+func (p *Pool) failWaitersLocked(err error) int {
+	n := 0
+	for p.waiters.Len() > 0 {
+		wt := p.waiters.Remove(p.waiters.Front()).(*waiter)
+		wt.elem = nil
+		wt.ch <- result{err: err}
+		n++
+	}
+	return n
 }
 
 func (p *Pool) removeIdleLocked(e *entry) {
@@ -522,15 +531,7 @@ func (p *Pool) reapIdle() {
 func (p *Pool) Drain() {
 	p.mu.Lock()
 	p.draining = true
-	var failed []*waiter
-	for p.waiters.Len() > 0 {
-		wt := p.waiters.Remove(p.waiters.Front()).(*waiter)
-		wt.elem = nil
-		failed = append(failed, wt)
-	}
-	for _, wt := range failed {
-		wt.ch <- result{err: ErrShuttingDown}
-	}
+	p.failWaitersLocked(ErrShuttingDown)
 	p.mu.Unlock()
 }
 

@@ -28,7 +28,10 @@ func TestMain(m *testing.M) {
 // spawner starts the test binary as a worker in mode and records every pid it started.
 type spawner struct {
 	mode string
-	mu   sync.Mutex
+	// exitFirst makes spawn return a worker only once it has exited and the pool's
+	// onExit has run: the order that a worker exiting right after "ready" may produce.
+	exitFirst bool
+	mu        sync.Mutex
 	pids []int
 	n    int
 }
@@ -37,11 +40,19 @@ func (s *spawner) spawn(ctx context.Context, id string, onExit func(*worker.Work
 	s.mu.Lock()
 	s.n++
 	s.mu.Unlock()
+	exited := make(chan struct{})
+	if s.exitFirst {
+		next := onExit
+		onExit = func(w *worker.Worker) { next(w); close(exited) }
+	}
 	w, err := worker.Start(ctx, worker.Config{
 		Interface: "t", ID: id, Command: []string{os.Args[0]},
 		Env:          map[string]string{"TASKD_TEST_WORKER": s.mode, "GORACE": "atexit_sleep_ms=0"},
 		SetupTimeout: 5 * time.Second, OnExit: onExit,
 	})
+	if s.exitFirst && err == nil {
+		<-exited
+	}
 	if w != nil {
 		s.mu.Lock()
 		s.pids = append(s.pids, w.PID())
@@ -395,4 +406,25 @@ func TestWaitIdle(t *testing.T) {
 	b.Release(true)
 	require.NoError(t, <-done, "returns once the last lease is released")
 	assert.Zero(t, p.Busy())
+}
+
+// TestWorkerExitingRightAfterReadyIsNotCounted: a worker may exit before the pool has
+// registered it. It must then count as a failed start, not stay behind as a live worker
+// that fills max_workers and leaves checkouts waiting for ever.
+func TestWorkerExitingRightAfterReadyIsNotCounted(t *testing.T) {
+	p, sp := newPool(t, "readyexit", pool.Config{MinIdle: 0, MaxWorkers: 1,
+		BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond})
+	sp.exitFirst = true // before the first spawn: the pool starts none until asked (MinIdle 0)
+	for range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		l, err := p.Acquire(ctx)
+		cancel()
+		if err == nil {
+			l.Release(true)
+			t.Fatal("a checkout got a worker that had exited")
+		}
+		require.ErrorIs(t, err, pool.ErrUnavailable, "a checkout is failed with the reason, not left waiting")
+	}
+	require.Eventually(t, func() bool { return p.Stats().Live == 0 }, 10*time.Second, 5*time.Millisecond,
+		"no exited worker is left counted as live")
 }

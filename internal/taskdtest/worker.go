@@ -27,7 +27,8 @@ func MaybeRunWorker() {
 // ("max_workers: 2").
 //
 // Modes: "raw" (a well-behaved worker, see below), "neverready", "exitnow" (writes to
-// stderr and exits 1), "slowready" (ready after 300ms), "readydie" (exits 20ms after ready).
+// stderr and exits 1), "slowready" (ready after 300ms), "readydie" (exits 20ms after ready),
+// "readyexit" (exits right after ready).
 //
 // Methods of "raw": echo (returns its args), fail (err type TestError), pid, sleep [ms],
 // spin (burns CPU forever), crash (exits 3 mid-call), bye (sends bye, then the reply),
@@ -85,8 +86,11 @@ func runWorker(mode string) int {
 		}
 	}
 	send(map[string]any{"t": "ready", "v": 1})
-	if mode == "readydie" {
+	switch mode {
+	case "readydie":
 		time.Sleep(20 * time.Millisecond)
+		return 0
+	case "readyexit":
 		return 0
 	}
 	in := bufio.NewReaderSize(os.Stdin, 1<<20)
