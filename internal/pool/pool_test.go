@@ -32,8 +32,8 @@ type spawner struct {
 	// onExit has run: the order that a worker exiting right after "ready" may produce.
 	exitFirst bool
 	mu        sync.Mutex
-	pids []int
-	n    int
+	pids      []int
+	n         int
 }
 
 func (s *spawner) spawn(ctx context.Context, id string, onExit func(*worker.Worker)) (*worker.Worker, error) {
