@@ -14,9 +14,11 @@ package sendq
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/taskd-dev/taskd/internal/fdio"
 )
@@ -35,6 +37,7 @@ type Queue struct {
 	c       Conn
 	raw     syscall.RawConn // nil if c has no descriptor: every write goes to the writer
 	onError func(error)
+	limit   int // most bytes left unwritten; 0: no limit (see WithLimit)
 
 	mu      sync.Mutex
 	pending []byte // bytes accepted and not yet written, in order
@@ -45,6 +48,7 @@ type Queue struct {
 	failed  bool // a write failed or Abort was called
 	wake    chan struct{}
 	done    chan struct{}
+	abortAt *time.Timer // CloseWithin: aborts a flush that takes too long
 
 	// State of the one fast-path write under way (busy guards it), kept here so that the
 	// callback given to RawConn.Write is made once, not per write.
@@ -52,6 +56,26 @@ type Queue struct {
 	twN     int
 	twErr   error
 	twWrite func(fd uintptr) bool
+}
+
+// ErrBacklog is reported (to onError) when more than the queue's limit is waiting to be
+// written: the queue then fails like on a write error, closing c.
+var ErrBacklog = errors.New("sendq: backlog over the limit")
+
+// WithLimit bounds what may be queued and not yet written to n bytes (n must exceed the
+// largest message): past it the queue fails with ErrBacklog, so that a peer that stops
+// reading cannot make it grow without end. Call it before the first Send.
+func (q *Queue) WithLimit(n int) *Queue {
+	q.mu.Lock()
+	q.limit = n
+	q.mu.Unlock()
+	return q
+}
+
+// BacklogFor is the limit to give a queue whose messages are at most maxMessage bytes:
+// room for a few of them, and never less than a few of the usual small ones.
+func BacklogFor(maxMessage int) int {
+	return 4*maxMessage + 64<<10
 }
 
 // New returns a queue writing to c and starts its writer goroutine. onError (may be nil)
@@ -68,14 +92,14 @@ func New(c Conn, onError func(error)) *Queue {
 }
 
 // Send queues a copy of msg (one or more whole lines). It returns false if the queue is
-// closed.
+// closed, or if msg took it over its limit (the queue has then failed).
 func (q *Queue) Send(msg []byte) bool {
 	return q.Append(func(b []byte) []byte { return append(b, msg...) })
 }
 
 // Append lets fn append a message directly to the queue's buffer, avoiding a copy. fn runs
-// with the queue locked: it must only encode. Append returns false (and does not call fn)
-// if the queue is closed.
+// with the queue locked: it must only encode. Append returns false if the queue is closed
+// (fn is not called) or if the message took it over its limit (the queue has then failed).
 func (q *Queue) Append(fn func([]byte) []byte) bool {
 	q.mu.Lock()
 	if q.closed {
@@ -83,6 +107,11 @@ func (q *Queue) Append(fn func([]byte) []byte) bool {
 		return false
 	}
 	q.pending = fn(q.pending)
+	if q.limit > 0 && len(q.pending) > q.limit {
+		q.mu.Unlock()
+		q.fail(fmt.Errorf("%w: more than %d bytes queued (the peer is not reading)", ErrBacklog, q.limit))
+		return false
+	}
 	if q.busy || q.raw == nil {
 		q.mu.Unlock()
 		q.kick()
@@ -164,6 +193,13 @@ func (q *Queue) kick() {
 // writer writes what the fast path could not, blocking until the descriptor is writable.
 func (q *Queue) writer() {
 	defer close(q.done)
+	defer func() {
+		q.mu.Lock()
+		if q.abortAt != nil {
+			q.abortAt.Stop()
+		}
+		q.mu.Unlock()
+	}()
 	for range q.wake {
 		q.mu.Lock()
 		if q.busy {
@@ -226,6 +262,18 @@ func (q *Queue) Close() {
 	q.closed, q.closing = true, true
 	q.mu.Unlock()
 	q.kick()
+}
+
+// CloseWithin is Close, but gives the flush at most d: then the Conn is closed and what is
+// still queued is dropped, as by Abort, so that a peer that does not read cannot hold the
+// queue (and whoever waits for Done) for ever.
+func (q *Queue) CloseWithin(d time.Duration) {
+	q.mu.Lock()
+	if q.abortAt == nil {
+		q.abortAt = time.AfterFunc(d, q.Abort)
+	}
+	q.mu.Unlock()
+	q.Close()
 }
 
 // Abort closes the Conn now, dropping what is queued; a blocked write returns.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -98,6 +99,54 @@ func TestWriteErrorIsReportedOnce(t *testing.T) {
 	<-q.Done()
 	require.Len(t, errs, 1)
 	assert.Error(t, <-errs)
+}
+
+// TestLimitFailsAQueueNobodyReads: past its limit a queue fails with ErrBacklog, closes
+// its Conn and accepts nothing more, instead of growing for as long as the peer sleeps.
+func TestLimitFailsAQueueNobodyReads(t *testing.T) {
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close() // nobody reads it
+	errs := make(chan error, 10)
+	q := sendq.New(w, func(err error) { errs <- err }).WithLimit(256 << 10)
+	msg := make([]byte, 4<<10)
+	sent := 0
+	for q.Send(msg) {
+		sent += len(msg)
+		require.Less(t, sent, 1<<20, "the queue kept accepting past its limit")
+	}
+	<-q.Done()
+	require.Len(t, errs, 1)
+	assert.ErrorIs(t, <-errs, sendq.ErrBacklog)
+	assert.False(t, q.Send([]byte("x\n")))
+}
+
+// TestCloseWithinGivesUpOnAPeerThatDoesNotRead: Close would wait for ever to flush to a
+// peer that does not read; CloseWithin drops what is left after its delay.
+func TestCloseWithinGivesUpOnAPeerThatDoesNotRead(t *testing.T) {
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
+	q := sendq.New(w, nil)
+	q.Send(make([]byte, 1<<20)) // more than the pipe holds: the writer blocks
+	q.CloseWithin(50 * time.Millisecond)
+	select {
+	case <-q.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the queue still waits for the peer")
+	}
+
+	// A peer that reads gets everything before the Conn is closed.
+	r2, w2, err := os.Pipe()
+	require.NoError(t, err)
+	defer r2.Close()
+	q2 := sendq.New(w2, nil)
+	q2.Send(make([]byte, 1<<20))
+	q2.CloseWithin(time.Minute)
+	n, err := io.Copy(io.Discard, r2)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1<<20, n)
+	<-q2.Done()
 }
 
 func BenchmarkSendIdle(b *testing.B) {

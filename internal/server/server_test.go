@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -788,4 +789,46 @@ func TestAcceptSurvivesRunningOutOfDescriptors(t *testing.T) {
 	require.NoError(t, err, "%s", out)
 	cl := newClient(t, d, "echo")
 	require.NoError(t, cl.Call(ctxT(t), "echo", nil), "taskd serves again")
+}
+
+// TestClientThatDoesNotReadIsCutOff: a client that sends requests and never reads the
+// answers cannot make taskd's memory grow: past a few max_message_bytes of unread answers
+// its connection is closed, and taskd goes on serving others.
+func TestClientThatDoesNotReadIsCutOff(t *testing.T) {
+	d := taskdtest.Start(t, "max_message_bytes: 64KiB\ninterfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 0"))
+	conn, err := net.Dial("unix", d.Socket)
+	require.NoError(t, err)
+	defer conn.Close()
+	pings := bytes.Repeat([]byte(`{"t":"ping","id":1}`+"\n"), 1000)
+	require.NoError(t, conn.SetWriteDeadline(time.Now().Add(20*time.Second)))
+	for err == nil {
+		_, err = conn.Write(pings)
+	}
+	require.NotErrorIs(t, err, os.ErrDeadlineExceeded, "taskd still accepts requests from a client that reads nothing")
+	require.Eventually(t, func() bool { return strings.Contains(d.Logs(), "client does not read its replies") },
+		5*time.Second, 10*time.Millisecond)
+	_, err = newClient(t, d, "echo").Ping(ctxT(t))
+	require.NoError(t, err)
+}
+
+// TestSIGTERMWithAClientThatDoesNotRead: taskd's flush of a closing connection is bounded,
+// so a client that stopped reading cannot keep it from exiting.
+func TestSIGTERMWithAClientThatDoesNotRead(t *testing.T) {
+	d := taskdtest.Start(t, "max_message_bytes: 1MiB\ninterfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 0"))
+	conn, err := net.Dial("unix", d.Socket)
+	require.NoError(t, err)
+	defer conn.Close()
+	// About 1 MB of answers: more than the socket buffers hold, less than the backlog
+	// limit, so taskd's writer is left blocked on this connection.
+	_, err = conn.Write(bytes.Repeat([]byte(`{"t":"ping","id":1}`+"\n"), 25000))
+	require.NoError(t, err)
+	_, err = newClient(t, d, "echo").Ping(ctxT(t)) // taskd has read them all by now
+	require.NoError(t, err)
+	d.Signal(syscall.SIGTERM)
+	select {
+	case <-d.Exited():
+	case <-time.After(20 * time.Second):
+		t.Fatal("taskd did not exit: it waits for a client that does not read")
+	}
+	require.NoError(t, d.ExitErr(), "exit status 0")
 }

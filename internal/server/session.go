@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -41,10 +42,17 @@ type session struct {
 
 func newSession(s *Server, conn net.Conn, id uint64) *session {
 	ctx, stop := context.WithCancel(context.Background())
+	log := s.log.With(zap.Uint64("session", id))
 	return &session{
 		s: s, conn: conn, ctx: ctx, stop: stop,
-		out:       sendq.New(conn, nil), // a write error closes conn: the reader then ends the session
-		log:       s.log.With(zap.Uint64("session", id)),
+		// A write error, or a client that lets replies pile up unread, closes conn: the
+		// reader then ends the session.
+		out: sendq.New(conn, func(err error) {
+			if errors.Is(err, sendq.ErrBacklog) {
+				log.Warn("client does not read its replies; closing its connection", zap.Error(err))
+			}
+		}).WithLimit(sendq.BacklogFor(int(s.cfg.MaxMessageBytes))),
+		log:       log,
 		checkouts: make(map[uint64]*checkout),
 		waiting:   make(map[uint64]context.CancelFunc),
 	}
@@ -71,6 +79,10 @@ func (ss *session) serve() {
 	<-ss.out.Done()
 	ss.conn.Close()
 }
+
+// flushWait bounds how long a closing session waits for its client to read what is
+// queued; after that the connection is closed anyway.
+const flushWait = 5 * time.Second
 
 func (ss *session) readLoop() {
 	lr := wire.NewLineReader(fdio.NewReader(ss.conn), int(ss.s.cfg.MaxMessageBytes))
@@ -265,14 +277,15 @@ func (ss *session) send(ms ...*wire.ClientMsg) {
 	}
 	for _, m := range ms {
 		if m != nil && m.T == wire.TFatal {
-			ss.out.Close()
+			ss.close()
 		}
 	}
 }
 
-// close flushes what is queued, then closes the connection (which ends the reader).
+// close flushes what is queued (for at most flushWait), then closes the connection (which
+// ends the reader).
 func (ss *session) close() {
-	ss.out.Close()
+	ss.out.CloseWithin(flushWait)
 }
 
 // checkout is one granted checkout. Its calls are answered in order. To a worker that

@@ -224,9 +224,10 @@ func (w *Worker) spawn() (err error) {
 	w.log = cfg.Logger.With(zap.String("interface", cfg.Interface), zap.String("worker", cfg.ID), zap.Int("pid", w.pid))
 	w.log.Debug("worker spawned", zap.Strings("command", cfg.Command))
 	w.in = sendq.New(inW, func(err error) {
-		// The worker closed its stdin or died; the waiter fails its calls.
+		// The worker closed its stdin, died, or stopped reading it; the waiter fails its
+		// calls.
 		w.Kill(fmt.Errorf("writing to worker stdin: %w", err))
-	})
+	}).WithLimit(sendq.BacklogFor(maxBytes(w.cfg)))
 	go w.readStdout()
 	go w.readStderr()
 	go w.wait()
