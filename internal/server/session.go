@@ -181,7 +181,7 @@ func (ss *session) checkout(m *wire.ClientMsg) {
 			return
 		}
 		w := lease.Worker()
-		co := &checkout{ss: ss, co: ss.s.newCo(), iface: iface, lease: lease, w: w, keep: keep,
+		co := &checkout{ss: ss, co: ss.s.newCo(), lease: lease, w: w, keep: keep,
 			pipelined: w.Pipelined(), sent: make(map[uint64]*pendingCall), once: once,
 			retire: once && maxN > 0 && lease.Checkouts() >= maxN, req: id}
 		g := &wire.ClientMsg{T: wire.TGranted, ID: id, Co: co.co, Worker: w.ID(), PID: w.PID(), N: lease.Checkouts()}
@@ -295,7 +295,6 @@ func (ss *session) close() {
 type checkout struct {
 	ss        *session
 	co        uint64
-	iface     string
 	lease     *pool.Lease
 	w         *worker.Worker
 	keep      bool

@@ -31,7 +31,7 @@ func (e *LineTooLongError) Error() string {
 func (e *LineTooLongError) Is(target error) bool { return target == ErrLineTooLong }
 
 // LineReader reads newline-terminated lines of at most max bytes (not counting the newline)
-// and reuses its buffer: a returned line is valid only until the next call. Unlike
+// and reuses its buffers: a returned line is valid only until the next call. Unlike
 // bufio.Scanner it never fails silently on a long line.
 //
 // A LineReader is not safe for concurrent use; its owner is the one goroutine that reads.
@@ -55,9 +55,16 @@ func NewLineReader(r io.Reader, max int) *LineReader {
 // first. A line longer than the limit yields a *LineTooLongError after the whole line has
 // been consumed, so the caller may continue reading.
 func (r *LineReader) ReadLine() ([]byte, error) {
+	if cap(r.buf) > 1<<20 {
+		r.buf = nil // do not keep a long line's buffer for the reader's lifetime
+	}
 	r.buf = r.buf[:0]
 	for {
 		frag, err := r.br.ReadSlice('\n')
+		if err == nil && len(r.buf) == 0 && len(frag)-1 <= r.max {
+			// The whole line is in the read buffer (the usual case): no copy.
+			return frag[:len(frag)-1], nil
+		}
 		n := len(r.buf) + len(frag)
 		if err == nil {
 			n-- // the newline does not count

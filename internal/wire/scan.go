@@ -204,11 +204,6 @@ func skipNumber(b []byte, i int) (int, bool) {
 	return i, true
 }
 
-// keyIs reports whether the quoted key k is the plain (escape-free) name.
-func keyIs(k []byte, name string) bool {
-	return len(k) == len(name)+2 && string(k[1:len(k)-1]) == name
-}
-
 // unquoteKey returns the unescaped key.
 func unquoteKey(k []byte) string {
 	if !hasEscape(k) {
@@ -299,6 +294,8 @@ func internString(b []byte) string {
 		return TCall
 	case TOK:
 		return TOK
+	case TAborted:
+		return TAborted
 	case TErr:
 		return TErr
 	case TReady:

@@ -209,9 +209,6 @@ func AppendCancel(buf []byte, id uint64) []byte {
 // DoneLine is the message taskd sends when a checkout is released.
 var DoneLine = []byte(`{"t":"done"}` + "\n")
 
-// ReadyLine is the message a worker sends when its setup has finished.
-var ReadyLine = []byte(`{"t":"ready","v":1}` + "\n")
-
 // ErrorPayload is the "e" object of an "err" reply.
 type ErrorPayload struct {
 	Msg   string `json:"msg"`

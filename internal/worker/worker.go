@@ -267,9 +267,6 @@ func (w *Worker) ID() string { return w.cfg.ID }
 // PID returns the worker's process id.
 func (w *Worker) PID() int { return w.pid }
 
-// Interface returns the name of the worker's interface.
-func (w *Worker) Interface() string { return w.cfg.Interface }
-
 // Exited is closed once the process has been reaped.
 func (w *Worker) Exited() <-chan struct{} { return w.exited }
 
