@@ -52,7 +52,7 @@ type Interface struct {
 const (
 	DefaultSocketMode      = "0660"
 	DefaultShutdownGrace   = 10 * time.Second
-	DefaultMaxMessageBytes = 16 * MiB
+	DefaultMaxMessageBytes = ByteSize(wire.DefaultMaxMessageBytes)
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "json"
 
@@ -70,9 +70,8 @@ const (
 	// MinMessageBytes is the smallest max_message_bytes accepted: every protocol message
 	// taskd itself sends must fit.
 	MinMessageBytes = 1 * KiB
-	// MaxMessageBytes is the largest max_message_bytes accepted: one line is held in memory
-	// whole, so a larger limit is a way to run out of memory, not a feature.
-	MaxMessageBytes = 1 * GiB
+	// MaxMessageBytes is the largest max_message_bytes accepted (see wire.MaxMessageBytes).
+	MaxMessageBytes = ByteSize(wire.MaxMessageBytes)
 )
 
 // LogLevels and LogFormats are the values log.level and log.format accept.

@@ -10,6 +10,10 @@ import (
 // DefaultMaxMessageBytes is the longest line accepted when no limit is configured (16 MiB).
 const DefaultMaxMessageBytes = 16 << 20
 
+// MaxMessageBytes is the largest max_message_bytes taskd accepts (1 GiB): one line is held
+// in memory whole, so a larger limit is a way to run out of memory, not a feature.
+const MaxMessageBytes = 1 << 30
+
 // snippetLen is how much of an offending line an error quotes.
 const snippetLen = 80
 

@@ -29,8 +29,8 @@ const (
 	// at once rather than after a backoff delay.
 	stableConn = time.Second
 	// maxLine bounds a line from taskd. A reply relays a worker line (at most taskd's
-	// max_message_bytes, 16 MiB by default) plus a small envelope.
-	maxLine = 4 * wire.DefaultMaxMessageBytes
+	// max_message_bytes, which may be set up to wire.MaxMessageBytes) plus a small envelope.
+	maxLine = wire.MaxMessageBytes + 64<<10
 )
 
 // conn is one connection to taskd, with its reader goroutine (Client.read) and its send

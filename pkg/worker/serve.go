@@ -70,6 +70,9 @@ func serve(ctx context.Context, spec Spec, in io.Reader, out io.Writer, stderr i
 	if err := spec.validate(); err != nil {
 		return err
 	}
+	if maxLine <= 0 {
+		maxLine = wire.DefaultMaxMessageBytes
+	}
 	s := &server{
 		spec:      spec,
 		max:       maxLine,

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -587,13 +588,18 @@ func BenchmarkEcho(b *testing.B) {
 		b.Fatal(err)
 	}
 	call := []byte(`{"t":"call","id":1,"m":"echo","a":["hello",{"n":1},[2,3]]}` + "\n")
+	ok := []byte(`{"t":"ok","id":1,`)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := inW.Write(call); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := lr.ReadLine(); err != nil {
+		line, err := lr.ReadLine()
+		if err != nil {
 			b.Fatal(err)
+		}
+		if !bytes.HasPrefix(line, ok) {
+			b.Fatalf("reply %s", line)
 		}
 	}
 	inW.Close()

@@ -107,7 +107,8 @@ func Run(s Spec) error {
 }
 
 // maxMessageBytes reads the line length limit from TASKD_MAX_MESSAGE_BYTES: a number of
-// bytes, optionally with a KiB, MiB or GiB suffix as in taskd's config.
+// bytes (what taskd sets), or one with a KiB, MiB or GiB suffix (for a person running the
+// worker by hand).
 func maxMessageBytes() (int, error) {
 	v := os.Getenv("TASKD_MAX_MESSAGE_BYTES")
 	if v == "" {
