@@ -25,12 +25,14 @@ func run(ctx context.Context, cfg config.Config, configPath string) error {
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	context.AfterFunc(ctx, func() {
+	// Deferred after stop, so it runs first: returning (say, because server.New failed)
+	// must not look like a signal and tell systemd "stopping".
+	defer context.AfterFunc(ctx, func() {
 		// Restore default signal handling, so that a second signal kills, and tell systemd
 		// (best effort, like READY=1) that the drain has begun.
 		stop()
 		_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
-	})
+	})()
 
 	logger.Info("taskd starting", zap.String("version", version), zap.String("config", configPath),
 		zap.Int("pid", os.Getpid()), zap.Strings("listen", cfg.Listen), zap.Int("interfaces", len(cfg.Interfaces)))

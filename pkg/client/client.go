@@ -17,8 +17,8 @@ import (
 	"github.com/taskd-dev/taskd/internal/wire"
 )
 
-// DefaultTimeout is the per-call (and per-checkout) timeout used when Config.Timeout is 0
-// and the caller's context has no deadline.
+// DefaultTimeout is the timeout used when Config.Timeout is 0 and the caller's context has
+// no deadline (see Config.Timeout for what it bounds).
 const DefaultTimeout = 30 * time.Second
 
 // Config configures a Client. The zero value of every field means its default. New copies
@@ -38,9 +38,10 @@ type Config struct {
 	// max_workers still applies).
 	MaxWorkers int
 
-	// Timeout bounds every operation whose context has no deadline: each Checkout,
-	// Client.Call, Ping and DaemonStatus, and each call on a checkout (counted from
-	// Checkout.Go). 0 means DefaultTimeout (30s); a negative value means no timeout.
+	// Timeout bounds every operation whose context has no deadline: each Checkout, Ping
+	// and DaemonStatus, each call on a checkout (counted from Checkout.Go), and each
+	// Client.Call as a whole (checkout and call together). 0 means DefaultTimeout (30s); a
+	// negative value means no timeout.
 	Timeout time.Duration
 
 	// MaxCheckouts retires a worker on Release once it has served this many checkouts
@@ -101,9 +102,10 @@ type Stats struct {
 	OpenCheckouts int // checkouts granted and not yet released
 	InUse         int // checkouts held by the application (equal to OpenCheckouts)
 	Idle          int // checkouts kept idle by the client: always 0 (taskd pools workers)
-	Waiting       int // Checkout calls waiting now, for a MaxWorkers slot or for taskd
+	Waiting       int // Checkout and Client.Call calls waiting now for a worker
 
-	// WaitCount is the number of finished Checkout calls (granted or not), and
+	// WaitCount is the number of finished waits for a worker by Checkout and Client.Call
+	// (granted or not), and
 	// WaitDuration their total time spent waiting, for a MaxWorkers slot and for taskd to
 	// grant a worker. Every checkout waits at least one round trip.
 	WaitCount    int64

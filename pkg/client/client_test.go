@@ -435,13 +435,16 @@ func TestMaxWorkersFIFO(t *testing.T) {
 
 	// The goroutine holding the first checkout asks for another: it waits its turn behind
 	// the n queued ones (no deadlock). The first is released from elsewhere once it waits.
+	released := make(chan struct{})
 	go func() {
+		defer close(released)
 		assert.Eventually(t, func() bool { return c.Stats().Waiting == n+1 }, 5*time.Second, time.Millisecond)
 		first.Release()
 	}()
 	second, err := c.Checkout(ctx)
 	require.NoError(t, err)
 	defer second.Release()
+	<-released
 	wg.Wait()
 	close(order)
 	var got []int
@@ -565,6 +568,14 @@ func TestAbandonedCheckoutGrantedLate(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	d.waitReceived(wire.TAbandon, 2)
 	require.Eventually(t, func() bool { return d.numWaiting() == 0 }, 5*time.Second, time.Millisecond)
+	syncConn(t, c) // the refusal has been dispatched
+	st := c.Stats()
+	assert.Equal(t, 0, st.OpenCheckouts+st.Waiting)
+	assert.Len(t, d.received(wire.TRelease), 1, "nothing to release for a refused checkout")
+	d.setHold(false)
+	co2, err := c.Checkout(ctxTimeout(t, 5*time.Second))
+	require.NoError(t, err, "the client goes on checking out")
+	co2.Release()
 }
 
 func anyConn(d *fakeDaemon) *fakeConn {
@@ -583,7 +594,7 @@ func TestCloseFailsQueuedAndHeld(t *testing.T) {
 	require.NoError(t, err)
 	ctx := ctxTimeout(t, 10*time.Second)
 
-	got := make(chan *Checkout)
+	got := make(chan *Checkout, 1) // the goroutine never blocks, even if the test fails first
 	go func() {
 		co, _ := c.Checkout(ctx)
 		got <- co
