@@ -168,7 +168,7 @@ func (d *daemon) stop() error {
 		err = errors.New("bench: taskd did not stop within 15s of SIGTERM; killed")
 	}
 	for _, p := range kids {
-		if syscall.Kill(p, 0) == nil && !isZombie(p) {
+		if procfs.Alive(p) {
 			_ = syscall.Kill(p, syscall.SIGKILL)
 			err = errors.Join(err, fmt.Errorf("bench: worker %d outlived taskd; killed", p))
 		}

@@ -58,12 +58,6 @@ func procCPU(pid int, hz int64) (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / time.Duration(hz), nil
 }
 
-// isZombie reports whether pid has exited and awaits its parent's wait, or is gone.
-func isZombie(pid int) bool {
-	f, err := procStat(pid)
-	return err != nil || len(f) == 0 || f[0] == "Z"
-}
-
 // procRSS returns the resident set size of pid (VmRSS in /proc/PID/status) in bytes.
 func procRSS(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))

@@ -1,5 +1,6 @@
 // Package procfs reads the little of Linux's /proc that taskd's tests and benchmarks need:
-// a process's children. It has no state and is safe for concurrent use.
+// a process's children, and whether a process is still alive. It has no state and is safe
+// for concurrent use.
 package procfs
 
 import (
@@ -26,4 +27,21 @@ func Children(pid int) []int {
 		}
 	}
 	return out
+}
+
+// Alive reports whether process pid exists and has not exited. A multi-threaded process
+// whose leader is already a zombie still counts as alive until its last thread is gone:
+// only then does the kernel report its exit to wait.
+func Alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 >= len(s) || s[i+2] != 'Z' {
+		return true
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	return err == nil && len(tasks) > 1
 }

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/taskd-dev/taskd/internal/procfs"
 )
@@ -20,5 +21,29 @@ func TestChildren(t *testing.T) {
 	}
 	if kids := procfs.Children(1 << 30); len(kids) != 0 {
 		t.Fatalf("a pid that does not exist has children %v", kids)
+	}
+}
+
+func TestAlive(t *testing.T) {
+	if !procfs.Alive(os.Getpid()) {
+		t.Fatal("this process is not alive")
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Exited and not yet reaped: a zombie is not alive.
+	deadline := time.Now().Add(10 * time.Second)
+	for procfs.Alive(cmd.Process.Pid) {
+		if time.Now().After(deadline) {
+			t.Fatal("an exited child still counts as alive")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if procfs.Alive(cmd.Process.Pid) {
+		t.Fatal("a reaped child counts as alive")
 	}
 }

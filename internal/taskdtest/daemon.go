@@ -218,22 +218,8 @@ func FDCount(t testing.TB, pid int) int {
 	return len(ents)
 }
 
-// Alive reports whether process pid exists and has not exited. A multi-threaded process
-// whose leader is already a zombie still counts as alive until its last thread is gone:
-// only then does the kernel report its exit to wait.
-func Alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+2 >= len(s) || s[i+2] != 'Z' {
-		return true
-	}
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	return err == nil && len(tasks) > 1
-}
+// Alive reports whether process pid exists and has not exited (see procfs.Alive).
+func Alive(pid int) bool { return procfs.Alive(pid) }
 
 // RequireGone fails the test if any of pids is still alive after timeout.
 func RequireGone(t testing.TB, pids []int, timeout time.Duration) {
