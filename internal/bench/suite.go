@@ -308,18 +308,7 @@ func (s *Suite) measure(ctx context.Context, hz int64, sc scenario, n int, d *da
 // median returns, metric by metric, the median of rs (the mean of the middle two for an
 // even count).
 func median(rs []run) run {
-	pick := func(f func(run) float64) float64 {
-		v := make([]float64, len(rs))
-		for i, r := range rs {
-			v[i] = f(r)
-		}
-		slices.Sort(v)
-		m := len(v) / 2
-		if len(v)%2 == 0 {
-			return (v[m-1] + v[m]) / 2
-		}
-		return v[m]
-	}
+	pick := func(f func(run) float64) float64 { return medianOf(rs, f) }
 	return run{
 		callsPerSec: pick(func(r run) float64 { return r.callsPerSec }),
 		p50:         time.Duration(pick(func(r run) float64 { return float64(r.p50) })),
@@ -327,6 +316,20 @@ func median(rs []run) run {
 		taskdCPU:    pick(func(r run) float64 { return r.taskdCPU }),
 		allCPU:      pick(func(r run) float64 { return r.allCPU }),
 	}
+}
+
+// medianOf is the median of f over xs (the mean of the middle two for an even count).
+func medianOf[T any](xs []T, f func(T) float64) float64 {
+	v := make([]float64, len(xs))
+	for i, x := range xs {
+		v[i] = f(x)
+	}
+	slices.Sort(v)
+	m := len(v) / 2
+	if len(v)%2 == 0 {
+		return (v[m-1] + v[m]) / 2
+	}
+	return v[m]
 }
 
 // startupResult is the median over several daemon starts with min_idle 1.
@@ -349,12 +352,7 @@ func (s *Suite) measureStartup(ctx context.Context) (startupResult, error) {
 		rs = append(rs, r)
 	}
 	med := func(f func(startupResult) time.Duration) time.Duration {
-		v := make([]time.Duration, len(rs))
-		for i, r := range rs {
-			v[i] = f(r)
-		}
-		slices.Sort(v)
-		return v[len(v)/2]
+		return time.Duration(medianOf(rs, func(r startupResult) float64 { return float64(f(r)) }))
 	}
 	out := startupResult{
 		ready:  med(func(r startupResult) time.Duration { return r.ready }),
