@@ -58,7 +58,8 @@ type Config struct {
 	Logger *zap.Logger
 
 	// TLS, if set, is used for tcp:// addresses (it is ignored for unix sockets). It is
-	// cloned by New.
+	// cloned by New. taskd itself does not serve TLS yet (it refuses non-loopback tcp://
+	// listeners): TLS is for a TLS-terminating proxy in front of a loopback listener.
 	TLS *tls.Config
 }
 
