@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -34,9 +35,10 @@ type Server struct {
 	listeners []net.Listener
 	sessions  map[*session]struct{}
 	draining  bool
-	nextCo    uint64
 	nextSess  uint64
 	wg        sync.WaitGroup // accept loops and sessions
+
+	nextCo atomic.Uint64 // last checkout id given (see newCo); not guarded by mu
 }
 
 // New checks cfg (it must have been normalized) and returns a server that has not started
@@ -275,12 +277,9 @@ func (s *Server) busy() int {
 	return n
 }
 
-func (s *Server) newCo() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.nextCo++
-	return s.nextCo
-}
+// newCo returns a checkout id, unique for the daemon's lifetime. It takes no lock: it is
+// called under a session's lock on every checkout.
+func (s *Server) newCo() uint64 { return s.nextCo.Add(1) }
 
 func (s *Server) status() *wire.Status {
 	st := &wire.Status{Version: s.version, PID: os.Getpid(), UptimeSec: time.Since(s.started).Seconds()}
