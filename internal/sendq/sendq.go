@@ -43,6 +43,7 @@ type Queue struct {
 	pending []byte // bytes accepted and not yet written, in order
 	spare   []byte
 	busy    bool // someone is writing pending's former contents right now
+	corked  int  // Cork depth: while > 0, Append leaves messages queued (see Cork)
 	closing bool // Close: flush, then close c
 	closed  bool // no more Sends
 	failed  bool // a write failed or Abort was called
@@ -112,10 +113,43 @@ func (q *Queue) Append(fn func([]byte) []byte) bool {
 		q.fail(fmt.Errorf("%w: more than %d bytes queued (the peer is not reading)", ErrBacklog, q.limit))
 		return false
 	}
+	if q.corked > 0 {
+		q.mu.Unlock()
+		return true // written by the matching Uncork
+	}
+	q.flushLocked()
+	return true
+}
+
+// Cork holds back the writing of messages appended until the matching Uncork, which
+// writes them all at once: one system call, and one wake-up of the peer, for messages
+// that belong together (a call and the checkout's done; a grant and its answer). Corks
+// nest. The writer goroutine is not held back: if it is writing already, messages may
+// still go out in more than one write, in order.
+func (q *Queue) Cork() {
+	q.mu.Lock()
+	q.corked++
+	q.mu.Unlock()
+}
+
+// Uncork ends a Cork and, at the outermost one, writes what was held back.
+func (q *Queue) Uncork() {
+	q.mu.Lock()
+	q.corked--
+	if q.corked > 0 || len(q.pending) == 0 || q.failed {
+		q.mu.Unlock()
+		return
+	}
+	q.flushLocked()
+}
+
+// flushLocked writes pending now if nobody else is writing, else leaves it to the writer.
+// q.mu is held on entry and released on return.
+func (q *Queue) flushLocked() {
 	if q.busy || q.raw == nil {
 		q.mu.Unlock()
 		q.kick()
-		return true
+		return
 	}
 	// Fast path: write now, without waiting.
 	q.busy = true
@@ -130,7 +164,7 @@ func (q *Queue) Append(fn func([]byte) []byte) bool {
 	if err != nil {
 		q.mu.Unlock()
 		q.fail(err)
-		return true
+		return
 	}
 	if n < len(buf) {
 		// The rest goes first, before anything queued meanwhile; the writer takes over.
@@ -138,7 +172,7 @@ func (q *Queue) Append(fn func([]byte) []byte) bool {
 		q.pending = append(rest, q.pending...)
 		q.mu.Unlock()
 		q.kick()
-		return true
+		return
 	}
 	q.recycle(buf)
 	more := len(q.pending) > 0 || q.closing // a Close meanwhile: the writer closes c
@@ -146,7 +180,6 @@ func (q *Queue) Append(fn func([]byte) []byte) bool {
 	if more {
 		q.kick()
 	}
-	return true
 }
 
 // tryWrite writes what the kernel takes at once; EAGAIN is not an error. Only the holder

@@ -368,11 +368,7 @@ func (co *checkout) enqueue(id, ep uint64, method string, args json.RawMessage) 
 func (co *checkout) start(pc *pendingCall) {
 	var wid uint64
 	var err error
-	if co.once && !co.retire {
-		wid, err = co.w.CallThenDone(pc.method, pc.args, pc)
-	} else {
-		wid, err = co.w.CallEp(pc.method, pc.args, pc.ep, pc)
-	}
+	wid, err = co.w.CallEp(pc.method, pc.args, pc.ep, pc)
 	if err != nil {
 		co.lost(err)
 		return

@@ -128,7 +128,6 @@ type Worker struct {
 
 	bye      atomic.Bool
 	pipeline atomic.Bool   // announced in "ready": applies the ep rule itself
-	doneSent atomic.Bool   // CallThenDone wrote "done" already: the next Done writes nothing
 	ready    chan struct{} // closed on the first "ready"
 	exited   chan struct{} // closed after reaping
 	outDone  chan struct{} // stdout reader finished
@@ -420,18 +419,10 @@ func (w *Worker) Call(method string, args json.RawMessage, done func(Reply)) (ui
 // sent to workers that pipeline; such a worker answers Aborted instead of running a call
 // whose ep is behind its own count of errors. The reply goes to r.
 func (w *Worker) CallEp(method string, args json.RawMessage, ep uint64, r Replier) (uint64, error) {
-	return w.call(method, args, ep, false, r)
+	return w.call(method, args, ep, r)
 }
 
-// CallThenDone makes the only call of a one-shot checkout: the "done" that ends the
-// checkout follows the call in the same write (the worker runs its checkout-done hook after
-// answering), and the Done of that checkout's release writes nothing. That saves the
-// worker a wake-up per one-shot call.
-func (w *Worker) CallThenDone(method string, args json.RawMessage, r Replier) (uint64, error) {
-	return w.call(method, args, 0, true, r)
-}
-
-func (w *Worker) call(method string, args json.RawMessage, ep uint64, thenDone bool, r Replier) (uint64, error) {
+func (w *Worker) call(method string, args json.RawMessage, ep uint64, r Replier) (uint64, error) {
 	w.mu.Lock()
 	if err := w.deadLocked(); err != nil {
 		w.mu.Unlock()
@@ -445,16 +436,12 @@ func (w *Worker) call(method string, args json.RawMessage, ep uint64, thenDone b
 	}
 	w.mu.Unlock()
 
-	w.doneSent.Store(thenDone)
 	pipelined := w.pipeline.Load()
 	w.in.Append(func(b []byte) []byte {
 		if pipelined {
 			b = wire.AppendCallEp(b, id, method, args, ep)
 		} else {
 			b = wire.AppendCall(b, id, method, args)
-		}
-		if thenDone {
-			b = append(b, wire.DoneLine...)
 		}
 		return b
 	})
@@ -543,15 +530,23 @@ func (w *Worker) Cancel(id uint64) {
 
 // Done tells the worker that its checkout was released. It fails if the worker's stdin is
 // closed (the worker is stopping or gone).
+// A done may follow a call before its reply: the worker runs its checkout-done hook after
+// answering.
 func (w *Worker) Done() error {
-	if w.doneSent.Swap(false) {
-		return nil // written with the checkout's call (CallThenDone)
-	}
 	if !w.in.Send(wire.DoneLine) {
 		return fmt.Errorf("worker %s: stdin closed", w.cfg.ID)
 	}
 	return nil
 }
+
+// Cork holds back writes to the worker's stdin until Uncork, so that the messages sent in
+// between (say a call and the checkout's done) reach the worker in one write and cost it
+// one wake-up. Corks nest; Uncork must follow Cork on the same goroutine, without
+// blocking in between.
+func (w *Worker) Cork() { w.in.Cork() }
+
+// Uncork ends a Cork and writes what it held back.
+func (w *Worker) Uncork() { w.in.Uncork() }
 
 // Kill sends SIGKILL to the worker's process group. cause says why; the first cause given
 // is the one reported. Kill is idempotent and does not wait: see Exited.
