@@ -166,7 +166,8 @@ func (l *Lease) Worker() *worker.Worker { return l.e.w }
 func (l *Lease) Checkouts() int { return l.n }
 
 // Release returns the worker to the pool, or retires it if retire is set, the worker asked
-// for it (bye), it has served MaxCheckouts, or it is dead. A kept worker is sent "done".
+// for it (bye), it has served MaxCheckouts, or it is dead. Telling the worker that its
+// checkout is over ("done") is the holder's business, before Release.
 func (l *Lease) Release(retire bool) {
 	if l.released.Swap(true) {
 		return
@@ -335,11 +336,6 @@ func (p *Pool) release(e *entry, retire bool) {
 		retire, reason = true, fmt.Sprintf("served max_checkouts (%d)", p.cfg.MaxCheckouts)
 	case w.Err() != nil:
 		retire, reason = true, "worker exited"
-	}
-	if !retire {
-		if err := w.Done(); err != nil { // a pipe write: outside the lock
-			retire, reason = true, "could not send done: "+err.Error()
-		}
 	}
 	p.mu.Lock()
 	p.unleaseLocked()

@@ -31,6 +31,7 @@ func MaybeRunWorker() {
 // "readyexit" (exits right after ready).
 //
 // Methods of "raw": echo (returns its args), fail (err type TestError), pid, sleep [ms],
+// record [ms] (appends its pid to the file named by $TASKD_TEST_RECORD, then sleeps),
 // spin (burns CPU forever), crash (exits 3 mid-call), bye (sends bye, then the reply),
 // byeafter (the reply, then bye: the late bye the protocol warns against), garbage (prints a stray line
 // first), longline [n] (replies with an n-byte line), badid (replies with a wrong id),
@@ -137,6 +138,13 @@ func runWorker(mode string) int {
 		case "pid":
 			ok(m.ID, os.Getpid())
 		case "sleep":
+			time.Sleep(time.Duration(num(0)) * time.Millisecond)
+			ok(m.ID, true)
+		case "record": // a call with an effect: appends its pid to $TASKD_TEST_RECORD, then sleeps [ms]
+			if fh, err := os.OpenFile(os.Getenv("TASKD_TEST_RECORD"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+				fmt.Fprintf(fh, "%d\n", os.Getpid())
+				fh.Close()
+			}
 			time.Sleep(time.Duration(num(0)) * time.Millisecond)
 			ok(m.ID, true)
 		case "spin":

@@ -10,8 +10,8 @@ import (
 // replies flow back. Calls, results and cancels reuse the worker protocol's type names.
 const (
 	// client → taskd
-	TCheckout = "checkout" // {id, iface, keep?}: ask for an exclusive worker
-	TAbandon  = "abandon"  // {id}: the caller stopped waiting for checkout id
+	TCheckout = "checkout" // {id, iface, keep?, max?, once?, m?, a?}: ask for an exclusive worker
+	TAbandon  = "abandon"  // {id}: the caller gave up on checkout request id
 	TRelease  = "release"  // {co, retire?}: give the worker back (or retire it)
 	TAbort    = "abort"    // {co, msg}: fatal: kill the checkout's worker
 	TPing     = "ping"     // {id}
@@ -26,6 +26,8 @@ const (
 	TPong    = "pong"    // {id, version}
 	TFatal   = "fatal"   // {msg}: the connection broke the protocol; taskd closes it
 	// TOK {co, id, r, logs}, TErr {co, id, e, logs} and TStatus {id, status} are replies too.
+	// A one-shot checkout request (once) is never granted: its answer is the call's ok,
+	// err or lost, addressed to the request by its id, without co.
 )
 
 // Error codes carried by "refused", "fail" and "lost". Clients map them to typed errors.
@@ -58,17 +60,21 @@ type ClientMsg struct {
 	Msg    string          `json:"msg,omitempty"`
 	Worker string          `json:"worker,omitempty"`
 	PID    int             `json:"pid,omitempty"`
-	N      int             `json:"n,omitempty"` // checkouts the worker has served, this one included
+	N      int             `json:"n,omitempty"` // on granted: checkouts the worker has served, this one included
+	// Max, on a checkout, asks taskd to retire the worker when this checkout ends if the
+	// worker has then served Max checkouts (the client's MaxCheckouts; 0: no limit).
+	Max int `json:"max,omitempty"`
 	// Ep, on a call, is how many "err" replies of its checkout the application had been
 	// given when it made the call. taskd does not run a call whose Ep is behind the
 	// checkout's error count: it was made before the caller knew of an error (aborted).
 	Ep   uint64 `json:"ep,omitempty"`
 	Keep bool   `json:"keep,omitempty"`
 	// Once, on a checkout, makes it one-shot: the request carries the call (M, A); taskd
-	// grants it, runs the call as call 1 of the checkout, answers it, and releases the
-	// worker itself (retiring it after an error unless Keep, or once it has served N
-	// checkouts if N > 0).
-	Once    bool    `json:"once,omitempty"`
+	// runs it on the worker it would have granted and answers the request with the call's
+	// ok, err or lost ({id} of the request, no co), then ends the checkout itself. No
+	// granted is sent and no release is needed.
+	Once bool `json:"once,omitempty"`
+	// Retire, on a release, asks taskd to retire the worker instead of pooling it.
 	Retire  bool    `json:"retire,omitempty"`
 	Version string  `json:"version,omitempty"`
 	Status  *Status `json:"status,omitempty"`
@@ -111,6 +117,8 @@ func DecodeClientMsg(line []byte) (ClientMsg, error) {
 			m.PID, _, err = decodeInt(f.val)
 		case "n":
 			m.N, _, err = decodeInt(f.val)
+		case "max":
+			m.Max, _, err = decodeInt(f.val)
 		case "keep":
 			m.Keep, err = decodeBool(f.val)
 		case "once":
@@ -164,8 +172,10 @@ func checkClientMsg(line []byte, m *ClientMsg) error {
 		}
 	case TAbandon, TPing, TStatus, TPong:
 		err = need(m.ID != 0, `"id"`)
-	case TRelease, TAbort, TLost:
+	case TRelease, TAbort:
 		err = need(m.Co != 0, `"co"`)
+	case TLost: // a checkout's, or a one-shot request's
+		err = need(m.Co != 0 || m.ID != 0, `"co" or "id"`)
 	case TCall:
 		if err = need(m.Co != 0 && m.ID != 0, `"co" and "id"`); err == nil {
 			if len(m.A) == 0 {
@@ -176,13 +186,13 @@ func checkClientMsg(line []byte, m *ClientMsg) error {
 		}
 	case TCancel, TFail:
 		err = need(m.Co != 0 && m.ID != 0, `"co" and "id"`)
-	case TOK:
-		err = need(m.Co != 0 && m.ID != 0, `"co" and "id"`)
+	case TOK: // {co, id} answers a call; {id} alone a one-shot request
+		err = need(m.ID != 0, `"id"`)
 		if len(m.R) == 0 {
 			m.R = json.RawMessage("null")
 		}
 	case TErr:
-		if err = need(m.Co != 0 && m.ID != 0, `"co" and "id"`); err == nil {
+		if err = need(m.ID != 0, `"id"`); err == nil {
 			err = need(looksLikeObject(m.E), `an "e" object`)
 		}
 	case TGranted:
@@ -228,6 +238,9 @@ func AppendClientMsg(buf []byte, m *ClientMsg) ([]byte, error) {
 	}
 	if m.N != 0 {
 		buf = strconv.AppendInt(append(buf, `,"n":`...), int64(m.N), 10)
+	}
+	if m.Max != 0 {
+		buf = strconv.AppendInt(append(buf, `,"max":`...), int64(m.Max), 10)
 	}
 	if m.Keep {
 		buf = append(buf, `,"keep":true`...)

@@ -29,17 +29,14 @@ type Checkout struct {
 	cn   *conn
 	id   uint64 // "co", chosen by taskd
 	info WorkerInfo
-	n    int // checkouts the worker has served, this one included
 
 	// Guarded by c.mu.
-	released  bool
-	err       error         // sticky fatal error
-	gone      chan struct{} // closed when err is set or on Release
-	remoteErr bool          // a call raised: retire on Release unless KeepWorkerAfterError
-	errs      uint64        // remote errors returned to the caller: stamped on calls as "ep"
-	once      bool          // one-shot (Client.Call): taskd releases it after call 1
-	nextCall  uint64
-	calls     map[uint64]*Pending // sent and not answered
+	released bool
+	err      error         // sticky fatal error
+	gone     chan struct{} // closed when err is set or on Release
+	errs     uint64        // remote errors returned to the caller: stamped on calls as "ep"
+	nextCall uint64
+	calls    map[uint64]*Pending // sent and not answered
 }
 
 // Pending is a call started with Checkout.Go. Wait for its result with Wait.
@@ -259,13 +256,9 @@ func (co *Checkout) Release() {
 	co.released = true
 	if alive {
 		close(co.gone)
-		retire := (co.remoteErr && !c.cfg.KeepWorkerAfterError) ||
-			(c.cfg.MaxCheckouts > 0 && co.n >= c.cfg.MaxCheckouts)
-		// A one-shot checkout is released by taskd once its call is answered; if it is
-		// not answered (the caller gave up), the release makes taskd kill the worker.
-		if !co.once || len(co.calls) > 0 {
-			c.sendLocked(co.cn, &wire.ClientMsg{T: wire.TRelease, Co: co.id, Retire: retire})
-		}
+		// taskd decides whether to pool or retire the worker: it knows of the errors
+		// (and KeepWorkerAfterError) and of MaxCheckouts from the checkout request.
+		c.sendLocked(co.cn, &wire.ClientMsg{T: wire.TRelease, Co: co.id})
 		if co.cn.cos != nil {
 			delete(co.cn.cos, co.id)
 		}
@@ -331,27 +324,13 @@ func (c *Client) reply(cn *conn, m *wire.ClientMsg) {
 		c.mu.Unlock()
 		return
 	}
-	if m.T == wire.TErr {
-		co.remoteErr = true
-	}
 	c.mu.Unlock()
 
 	if len(m.Logs) > 0 {
-		c.emitLogs(co, p.method, m.Logs)
+		c.emitLogs(co.info, p.method, m.Logs)
 	}
-	var err error
-	fatal := false
-	switch m.T {
-	case wire.TErr:
-		var e wire.ErrorPayload
-		if jerr := json.Unmarshal(m.E, &e); jerr != nil {
-			e.Msg = fmt.Sprintf("(undecodable error payload %s: %v)", wire.Snippet(m.E), jerr)
-		}
-		err = &RemoteError{Interface: c.cfg.Interface, Method: p.method, Message: e.Msg, Type: e.Type, Trace: e.Trace}
-	case wire.TFail:
-		err = daemonError("call "+callName(c.cfg.Interface, p.method), m.Code, m.Msg)
-		fatal = m.Code != wire.CodeAborted
-	}
+	err := c.answerErr(m, p.method)
+	fatal := m.T == wire.TFail && m.Code != wire.CodeAborted
 
 	c.mu.Lock()
 	p.answerLocked(r, err)
@@ -359,6 +338,21 @@ func (c *Client) reply(cn *conn, m *wire.ClientMsg) {
 		co.fatalLocked(err, false)
 	}
 	c.mu.Unlock()
+}
+
+// answerErr is the error that answer m (ok, err, fail or lost) of a call gives its caller.
+func (c *Client) answerErr(m *wire.ClientMsg, method string) error {
+	switch m.T {
+	case wire.TErr:
+		var e wire.ErrorPayload
+		if jerr := json.Unmarshal(m.E, &e); jerr != nil {
+			e.Msg = fmt.Sprintf("(undecodable error payload %s: %v)", wire.Snippet(m.E), jerr)
+		}
+		return &RemoteError{Interface: c.cfg.Interface, Method: method, Message: e.Msg, Type: e.Type, Trace: e.Trace}
+	case wire.TFail, wire.TLost:
+		return daemonError("call "+callName(c.cfg.Interface, method), m.Code, m.Msg)
+	}
+	return nil
 }
 
 func (p *Pending) answerLocked(r json.RawMessage, err error) {

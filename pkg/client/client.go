@@ -94,16 +94,14 @@ type Client struct {
 	conn        *conn        // the live connection, or nil
 	lastErr     error        // last dial or connection error
 	dialWaiters []chan error // admin requests waiting for the outcome of the next dial
-	stats       Stats        // counters, and MaxWorkers, OpenCheckouts, Waiting (InUse is set by Stats)
+	stats       Stats        // returned by Stats as it is
 }
 
 // Stats is a snapshot of a Client's checkouts, in the spirit of sql.DBStats.
 type Stats struct {
 	MaxWorkers    int // Config.MaxWorkers (0 = no client-side cap)
-	OpenCheckouts int // checkouts granted and not yet released
-	InUse         int // checkouts held by the application (equal to OpenCheckouts)
-	Idle          int // checkouts kept idle by the client: always 0 (taskd pools workers)
-	Waiting       int // Checkout and Client.Call calls waiting now for a worker
+	OpenCheckouts int // checkouts granted and not yet released (one-shot calls not included)
+	Waiting       int // Checkout and Client.Call calls waiting now for a worker (or, for Client.Call, its answer)
 
 	// WaitCount is the number of finished waits for a worker by Checkout and Client.Call
 	// (granted or not), and
@@ -180,7 +178,7 @@ const (
 // coReq is one Checkout call in progress. It is kept small: thousands may be queued.
 type coReq struct {
 	id         uint64
-	once       *onceCall // a one-shot call travelling with the request (Client.Call)
+	once       *onceCall // a one-shot call travelling with the request (Client.Call): answered, not granted
 	state      reqState
 	ready      chan struct{} // closed when state becomes reqDone
 	co         *Checkout
@@ -202,11 +200,13 @@ func (c *Client) Checkout(ctx context.Context) (*Checkout, error) {
 	return c.checkout(ctx, nil, time.Now())
 }
 
-// onceCall is the call of a one-shot checkout: sent with the checkout request, run by
-// taskd as call 1 as soon as it grants a worker, which it then releases by itself.
+// onceCall is the call of a one-shot checkout: sent with the checkout request and run by
+// taskd on the worker it would have granted, which it then releases by itself. The
+// request's answer is the call's.
 type onceCall struct {
-	p    *Pending
-	args json.RawMessage
+	method string
+	args   json.RawMessage
+	r      json.RawMessage // the result, once the request is answered ok
 }
 
 // checkout waits for a worker until ctx is done or, if ctx has no deadline, until
@@ -274,6 +274,9 @@ func (c *Client) giveUp(ctxErr error, req *coReq) (*Checkout, error) {
 	case reqDone:
 		co, err := req.co, req.err
 		c.mu.Unlock()
+		if req.once != nil {
+			return nil, err // answered just as the caller gave up: the answer counts
+		}
 		if co != nil {
 			// Granted just as the caller gave up: give it back, as database/sql does.
 			co.Release()
@@ -307,12 +310,26 @@ func (c *Client) giveUp(ctxErr error, req *coReq) (*Checkout, error) {
 		c.sendLocked(req.cn, &wire.ClientMsg{T: wire.TAbandon, ID: req.id})
 		c.freeSlotLocked()
 		c.mu.Unlock()
+		if req.once != nil {
+			return nil, c.onceCtxErr(ctxErr, req)
+		}
 		return nil, c.checkoutCtxErr(ctxErr, "waiting for taskd to grant a worker (all its workers are busy: raise the interface's max_workers, release checkouts sooner, or wait longer)")
 	}
 }
 
 func (c *Client) checkoutCtxErr(err error, while string) error {
 	return fmt.Errorf("client: checkout of %q: %w %s", c.cfg.Interface, err, while)
+}
+
+// onceCtxErr is the error of a one-shot call given up after it was sent: it was waiting
+// for a worker, or running (then taskd kills its worker, as for a held call).
+func (c *Client) onceCtxErr(err error, req *coReq) error {
+	name := callName(c.cfg.Interface, req.once.method)
+	what := "was cancelled"
+	if errors.Is(err, context.DeadlineExceeded) {
+		what = "passed its deadline"
+	}
+	return fmt.Errorf("client: call %s %s (%w) before it was answered; if it had started, its worker was killed (give the call a longer deadline or Config.Timeout if it needs more time)", name, what, err)
 }
 
 func (c *Client) closedErr() error {
@@ -339,9 +356,9 @@ func (c *Client) sendCheckoutLocked(cn *conn, req *coReq) {
 		return
 	}
 	req.state = reqSent
-	m := &wire.ClientMsg{T: wire.TCheckout, ID: req.id, Iface: c.cfg.Interface, Keep: c.cfg.KeepWorkerAfterError}
+	m := &wire.ClientMsg{T: wire.TCheckout, ID: req.id, Iface: c.cfg.Interface, Keep: c.cfg.KeepWorkerAfterError, Max: c.cfg.MaxCheckouts}
 	if req.once != nil {
-		m.Once, m.M, m.A, m.N = true, req.once.p.method, req.once.args, c.cfg.MaxCheckouts
+		m.Once, m.M, m.A = true, req.once.method, req.once.args
 	}
 	c.sendLocked(cn, m)
 }
@@ -377,25 +394,22 @@ func (c *Client) Call(ctx context.Context, method string, result any, args ...an
 	if err != nil {
 		return fmt.Errorf("client: call %s: encoding arguments: %w (the call was not sent)", callName(c.cfg.Interface, method), err)
 	}
-	// One message: the checkout request carries the call, and taskd releases the worker
-	// after answering it, so a one-shot call costs one round trip, like a held checkout's.
-	// Config.Timeout counts from p.start for both the checkout and the call (Wait).
-	p := &Pending{method: method, start: time.Now(), done: make(chan struct{})}
-	co, err := c.checkout(ctx, &onceCall{p: p, args: a}, p.start)
-	if err != nil {
+	// One message: the checkout request carries the call, and taskd answers the request
+	// with the call's answer and releases the worker itself, so a one-shot call costs one
+	// round trip, like a held checkout's call. Config.Timeout bounds both the wait for a
+	// worker and the call.
+	once := &onceCall{method: method, args: a}
+	if _, err := c.checkout(ctx, once, time.Now()); err != nil {
 		return err
 	}
-	defer co.Release()
-	return p.Wait(ctx, result)
+	return decodeResult(once.r, result, c.cfg.Interface, method)
 }
 
 // Stats returns a snapshot of the Client's checkout statistics.
 func (c *Client) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := c.stats
-	s.InUse = s.OpenCheckouts
-	return s
+	return c.stats
 }
 
 // Close closes the connection to taskd (which releases every checkout it holds), fails
@@ -420,7 +434,7 @@ func (c *Client) Close() error {
 		}
 		c.dialWaiters = nil
 		if cn := c.conn; cn != nil {
-			c.failConnLocked(cn, err, err)
+			c.failConnLocked(cn, err, err, err)
 			nc = cn.nc
 		}
 	}

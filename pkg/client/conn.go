@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -265,7 +266,7 @@ func (c *Client) read(cn *conn) {
 		errs: []error{ErrWorkerLost, err},
 	}
 	admin := &unreachableError{addr: c.cfg.Addr, last: fmt.Errorf("connection lost: %w", err)}
-	c.failConnLocked(cn, lost, admin)
+	c.failConnLocked(cn, lost, admin, err)
 	c.mu.Unlock()
 	close(cn.dead)
 }
@@ -273,7 +274,7 @@ func (c *Client) read(cn *conn) {
 // failConnLocked detaches cn: its held checkouts fail with lost, its admin requests with
 // adminErr, and its unanswered checkout requests are queued for the next connection (or,
 // after Close, failed with lost).
-func (c *Client) failConnLocked(cn *conn, lost, adminErr error) {
+func (c *Client) failConnLocked(cn *conn, lost, adminErr, lostCause error) {
 	if cn.gone {
 		return
 	}
@@ -290,18 +291,31 @@ func (c *Client) failConnLocked(cn *conn, lost, adminErr error) {
 		close(a.done)
 	}
 	cn.admin = nil
-	var resend []*coReq
+	var resend, mayHaveRun []*coReq
 	for _, r := range cn.reqs {
 		switch {
 		case r.state != reqSent && r.state != reqParked:
 			// abandoned: taskd releases it with the connection
 		case c.closed:
 			failReqLocked(r, lost)
+		case r.once != nil && r.state == reqSent:
+			// Its call may have reached a worker: sending it again could run it twice.
+			// (A parked one was refused by taskd, which never acted on it: resent.)
+			mayHaveRun = append(mayHaveRun, r)
 		default:
 			resend = append(resend, r)
 		}
 	}
 	cn.reqs = nil
+	defer func() {
+		for _, r := range mayHaveRun {
+			failReqLocked(r, &wrapped{
+				text: fmt.Sprintf("%v: connection to taskd at %s lost while one-shot call %s was outstanding (%v); it may or may not have run, and it was not resent: retry it only if it is safe to run twice", ErrWorkerLost, c.cfg.Addr, callName(c.cfg.Interface, r.once.method), lostCause),
+				errs: []error{ErrWorkerLost, lostCause},
+			})
+			c.freeSlotLocked()
+		}
+	}()
 	if len(resend) == 0 {
 		return
 	}
@@ -328,9 +342,15 @@ func (c *Client) dispatch(cn *conn, m *wire.ClientMsg) {
 		c.granted(cn, m)
 	case wire.TRefused:
 		c.refused(cn, m)
-	case wire.TOK, wire.TErr, wire.TFail:
-		c.reply(cn, m)
-	case wire.TLost:
+	case wire.TOK, wire.TErr, wire.TFail, wire.TLost:
+		if m.Co == 0 {
+			c.onceAnswer(cn, m) // ok, err or lost for a one-shot request
+			return
+		}
+		if m.T != wire.TLost {
+			c.reply(cn, m)
+			return
+		}
 		c.mu.Lock()
 		if co := cn.cos[m.Co]; co != nil {
 			co.fatalLocked(daemonError("checkout of "+co.describe(), m.Code, m.Msg), false)
@@ -360,11 +380,17 @@ func (c *Client) granted(cn *conn, m *wire.ClientMsg) {
 	defer c.mu.Unlock()
 	req := cn.reqs[m.ID]
 	delete(cn.reqs, m.ID)
-	if req == nil || req.state != reqSent || c.closed {
+	if req == nil || req.state != reqSent || req.once != nil || c.closed {
 		// Abandoned (or unknown): we own the checkout and give it straight back. The
-		// worker did nothing for us, so it is pooled; but the call of a one-shot request
-		// is running, and taskd kills its worker, as when a held call is given up.
+		// worker did nothing for us, so it is pooled. (A one-shot request is never
+		// granted; one that is failed below as a protocol error.)
 		c.sendLocked(cn, &wire.ClientMsg{T: wire.TRelease, Co: m.Co})
+		if req != nil && req.state == reqSent && req.once != nil {
+			failReqLocked(req, &wrapped{
+				text: fmt.Sprintf("%v: taskd granted one-shot request %d instead of answering it; the call did not run", ErrProtocol, m.ID),
+				errs: []error{ErrProtocol}})
+			c.freeSlotLocked()
+		}
 		return
 	}
 	co := &Checkout{
@@ -372,15 +398,7 @@ func (c *Client) granted(cn *conn, m *wire.ClientMsg) {
 		cn:   cn,
 		id:   m.Co,
 		info: WorkerInfo{ID: m.Worker, PID: m.PID},
-		n:    m.N,
 		gone: make(chan struct{}),
-	}
-	if req.once != nil {
-		// taskd runs the one-shot call as call 1 of this checkout.
-		p := req.once.p
-		p.co, p.id = co, 1
-		co.once, co.nextCall = true, 1
-		co.calls = map[uint64]*Pending{1: p}
 	}
 	cn.cos[m.Co] = co
 	c.stats.OpenCheckouts++
@@ -388,6 +406,41 @@ func (c *Client) granted(cn *conn, m *wire.ClientMsg) {
 	req.co = co
 	req.cn = nil
 	close(req.ready)
+}
+
+// onceAnswer handles the answer (ok, err or lost, without co) to a one-shot request. Like
+// reply it emits the worker's logs outside the lock, before the caller is woken.
+func (c *Client) onceAnswer(cn *conn, m *wire.ClientMsg) {
+	var r json.RawMessage
+	if m.T == wire.TOK {
+		r = append(json.RawMessage(nil), m.R...) // m aliases the reader's buffer
+	}
+	c.mu.Lock()
+	req := cn.reqs[m.ID]
+	if req == nil || req.once == nil {
+		c.mu.Unlock()
+		return
+	}
+	delete(cn.reqs, m.ID)
+	if req.state != reqSent {
+		c.mu.Unlock()
+		return // abandoned: the answer crossed the abandon, and nobody waits for it
+	}
+	c.mu.Unlock()
+
+	if len(m.Logs) > 0 {
+		c.emitLogs(WorkerInfo{ID: m.Worker, PID: m.PID}, req.once.method, m.Logs)
+	}
+	err := c.answerErr(m, req.once.method)
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if req.state != reqSent {
+		return // given up meanwhile (giveUp answered the caller)
+	}
+	req.once.r = r
+	failReqLocked(req, err) // answered: with err nil, the call succeeded
+	c.freeSlotLocked()
 }
 
 func (c *Client) refused(cn *conn, m *wire.ClientMsg) {

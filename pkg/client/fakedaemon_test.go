@@ -160,6 +160,7 @@ func (d *fakeDaemon) dflt(fc *fakeConn, m wire.ClientMsg) {
 	case wire.TCheckout:
 		d.mu.Lock()
 		if d.hold {
+			m.A = append(json.RawMessage(nil), m.A...) // m aliases the reader's buffer
 			d.waiting = append(d.waiting, heldCheckout{fc, m.ID, m})
 			d.mu.Unlock()
 			return
@@ -178,23 +179,7 @@ func (d *fakeDaemon) dflt(fc *fakeConn, m wire.ClientMsg) {
 		}
 		d.mu.Unlock()
 	case wire.TCall:
-		switch m.M {
-		case "echo":
-			fc.send(wire.ClientMsg{T: wire.TOK, Co: m.Co, ID: m.ID, R: m.A})
-		case "":
-			fc.send(wire.ClientMsg{T: wire.TOK, Co: m.Co, ID: m.ID, R: json.RawMessage(`{"function":` + string(m.A) + `}`)})
-		case "raise":
-			fc.send(wire.ClientMsg{T: wire.TErr, Co: m.Co, ID: m.ID, E: json.RawMessage(`{"msg":"boom","type":"ValueError","trace":"tb"}`)})
-		case "lost":
-			fc.send(wire.ClientMsg{T: wire.TLost, Co: m.Co, Code: wire.CodeWorkerLost, Msg: "exit status 3"})
-		case "timeout":
-			fc.send(wire.ClientMsg{T: wire.TLost, Co: m.Co, Code: wire.CodeCallTimeout, Msg: "killed after call_timeout 1s"})
-		case "proto":
-			fc.send(wire.ClientMsg{T: wire.TLost, Co: m.Co, Code: wire.CodeProtocol, Msg: `bad line "{x"`})
-		case "hang":
-		default:
-			fc.send(wire.ClientMsg{T: wire.TErr, Co: m.Co, ID: m.ID, E: json.RawMessage(`{"msg":"no such method"}`)})
-		}
+		d.answer(fc, m.Co, m.ID, m.M, m.A)
 	case wire.TPing:
 		fc.send(wire.ClientMsg{T: wire.TPong, ID: m.ID, Version: "9.9.9-test"})
 	case wire.TStatus:
@@ -206,17 +191,45 @@ func (d *fakeDaemon) dflt(fc *fakeConn, m wire.ClientMsg) {
 	}
 }
 
-// grant grants checkout request req; a one-shot request's call then runs as call 1, and
-// the checkout is released (recorded as a "release" with Msg "once", as taskd does it).
-func (d *fakeDaemon) grant(fc *fakeConn, req wire.ClientMsg) uint64 {
-	co := d.grantTo(fc, req.ID)
-	if req.Once {
-		d.dflt(fc, wire.ClientMsg{T: wire.TCall, Co: co, ID: 1, M: req.M, A: req.A})
-		d.mu.Lock()
-		d.got = append(d.got, wire.ClientMsg{T: wire.TRelease, Co: co, Msg: "once"})
-		d.mu.Unlock()
+// answer answers call id of checkout co by its method (see fakeDaemon); with co 0 it
+// answers one-shot request id instead, as taskd does.
+func (d *fakeDaemon) answer(fc *fakeConn, co, id uint64, method string, args json.RawMessage) {
+	m := wire.ClientMsg{Co: co, ID: id}
+	if co == 0 {
+		m.Worker, m.PID = "echo-once", 999
 	}
-	return co
+	switch method {
+	case "echo":
+		m.T, m.R = wire.TOK, args
+	case "":
+		m.T, m.R = wire.TOK, json.RawMessage(`{"function":`+string(args)+`}`)
+	case "raise":
+		m.T, m.E = wire.TErr, json.RawMessage(`{"msg":"boom","type":"ValueError","trace":"tb"}`)
+	case "lost":
+		m.T, m.Code, m.Msg = wire.TLost, wire.CodeWorkerLost, "exit status 3"
+	case "timeout":
+		m.T, m.Code, m.Msg = wire.TLost, wire.CodeCallTimeout, "killed after call_timeout 1s"
+	case "proto":
+		m.T, m.Code, m.Msg = wire.TLost, wire.CodeProtocol, `bad line "{x"`
+	case "hang":
+		return
+	default:
+		m.T, m.E = wire.TErr, json.RawMessage(`{"msg":"no such method"}`)
+	}
+	if m.T == wire.TLost && co != 0 {
+		m.ID = 0 // a checkout's lost names the checkout only
+	}
+	fc.send(m)
+}
+
+// grant grants checkout request req and returns the checkout's id; a one-shot request is
+// not granted but answered with its call's answer (and 0 is returned), as taskd does.
+func (d *fakeDaemon) grant(fc *fakeConn, req wire.ClientMsg) uint64 {
+	if req.Once {
+		d.answer(fc, 0, req.ID, req.M, req.A)
+		return 0
+	}
+	return d.grantTo(fc, req.ID)
 }
 
 func (d *fakeDaemon) grantTo(fc *fakeConn, id uint64) uint64 {

@@ -16,14 +16,14 @@ import (
 
 // emitLogs writes the log records a worker sent with a reply to Config.Logger, in order.
 // A record that cannot be decoded is logged as such rather than dropped.
-func (c *Client) emitLogs(co *Checkout, method string, raw json.RawMessage) {
+func (c *Client) emitLogs(w WorkerInfo, method string, raw json.RawMessage) {
 	if bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
 		return
 	}
 	var recs []wire.LogRecord
 	if err := json.Unmarshal(raw, &recs); err != nil {
 		if ce := c.log.Check(zapcore.WarnLevel, "undecodable worker logs"); ce != nil {
-			ce.Write(c.logFields(co, method, zap.String("logs", wire.Snippet(raw)), zap.Error(err))...)
+			ce.Write(c.logFields(w, method, zap.String("logs", wire.Snippet(raw)), zap.Error(err))...)
 		}
 		return
 	}
@@ -32,16 +32,16 @@ func (c *Client) emitLogs(co *Checkout, method string, raw json.RawMessage) {
 		if ce == nil {
 			continue
 		}
-		fields := c.logFields(co, method, zap.Time("worker_ts", tsTime(rec.TS)))
+		fields := c.logFields(w, method, zap.Time("worker_ts", tsTime(rec.TS)))
 		ce.Write(append(fields, recordFields(rec.F)...)...)
 	}
 }
 
-func (c *Client) logFields(co *Checkout, method string, more ...zap.Field) []zap.Field {
+func (c *Client) logFields(w WorkerInfo, method string, more ...zap.Field) []zap.Field {
 	return append([]zap.Field{
 		zap.String("interface", c.cfg.Interface),
-		zap.String("worker", co.info.ID),
-		zap.Int("pid", co.info.PID),
+		zap.String("worker", w.ID),
+		zap.Int("pid", w.PID),
 		zap.String("method", method),
 	}, more...)
 }
