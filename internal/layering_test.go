@@ -30,7 +30,7 @@ var allowed = map[string][]string{
 	"internal/conformance/goworker": {"pkg/worker"},
 	"pkg/client":                    {"internal/wire", "internal/sendq", "internal/fdio"},
 	"pkg/worker":                    {"internal/wire"},
-	"cmd/taskd":                     {"internal/config", "internal/server", "internal/wire"},
+	"cmd/taskd":                     {"internal/config", "internal/server"},
 	"cmd/taskctl":                   {"pkg/client", "internal/wire", "internal/bench"},
 	"cmd/taskd-bench":               {"internal/bench"},
 }

@@ -14,19 +14,23 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/taskd-dev/taskd/internal/config"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
 func main() {
-	if err := newCommand(os.Stdout).Execute(); err != nil {
+	if err := newCommand(os.Stdout, os.Environ()).Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "taskd: "+strings.ReplaceAll(err.Error(), "\n", "\n  "))
 		os.Exit(1)
 	}
 }
 
-func newCommand(stdout io.Writer) *cobra.Command {
+// newCommand returns the taskd command, which writes its output to stdout and takes
+// TASKD_* config overrides from environ.
+func newCommand(stdout io.Writer, environ []string) *cobra.Command {
 	var configPath string
 	var checkOnly bool
 	cmd := &cobra.Command{
@@ -40,9 +44,9 @@ func newCommand(stdout io.Writer) *cobra.Command {
 			if configPath == "" {
 				return fmt.Errorf("no config file: run taskd -c FILE (configs/taskd.yaml is an example; docs/config.md has every key)")
 			}
-			cfg, err := loadConfig(configPath)
+			cfg, err := config.Load(configPath, environ)
 			if err != nil {
-				return fmt.Errorf("config %s:\n%w", configPath, err)
+				return err
 			}
 			if checkOnly {
 				_, err := fmt.Fprintf(stdout, "config OK: %d interfaces\n", len(cfg.Interfaces))

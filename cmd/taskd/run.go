@@ -16,7 +16,7 @@ import (
 // run runs the daemon until ctx ends or SIGTERM/SIGINT arrives, then drains and returns.
 // A second SIGTERM/SIGINT during the drain kills taskd at once (its workers die with it:
 // they get a parent-death signal).
-func run(ctx context.Context, cfg config.Config, configPath string) error {
+func run(ctx context.Context, cfg *config.Config, configPath string) error {
 	logger, err := newLogger(cfg.Log, os.Stderr)
 	if err != nil {
 		return err
@@ -36,7 +36,7 @@ func run(ctx context.Context, cfg config.Config, configPath string) error {
 
 	logger.Info("taskd starting", zap.String("version", version), zap.String("config", configPath),
 		zap.Int("pid", os.Getpid()), zap.Strings("listen", cfg.Listen), zap.Int("interfaces", len(cfg.Interfaces)))
-	srv, err := server.New(cfg, logger, version)
+	srv, err := server.New(*cfg, logger, version)
 	if err != nil {
 		return err
 	}

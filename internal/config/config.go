@@ -15,37 +15,37 @@ import (
 )
 
 // Config is the daemon configuration, as read from YAML (and TASKD_* environment overrides)
-// by cmd/taskd. The zero value of most fields means "use the default"; call Normalize to
+// by Load. The zero value of most fields means "use the default"; call Normalize to
 // fill defaults and Validate to check it. After Normalize every field holds its effective
 // value. A Config is a plain value: it is not modified by the daemon.
 type Config struct {
-	Listen          []string             `mapstructure:"listen"`
-	SocketMode      string               `mapstructure:"socket_mode"`
-	ShutdownGrace   time.Duration        `mapstructure:"shutdown_grace"`
-	MaxMessageBytes ByteSize             `mapstructure:"max_message_bytes"`
-	MetricsListen   string               `mapstructure:"metrics_listen"` // "" = off (the default)
-	Log             Log                  `mapstructure:"log"`
-	Interfaces      map[string]Interface `mapstructure:"interfaces"`
+	Listen          []string             `yaml:"listen"`
+	SocketMode      string               `yaml:"socket_mode"`
+	ShutdownGrace   time.Duration        `yaml:"shutdown_grace"`
+	MaxMessageBytes ByteSize             `yaml:"max_message_bytes"`
+	MetricsListen   string               `yaml:"metrics_listen"` // "" = off (the default)
+	Log             Log                  `yaml:"log"`
+	Interfaces      map[string]Interface `yaml:"interfaces"`
 }
 
 // Log configures the daemon's zap logger.
 type Log struct {
-	Level  string `mapstructure:"level"`  // debug, info, warn, error
-	Format string `mapstructure:"format"` // json, console
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // json, console
 }
 
 // Interface is one named pool of worker processes.
 type Interface struct {
-	Command      []string          `mapstructure:"command"`
-	Dir          string            `mapstructure:"dir"`
-	Env          map[string]string `mapstructure:"env"`
-	MinIdle      *int              `mapstructure:"min_idle"` // nil = default; 0 = none
-	MaxWorkers   int               `mapstructure:"max_workers"`
-	MaxQueue     int               `mapstructure:"max_queue"`
-	MaxCheckouts int               `mapstructure:"max_checkouts"` // 0 = never retire
-	SetupTimeout time.Duration     `mapstructure:"setup_timeout"`
-	CallTimeout  time.Duration     `mapstructure:"call_timeout"` // negative = none
-	IdleTimeout  time.Duration     `mapstructure:"idle_timeout"` // negative = never
+	Command      []string          `yaml:"command"`
+	Dir          string            `yaml:"dir"`
+	Env          map[string]string `yaml:"env"`
+	MinIdle      *int              `yaml:"min_idle"` // nil = default; 0 = none
+	MaxWorkers   int               `yaml:"max_workers"`
+	MaxQueue     int               `yaml:"max_queue"`
+	MaxCheckouts int               `yaml:"max_checkouts"` // 0 = never retire
+	SetupTimeout time.Duration     `yaml:"setup_timeout"`
+	CallTimeout  time.Duration     `yaml:"call_timeout"` // negative = none
+	IdleTimeout  time.Duration     `yaml:"idle_timeout"` // negative = never
 }
 
 // Defaults filled in by Normalize. docs/config.md lists them too; keep both in step.
@@ -152,7 +152,7 @@ func (in *Interface) normalize() {
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+		errs = append(errs, &problem{key: key, msg: fmt.Sprintf(format, args...)})
 	}
 
 	if len(c.Listen) == 0 {
@@ -219,7 +219,7 @@ func (c Config) Validate() error {
 func (in Interface) validate(prefix string) []error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s.%s: %s", prefix, key, fmt.Sprintf(format, args...)))
+		errs = append(errs, &problem{key: prefix + "." + key, msg: fmt.Sprintf(format, args...)})
 	}
 
 	switch {

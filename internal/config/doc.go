@@ -1,13 +1,18 @@
-// Package config defines taskd's configuration: the Config type that the daemon is built
-// from, its defaults (Normalize), its rules (Validate), and how raw YAML or environment
-// values become its field types (DecodeHook, ParseByteSize).
+// Package config is taskd's configuration: the Config type that the daemon is built from,
+// how it is read (Load: a YAML file plus TASKD_* environment overrides), its defaults
+// (Normalize) and its rules (Validate). docs/config.md documents every key for users; keep
+// it in step (a test checks that it names every key and that its examples load).
 //
-// It does not read files or the environment: cmd/taskd does that with viper and hands the
-// raw values to mapstructure with DecodeHook. Keeping this package free of viper lets every
-// other package, and tests, build a Config as a plain Go value.
+// Load walks the YAML document as yaml.Nodes rather than decoding it into maps, for three
+// reasons: interface names and env variable names keep their case (a map-based library
+// such as viper lower-cases keys, and reads '.' in "mail.send" as nesting); every problem
+// can name its line; and the environment comes in as a parameter, so tests and callers
+// decide what Load sees. Struct tags (`yaml:"max_workers"`) name the keys, so a new field
+// is a new key, with its TASKD_ variable, and nothing else to change here.
 //
-// The usual sequence is decode, Normalize, Validate. Nothing here has state of its own,
-// and all of it is safe for concurrent use; the one input besides the arguments is the
-// default listen address, which depends on the user and $XDG_RUNTIME_DIR
-// (wire.DefaultAddr). A Config is a value that nothing in taskd modifies after Validate. docs/config.md documents every key for users; keep it in step.
+// The package has no state: Load, Normalize and Validate are safe for concurrent use, and
+// a Config is a plain value that nothing in taskd modifies after Validate. Other packages
+// and tests may build one directly as a Go value, then Normalize and Validate it. The one
+// input besides the arguments is the default listen address, which depends on the user
+// and $XDG_RUNTIME_DIR (wire.DefaultAddr).
 package config
