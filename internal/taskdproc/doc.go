@@ -11,6 +11,8 @@
 // It does not build binaries (internal/taskdtest does, for tests; `make build` does, for the
 // benchmark) and does not depend on package testing.
 //
-// A Daemon's methods are safe for concurrent use; its exported fields are set by Start and
-// must not be changed.
+// Goroutines: Start starts one per daemon, which waits for the process and ends when it
+// exits; Stop waits for that. (The one that reads the notify socket ends before Start
+// returns.) A Daemon's methods are safe for concurrent use; its exported fields are set by
+// Start and must not be changed.
 package taskdproc
