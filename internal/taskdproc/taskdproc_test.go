@@ -102,7 +102,8 @@ func TestStopReportsWhatOutlivesTaskd(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "outlived it")
 	for _, p := range kids {
-		assert.False(t, procfs.Alive(p), "Stop killed what was left: %d", p)
+		require.Eventually(t, func() bool { return !procfs.Alive(p) }, 5*time.Second, 5*time.Millisecond,
+			"Stop killed what was left: %d", p)
 	}
 }
 
