@@ -15,9 +15,10 @@ const mod = "github.com/taskd-dev/taskd/"
 // (server also uses config); pkg/worker sees wire only; pkg/client sees wire, sendq and
 // fdio.
 var allowed = map[string][]string{
-	"internal":                      {},                                                 // this test
-	"internal/bench":                {"pkg/client", "internal/wire", "internal/procfs"}, // benchmark harness (make bench)
+	"internal":                      {},                                                                       // this test
+	"internal/bench":                {"pkg/client", "internal/wire", "internal/procfs", "internal/taskdproc"}, // benchmark harness (make bench)
 	"internal/procfs":               {},
+	"internal/taskdproc":            {"internal/procfs"}, // the daemon launcher of tests and benchmark
 	"internal/fdio":                 {},
 	"internal/sendq":                {"internal/fdio"},
 	"internal/wire":                 {},
@@ -25,7 +26,7 @@ var allowed = map[string][]string{
 	"internal/worker":               {"internal/wire", "internal/sendq", "internal/fdio"},
 	"internal/pool":                 {"internal/worker", "internal/wire"},
 	"internal/server":               {"internal/pool", "internal/worker", "internal/wire", "internal/config", "internal/sendq", "internal/fdio"},
-	"internal/taskdtest":            {"internal/procfs"},
+	"internal/taskdtest":            {"internal/procfs", "internal/taskdproc"},
 	"internal/conformance":          {},
 	"internal/conformance/goworker": {"pkg/worker"},
 	"pkg/client":                    {"internal/wire", "internal/sendq", "internal/fdio"},

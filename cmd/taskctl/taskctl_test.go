@@ -12,13 +12,13 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
+	"github.com/taskd-dev/taskd/internal/taskdtest"
 	"github.com/taskd-dev/taskd/internal/wire"
 	"github.com/taskd-dev/taskd/pkg/client"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { taskdtest.Main(m) }
 
 func TestParseArgs(t *testing.T) {
 	got := parseArgs([]string{"secret", "42", "true", "null", `"quoted"`, `{"a":[1,2]}`, "", "{broken", "9007199254740993", " 1 "})

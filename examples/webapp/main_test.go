@@ -15,14 +15,13 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/taskd-dev/taskd/internal/taskdtest"
 	"github.com/taskd-dev/taskd/pkg/client"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { taskdtest.Main(m) }
 
 // newApp starts a daemon serving examples/sqlite on a fresh database and returns the web
 // app's handler in a test server.

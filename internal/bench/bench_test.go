@@ -13,12 +13,11 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/taskd-dev/taskd/internal/taskdtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { taskdtest.Main(m) }
 
 func TestBuckets(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))

@@ -9,10 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/taskd-dev/taskd/internal/taskdproc"
 	"github.com/taskd-dev/taskd/pkg/client"
 )
 
@@ -171,8 +171,8 @@ func (s *Suite) measureCalls(ctx context.Context, hz int64) (cells map[[2]int]ce
 	if err != nil {
 		return nil, "", 0, err
 	}
-	defer func() { err = errors.Join(err, d.stop()) }()
-	if _, err := d.waitIdle(ctx, workers, time.Minute); err != nil {
+	defer func() { err = errors.Join(err, stopDaemon(d)) }()
+	if _, err := waitIdle(ctx, d, workers, time.Minute); err != nil {
 		return nil, "", 0, err
 	}
 	var pipes []*pipeWorker
@@ -188,7 +188,7 @@ func (s *Suite) measureCalls(ctx context.Context, hz int64) (cells map[[2]int]ce
 		}
 		pipes = append(pipes, p)
 	}
-	c, err := client.New(client.Config{Addr: d.addr, Interface: "echo"})
+	c, err := client.New(client.Config{Addr: d.Addr, Interface: "echo"})
 	if err != nil {
 		return nil, "", 0, err
 	}
@@ -219,7 +219,7 @@ func (s *Suite) measureCalls(ctx context.Context, hz int64) (cells map[[2]int]ce
 			}
 		}
 	}
-	afterRSS, _ = procRSS(d.pid())
+	afterRSS, _ = procRSS(d.PID())
 
 	cells = map[[2]int]cell{}
 	for key, rs := range runs {
@@ -236,7 +236,7 @@ func (s *Suite) measureCalls(ctx context.Context, hz int64) (cells map[[2]int]ce
 }
 
 // measure runs one cell once: a warm-up, then a measured run with CPU sampled around it.
-func (s *Suite) measure(ctx context.Context, hz int64, sc scenario, n int, d *daemon, pipes []*pipeWorker, c *client.Client) (run, error) {
+func (s *Suite) measure(ctx context.Context, hz int64, sc scenario, n int, d *taskdproc.Daemon, pipes []*pipeWorker, c *client.Client) (run, error) {
 	argsRaw, _ := json.Marshal([]string{sc.payload})
 	args := []any{sc.payload}
 	var setup Setup
@@ -278,9 +278,9 @@ func (s *Suite) measure(ctx context.Context, hz int64, sc scenario, n int, d *da
 					all = append(all, p.PID())
 				}
 			} else {
-				all = append(all, d.pid())
-				all = append(all, d.workers()...)
-				taskdCPU.Start([]int{d.pid()})
+				all = append(all, d.PID())
+				all = append(all, d.Workers()...)
+				taskdCPU.Start([]int{d.PID()})
 			}
 			allCPU.Start(all)
 		},
@@ -369,13 +369,13 @@ func (s *Suite) startOnce(ctx context.Context) (r startupResult, err error) {
 	if err != nil {
 		return r, err
 	}
-	defer func() { err = errors.Join(err, d.stop()) }()
+	defer func() { err = errors.Join(err, stopDaemon(d)) }()
 	r.ready = ready
-	if r.idle, err = d.waitIdle(ctx, 1, 30*time.Second); err != nil {
+	if r.idle, err = waitIdle(ctx, d, 1, 30*time.Second); err != nil {
 		return r, err
 	}
-	r.rss, _ = procRSS(d.pid())
-	c, err := client.New(client.Config{Addr: d.addr, Interface: "echo"})
+	r.rss, _ = procRSS(d.PID())
+	c, err := client.New(client.Config{Addr: d.Addr, Interface: "echo"})
 	if err != nil {
 		return r, err
 	}
@@ -409,160 +409,11 @@ func (s *Suite) measureMemory(ctx context.Context) (memResult, error) {
 	if err != nil {
 		return memResult{}, err
 	}
-	idle, err := d.waitIdle(ctx, n, 2*time.Minute)
+	idle, err := waitIdle(ctx, d, n, 2*time.Minute)
 	var rss int64
 	if err == nil {
-		rss, err = procRSS(d.pid())
+		rss, err = procRSS(d.PID())
 	}
-	err = errors.Join(err, d.stop())
+	err = errors.Join(err, stopDaemon(d))
 	return memResult{workers: n, rss: rss, spawn: idle}, err
 }
-
-// report writes the Markdown report.
-func (s *Suite) report(version string, cells map[[2]int]cell, st *startupResult, mem *memResult, afterRSS int64, took time.Duration) {
-	w := s.Out
-	fmt.Fprintf(w, "### taskd benchmark (`make bench`)\n\n")
-	fmt.Fprintf(w, "- machine: %s\n", machine())
-	fmt.Fprintf(w, "- taskd %s; worker: the Go SDK echo worker (examples/echo); payload: one %d-byte string (4 KiB in (e)), echoed back\n",
-		version, len(smallPayload))
-	fmt.Fprintf(w, "- each cell: median of %d run(s) × %v (runs interleaved across scenarios, %v warm-up before each); whole suite took %v\n\n",
-		s.Runs, s.Duration, max(s.Warmup, 0), took.Round(time.Second))
-
-	fmt.Fprintln(w, "| scenario | callers | calls/s | × pipe | p50 | p99 | taskd CPU/call | all CPU/call |")
-	fmt.Fprintln(w, "|---|--:|--:|--:|--:|--:|--:|--:|")
-	for si, sc := range scenarios {
-		for _, n := range s.Callers {
-			cl := cells[[2]int{si, n}]
-			label := sc.label
-			if sc.kind == kindPipelined {
-				label = fmt.Sprintf("(d) taskd, %d pipelined Go per checkout", s.Pipeline)
-			}
-			taskdCPU := "–"
-			if cl.taskdCPU >= 0 {
-				taskdCPU = fmt.Sprintf("%.1f µs", cl.taskdCPU)
-			}
-			fmt.Fprintf(w, "| %s | %d | %s | %.2f× | %s | %s | %s | %.1f µs |\n", label, n, fmtInt(cl.callsPerSec),
-				cl.ratio, fmtLatency(cl.p50), fmtLatency(cl.p99), taskdCPU, cl.allCPU)
-		}
-	}
-	fmt.Fprintf(w, `
-calls/s: completed calls over the run's wall time, all callers together. × pipe: calls/s over
-(a)'s at the same caller count (4 KiB rows: over the 4 KiB pipe). p50/p99: latency of one call
-as its caller saw it (for (d): from the start of its batch of %d until its Wait returned).
-CPU/call: user+system CPU time (/proc/PID/stat utime+stime, delta over the run) divided by the
-calls; taskd = the daemon process alone; all = taskd + its worker processes + this benchmark
-process (the callers), or for (a) this process + the directly driven workers. Callers are
-goroutines: (a) one worker process per caller over its own stdin/stdout pipes, newline JSON,
-one call in flight; (b)–(e) share one client.Client (one unix-socket connection to taskd);
-(b), (d) and (e) hold one checkout per caller for the whole run; (c) is Client.Call
-(checkout + call + release) per call.
-
-`, s.Pipeline)
-
-	if st != nil || mem != nil || afterRSS > 0 {
-		fmt.Fprintln(w, "| start-up and memory | measured |")
-		fmt.Fprintln(w, "|---|--:|")
-	}
-	if st != nil {
-		fmt.Fprintf(w, "| first checkout after start, min_idle 1: new Client, Checkout + Release (median of %d starts) | %s |\n", s.Starts, fmtLatency(st.first))
-		fmt.Fprintf(w, "| second Checkout + Release on that Client | %s |\n", fmtLatency(st.second))
-		fmt.Fprintf(w, "| taskd start → answers Ping / → its worker is idle | %s / %s |\n", fmtMs(st.ready), fmtMs(st.idle))
-		fmt.Fprintf(w, "| taskd RSS, 1 idle worker | %s |\n", fmtMiB(st.rss))
-	}
-	if mem != nil {
-		fmt.Fprintf(w, "| taskd RSS, %d idle workers (target ≤ 30 MiB + 64 KiB each = %s) | %s |\n", mem.workers, fmtMiB(mem.limit()), fmtMiB(mem.rss))
-		fmt.Fprintf(w, "| taskd start → %d workers idle | %s |\n", mem.workers, fmtMs(mem.spawn))
-	}
-	if afterRSS > 0 {
-		fmt.Fprintf(w, "| taskd RSS after the runs above (%d workers) | %s |\n", s.callWorkers(), fmtMiB(afterRSS))
-	}
-	if st != nil {
-		fmt.Fprintln(w, `
-First checkout: the daemon is started with min_idle 1; once it answers Ping and its status shows
-the worker idle, a new client.Client (not yet connected) is created and the time is taken
-around Checkout (which dials the socket, sends the checkout and gets it granted) and
-Release (which sends the release). The second row repeats that on the now connected Client.`)
-	}
-	s.targets(cells, st, mem)
-}
-
-// targets writes the issue's targets as a table, each with what this run measured.
-func (s *Suite) targets(cells map[[2]int]cell, st *startupResult, mem *memResult) {
-	type row struct {
-		what, got string
-		ok        bool
-	}
-	var rows []row
-	has := func(n int) bool { return slices.Contains(s.Callers, n) }
-	get := func(si, n int) cell { return cells[[2]int{si, n}] }
-	for _, n := range []int{1, 8} {
-		if has(n) {
-			r := get(1, n).ratio
-			rows = append(rows, row{fmt.Sprintf("held-checkout calls/s ≥ 0.5× direct pipe, %d caller(s)", n), fmt.Sprintf("%.2f×", r), r >= 0.5})
-		}
-	}
-	if has(8) {
-		c := get(1, 8).taskdCPU
-		rows = append(rows, row{"taskd CPU ≤ 25 µs per call, 8 callers (held checkout)", fmt.Sprintf("%.1f µs", c), c <= 25})
-	}
-	if has(1) {
-		c := get(3, 1).callsPerSec
-		rows = append(rows, row{fmt.Sprintf("pipelined calls on one checkout ≥ 50k calls/s (1 caller, batches of %d)", s.Pipeline), fmtInt(c), c >= 50000})
-	}
-	for _, n := range []int{1, 8} {
-		if has(n) {
-			r := get(2, n).callsPerSec / get(1, n).callsPerSec
-			rows = append(rows, row{fmt.Sprintf("one-shot Client.Call ≥ 0.75× held checkout, %d caller(s)", n), fmt.Sprintf("%.2f×", r), r >= 0.75})
-		}
-	}
-	if st != nil {
-		rows = append(rows, row{"first checkout after start (min_idle 1) ≤ 1 ms", fmtLatency(st.first), st.first <= time.Millisecond})
-	}
-	if mem != nil {
-		limit := mem.limit()
-		rows = append(rows, row{fmt.Sprintf("taskd RSS ≤ 30 MiB + 64 KiB per idle worker (%d workers: %s)", mem.workers, fmtMiB(limit)), fmtMiB(mem.rss), mem.rss <= limit})
-	}
-	if len(rows) == 0 {
-		return
-	}
-	fmt.Fprintln(s.Out, "\n| target (issue 4) | this run | met |")
-	fmt.Fprintln(s.Out, "|---|--:|:-:|")
-	for _, r := range rows {
-		fmt.Fprintf(s.Out, "| %s | %s | %s |\n", r.what, r.got, map[bool]string{true: "yes", false: "**no**"}[r.ok])
-	}
-}
-
-// fmtInt formats a rate as an integer with thousands separators.
-func fmtInt(v float64) string {
-	s := strconv.FormatInt(int64(v+0.5), 10)
-	var b strings.Builder
-	for i, r := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
-// fmtLatency formats d: µs with one decimal below 100 µs, whole µs below 1 ms, then ms.
-func fmtLatency(d time.Duration) string {
-	us := float64(d) / float64(time.Microsecond)
-	switch {
-	case us < 100:
-		return fmt.Sprintf("%.1f µs", us)
-	case us < 1000:
-		return fmt.Sprintf("%.0f µs", us)
-	}
-	return fmtMs(d)
-}
-
-func fmtMs(d time.Duration) string {
-	ms := float64(d) / float64(time.Millisecond)
-	if ms < 10 {
-		return fmt.Sprintf("%.2f ms", ms)
-	}
-	return fmt.Sprintf("%.1f ms", ms)
-}
-
-func fmtMiB(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }

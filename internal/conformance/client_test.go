@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -556,10 +555,7 @@ func TestSurge(t *testing.T) {
 // 10.
 func TestClientBeforeDaemonAndRestart(t *testing.T) {
 	forEach(t, false, func(t *testing.T, im impl) {
-		// Short path: unix socket paths are limited to 108 bytes.
-		dir, err := os.MkdirTemp("", "taskd")
-		require.NoError(t, err)
-		t.Cleanup(func() { os.RemoveAll(dir) })
+		dir := taskdtest.TempDir(t)
 		addr := "unix:" + filepath.Join(dir, "taskd.sock")
 		yaml := "shutdown_grace: 300ms\ninterfaces:\n" + ifaceYAML(t, im, "w", "min_idle: 4\nmax_workers: 8")
 		c, err := client.New(client.Config{Addr: addr, Interface: "w", Timeout: 30 * time.Second})

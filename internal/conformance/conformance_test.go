@@ -9,16 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/taskd-dev/taskd/internal/taskdtest"
 	"github.com/taskd-dev/taskd/pkg/client"
 )
 
-func TestMain(m *testing.M) {
-	taskdtest.MaybeRunWorker()
-	goleak.VerifyTestMain(m)
-}
+func TestMain(m *testing.M) { taskdtest.Main(m) }
 
 // impl is one worker implementation under test.
 type impl struct {

@@ -21,16 +21,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/taskd-dev/taskd/internal/taskdtest"
 	"github.com/taskd-dev/taskd/pkg/client"
 )
 
-func TestMain(m *testing.M) {
-	taskdtest.MaybeRunWorker()
-	goleak.VerifyTestMain(m)
-}
+func TestMain(m *testing.M) { taskdtest.Main(m) }
 
 func newClient(t *testing.T, d *taskdtest.Daemon, iface string, mod ...func(*client.Config)) *client.Client {
 	t.Helper()

@@ -1,26 +1,17 @@
 package taskdtest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"github.com/taskd-dev/taskd/internal/procfs"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
-)
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
+	"github.com/taskd-dev/taskd/internal/procfs"
+	"github.com/taskd-dev/taskd/internal/taskdproc"
 )
 
 // RepoRoot returns the repository root (where go.mod is).
@@ -30,51 +21,24 @@ func RepoRoot() string {
 }
 
 // Binary returns the path of a taskd (or other cmd/examples) binary built from this
-// checkout once per test process. name is a main package path relative to the repository
-// root, e.g. "cmd/taskd" or "examples/echo".
+// checkout once per test process, into the scratch directory that Main removes. name is a
+// main package path relative to the repository root, e.g. "cmd/taskd" or "examples/echo".
 func Binary(t testing.TB, name string) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "taskdtest-bin")
-	})
-	if buildErr != nil {
-		t.Fatalf("taskdtest: %v", buildErr)
+	bin, err := BuildForMain(name)
+	if err != nil {
+		t.Fatal(err)
 	}
-	out := filepath.Join(buildDir, strings.ReplaceAll(name, "/", "_"))
-	binMu.Lock()
-	defer binMu.Unlock()
-	if _, ok := built[name]; ok {
-		return out
-	}
-	cmd := exec.Command("go", "build", "-o", out, "./"+name)
-	cmd.Dir = RepoRoot()
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("taskdtest: go build ./%s: %v\n%s", name, err, b)
-	}
-	built[name] = struct{}{}
-	return out
+	return bin
 }
 
-var (
-	binMu sync.Mutex
-	built = map[string]struct{}{}
-)
-
-// Daemon is a running taskd process.
+// Daemon is a running taskd process (see taskdproc.Daemon for its fields and methods),
+// stopped when the test ends. Stop, Signal and the rest are safe for concurrent use.
 type Daemon struct {
-	t       testing.TB
-	Dir     string // temporary directory holding the config and the socket
-	Addr    string // "unix:/.../taskd.sock"
-	Socket  string // the socket path
-	Config  string // the config file path
-	Cmd     *exec.Cmd
-	logs    *syncBuffer
-	exited  chan struct{}
-	waitErr error
-	stopped bool
+	*taskdproc.Daemon
 }
 
-// Options adjust Start.
+// Options adjust StartWith.
 type Options struct {
 	Env  []string // extra environment for the daemon (e.g. TASKD_LOG_LEVEL=debug)
 	Dir  string   // reuse this directory (and so this socket path) instead of a new one
@@ -88,125 +52,35 @@ func Start(t testing.TB, yaml string) *Daemon {
 	return StartWith(t, yaml, Options{Wait: true})
 }
 
-// StartWith is Start with options.
+// StartWith is Start with options. When the test ends, the daemon is stopped (a test
+// failure if it does not exit cleanly within 30s of SIGTERM or a worker outlives it) unless
+// it has exited already, and its directory is removed unless o.Dir gave it.
 func StartWith(t testing.TB, yaml string, o Options) *Daemon {
 	t.Helper()
-	bin := Binary(t, "cmd/taskd")
-	dir := o.Dir
-	if dir == "" {
-		var err error
-		// Short path: unix socket paths are limited to 108 bytes.
-		dir, err = os.MkdirTemp("", "taskd")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
-	}
-	d := &Daemon{t: t, Dir: dir, Socket: filepath.Join(dir, "taskd.sock"), Config: filepath.Join(dir, "taskd.yaml"),
-		logs: &syncBuffer{}, exited: make(chan struct{})}
-	d.Addr = "unix:" + d.Socket
-	full := fmt.Sprintf("listen: [%q]\nlog: {level: debug, format: json}\n%s", d.Addr, yaml)
-	if err := os.WriteFile(d.Config, []byte(full), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	notify := filepath.Join(dir, "notify.sock")
-	os.Remove(notify)
-	nconn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+	p, err := start(yaml, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nconn.Close()
-
-	d.Cmd = exec.Command(bin, "-c", d.Config)
-	d.Cmd.Dir = RepoRoot()
-	d.Cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
-	d.Cmd.Env = append(d.Cmd.Env, o.Env...)
-	d.Cmd.Stdout = d.logs
-	d.Cmd.Stderr = d.logs
-	if err := d.Cmd.Start(); err != nil {
-		t.Fatal(err)
+	if o.Dir == "" {
+		t.Cleanup(func() { os.RemoveAll(p.Dir) }) // after the Stop below: cleanups run last-in first-out
 	}
-	go func() {
-		d.waitErr = d.Cmd.Wait()
-		close(d.exited)
-	}()
-	t.Cleanup(d.cleanup)
-	if !o.Wait {
-		return d
-	}
-	ready := notified(nconn)
-	select {
-	case err := <-ready:
-		if err != nil {
-			t.Fatalf("taskd did not report READY=1: %v\nlogs:\n%s", err, d.Logs())
+	t.Cleanup(func() {
+		select {
+		case <-p.Exited(): // stopped, killed or crashed: the test has seen to it
+		default:
+			if err := p.Stop(30 * time.Second); err != nil {
+				t.Error(err)
+			}
 		}
-	case <-d.exited:
-		t.Fatalf("taskd exited before it was ready: %v\nlogs:\n%s", d.waitErr, d.Logs())
-	}
-	return d
-}
-
-// Logs returns everything the daemon has written so far (JSON log lines).
-func (d *Daemon) Logs() string { return d.logs.String() }
-
-// PID returns the daemon's process id.
-func (d *Daemon) PID() int { return d.Cmd.Process.Pid }
-
-// Exited is closed when the daemon process has exited.
-func (d *Daemon) Exited() <-chan struct{} { return d.exited }
-
-// ExitErr returns the daemon's exit error (valid after Exited is closed).
-func (d *Daemon) ExitErr() error { return d.waitErr }
-
-// Signal sends sig to the daemon.
-func (d *Daemon) Signal(sig syscall.Signal) {
-	_ = d.Cmd.Process.Signal(sig)
-}
-
-// Stop sends SIGTERM and waits (up to timeout) for the daemon to exit; it returns the exit
-// error. Afterwards it checks that no worker process the daemon started is left.
-func (d *Daemon) Stop(timeout time.Duration) error {
-	d.t.Helper()
-	kids := Descendants(d.PID())
-	d.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-	case <-time.After(timeout):
-		d.Signal(syscall.SIGKILL)
-		<-d.exited
-		d.t.Errorf("taskd did not exit within %s of SIGTERM\nlogs:\n%s", timeout, d.Logs())
-	}
-	d.stopped = true
-	RequireGone(d.t, kids, 5*time.Second)
-	return d.waitErr
-}
-
-func (d *Daemon) cleanup() {
-	if d.stopped {
-		return
-	}
-	select {
-	case <-d.exited:
-		return
-	default:
-	}
-	if err := d.Stop(30 * time.Second); err != nil {
-		d.t.Errorf("taskd exited with %v\nlogs:\n%s", err, d.Logs())
-	}
+	})
+	return &Daemon{p}
 }
 
 // Children returns the pids of the direct children of pid.
 func Children(pid int) []int { return procfs.Children(pid) }
 
 // Descendants returns the pids of all descendants of pid.
-func Descendants(pid int) []int {
-	var out []int
-	for _, c := range Children(pid) {
-		out = append(out, c)
-		out = append(out, Descendants(c)...)
-	}
-	return out
-}
+func Descendants(pid int) []int { return taskdproc.Descendants(pid) }
 
 // FDCount returns the number of open file descriptors of pid.
 func FDCount(t testing.TB, pid int) int {
@@ -246,43 +120,4 @@ func RequireGone(t testing.TB, pids []int, timeout time.Duration) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-}
-
-// notified reports on the returned channel when READY=1 arrives on the notify socket (as
-// systemd would see it): nil, or the error that ended the wait (30s at most).
-func notified(nconn *net.UnixConn) <-chan error {
-	ready := make(chan error, 1)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			_ = nconn.SetReadDeadline(time.Now().Add(30 * time.Second))
-			n, _, err := nconn.ReadFromUnix(buf)
-			if err != nil {
-				ready <- err
-				return
-			}
-			if strings.Contains(string(buf[:n]), "READY=1") {
-				ready <- nil
-				return
-			}
-		}
-	}()
-	return ready
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

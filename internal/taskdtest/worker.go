@@ -13,7 +13,7 @@ import (
 const modeEnv = "TASKD_TEST_WORKER"
 
 // MaybeRunWorker turns the test binary into a worker process when it was started as one
-// (see WorkerYAML). Call it first thing in TestMain.
+// (see WorkerYAML). Main calls it; a TestMain that is not Main calls it first thing.
 func MaybeRunWorker() {
 	mode := os.Getenv(modeEnv)
 	if mode == "" {
