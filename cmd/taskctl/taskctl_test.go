@@ -155,12 +155,8 @@ func miniDaemon(t *testing.T) string {
 					}
 					var r wire.ClientMsg
 					if m.T == wire.TCheckout && m.Once {
-						// A one-shot call: granted, then the call runs as call 1.
-						b, _ := wire.AppendClientMsg(nil, &wire.ClientMsg{T: wire.TGranted, ID: m.ID, Co: 1, Worker: "echo-1", PID: 8, N: 1})
-						if _, err := nc.Write(b); err != nil {
-							return
-						}
-						m = wire.ClientMsg{T: wire.TCall, Co: 1, ID: 1, M: m.M, A: m.A}
+						// A one-shot call: answered as a call, addressed to the request.
+						m = wire.ClientMsg{T: wire.TCall, ID: m.ID, M: m.M, A: m.A}
 					}
 					switch m.T {
 					case wire.TPing:

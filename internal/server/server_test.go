@@ -327,7 +327,7 @@ func TestOverLongLineIsAProtocolError(t *testing.T) {
 }
 
 func TestWorkerThatNeverGetsReady(t *testing.T) {
-	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("slow", "neverready", "min_idle: 0\nsetup_timeout: 300ms"))
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("slow", "neverready", "min_idle: 0\nsetup_timeout: 2s")) // long enough for a loaded machine to start it
 	c := newClient(t, d, "slow")
 	_, err := c.Checkout(ctxT(t))
 	require.ErrorIs(t, err, client.ErrUnavailable)
