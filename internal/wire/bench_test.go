@@ -29,7 +29,7 @@ func BenchmarkDecodeWorkerMsg(b *testing.B) {
 			name string
 			line []byte
 		}{
-			{"call", bytes.TrimSuffix(AppendCall(nil, 12345, "echo", args), []byte("\n"))},
+			{"call", bytes.TrimSuffix(AppendCall(nil, 0, 12345, 0, "echo", args), []byte("\n"))},
 			{"ok", []byte(`{"t":"ok","id":12345,"r":` + string(args) + `}`)},
 		} {
 			b.Run(tc.name+"/"+sz.name, func(b *testing.B) {
@@ -82,7 +82,7 @@ func BenchmarkAppendCall(b *testing.B) {
 			var id uint64
 			for b.Loop() {
 				id++
-				buf = AppendCall(buf[:0], id, "echo", args)
+				buf = AppendCall(buf[:0], 0, id, 0, "echo", args)
 			}
 			b.SetBytes(int64(len(buf)))
 		})
@@ -112,7 +112,7 @@ func BenchmarkAppendClientMsg(b *testing.B) {
 // reader's buffer already grown).
 func BenchmarkLineReader(b *testing.B) {
 	for _, sz := range benchSizes {
-		line := AppendCall(nil, 12345, "echo", benchArgs(sz.n))
+		line := AppendCall(nil, 0, 12345, 0, "echo", benchArgs(sz.n))
 		const perChunk = 256
 		chunk := bytes.Repeat(line, perChunk)
 		b.Run(sz.name, func(b *testing.B) {

@@ -156,41 +156,23 @@ func checkClientMsg(line []byte, m *ClientMsg) error {
 			err = need(m.Iface != "", `"iface"`)
 		}
 		if err == nil && m.Once {
-			if len(m.A) == 0 {
-				m.A = json.RawMessage("[]")
-			} else if !looksLikeArray(m.A) {
-				err = NewProtocolError(line, `"a" must be an array`)
-			}
+			err = callArgs(line, &m.A)
 		}
 	case TAbandon, TPing, TStatus, TPong:
 		err = need(m.ID != 0, `"id"`)
 	case TRelease, TAbort, TLost:
 		err = need(m.Co != 0, `"co"`)
-	case TCall:
-		if err = need(m.Co != 0 && m.ID != 0, `"co" and "id"`); err == nil {
-			if len(m.A) == 0 {
-				m.A = json.RawMessage("[]")
-			} else if !looksLikeArray(m.A) {
-				err = NewProtocolError(line, `"a" must be an array`)
-			}
-		}
-	case TCancel, TFail:
+	case TCall, TCancel, TFail, TOK, TErr:
 		err = need(m.Co != 0 && m.ID != 0, `"co" and "id"`)
-	case TOK:
-		err = need(m.Co != 0 && m.ID != 0, `"co" and "id"`)
-		if len(m.R) == 0 {
-			m.R = json.RawMessage("null")
-		}
-	case TErr:
-		if err = need(m.Co != 0 && m.ID != 0, `"co" and "id"`); err == nil {
-			err = need(looksLikeObject(m.E), `an "e" object`)
-		}
 	case TGranted:
 		err = need(m.ID != 0 && m.Co != 0, `"id" and "co"`)
 	case TRefused:
 		err = need(m.ID != 0 && m.Code != "", `"id" and "code"`)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	return checkPayloads(line, m.T, &m.A, &m.R, m.E, m.Logs)
 }
 
 // appendMarshalled encodes m (a status report) with encoding/json.
@@ -205,10 +187,19 @@ func appendMarshalled(buf []byte, m ClientMsg) ([]byte, error) {
 
 // AppendClientMsg appends m as one line (JSON plus "\n") to buf. Payload fields are
 // appended as they are: they must be valid JSON (as the decoders and encoding/json
-// produce). Only a status report goes through encoding/json.
+// produce). Calls and replies are written by AppendCall, AppendOK and AppendErr, the
+// encoders the worker protocol shares, so only the fields those messages have are
+// written for them. Only a status report goes through encoding/json.
 func AppendClientMsg(buf []byte, m *ClientMsg) ([]byte, error) {
-	if m.Status != nil {
+	switch {
+	case m.Status != nil:
 		return appendMarshalled(buf, *m) // a copy: m itself does not escape to the heap
+	case m.T == TCall:
+		return AppendCall(buf, m.Co, m.ID, m.Ep, m.M, m.A), nil
+	case m.T == TOK:
+		return AppendOK(buf, m.Co, m.ID, m.R, m.Logs), nil
+	case m.T == TErr:
+		return AppendErr(buf, m.Co, m.ID, m.E, m.Logs), nil
 	}
 	buf = append(buf, `{"t":`...)
 	buf = AppendString(buf, m.T)
