@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -596,7 +597,8 @@ func (p *Pool) Close() {
 	}
 }
 
-// Stats is a snapshot of a pool.
+// Stats is a snapshot of a pool, for status reports and metrics. The daemon converts it
+// to the client protocol's status in one place; nothing here is copied from the worker.
 type Stats struct {
 	Name          string
 	Live          int // workers started and not yet reaped (idle, busy and retiring)
@@ -609,15 +611,16 @@ type Stats struct {
 	Checkouts     uint64
 	Spawns        uint64
 	SpawnFailures uint64
-	LastError     string
-	Workers       []WorkerStats
+	LastError     string        // the last failed start; cleared when a worker starts
+	Workers       []WorkerStats // oldest first
 }
 
-// WorkerStats describes one worker in Stats.
+// WorkerStats describes one worker in Stats: the worker's own snapshot as it gave it,
+// and what the pool knows of it.
 type WorkerStats struct {
 	worker.Info
-	State     string
-	Checkouts int
+	State     string // "idle", "busy" or "retiring"
+	Checkouts int    // checkouts served, the current one included
 }
 
 // Stats returns a snapshot.
@@ -640,8 +643,10 @@ func (p *Pool) Stats() Stats {
 		snaps = append(snaps, snap{e, e.state, e.checkouts})
 	}
 	p.mu.Unlock()
+	s.Workers = make([]WorkerStats, 0, len(snaps))
 	for _, x := range snaps {
 		s.Workers = append(s.Workers, WorkerStats{Info: x.e.w.Info(), State: x.state.String(), Checkouts: x.n})
 	}
+	slices.SortFunc(s.Workers, func(a, b WorkerStats) int { return a.Started.Compare(b.Started) })
 	return s
 }

@@ -263,7 +263,9 @@ func appendRawField(buf []byte, key string, v json.RawMessage) []byte {
 	return append(buf, v...)
 }
 
-// Status is the daemon's answer to a "status" request: a snapshot for operators.
+// Status is the daemon's answer to a "status" request, a snapshot for operators, as the
+// client protocol carries it. internal/server builds it from the pools' stats, and
+// pkg/client converts it to its own DaemonStatus: each in one place.
 type Status struct {
 	Version    string            `json:"version"`
 	PID        int               `json:"pid"`
