@@ -46,7 +46,7 @@ func renderStatus(w io.Writer, st client.DaemonStatus) error {
 	if st.Draining {
 		draining = ", draining"
 	}
-	fmt.Fprintf(w, "taskd %s, pid %d, up %s%s\n\n", st.Version, st.PID, fmtSec(st.UptimeSec), draining)
+	fmt.Fprintf(w, "taskd %s, pid %d, up %s%s\n\n", st.Version, st.PID, fmtDur(st.Uptime), draining)
 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "INTERFACE\tLIVE\tIDLE\tBUSY\tSTARTING\tQUEUED\tCHECKOUTS\tLAST ERROR")
@@ -75,24 +75,23 @@ func renderStatus(w io.Writer, st client.DaemonStatus) error {
 	for _, is := range st.Interfaces {
 		for _, ws := range is.Workers {
 			method, running := "-", "-"
-			if ws.Method != "" || ws.CallSec > 0 {
+			if ws.Method != "" || ws.CallRunning > 0 {
 				method = ws.Method
 				if method == "" {
 					method = "()" // function-style call
 				}
-				running = fmtSec(ws.CallSec)
+				running = fmtDur(ws.CallRunning)
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\n", is.Name, ws.ID, ws.PID, ws.State,
-				ws.Checkouts, fmtSec(ws.AgeSec), method, running)
+				ws.Checkouts, fmtDur(ws.Age), method, running)
 		}
 	}
 	return tw.Flush()
 }
 
-// fmtSec formats seconds as a duration rounded to what a human reads: milliseconds below
-// a second, tenths below a minute, whole seconds above.
-func fmtSec(sec float64) string {
-	d := time.Duration(sec * float64(time.Second))
+// fmtDur formats d rounded to what a human reads: milliseconds below a second, tenths
+// below a minute, whole seconds above.
+func fmtDur(d time.Duration) string {
 	switch {
 	case d < time.Second:
 		return d.Round(time.Millisecond).String()

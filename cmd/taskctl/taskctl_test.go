@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -42,12 +43,12 @@ func TestParseArgs(t *testing.T) {
 
 func TestRenderStatus(t *testing.T) {
 	st := client.DaemonStatus{
-		Version: "1.2.3", PID: 99, UptimeSec: 3725.4,
+		Version: "1.2.3", PID: 99, Uptime: 3725400 * time.Millisecond,
 		Interfaces: []client.InterfaceStatus{
 			{Name: "passwd", Live: 2, Idle: 1, Busy: 1, Queued: 3, Checkouts: 17,
 				Workers: []client.WorkerStatus{
-					{ID: "passwd-1", PID: 4242, State: "busy", Checkouts: 3, AgeSec: 602.2, Method: "hash", CallSec: 1.234},
-					{ID: "passwd-2", PID: 4243, State: "idle", Checkouts: 14, AgeSec: 0.25},
+					{ID: "passwd-1", PID: 4242, State: "busy", Checkouts: 3, Age: 602200 * time.Millisecond, Method: "hash", CallRunning: 1234 * time.Millisecond},
+					{ID: "passwd-2", PID: 4243, State: "idle", Checkouts: 14, Age: 250 * time.Millisecond},
 				}},
 			{Name: "broken", Starting: 1, LastError: "exit status 1:\nTraceback (most recent call last):\n  File \"w.py\", line 1, in <module>\nImportError: no module named foo"},
 		},
@@ -73,9 +74,10 @@ passwd     passwd-2  4243  idle   14         250ms  -       -
 	assert.Contains(t, buf.String(), "no workers running")
 }
 
-func TestFmtSec(t *testing.T) {
-	for sec, want := range map[float64]string{0: "0s", 0.0123: "12ms", 1.26: "1.3s", 61.6: "1m2s", 3600: "1h0m0s"} {
-		assert.Equal(t, want, fmtSec(sec), "%v", sec)
+func TestFmtDur(t *testing.T) {
+	ms := time.Millisecond
+	for d, want := range map[time.Duration]string{0: "0s", 12300 * time.Microsecond: "12ms", 1260 * ms: "1.3s", 61600 * ms: "1m2s", time.Hour: "1h0m0s"} {
+		assert.Equal(t, want, fmtDur(d), "%v", d)
 	}
 }
 

@@ -75,7 +75,7 @@ func (w *pipeWorker) PID() int { return w.cmd.Process.Pid }
 // would cost the floor more than a relay has to spend).
 func (w *pipeWorker) Call(method string, args json.RawMessage) error {
 	w.id++
-	w.out = wire.AppendCall(w.out[:0], w.id, method, args)
+	w.out = wire.AppendCall(w.out[:0], 0, w.id, wire.NoEp, method, args)
 	if _, err := w.stdin.Write(w.out); err != nil {
 		return fmt.Errorf("bench: writing to the worker: %w", err)
 	}

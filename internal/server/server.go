@@ -281,6 +281,8 @@ func (s *Server) busy() int {
 // called under a session's lock on every checkout.
 func (s *Server) newCo() uint64 { return s.nextCo.Add(1) }
 
+// status builds the answer to a "status" request: the one place where the pools' stats
+// (which carry each worker's own snapshot as it is) become the client protocol's status.
 func (s *Server) status() *wire.Status {
 	st := &wire.Status{Version: s.version, PID: os.Getpid(), UptimeSec: time.Since(s.started).Seconds()}
 	s.mu.Lock()
@@ -292,8 +294,7 @@ func (s *Server) status() *wire.Status {
 		is := wire.InterfaceStatus{Name: name, Live: ps.Live, Idle: ps.Idle, Busy: ps.Busy,
 			Starting: ps.Starting, Queued: ps.Queued, MinIdle: ps.MinIdle, MaxWorkers: ps.MaxWorkers,
 			Checkouts: ps.Checkouts, Spawns: ps.Spawns, SpawnFailures: ps.SpawnFailures,
-			LastError: ps.LastError, Workers: []wire.WorkerStatus{}}
-		sort.Slice(ps.Workers, func(i, j int) bool { return ps.Workers[i].Started.Before(ps.Workers[j].Started) })
+			LastError: ps.LastError, Workers: make([]wire.WorkerStatus, 0, len(ps.Workers))}
 		for _, w := range ps.Workers {
 			ws := wire.WorkerStatus{ID: w.ID, PID: w.PID, State: w.State, Checkouts: w.Checkouts,
 				AgeSec: now.Sub(w.Started).Seconds(), Method: w.Method}

@@ -164,11 +164,7 @@ func checkClientMsg(line []byte, m *ClientMsg) error {
 			err = need(m.Iface != "", `"iface"`)
 		}
 		if err == nil && m.Once {
-			if len(m.A) == 0 {
-				m.A = json.RawMessage("[]")
-			} else if !looksLikeArray(m.A) {
-				err = NewProtocolError(line, `"a" must be an array`)
-			}
+			err = callArgs(line, &m.A)
 		}
 	case TAbandon, TPing, TStatus, TPong:
 		err = need(m.ID != 0, `"id"`)
@@ -176,31 +172,19 @@ func checkClientMsg(line []byte, m *ClientMsg) error {
 		err = need(m.Co != 0, `"co"`)
 	case TLost: // a checkout's, or a one-shot request's
 		err = need(m.Co != 0 || m.ID != 0, `"co" or "id"`)
-	case TCall:
-		if err = need(m.Co != 0 && m.ID != 0, `"co" and "id"`); err == nil {
-			if len(m.A) == 0 {
-				m.A = json.RawMessage("[]")
-			} else if !looksLikeArray(m.A) {
-				err = NewProtocolError(line, `"a" must be an array`)
-			}
-		}
-	case TCancel, TFail:
+	case TCall, TCancel, TFail:
 		err = need(m.Co != 0 && m.ID != 0, `"co" and "id"`)
-	case TOK: // {co, id} answers a call; {id} alone a one-shot request
+	case TOK, TErr: // {co, id} answers a call; {id} alone a one-shot request
 		err = need(m.ID != 0, `"id"`)
-		if len(m.R) == 0 {
-			m.R = json.RawMessage("null")
-		}
-	case TErr:
-		if err = need(m.ID != 0, `"id"`); err == nil {
-			err = need(looksLikeObject(m.E), `an "e" object`)
-		}
 	case TGranted:
 		err = need(m.ID != 0 && m.Co != 0, `"id" and "co"`)
 	case TRefused:
 		err = need(m.ID != 0 && m.Code != "", `"id" and "code"`)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	return checkPayloads(line, m.T, &m.A, &m.R, m.E, m.Logs)
 }
 
 // appendMarshalled encodes m (a status report) with encoding/json.
@@ -215,10 +199,20 @@ func appendMarshalled(buf []byte, m ClientMsg) ([]byte, error) {
 
 // AppendClientMsg appends m as one line (JSON plus "\n") to buf. Payload fields are
 // appended as they are: they must be valid JSON (as the decoders and encoding/json
-// produce). Only a status report goes through encoding/json.
+// produce). Calls and replies are written by AppendCall, AppendOK and AppendErr, the
+// encoders the worker protocol shares, so only the fields those messages have are
+// written for them (a one-shot answer, which also names its worker, is written field by
+// field). Only a status report goes through encoding/json.
 func AppendClientMsg(buf []byte, m *ClientMsg) ([]byte, error) {
-	if m.Status != nil {
+	switch {
+	case m.Status != nil:
 		return appendMarshalled(buf, *m) // a copy: m itself does not escape to the heap
+	case m.T == TCall:
+		return AppendCall(buf, m.Co, m.ID, m.Ep, m.M, m.A), nil
+	case m.T == TOK && m.Worker == "": // a one-shot answer also names the worker: below
+		return AppendOK(buf, m.Co, m.ID, m.R, m.Logs), nil
+	case m.T == TErr && m.Worker == "":
+		return AppendErr(buf, m.Co, m.ID, m.E, m.Logs), nil
 	}
 	buf = append(buf, `{"t":`...)
 	buf = AppendString(buf, m.T)
@@ -285,7 +279,9 @@ func appendRawField(buf []byte, key string, v json.RawMessage) []byte {
 	return append(buf, v...)
 }
 
-// Status is the daemon's answer to a "status" request: a snapshot for operators.
+// Status is the daemon's answer to a "status" request, a snapshot for operators, as the
+// client protocol carries it. internal/server builds it from the pools' stats, and
+// pkg/client converts it to its own DaemonStatus: each in one place.
 type Status struct {
 	Version    string            `json:"version"`
 	PID        int               `json:"pid"`

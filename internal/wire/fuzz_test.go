@@ -14,7 +14,8 @@ func FuzzDecodeWorkerMsg(f *testing.F) {
 	for _, s := range []string{
 		`{"t":"ready","v":1}`, `{"t":"ok","id":1,"r":[1,{"a":"😀"}],"logs":[{"ts":1.5,"lvl":"info","msg":"m"}]}`,
 		`{"t":"err","id":2,"e":{"msg":"x","type":"T","trace":"t"}}`, `{"t":"bye"}`, `{"t":"call","id":3,"m":"x","a":[]}`,
-		`{"t":"ok","id":18446744073709551615}`, `{"t":"ok","id":1e3}`, `garbage`, `{`, `{"t":null}`, "\x00",
+		`{"t":"ok","id":18446744073709551615}`, `{"t":"ok","id":1e3}`, `garbage`,
+		`{"t":"call","id":4,"ep":0,"a":[1,` + "\r" + `2]}`, `{"t":"err","id":5,"e":{},"logs":null}`, `{"t":"ok","id":0,"a":[0],"m":"x"}`, `{`, `{"t":null}`, "\x00",
 	} {
 		f.Add([]byte(s))
 	}
@@ -34,15 +35,56 @@ func FuzzDecodeWorkerMsg(f *testing.F) {
 				t.Fatalf("payload is not valid JSON: %q", raw)
 			}
 		}
-		if m.T == TCall {
-			// What taskd would send must decode to the same call.
-			out := AppendCall(nil, m.ID, m.M, m.A)
-			m2, err := DecodeWorkerMsg(bytes.TrimSuffix(out, []byte("\n")))
-			if err != nil || m2.ID != m.ID || m2.M != m.M {
-				t.Fatalf("call does not round-trip: %q → %q: %v", line, out, err)
+		// What the shared encoders write must decode to the same message.
+		var out []byte
+		switch m.T {
+		case TCall:
+			ep := NoEp
+			if m.HasEp {
+				ep = m.Ep
 			}
+			out = AppendCall(nil, 0, m.ID, ep, m.M, m.A)
+		case TOK:
+			out = AppendOK(nil, 0, m.ID, m.R, m.Logs)
+		case TErr:
+			out = AppendErr(nil, 0, m.ID, m.E, m.Logs)
+		default:
+			return
+		}
+		if bytes.Count(out, []byte("\n")) != 1 {
+			t.Fatalf("encoding is not one line: %q", out)
+		}
+		m2, err := DecodeWorkerMsg(bytes.TrimSuffix(out, []byte("\n")))
+		if err != nil || m2.T != m.T || m2.ID != m.ID ||
+			!samePayload(payloadOf(m.T, m.A, m.R, m.E, m.Logs), payloadOf(m2.T, m2.A, m2.R, m2.E, m2.Logs)) ||
+			m.T == TCall && (m2.M != m.M || m2.Ep != m.Ep || m2.HasEp != m.HasEp) {
+			t.Fatalf("%s does not round-trip: %q → %q: %+v, %v", m.T, line, out, m2, err)
 		}
 	})
+}
+
+// payloadOf returns what a call or a reply of type t carries: its args, result or
+// error, and its logs (a call has none). Other fields are not part of the message.
+func payloadOf(t string, a, r, e, logs json.RawMessage) [2]json.RawMessage {
+	switch t {
+	case TCall:
+		return [2]json.RawMessage{a, nil}
+	case TOK:
+		return [2]json.RawMessage{r, logs}
+	}
+	return [2]json.RawMessage{e, logs}
+}
+
+// samePayload reports whether p and q are the same but for white space.
+func samePayload(p, q [2]json.RawMessage) bool { return sameJSON(p[0], q[0]) && sameJSON(p[1], q[1]) }
+
+// sameJSON reports whether a and b are the same JSON text but for white space.
+func sameJSON(a, b json.RawMessage) bool {
+	var ca, cb bytes.Buffer
+	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
+		return bytes.Equal(a, b)
+	}
+	return bytes.Equal(ca.Bytes(), cb.Bytes())
 }
 
 func FuzzDecodeClientMsg(f *testing.F) {
@@ -51,6 +93,8 @@ func FuzzDecodeClientMsg(f *testing.F) {
 		`{"t":"release","co":1,"retire":true}`, `{"t":"abort","co":1,"msg":"x"}`, `{"t":"ping","id":9}`,
 		`{"t":"status","id":1,"status":{"version":"x","interfaces":[{"name":"a","workers":[]}]}}`,
 		`{"t":"granted","id":1,"co":2,"worker":"w-1","pid":3,"n":1}`, `{"t":"call","co":1,"id":1,"a":5}`, `[]`,
+		`{"t":"call","co":1,"id":2,"ep":3,"m":"x","a":[` + "\r" + `]}`, `{"t":"ok","co":1,"id":2,"r":{"x":1},"logs":[]}`,
+		`{"t":"err","co":1,"id":2,"e":{"msg":"m"},"msg":"dropped"}`, `{"t":"ok","co":1,"id":2,"logs":"x"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -69,8 +113,17 @@ func FuzzDecodeClientMsg(f *testing.F) {
 		if bytes.Count(out, []byte("\n")) != 1 {
 			t.Fatalf("encoding is not one line: %q", out)
 		}
-		if _, err := DecodeClientMsg(bytes.TrimSuffix(out, []byte("\n"))); err != nil {
+		m2, err := DecodeClientMsg(bytes.TrimSuffix(out, []byte("\n")))
+		if err != nil {
 			t.Fatalf("re-encoded message does not decode: %q: %v", out, err)
+		}
+		switch m.T {
+		case TCall, TOK, TErr: // written by the encoders the worker protocol shares
+			if m2.T != m.T || m2.Co != m.Co || m2.ID != m.ID ||
+				!samePayload(payloadOf(m.T, m.A, m.R, m.E, m.Logs), payloadOf(m2.T, m2.A, m2.R, m2.E, m2.Logs)) ||
+				m.T == TCall && (m2.M != m.M || m2.Ep != m.Ep) {
+				t.Fatalf("%s does not round-trip: %q → %q: %+v", m.T, line, out, m2)
+			}
 		}
 	})
 }

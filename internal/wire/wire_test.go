@@ -99,15 +99,83 @@ func TestDecodeWorkerMsg(t *testing.T) {
 }
 
 func TestAppendCallRoundTrips(t *testing.T) {
-	line := AppendCall(nil, 42, "m\"\n\u2028😀", json.RawMessage(`[1,"two",{"3":null}]`))
-	require.True(t, bytes.HasSuffix(line, []byte("\n")))
-	assert.Equal(t, 1, bytes.Count(line, []byte("\n")), "exactly one line")
-	m, err := DecodeWorkerMsg(line[:len(line)-1])
-	require.NoError(t, err)
-	assert.Equal(t, TCall, m.T)
-	assert.EqualValues(t, 42, m.ID)
-	assert.Equal(t, "m\"\n\u2028😀", m.M)
-	assert.JSONEq(t, `[1,"two",{"3":null}]`, string(m.A))
+	args := json.RawMessage("[1,\"two\",\r\n{\"3\":null}]")
+	for _, tc := range []struct {
+		name   string
+		co, ep uint64
+	}{
+		{"worker", 0, NoEp},
+		{"worker pipelined", 0, 0},
+		{"client", 7, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			line := AppendCall(nil, tc.co, 42, tc.ep, "m\"\n\u2028😀", args)
+			require.True(t, bytes.HasSuffix(line, []byte("\n")))
+			assert.Equal(t, 1, bytes.Count(line, []byte("\n")), "exactly one line")
+			assert.NotContains(t, string(line), "\r")
+			line = line[:len(line)-1]
+			m, err := DecodeWorkerMsg(line)
+			require.NoError(t, err)
+			assert.Equal(t, TCall, m.T)
+			assert.EqualValues(t, 42, m.ID)
+			assert.Equal(t, "m\"\n\u2028😀", m.M)
+			assert.JSONEq(t, string(args), string(m.A))
+			assert.Equal(t, tc.ep != NoEp, m.HasEp)
+			if tc.ep != NoEp {
+				assert.Equal(t, tc.ep, m.Ep)
+			}
+			if tc.co != 0 {
+				cm, err := DecodeClientMsg(line)
+				require.NoError(t, err)
+				assert.Equal(t, ClientMsg{T: TCall, Co: tc.co, ID: 42, Ep: tc.ep, M: m.M, A: m.A}, cm)
+			}
+		})
+	}
+}
+
+// TestOneEncoderPerMessage checks that the worker protocol's call and replies are the
+// client protocol's without "co", and that AppendClientMsg writes them with the same
+// encoders.
+func TestOneEncoderPerMessage(t *testing.T) {
+	args, r, e, logs := json.RawMessage(`["x"]`), json.RawMessage(`{"n":1}`), json.RawMessage(`{"msg":"m"}`), json.RawMessage(`[{"ts":1,"lvl":"info","msg":"l"}]`)
+	for _, tc := range []struct {
+		worker, client string
+		msg            ClientMsg
+	}{
+		{
+			string(AppendCall(nil, 0, 5, 2, "m", args)),
+			string(AppendCall(nil, 9, 5, 2, "m", args)),
+			ClientMsg{T: TCall, Co: 9, ID: 5, Ep: 2, M: "m", A: args},
+		},
+		{
+			string(AppendOK(nil, 0, 5, r, logs)),
+			string(AppendOK(nil, 9, 5, r, logs)),
+			ClientMsg{T: TOK, Co: 9, ID: 5, R: r, Logs: logs},
+		},
+		{
+			string(AppendErr(nil, 0, 5, e, nil)),
+			string(AppendErr(nil, 9, 5, e, nil)),
+			ClientMsg{T: TErr, Co: 9, ID: 5, E: e},
+		},
+	} {
+		assert.Equal(t, tc.client, strings.Replace(tc.worker, `,"id":`, `,"co":9,"id":`, 1))
+		line, err := AppendClientMsg(nil, &tc.msg)
+		require.NoError(t, err)
+		assert.Equal(t, tc.client, string(line))
+		got, err := DecodeClientMsg(bytes.TrimSuffix(line, []byte("\n")))
+		require.NoError(t, err)
+		assert.Equal(t, tc.msg, got)
+		wm, err := DecodeWorkerMsg([]byte(strings.TrimSuffix(tc.worker, "\n")))
+		require.NoError(t, err)
+		assert.Equal(t, tc.msg.T, wm.T)
+	}
+	assert.Equal(t, `{"t":"ok","id":1,"r":null}`+"\n", string(AppendOK(nil, 0, 1, nil, nil)))
+	assert.Equal(t, `{"t":"aborted","id":3}`+"\n", string(AppendAborted(nil, 3)))
+	assert.Equal(t, `{"t":"cancel","id":3}`+"\n", string(AppendCancel(nil, 3)))
+	assert.Equal(t, `{"t":"ready","v":1,"pipeline":true}`+"\n", string(AppendReady(nil, true)))
+	assert.Equal(t, `{"t":"ready","v":1}`+"\n", string(AppendReady(nil, false)))
+	assert.Equal(t, `{"t":"bye","msg":"too \"big\""}`+"\n", string(AppendBye(nil, `too "big"`)))
+	assert.Equal(t, `{"t":"bye"}`+"\n", string(AppendBye(nil, "")))
 }
 
 func TestDecodeClientMsg(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 )
 
 // ProtocolVersion is the worker protocol version this package speaks.
@@ -127,38 +126,46 @@ func DecodeWorkerMsg(line []byte) (WorkerMsg, error) {
 		if m.V != ProtocolVersion {
 			return m, NewProtocolError(line, "unsupported protocol version %d (taskd speaks %d)", m.V, ProtocolVersion)
 		}
-	case TOK:
-		if !hasID {
-			return m, NewProtocolError(line, `"ok" without "id"`)
-		}
-		if len(m.R) == 0 {
-			m.R = json.RawMessage("null")
-		}
-	case TErr:
-		if !hasID {
-			return m, NewProtocolError(line, `"err" without "id"`)
-		}
-		if !looksLikeObject(m.E) {
-			return m, NewProtocolError(line, `"err" without an "e" object`)
-		}
-	case TCall:
-		if !hasID {
-			return m, NewProtocolError(line, `"call" without "id"`)
-		}
-		if len(m.A) == 0 {
-			m.A = json.RawMessage("[]")
-		} else if !looksLikeArray(m.A) {
-			return m, NewProtocolError(line, `"a" must be an array`)
-		}
-	case TCancel, TAborted:
+	case TCall, TOK, TErr, TCancel, TAborted:
 		if !hasID {
 			return m, NewProtocolError(line, "%q without \"id\"", m.T)
 		}
 	}
-	if len(m.Logs) > 0 && !looksLikeArray(m.Logs) && string(m.Logs) != "null" {
-		return m, NewProtocolError(line, `"logs" must be an array`)
+	return m, checkPayloads(line, m.T, &m.A, &m.R, m.E, m.Logs)
+}
+
+// checkPayloads applies the rules that both protocols share to the payloads of a message
+// of type t, and fills in their defaults: a call's "a" is an array ([] if absent), an
+// ok's "r" is null if absent, an err's "e" is an object, and "logs" is an array or null.
+func checkPayloads(line []byte, t string, a, r *json.RawMessage, e, logs json.RawMessage) error {
+	switch t {
+	case TCall:
+		if err := callArgs(line, a); err != nil {
+			return err
+		}
+	case TOK:
+		if len(*r) == 0 {
+			*r = json.RawMessage("null")
+		}
+	case TErr:
+		if !looksLikeObject(e) {
+			return NewProtocolError(line, `"err" without an "e" object`)
+		}
 	}
-	return m, nil
+	if len(logs) > 0 && !looksLikeArray(logs) && string(logs) != "null" {
+		return NewProtocolError(line, `"logs" must be an array`)
+	}
+	return nil
+}
+
+// callArgs checks the arguments of a call: an array, [] if absent.
+func callArgs(line []byte, a *json.RawMessage) error {
+	if len(*a) == 0 {
+		*a = json.RawMessage("[]")
+	} else if !looksLikeArray(*a) {
+		return NewProtocolError(line, `"a" must be an array`)
+	}
+	return nil
 }
 
 // fieldName returns a member's key without quotes; escaped keys are unescaped.
@@ -168,46 +175,6 @@ func fieldName(k []byte) []byte {
 	}
 	return k[1 : len(k)-1]
 }
-
-// AppendCall appends the line {"t":"call","id":ID,"m":METHOD,"a":ARGS}\n to buf. args
-// must be a JSON array (nil means []).
-func AppendCall(buf []byte, id uint64, method string, args json.RawMessage) []byte {
-	return appendCall(buf, id, method, args, false, 0)
-}
-
-// AppendCallEp is AppendCall with an "ep" field, for workers that pipeline.
-func AppendCallEp(buf []byte, id uint64, method string, args json.RawMessage, ep uint64) []byte {
-	return appendCall(buf, id, method, args, true, ep)
-}
-
-func appendCall(buf []byte, id uint64, method string, args json.RawMessage, withEp bool, ep uint64) []byte {
-	buf = append(buf, `{"t":"call","id":`...)
-	buf = strconv.AppendUint(buf, id, 10)
-	if method != "" {
-		buf = append(buf, `,"m":`...)
-		buf = AppendString(buf, method)
-	}
-	if withEp {
-		buf = append(buf, `,"ep":`...)
-		buf = strconv.AppendUint(buf, ep, 10)
-	}
-	buf = append(buf, `,"a":`...)
-	if len(args) == 0 {
-		args = json.RawMessage("[]")
-	}
-	buf = append(buf, args...)
-	return append(buf, "}\n"...)
-}
-
-// AppendCancel appends {"t":"cancel","id":ID}\n to buf.
-func AppendCancel(buf []byte, id uint64) []byte {
-	buf = append(buf, `{"t":"cancel","id":`...)
-	buf = strconv.AppendUint(buf, id, 10)
-	return append(buf, "}\n"...)
-}
-
-// DoneLine is the message taskd sends when a checkout is released.
-var DoneLine = []byte(`{"t":"done"}` + "\n")
 
 // ErrorPayload is the "e" object of an "err" reply.
 type ErrorPayload struct {

@@ -436,15 +436,10 @@ func (w *Worker) call(method string, args json.RawMessage, ep uint64, r Replier)
 	}
 	w.mu.Unlock()
 
-	pipelined := w.pipeline.Load()
-	w.in.Append(func(b []byte) []byte {
-		if pipelined {
-			b = wire.AppendCallEp(b, id, method, args, ep)
-		} else {
-			b = wire.AppendCall(b, id, method, args)
-		}
-		return b
-	})
+	if !w.pipeline.Load() {
+		ep = wire.NoEp // only a pipelining worker applies the ep rule
+	}
+	w.in.Append(func(b []byte) []byte { return wire.AppendCall(b, 0, id, ep, method, args) })
 	return id, nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/taskd-dev/taskd/internal/wire"
@@ -102,7 +101,7 @@ func (co *Checkout) Go(method string, args ...any) *Pending {
 	// (it never reuses checkout ids), which nobody waits for; if the connection is gone,
 	// nothing is sent.
 	id := p.id
-	co.cn.out.Append(func(b []byte) []byte { return appendCall(b, co.id, id, ep, method, a) })
+	co.cn.out.Append(func(b []byte) []byte { return wire.AppendCall(b, co.id, id, ep, method, a) })
 	return p
 }
 
@@ -365,25 +364,6 @@ func encodeArgs(args []any) (json.RawMessage, error) {
 		return json.RawMessage("[]"), nil
 	}
 	return json.Marshal(args)
-}
-
-// appendCall appends {"t":"call","co":CO,"id":ID,"m":METHOD,"a":ARGS}\n.
-func appendCall(buf []byte, co, id, ep uint64, method string, args json.RawMessage) []byte {
-	buf = append(buf, `{"t":"call","co":`...)
-	buf = strconv.AppendUint(buf, co, 10)
-	buf = append(buf, `,"id":`...)
-	buf = strconv.AppendUint(buf, id, 10)
-	if ep > 0 {
-		buf = append(buf, `,"ep":`...)
-		buf = strconv.AppendUint(buf, ep, 10)
-	}
-	if method != "" {
-		buf = append(buf, `,"m":`...)
-		buf = wire.AppendString(buf, method)
-	}
-	buf = append(buf, `,"a":`...)
-	buf = append(buf, args...)
-	return append(buf, "}\n"...)
 }
 
 func decodeResult(r json.RawMessage, result any, iface, method string) error {

@@ -452,13 +452,6 @@ type PingResult struct {
 	RTT     time.Duration // round-trip time of the ping on the established connection
 }
 
-// Type aliases for the daemon's status report (see Client.DaemonStatus).
-type (
-	DaemonStatus    = wire.Status
-	InterfaceStatus = wire.InterfaceStatus
-	WorkerStatus    = wire.WorkerStatus
-)
-
 // Ping asks taskd for its version and measures the round trip. Unlike Checkout it does not
 // wait for an unreachable daemon: if taskd cannot be dialled, it fails at once with an
 // error matching ErrUnreachable that carries the dial error.
@@ -480,7 +473,7 @@ func (c *Client) DaemonStatus(ctx context.Context) (DaemonStatus, error) {
 	if m.Status == nil {
 		return DaemonStatus{}, &wrapped{text: ErrProtocol.Error() + ": taskd answered status without a status object; this is a daemon bug", errs: []error{ErrProtocol}}
 	}
-	return *m.Status, nil
+	return statusFromWire(m.Status), nil
 }
 
 // adminReq is a ping or status request waiting for its answer.

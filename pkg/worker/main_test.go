@@ -93,11 +93,14 @@ func startHelper(t *testing.T, mode string, env ...string) *helper {
 	return h
 }
 
+// wantReady is the ready line Run writes: it announces pipelining.
+const wantReady = `{"t":"ready","v":1,"pipeline":true}` + "\n"
+
 func TestRunProtectsStdout(t *testing.T) {
 	h := startHelper(t, "serve")
 	line, err := h.stdout.ReadString('\n')
 	require.NoError(t, err)
-	assert.Equal(t, string(readyLine), line)
+	assert.Equal(t, wantReady, line)
 
 	_, err = io.WriteString(h.stdin, `{"t":"call","id":1,"m":"print"}`+"\n"+`{"t":"call","id":2,"m":"print"}`+"\n")
 	require.NoError(t, err)
@@ -148,7 +151,7 @@ func TestRunExitsWhenCheckoutDoneFails(t *testing.T) {
 	h := startHelper(t, "done-fails")
 	line, err := h.stdout.ReadString('\n')
 	require.NoError(t, err)
-	assert.Equal(t, string(readyLine), line)
+	assert.Equal(t, wantReady, line)
 	_, err = io.WriteString(h.stdin, `{"t":"done"}`+"\n")
 	require.NoError(t, err)
 	// stdin stays open, as taskd keeps it: the worker exits by itself.
@@ -193,7 +196,7 @@ func (b *syncBuffer) String() string {
 func start(t *testing.T, spec Spec) *harness {
 	t.Helper()
 	h := startRaw(t, spec, 1<<20)
-	assert.Equal(t, strings.TrimSuffix(string(readyLine), "\n"), string(h.recvLine()))
+	assert.Equal(t, strings.TrimSuffix(wantReady, "\n"), string(h.recvLine()))
 	return h
 }
 

@@ -25,7 +25,7 @@ const exitGrace = time.Second
 
 // server is one run of the protocol. Two goroutines touch it: the reader (started by
 // serve, owns the LineReader, only queues and cancels) and the executor (the goroutine
-// that called serve: runs calls in order and owns out, buf and enc). mu guards the
+// that called serve: runs calls in order and owns out, line, val and enc). mu guards the
 // fields below it and nothing slow happens while it is held.
 type server struct {
 	spec  Spec
@@ -35,8 +35,9 @@ type server struct {
 	calls *zap.Logger // handed to calls: stderr plus rec
 	rec   *recorder
 
-	buf   bytes.Buffer
-	enc   *json.Encoder // writes into buf
+	line  []byte        // the reply being written, by the wire package's encoders
+	val   bytes.Buffer  // the reply's payloads, encoded by enc
+	enc   *json.Encoder // writes into val
 	grace *time.Timer   // started when the executor first sees that stdin closed
 
 	ctx       context.Context // parent of every call's context; cancelled when stdin closes
@@ -83,7 +84,7 @@ func serve(ctx context.Context, spec Spec, in io.Reader, out io.Writer, stderr i
 		cancelled: make(map[uint64]struct{}),
 	}
 	s.log, s.calls = newLoggers(spec.Logger, stderr, s.rec)
-	s.enc = json.NewEncoder(&s.buf)
+	s.enc = json.NewEncoder(&s.val)
 	s.enc.SetEscapeHTML(false)
 	s.ctx, s.cancelAll = context.WithCancel(ctx)
 	defer s.cancelAll()
@@ -100,7 +101,8 @@ func serve(ctx context.Context, spec Spec, in io.Reader, out io.Writer, stderr i
 			return fmt.Errorf("worker: setup failed: %w", err)
 		}
 	}
-	if _, err := out.Write(readyLine); err != nil {
+	// Pipelining announced: this SDK applies the ep rule itself (see call).
+	if _, err := out.Write(wire.AppendReady(nil, true)); err != nil {
 		return fmt.Errorf("worker: writing to taskd: %w", err)
 	}
 
@@ -236,9 +238,6 @@ func (s *server) execute() error {
 
 var errReplyTooLarge = errors.New("reply too large")
 
-// readyLine announces pipelining: this SDK applies the ep rule itself (see call).
-var readyLine = []byte(`{"t":"ready","v":1,"pipeline":true}` + "\n")
-
 // call answers one call taken off the queue: "aborted" if the ep rule says it is queued
 // behind an error, an UnknownMethod error if nothing handles it, else the Func's result.
 func (s *server) call(m wire.WorkerMsg) error {
@@ -249,10 +248,7 @@ func (s *server) call(m wire.WorkerMsg) error {
 	if m.HasEp && m.Ep < s.errs {
 		// Made before the application had seen an error this checkout raised: not run.
 		s.endCall(m.ID)
-		s.buf.Reset()
-		s.buf.WriteString(`{"t":"aborted","id":`)
-		s.buf.WriteString(strconv.FormatUint(m.ID, 10))
-		s.buf.WriteString("}\n")
+		s.line = wire.AppendAborted(s.line[:0], m.ID)
 		return s.flush()
 	}
 	c := &Call{Method: m.M, Log: s.calls, args: m.A}
@@ -370,41 +366,38 @@ func (s *server) checkoutDone() error {
 // reply writes the reply to call id, preceded by a "bye" line if c asked for one, with
 // a single Write.
 func (s *server) reply(id uint64, c *Call, res any, err error, logs []wire.LogRecord) error {
-	s.buf.Reset()
+	s.line = s.line[:0]
 	if bye, msg := c.byeRequest(); bye {
-		s.buf.WriteString(`{"t":"bye"`)
-		if msg != "" {
-			s.buf.WriteString(`,"msg":`)
-			s.encode(msg)
-		}
-		s.buf.WriteString("}\n")
+		s.line = wire.AppendBye(s.line, msg)
 	}
-	start := s.buf.Len()
+	start := len(s.line)
+	s.val.Reset()
 	if err == nil {
-		s.head(wire.TOK, id, "r")
 		if eerr := s.encode(res); eerr != nil {
-			s.buf.Truncate(start)
 			err = fmt.Errorf("%s returned a result that cannot be encoded as JSON: %w", c.what(), eerr)
 		}
 	}
 	if err != nil {
-		s.head(wire.TErr, id, "e")
 		s.encode(errorPayload(err))
 	}
+	n := s.val.Len()
 	if len(logs) > 0 {
-		s.buf.WriteString(`,"logs":`)
 		s.encode(logs)
 	}
-	s.buf.WriteString("}\n")
-	if n := s.buf.Len() - start - 1; n > s.max {
-		s.buf.Truncate(start)
-		s.head(wire.TErr, id, "e")
+	payload, encLogs := s.val.Bytes()[:n], s.val.Bytes()[n:]
+	if err == nil {
+		s.line = wire.AppendOK(s.line, 0, id, payload, encLogs)
+	} else {
+		s.line = wire.AppendErr(s.line, 0, id, payload, encLogs)
+	}
+	if size := len(s.line) - start - 1; size > s.max {
 		err = errReplyTooLarge
+		s.val.Reset()
 		s.encode(wire.ErrorPayload{
 			Type: "ReplyTooLarge",
-			Msg:  fmt.Sprintf("the reply of %s is %d bytes, more than max_message_bytes (%d): return less, or raise max_message_bytes", c.what(), n, s.max),
+			Msg:  fmt.Sprintf("the reply of %s is %d bytes, more than max_message_bytes (%d): return less, or raise max_message_bytes", c.what(), size, s.max),
 		})
-		s.buf.WriteString("}\n")
+		s.line = wire.AppendErr(s.line[:start], 0, id, s.val.Bytes(), nil)
 	}
 	if err != nil {
 		s.errs++ // an err reply: calls made before the application saw it are not run
@@ -412,7 +405,7 @@ func (s *server) reply(id uint64, c *Call, res any, err error, logs []wire.LogRe
 	return s.flush()
 }
 
-// flush writes what buf holds with a single Write.
+// flush writes line with a single Write.
 func (s *server) flush() error {
 	eof := false
 	select {
@@ -420,7 +413,7 @@ func (s *server) flush() error {
 		eof = true
 	default:
 	}
-	if _, err := s.out.Write(s.buf.Bytes()); err != nil {
+	if _, err := s.out.Write(s.line); err != nil {
 		if eof {
 			return errExit // taskd closed stdin and stopped reading: nothing to report
 		}
@@ -429,22 +422,11 @@ func (s *server) flush() error {
 	return nil
 }
 
-// head writes `{"t":T,"id":ID,"KEY":` into buf.
-func (s *server) head(t string, id uint64, key string) {
-	s.buf.WriteString(`{"t":"`)
-	s.buf.WriteString(t)
-	s.buf.WriteString(`","id":`)
-	s.buf.WriteString(strconv.FormatUint(id, 10))
-	s.buf.WriteString(`,"`)
-	s.buf.WriteString(key)
-	s.buf.WriteString(`":`)
-}
-
-// encode appends v as JSON without a trailing newline. On error buf is unchanged.
+// encode appends v to val as JSON without a trailing newline. On error val is unchanged.
 func (s *server) encode(v any) error {
 	if err := s.enc.Encode(v); err != nil {
 		return err
 	}
-	s.buf.Truncate(s.buf.Len() - 1) // Encode's newline
+	s.val.Truncate(s.val.Len() - 1) // Encode's newline
 	return nil
 }

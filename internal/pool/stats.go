@@ -1,0 +1,61 @@
+package pool
+
+import (
+	"slices"
+
+	"github.com/taskd-dev/taskd/internal/worker"
+)
+
+// Stats is a snapshot of a pool, for status reports and metrics. The daemon converts it
+// to the client protocol's status in one place; nothing here is copied from the worker.
+type Stats struct {
+	Name          string
+	Live          int // workers started and not yet reaped (idle, busy and retiring)
+	Idle          int
+	Busy          int
+	Starting      int
+	Queued        int
+	MinIdle       int
+	MaxWorkers    int
+	Checkouts     uint64
+	Spawns        uint64
+	SpawnFailures uint64
+	LastError     string        // the last failed start; cleared when a worker starts
+	Workers       []WorkerStats // oldest first
+}
+
+// WorkerStats describes one worker in Stats: the worker's own snapshot as it gave it,
+// and what the pool knows of it.
+type WorkerStats struct {
+	worker.Info
+	State     string // "idle", "busy" or "retiring"
+	Checkouts int    // checkouts served, the current one included
+}
+
+// Stats returns a snapshot.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	s := Stats{Name: p.cfg.Name, Live: len(p.entries), Idle: len(p.idle), Starting: p.starting,
+		Queued: p.waiters.Len(), MinIdle: p.cfg.MinIdle, MaxWorkers: p.cfg.MaxWorkers,
+		Checkouts: p.checkouts, Spawns: p.spawns, SpawnFailures: p.spawnFails}
+	if p.lastErr != nil {
+		s.LastError = p.lastErr.Error()
+	}
+	type snap struct {
+		e     *entry
+		state state
+		n     int
+	}
+	s.Busy = p.leased
+	snaps := make([]snap, 0, len(p.entries))
+	for _, e := range p.entries {
+		snaps = append(snaps, snap{e, e.state, e.checkouts})
+	}
+	p.mu.Unlock()
+	s.Workers = make([]WorkerStats, 0, len(snaps))
+	for _, x := range snaps {
+		s.Workers = append(s.Workers, WorkerStats{Info: x.e.w.Info(), State: x.state.String(), Checkouts: x.n})
+	}
+	slices.SortFunc(s.Workers, func(a, b WorkerStats) int { return a.Started.Compare(b.Started) })
+	return s
+}

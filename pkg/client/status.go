@@ -1,0 +1,128 @@
+package client
+
+import (
+	"encoding/json"
+	"math"
+	"time"
+
+	"github.com/taskd-dev/taskd/internal/wire"
+)
+
+// DaemonStatus is taskd's status report (Client.DaemonStatus): a snapshot of its
+// interfaces and their workers, for operators. It is a plain value, owned by the caller.
+//
+// Its JSON form, which `taskctl status -o json` prints, carries durations as seconds
+// with a fraction: uptime_sec here, age_sec and call_sec in a worker.
+type DaemonStatus struct {
+	Version string        `json:"version"` // taskd's version
+	PID     int           `json:"pid"`     // taskd's process id
+	Uptime  time.Duration `json:"-"`       // since taskd started
+	// Draining means that taskd is shutting down: it takes no new connection, and stops
+	// its workers once the held checkouts are released or shutdown_grace has passed.
+	Draining   bool              `json:"draining,omitempty"`
+	Interfaces []InterfaceStatus `json:"interfaces"` // sorted by name
+}
+
+// InterfaceStatus describes one interface's pool of workers.
+type InterfaceStatus struct {
+	Name          string         `json:"name"`
+	Live          int            `json:"live"`     // worker processes started and not yet reaped: starting, idle, busy and retiring
+	Idle          int            `json:"idle"`     // ready and waiting for a checkout
+	Busy          int            `json:"busy"`     // checked out
+	Starting      int            `json:"starting"` // spawned, not yet ready
+	Queued        int            `json:"queued"`   // checkouts waiting for a worker
+	MinIdle       int            `json:"min_idle"`
+	MaxWorkers    int            `json:"max_workers"`
+	Checkouts     uint64         `json:"checkouts"` // checkouts granted since taskd started
+	Spawns        uint64         `json:"spawns"`    // worker processes started since taskd started
+	SpawnFailures uint64         `json:"spawn_failures"`
+	LastError     string         `json:"last_error,omitempty"` // why the last start failed; cleared when a worker starts
+	Workers       []WorkerStatus `json:"workers"`              // oldest first
+}
+
+// WorkerStatus describes one worker process.
+type WorkerStatus struct {
+	ID        string        `json:"id"`
+	PID       int           `json:"pid"`
+	State     string        `json:"state"`     // "idle", "busy" (checked out) or "retiring"
+	Checkouts int           `json:"checkouts"` // checkouts it has served, the current one included
+	Age       time.Duration `json:"-"`         // since it was started
+	// Method is the method of the call the worker is running ("" for a function-style
+	// call), and CallRunning how long that call has been running. A worker running no
+	// call has both zero.
+	Method      string        `json:"method,omitempty"`
+	CallRunning time.Duration `json:"-"`
+}
+
+// MarshalJSON encodes s with Uptime as "uptime_sec".
+func (s DaemonStatus) MarshalJSON() ([]byte, error) {
+	type plain DaemonStatus
+	return json.Marshal(struct {
+		plain
+		UptimeSec float64 `json:"uptime_sec"`
+	}{plain(s), s.Uptime.Seconds()})
+}
+
+// UnmarshalJSON decodes what MarshalJSON encodes.
+func (s *DaemonStatus) UnmarshalJSON(b []byte) error {
+	type plain DaemonStatus
+	v := struct {
+		*plain
+		UptimeSec float64 `json:"uptime_sec"`
+	}{plain: (*plain)(s)}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	s.Uptime = seconds(v.UptimeSec)
+	return nil
+}
+
+// MarshalJSON encodes w with Age as "age_sec" and CallRunning as "call_sec".
+func (w WorkerStatus) MarshalJSON() ([]byte, error) {
+	type plain WorkerStatus
+	return json.Marshal(struct {
+		plain
+		AgeSec  float64 `json:"age_sec"`
+		CallSec float64 `json:"call_sec,omitempty"`
+	}{plain(w), w.Age.Seconds(), w.CallRunning.Seconds()})
+}
+
+// UnmarshalJSON decodes what MarshalJSON encodes.
+func (w *WorkerStatus) UnmarshalJSON(b []byte) error {
+	type plain WorkerStatus
+	v := struct {
+		*plain
+		AgeSec  float64 `json:"age_sec"`
+		CallSec float64 `json:"call_sec"`
+	}{plain: (*plain)(w)}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	w.Age, w.CallRunning = seconds(v.AgeSec), seconds(v.CallSec)
+	return nil
+}
+
+// statusFromWire converts the status report as taskd sends it: the one place where the
+// client protocol's status becomes DaemonStatus.
+func statusFromWire(ws *wire.Status) DaemonStatus {
+	st := DaemonStatus{Version: ws.Version, PID: ws.PID, Uptime: seconds(ws.UptimeSec),
+		Draining: ws.Draining, Interfaces: make([]InterfaceStatus, 0, len(ws.Interfaces))}
+	for _, wi := range ws.Interfaces {
+		is := InterfaceStatus{Name: wi.Name, Live: wi.Live, Idle: wi.Idle, Busy: wi.Busy,
+			Starting: wi.Starting, Queued: wi.Queued, MinIdle: wi.MinIdle, MaxWorkers: wi.MaxWorkers,
+			Checkouts: wi.Checkouts, Spawns: wi.Spawns, SpawnFailures: wi.SpawnFailures,
+			LastError: wi.LastError, Workers: make([]WorkerStatus, 0, len(wi.Workers))}
+		for _, w := range wi.Workers {
+			is.Workers = append(is.Workers, WorkerStatus{ID: w.ID, PID: w.PID, State: w.State,
+				Checkouts: w.Checkouts, Age: seconds(w.AgeSec), Method: w.Method,
+				CallRunning: seconds(w.CallSec)})
+		}
+		st.Interfaces = append(st.Interfaces, is)
+	}
+	return st
+}
+
+// seconds converts seconds with a fraction, as the client protocol carries durations.
+func seconds(s float64) time.Duration {
+	return time.Duration(math.Round(s * float64(time.Second)))
+}

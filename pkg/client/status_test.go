@@ -1,0 +1,50 @@
+package client
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/taskd-dev/taskd/internal/wire"
+)
+
+// TestStatusFromWire checks the conversion of the status report, and that DaemonStatus's
+// JSON (what taskctl status -o json prints) is the client protocol's status as it was
+// before pkg/client had types of its own.
+func TestStatusFromWire(t *testing.T) {
+	ws := &wire.Status{Version: "1.2.3", PID: 42, UptimeSec: 3725.4, Draining: true,
+		Interfaces: []wire.InterfaceStatus{{
+			Name: "passwd", Live: 3, Idle: 1, Busy: 1, Starting: 1, Queued: 4, MinIdle: 1, MaxWorkers: 8,
+			Checkouts: 17, Spawns: 5, SpawnFailures: 2, LastError: "exit status 1",
+			Workers: []wire.WorkerStatus{
+				{ID: "passwd-1", PID: 4242, State: "busy", Checkouts: 3, AgeSec: 602.2, Method: "hash", CallSec: 1.234},
+				{ID: "passwd-2", PID: 4243, State: "idle", Checkouts: 14, AgeSec: 0.25},
+			},
+		}, {Name: "empty", Workers: []wire.WorkerStatus{}}},
+	}
+	st := statusFromWire(ws)
+	ms := time.Millisecond
+	assert.Equal(t, DaemonStatus{Version: "1.2.3", PID: 42, Uptime: 3725400 * ms, Draining: true,
+		Interfaces: []InterfaceStatus{{
+			Name: "passwd", Live: 3, Idle: 1, Busy: 1, Starting: 1, Queued: 4, MinIdle: 1, MaxWorkers: 8,
+			Checkouts: 17, Spawns: 5, SpawnFailures: 2, LastError: "exit status 1",
+			Workers: []WorkerStatus{
+				{ID: "passwd-1", PID: 4242, State: "busy", Checkouts: 3, Age: 602200 * ms, Method: "hash", CallRunning: 1234 * ms},
+				{ID: "passwd-2", PID: 4243, State: "idle", Checkouts: 14, Age: 250 * ms},
+			},
+		}, {Name: "empty", Workers: []WorkerStatus{}}},
+	}, st)
+
+	want, err := json.Marshal(ws)
+	require.NoError(t, err)
+	got, err := json.Marshal(st)
+	require.NoError(t, err)
+	assert.JSONEq(t, string(want), string(got))
+
+	var back DaemonStatus
+	require.NoError(t, json.Unmarshal(got, &back))
+	assert.Equal(t, st, back)
+}
