@@ -44,6 +44,10 @@ type Queue struct {
 	spare   []byte
 	busy    bool // someone is writing pending's former contents right now
 	corked  int  // Cork depth: while > 0, Append leaves messages queued (see Cork)
+	// accepted and written count the bytes of the stream so far: taken by Append, and
+	// written to c (see Written). idle is signalled when busy becomes false.
+	accepted, written uint64
+	idle              sync.Cond
 	closing bool // Close: flush, then close c
 	closed  bool // no more Sends
 	failed  bool // a write failed or Abort was called
@@ -84,6 +88,7 @@ func BacklogFor(maxMessage int) int {
 // closes c and drops everything queued.
 func New(c Conn, onError func(error)) *Queue {
 	q := &Queue{c: c, onError: onError, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	q.idle.L = &q.mu
 	if raw, ok := fdio.Raw(c); ok {
 		q.raw = raw
 		q.twWrite = q.writeNow
@@ -102,23 +107,46 @@ func (q *Queue) Send(msg []byte) bool {
 // with the queue locked: it must only encode. Append returns false if the queue is closed
 // (fn is not called) or if the message took it over its limit (the queue has then failed).
 func (q *Queue) Append(fn func([]byte) []byte) bool {
+	_, ok := q.AppendMark(fn)
+	return ok
+}
+
+// AppendMark is Append, and also returns the position in the stream just past the
+// message, for Written.
+func (q *Queue) AppendMark(fn func([]byte) []byte) (mark uint64, ok bool) {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
-		return false
+		return 0, false
 	}
+	n := len(q.pending)
 	q.pending = fn(q.pending)
+	q.accepted += uint64(len(q.pending) - n)
+	mark = q.accepted
 	if q.limit > 0 && len(q.pending) > q.limit {
 		q.mu.Unlock()
 		q.fail(fmt.Errorf("%w: more than %d bytes queued (the peer is not reading)", ErrBacklog, q.limit))
-		return false
+		return mark, false
 	}
 	if q.corked > 0 {
 		q.mu.Unlock()
-		return true // written by the matching Uncork
+		return mark, true // written by the matching Uncork
 	}
 	q.flushLocked()
-	return true
+	return mark, true
+}
+
+// Written reports whether the stream has been written to the Conn up to mark (from
+// AppendMark), waiting for a write under way to finish. Once the queue has failed or been
+// aborted, false is final: the message did not reach the Conn whole, so a peer cannot
+// have acted on it. (True says nothing of whether the peer read it.)
+func (q *Queue) Written(mark uint64) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for q.busy {
+		q.idle.Wait() // a write never blocks for long once the Conn is closed
+	}
+	return q.written >= mark
 }
 
 // Cork holds back the writing of messages appended until the matching Uncork, which
@@ -161,6 +189,8 @@ func (q *Queue) flushLocked() {
 
 	q.mu.Lock()
 	q.busy = false
+	q.written += uint64(n)
+	q.idle.Broadcast()
 	if err != nil {
 		q.mu.Unlock()
 		q.fail(err)
@@ -246,12 +276,16 @@ func (q *Queue) writer() {
 		}
 		q.mu.Unlock()
 		if len(buf) > 0 {
-			if _, err := q.c.Write(buf); err != nil {
+			n, err := q.c.Write(buf)
+			q.mu.Lock()
+			q.busy = false
+			q.written += uint64(n)
+			q.idle.Broadcast()
+			if err != nil {
+				q.mu.Unlock()
 				q.fail(err)
 				return
 			}
-			q.mu.Lock()
-			q.busy = false
 			q.recycle(buf)
 			more := len(q.pending) > 0
 			q.mu.Unlock()

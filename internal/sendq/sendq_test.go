@@ -162,3 +162,32 @@ func BenchmarkSendIdle(b *testing.B) {
 	<-q.Done()
 	r.Close()
 }
+
+// TestWrittenTellsWhatReachedTheConn: a message written whole is Written; one that a
+// failed write dropped is not, for good.
+func TestWrittenTellsWhatReachedTheConn(t *testing.T) {
+	for name, ends := range conns(t) {
+		t.Run(name, func(t *testing.T) {
+			q := sendq.New(ends[1].(sendq.Conn), nil)
+			first, ok := q.AppendMark(func(b []byte) []byte { return append(b, "first\n"...) })
+			require.True(t, ok)
+			line, err := bufio.NewReader(ends[0]).ReadString('\n')
+			require.NoError(t, err)
+			assert.Equal(t, "first\n", line)
+			assert.True(t, q.Written(first))
+
+			ends[0].Close() // the peer goes away: the next write fails
+			var second uint64
+			require.Eventually(t, func() bool {
+				m, ok := q.AppendMark(func(b []byte) []byte { return append(b, "second\n"...) })
+				if ok {
+					second = m
+				}
+				return !ok
+			}, 5*time.Second, time.Millisecond)
+			<-q.Done()
+			assert.True(t, q.Written(first))
+			assert.False(t, q.Written(second), "dropped by the failed write")
+		})
+	}
+}

@@ -207,6 +207,7 @@ type onceCall struct {
 	method string
 	args   json.RawMessage
 	r      json.RawMessage // the result, once the request is answered ok
+	mark   uint64          // the request's end in its connection's stream (sendq.AppendMark)
 }
 
 // checkout waits for a worker until ctx is done or, if ctx has no deadline, until
@@ -357,10 +358,19 @@ func (c *Client) sendCheckoutLocked(cn *conn, req *coReq) {
 	}
 	req.state = reqSent
 	m := &wire.ClientMsg{T: wire.TCheckout, ID: req.id, Iface: c.cfg.Interface, Keep: c.cfg.KeepWorkerAfterError, Max: c.cfg.MaxCheckouts}
-	if req.once != nil {
-		m.Once, m.M, m.A = true, req.once.method, req.once.args
+	if req.once == nil {
+		c.sendLocked(cn, m)
+		return
 	}
-	c.sendLocked(cn, m)
+	m.Once, m.M, m.A = true, req.once.method, req.once.args
+	if !cn.gone {
+		// Where the request ends in the stream: if the connection breaks, it tells whether
+		// the request reached taskd whole (then its call may have run).
+		req.once.mark, _ = cn.out.AppendMark(func(b []byte) []byte {
+			b, _ = wire.AppendClientMsg(b, m)
+			return b
+		})
+	}
 }
 
 // freeSlotLocked gives up one MaxWorkers slot and hands it to the first waiter.

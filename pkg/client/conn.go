@@ -298,9 +298,10 @@ func (c *Client) failConnLocked(cn *conn, lost, adminErr, lostCause error) {
 			// abandoned: taskd releases it with the connection
 		case c.closed:
 			failReqLocked(r, lost)
-		case r.once != nil && r.state == reqSent:
-			// Its call may have reached a worker: sending it again could run it twice.
-			// (A parked one was refused by taskd, which never acted on it: resent.)
+		case r.once != nil && r.state == reqSent && cn.out.Written(r.once.mark):
+			// It reached taskd, so its call may have run: sending it again could run it
+			// twice. (One that was not written whole, or that taskd refused — parked —
+			// was never acted on, and is resent.)
 			mayHaveRun = append(mayHaveRun, r)
 		default:
 			resend = append(resend, r)
