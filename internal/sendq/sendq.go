@@ -48,12 +48,12 @@ type Queue struct {
 	// written to c (see Written). idle is signalled when busy becomes false.
 	accepted, written uint64
 	idle              sync.Cond
-	closing bool // Close: flush, then close c
-	closed  bool // no more Sends
-	failed  bool // a write failed or Abort was called
-	wake    chan struct{}
-	done    chan struct{}
-	abortAt *time.Timer // CloseWithin: aborts a flush that takes too long
+	closing           bool // Close: flush, then close c
+	closed            bool // no more Sends
+	failed            bool // a write failed or Abort was called
+	wake              chan struct{}
+	done              chan struct{}
+	abortAt           *time.Timer // CloseWithin: aborts a flush that takes too long
 
 	// State of the one fast-path write under way (busy guards it), kept here so that the
 	// callback given to RawConn.Write is made once, not per write.
