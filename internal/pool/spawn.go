@@ -1,0 +1,182 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/taskd-dev/taskd/internal/worker"
+)
+
+// Spawning, exits and idle reaping: how workers come and go. The rule of pool.go holds
+// here too: nothing slow under p.mu (a spawn runs on a goroutine of its own).
+
+// maybeSpawnLocked starts as many workers as the waiting checkouts and MinIdle need,
+// within MaxWorkers, unless the pool is backing off after failed starts.
+func (p *Pool) maybeSpawnLocked() {
+	if p.closed {
+		return
+	}
+	live := len(p.entries) + p.starting
+	need := p.waiters.Len() - p.starting
+	if !p.draining {
+		if d := p.cfg.MinIdle - len(p.idle) - p.starting - max(p.waiters.Len()-p.starting, 0); d > 0 {
+			need += d
+		}
+	}
+	if room := p.cfg.MaxWorkers - live; need > room {
+		need = room
+	}
+	if need <= 0 {
+		return
+	}
+	if wait := time.Until(p.backoffUntil); wait > 0 {
+		if p.retry == nil {
+			p.wg.Add(1) // Close waits for the retry, or cancels it and calls Done itself
+			p.retry = time.AfterFunc(wait, func() {
+				defer p.wg.Done()
+				p.mu.Lock()
+				p.retry = nil
+				p.maybeSpawnLocked()
+				p.mu.Unlock()
+			})
+		}
+		return
+	}
+	for range need {
+		p.starting++
+		p.nextID++
+		p.spawns++
+		id := fmt.Sprintf("%s-%d", p.cfg.Name, p.nextID)
+		p.wg.Add(1)
+		go p.spawnOne(id)
+	}
+}
+
+func (p *Pool) spawnOne(id string) {
+	defer p.wg.Done()
+	w, err := p.spawn(p.ctx, id, p.onExit)
+	p.mu.Lock()
+	p.starting--
+	if err == nil && w.Err() != nil {
+		// It exited between ready and now. onExit, which may have run already, drops
+		// only registered workers: this one is not registered, and counts as a failed
+		// start.
+		err = w.Err()
+	}
+	if err != nil {
+		p.spawnFails++
+		backoff := p.failedStartLocked(err)
+		// Waiters that nothing else can serve fail now, with the reason.
+		failed := 0
+		if p.starting == 0 && len(p.entries) == 0 {
+			failed = p.failWaitersLocked(&UnavailableError{Interface: p.cfg.Name, Err: err})
+		}
+		p.maybeSpawnLocked()
+		p.mu.Unlock()
+		if p.ctx.Err() == nil {
+			p.log.Error("worker failed to start", zap.String("worker", id), zap.Error(err),
+				zap.Duration("backoff", backoff), zap.Int("failed_checkouts", failed))
+		}
+		return
+	}
+	e := &entry{w: w}
+	p.entries[w] = e
+	if p.closed {
+		e.state = stRetiring
+		p.mu.Unlock()
+		w.Stop(fmt.Errorf("%w: pool closed", worker.ErrStopped), p.cfg.StopGrace)
+		return
+	}
+	p.failures, p.lastErr = 0, nil
+	p.offerLocked(e)
+	p.mu.Unlock()
+}
+
+// onExit runs on a worker's waiter goroutine after it has been reaped.
+func (p *Pool) onExit(w *worker.Worker) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.entries[w]
+	if !ok {
+		return // spawnOne has not registered it yet; it checks w.Err itself
+	}
+	delete(p.entries, w)
+	if e.state == stIdle {
+		p.removeIdleLocked(e)
+		if e.checkouts == 0 && !errors.Is(w.Err(), worker.ErrStopped) {
+			// A worker that dies idle before serving anything counts as a failed start,
+			// so one that exits right after "ready" cannot cause a fork storm. (One that
+			// was killed from outside after serving is simply replaced.)
+			p.failedStartLocked(w.Err())
+		}
+	}
+	p.maybeSpawnLocked()
+}
+
+// failedStartLocked counts a failed start and sets the backoff before the next one,
+// doubling from BackoffMin up to BackoffMax; it returns that backoff.
+func (p *Pool) failedStartLocked(err error) time.Duration {
+	p.failures++
+	p.lastErr = err
+	backoff := p.cfg.BackoffMin << min(p.failures-1, 20)
+	if backoff > p.cfg.BackoffMax || backoff <= 0 {
+		backoff = p.cfg.BackoffMax
+	}
+	p.backoffUntil = time.Now().Add(backoff)
+	return backoff
+}
+
+// failWaitersLocked fails every waiting checkout with err and returns how many there were.
+func (p *Pool) failWaitersLocked(err error) int {
+	n := 0
+	for p.waiters.Len() > 0 {
+		wt := p.waiters.Remove(p.waiters.Front()).(*waiter)
+		wt.elem = nil
+		wt.ch <- result{err: err}
+		n++
+	}
+	return n
+}
+
+func (p *Pool) removeIdleLocked(e *entry) {
+	for i, x := range p.idle {
+		if x == e {
+			p.idle = append(p.idle[:i], p.idle[i+1:]...)
+			return
+		}
+	}
+}
+
+// reapIdle retires idle workers above MinIdle that have been idle for IdleTimeout.
+func (p *Pool) reapIdle() {
+	defer p.wg.Done()
+	every := min(max(p.cfg.IdleTimeout/4, 10*time.Millisecond), 30*time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		var retire []*entry
+		p.mu.Lock()
+		for len(p.idle) > p.cfg.MinIdle {
+			e := p.idle[0] // the bottom of the stack has been idle longest
+			if time.Since(e.idleSince) < p.cfg.IdleTimeout {
+				break
+			}
+			p.idle = p.idle[1:]
+			e.state = stRetiring
+			retire = append(retire, e)
+		}
+		p.mu.Unlock()
+		for _, e := range retire {
+			p.log.Debug("retiring idle worker", zap.String("worker", e.w.ID()))
+			e.w.Stop(fmt.Errorf("%w: idle_timeout", worker.ErrStopped), p.cfg.StopGrace)
+		}
+	}
+}

@@ -1,0 +1,114 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/taskd-dev/taskd/internal/wire"
+)
+
+// PingResult is the answer to Client.Ping.
+type PingResult struct {
+	Version string        // taskd's version
+	RTT     time.Duration // round-trip time of the ping on the established connection
+}
+
+// Ping asks taskd for its version and measures the round trip. Unlike Checkout it does not
+// wait for an unreachable daemon: if taskd cannot be dialled, it fails at once with an
+// error matching ErrUnreachable that carries the dial error.
+func (c *Client) Ping(ctx context.Context) (PingResult, error) {
+	m, rtt, err := c.admin(ctx, wire.TPing)
+	if err != nil {
+		return PingResult{}, err
+	}
+	return PingResult{Version: m.Version, RTT: rtt}, nil
+}
+
+// DaemonStatus returns taskd's status report: its pools and their workers. Like Ping it
+// fails at once if taskd cannot be dialled.
+func (c *Client) DaemonStatus(ctx context.Context) (DaemonStatus, error) {
+	m, _, err := c.admin(ctx, wire.TStatus)
+	if err != nil {
+		return DaemonStatus{}, err
+	}
+	if m.Status == nil {
+		return DaemonStatus{}, &wrapped{text: ErrProtocol.Error() + ": taskd answered status without a status object; this is a daemon bug", errs: []error{ErrProtocol}}
+	}
+	return statusFromWire(m.Status), nil
+}
+
+// adminReq is a ping or status request waiting for its answer.
+type adminReq struct {
+	done chan struct{}
+	msg  wire.ClientMsg
+	err  error
+}
+
+// admin sends a ping or status request, dialling first if needed (once: failure is
+// reported at once), and waits for the answer.
+func (c *Client) admin(ctx context.Context, t string) (wire.ClientMsg, time.Duration, error) {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return wire.ClientMsg{}, 0, c.closedErr()
+		}
+		cn := c.conn
+		if cn == nil {
+			if attempt >= 3 { // connected, then lost the connection, three times
+				err := &unreachableError{addr: c.cfg.Addr, last: c.lastErr, waiting: t}
+				c.mu.Unlock()
+				return wire.ClientMsg{}, 0, err
+			}
+			ch := make(chan error, 1)
+			c.dialWaiters = append(c.dialWaiters, ch)
+			c.wantConnLocked()
+			c.mu.Unlock()
+			if err := c.awaitDial(ctx, ch, t); err != nil {
+				return wire.ClientMsg{}, 0, err
+			}
+			continue
+		}
+		c.nextID++
+		id := c.nextID
+		req := &adminReq{done: make(chan struct{})}
+		cn.admin[id] = req
+		c.sendLocked(cn, &wire.ClientMsg{T: t, ID: id})
+		start := time.Now()
+		c.mu.Unlock()
+
+		select {
+		case <-req.done:
+			return req.msg, time.Since(start), req.err
+		case <-ctx.Done():
+			c.mu.Lock()
+			delete(cn.admin, id)
+			c.mu.Unlock()
+			return wire.ClientMsg{}, 0, fmt.Errorf("client: %s: no answer from taskd at %s: %w", t, c.cfg.Addr, ctx.Err())
+		}
+	}
+}
+
+// awaitDial waits for the outcome of the dial that an admin request (what) asked for by
+// adding ch to dialWaiters. It returns nil once a connection is up.
+func (c *Client) awaitDial(ctx context.Context, ch chan error, what string) error {
+	select {
+	case err := <-ch:
+		if err == nil || errors.Is(err, ErrClosed) {
+			return err
+		}
+		return &unreachableError{addr: c.cfg.Addr, last: err, waiting: what}
+	case <-ctx.Done():
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if i := slices.Index(c.dialWaiters, ch); i >= 0 {
+			c.dialWaiters = slices.Delete(c.dialWaiters, i, i+1)
+		}
+		return &unreachableError{addr: c.cfg.Addr, last: c.lastErr, ctxErr: ctx.Err(), waiting: what}
+	}
+}
