@@ -17,7 +17,7 @@ const mod = "github.com/taskd-dev/taskd/"
 var allowed = map[string][]string{
 	"internal":                      {},                                                 // this test
 	"internal/bench":                {"pkg/client", "internal/wire", "internal/procfs"}, // benchmark harness (make bench)
-	"internal/procfs":               {},
+	"internal/procfs":               {"internal/fdio"},
 	"internal/fdio":                 {},
 	"internal/sendq":                {"internal/fdio"},
 	"internal/wire":                 {},
