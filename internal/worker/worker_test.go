@@ -26,7 +26,7 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-func start(t *testing.T, mode string, mod func(*worker.Config)) (*worker.Worker, *observer.ObservedLogs, error) {
+func start(t testing.TB, mode string, mod func(*worker.Config)) (*worker.Worker, *observer.ObservedLogs, error) {
 	t.Helper()
 	core, logs := observer.New(zap.DebugLevel)
 	cfg := worker.Config{
@@ -227,7 +227,9 @@ func TestStartFailures(t *testing.T) {
 		assert.Contains(t, err.Error(), "cannot open database")
 	})
 	t.Run("misses setup_timeout", func(t *testing.T) {
-		_, _, err := start(t, "neverready", func(c *worker.Config) { c.SetupTimeout = 200 * time.Millisecond })
+		// Long enough for the worker (this test binary, built with -race) to start and write
+		// its stderr line on a loaded machine: 200ms was not.
+		_, _, err := start(t, "neverready", func(c *worker.Config) { c.SetupTimeout = time.Second })
 		require.ErrorIs(t, err, worker.ErrSetupTimeout)
 		assert.Contains(t, err.Error(), "setting up forever")
 	})
