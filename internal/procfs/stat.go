@@ -10,8 +10,6 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/taskd-dev/taskd/internal/fdio"
 )
 
 // Stat is what taskd reads of a /proc/PID/stat line. Field numbers are those of proc(5).
@@ -132,8 +130,8 @@ func ReadStat(pid int) (Stat, error) {
 func statPath(pid int) string { return fmt.Sprintf("/proc/%d/stat", pid) }
 
 // A StatFile reads /proc/PID/stat of one process again and again. It opens the file on
-// the first read and keeps it open until Close, so that a read is one pread(2) system
-// call, made raw (it cannot block) and without allocating. It is safe for concurrent use.
+// the first read and keeps it open until Close, so that a read is one pread(2) and
+// allocates nothing. It is safe for concurrent use.
 type StatFile struct {
 	pid int
 
@@ -166,7 +164,7 @@ func (f *StatFile) Dying() bool {
 		}
 		f.fd = fd
 	}
-	n, err := fdio.Pread(uintptr(f.fd), f.buf[:], 0)
+	n, err := unix.Pread(f.fd, f.buf[:], 0)
 	if n == 0 || err != nil {
 		return true // ESRCH: the process has been reaped
 	}

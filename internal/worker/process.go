@@ -10,7 +10,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -185,19 +184,15 @@ func (p *process) alive() bool {
 // exited asks the kernel whether the process has exited (and is not reaped yet), with
 // waitid(P_PID, WEXITED|WNOHANG|WNOWAIT). Linux sets si_signo to SIGCHLD when waitid
 // reports a child and to 0 when WNOHANG finds none, so Siginfo.Signo, a named field of
-// unix.Siginfo on every architecture, is the answer; nothing depends on where si_pid sits
-// in the union. ECHILD means it has been reaped already.
+// unix.Siginfo on every architecture, is the answer: nothing depends on where si_pid sits
+// in the union that follows. ECHILD means it has been reaped already.
 //
-// The system call is raw: it cannot block (WNOHANG), and a raw one spares the runtime's
-// system-call bookkeeping, which wakes its monitor thread on an idle daemon (see
-// internal/fdio). waitid's five arguments are words on every architecture, so the raw
-// call is as portable as unix.Waitid. BenchmarkAliveProbe measures both.
+// unix.Waitid, not a raw system call: BenchmarkAliveProbe finds no difference.
 func (p *process) exited() bool {
 	var info unix.Siginfo
-	_, _, e := unix.RawSyscall6(unix.SYS_WAITID, unix.P_PID, uintptr(p.pid), uintptr(unsafe.Pointer(&info)),
-		unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, 0, 0)
-	if e != 0 {
-		return e == unix.ECHILD
+	err := unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	if err != nil {
+		return err == unix.ECHILD
 	}
 	return info.Signo != 0
 }
