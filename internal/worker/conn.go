@@ -71,8 +71,12 @@ type call struct {
 // waiter calls drain, then fail.
 //
 // Every call handed to call gets exactly one reply: from the stdout reader (deliver), or
-// from fail, which refuses every call after it. All methods are safe for concurrent use.
+// from fail, which refuses every call after it.
+//
+// init and start come first; drain and fail are the waiter's alone. The other methods are
+// safe for concurrent use.
 type conn struct {
+	// Set by init, read-only after.
 	id          string // the worker's id, for errors
 	log         *zap.Logger
 	callTimeout time.Duration

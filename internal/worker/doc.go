@@ -6,7 +6,7 @@
 // max_message_bytes, logs every stderr line, and reaps and classifies the exit. It knows
 // nothing about pools, checkouts or clients.
 //
-// A Worker is two parts and the goroutine that joins their ends:
+// A Worker is made of two parts, and of the goroutine that joins their ends:
 //
 //   - the process (process.go, stderr.go): spawn and environment, the stderr reader and
 //     the tail it keeps for error messages, Kill and Stop's SIGTERM/SIGKILL escalation,
@@ -27,9 +27,10 @@
 //	waiter               Start               the process is reaped and all      Exited (closed last)
 //	                                         of the above have returned
 //
-// Timers: call_timeout's (conn; stopped by the waiter's conn.fail), Stop's escalation
-// (process; stopped when the process is reaped), and the drain deadline (the waiter's).
-// The conn never signals the process: when the worker must go it calls Worker.Kill. All
-// goroutines are gone once Exited() is closed. Every method of Worker is safe for
-// concurrent use.
+// Nobody stops the waiter: it ends by itself once the process has exited, which Kill
+// and Stop bring about. Timers: call_timeout's (conn; stopped by the waiter's conn.fail),
+// Stop's escalation (process; stopped when the process is reaped), and the drain
+// deadline (the waiter's). The conn never signals the process: when the worker must go
+// it calls Worker.Kill. All goroutines are gone once Exited() is closed. Every method of
+// Worker is safe for concurrent use.
 package worker

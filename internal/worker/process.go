@@ -31,8 +31,10 @@ var PassEnv = []string{"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPD
 // or when drain closes the pipe. stop arms the escalation timers; reap stops them. The
 // waiter that calls reap, drain and exit, in that order, is the Worker's.
 //
-// All methods are safe for concurrent use.
+// start comes first; reap, drain and exit are the waiter's alone. The other methods are
+// safe for concurrent use.
 type process struct {
+	// Set by start, read-only after.
 	log     *zap.Logger // with the interface, worker id and pid
 	cmd     *exec.Cmd
 	pid     int
@@ -166,8 +168,8 @@ func (p *process) signal(sig syscall.Signal) {
 // alive reports whether the process is still running. Besides what taskd did to it, it
 // asks the kernel, so that a worker killed a moment ago from outside is seen as dead
 // before the waiter has noticed: waitid (WNOWAIT: it does not reap) says whether it has
-// exited, and /proc/PID/stat whether it is on its way (procfs.StatFile.Dying). It does
-// not allocate: the pool probes an idle worker on every checkout.
+// exited, and /proc/PID/stat whether it is on its way (procfs.StatFile.Dying). After
+// the first call it does not allocate: the pool probes an idle worker on every checkout.
 func (p *process) alive() bool {
 	p.mu.Lock()
 	dead := p.reaped || p.cause != nil

@@ -139,7 +139,7 @@ func (w *Worker) Err() error { return w.p.err() }
 // Alive reports whether the process is still running: taskd has not killed or stopped
 // it, and the kernel says it has not exited and is not exiting, so that a worker killed a
 // moment ago from outside is seen as dead before the waiter has noticed. It does not
-// allocate.
+// allocate, except to open /proc/PID/stat on the first call.
 func (w *Worker) Alive() bool { return w.p.alive() }
 
 // ByeRequested reports whether the worker has asked to be retired.

@@ -306,3 +306,26 @@ func TestRelayedCallAllocatesNothing(t *testing.T) {
 	})
 	assert.Zero(t, allocs, "allocations per call")
 }
+
+// TestCallsAfterKillOrStopFail: once Kill or Stop has been called, a call fails at once
+// with the first cause given, before the process has exited, and after.
+func TestCallsAfterKillOrStopFail(t *testing.T) {
+	first := errors.New("first cause")
+	for name, end := range map[string]func(*worker.Worker){
+		"kill": func(w *worker.Worker) { w.Kill(first); w.Stop(errors.New("second"), time.Second) },
+		"stop": func(w *worker.Worker) { w.Stop(first, time.Second); w.Kill(errors.New("second")) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			w, _, err := start(t, "raw", nil)
+			require.NoError(t, err)
+			end(w)
+			_, err = w.Call("echo", []byte("[]"), func(worker.Reply) { t.Error("callback of a refused call") })
+			require.ErrorIs(t, err, first)
+			<-w.Exited()
+			_, err = w.Call("echo", []byte("[]"), func(worker.Reply) { t.Error("callback of a refused call") })
+			require.ErrorIs(t, err, worker.ErrExited)
+			require.ErrorIs(t, w.Err(), first)
+			assert.False(t, w.Alive())
+		})
+	}
+}
