@@ -12,8 +12,8 @@ const mod = "github.com/taskd-dev/taskd/"
 
 // allowed lists, for each package, the project packages it may import (outside tests).
 // Imports run one way: server → pool → worker → sendq → fdio, with wire below them all
-// (server also uses config); pkg/worker sees wire only; pkg/client sees wire, sendq and
-// fdio.
+// (server also uses config; worker also uses procfs); pkg/worker sees wire only;
+// pkg/client sees wire, sendq and fdio.
 var allowed = map[string][]string{
 	"internal":                      {},                                                                       // this test
 	"internal/bench":                {"pkg/client", "internal/wire", "internal/procfs", "internal/taskdproc"}, // benchmark harness (make bench)
@@ -23,7 +23,7 @@ var allowed = map[string][]string{
 	"internal/sendq":                {"internal/fdio"},
 	"internal/wire":                 {},
 	"internal/config":               {"internal/wire"},
-	"internal/worker":               {"internal/wire", "internal/sendq", "internal/fdio"},
+	"internal/worker":               {"internal/wire", "internal/sendq", "internal/fdio", "internal/procfs"},
 	"internal/pool":                 {"internal/worker", "internal/wire"},
 	"internal/server":               {"internal/pool", "internal/worker", "internal/wire", "internal/config", "internal/sendq", "internal/fdio"},
 	"internal/taskdtest":            {"internal/procfs", "internal/taskdproc"},

@@ -34,26 +34,20 @@ func Raw(c any) (syscall.RawConn, bool) {
 // Write writes b to the non-blocking descriptor fd with one raw system call (retried on
 // EINTR). It returns how much was written; EAGAIN is returned as is.
 func Write(fd uintptr, b []byte) (int, error) {
-	return rawIO(syscall.SYS_WRITE, fd, b, 0)
+	return rawIO(syscall.SYS_WRITE, fd, b)
 }
 
 // read reads into b from the non-blocking descriptor fd with one raw system call.
 func read(fd uintptr, b []byte) (int, error) {
-	return rawIO(syscall.SYS_READ, fd, b, 0)
+	return rawIO(syscall.SYS_READ, fd, b)
 }
 
-// Pread reads into b from offset off of fd with one raw system call. Use it only where a
-// read cannot wait: a file in /proc, say, not a pipe or a network file system.
-func Pread(fd uintptr, b []byte, off int64) (int, error) {
-	return rawIO(syscall.SYS_PREAD64, fd, b, off)
-}
-
-func rawIO(trap, fd uintptr, b []byte, off int64) (int, error) {
+func rawIO(trap, fd uintptr, b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
 	for {
-		n, _, e := syscall.RawSyscall6(trap, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), uintptr(off), 0, 0)
+		n, _, e := syscall.RawSyscall6(trap, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), 0, 0, 0)
 		if e == syscall.EINTR {
 			continue
 		}

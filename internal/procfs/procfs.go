@@ -1,6 +1,3 @@
-// Package procfs reads the little of Linux's /proc that taskd's tests and benchmarks need:
-// a process's children, and whether a process is still alive. It has no state and is safe
-// for concurrent use.
 package procfs
 
 import (
@@ -33,15 +30,51 @@ func Children(pid int) []int {
 // whose leader is already a zombie still counts as alive until its last thread is gone:
 // only then does the kernel report its exit to wait.
 func Alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	b, err := os.ReadFile(statPath(pid))
 	if err != nil {
 		return false
 	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+2 >= len(s) || s[i+2] != 'Z' {
-		return true
+	if s, ok := ParseStat(b); !ok || s.State != 'Z' {
+		return true // a line this package cannot read does not make a process dead
 	}
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	return err == nil && len(tasks) > 1
+}
+
+// RSS returns the resident set size of process pid (VmRSS in /proc/PID/status) in bytes.
+func RSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("/proc/%d/status: VmRSS %q is not a number of kB", pid, v)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status: no VmRSS line (a kernel thread, or not Linux?)", pid)
+}
+
+// CPUModel returns the host's CPU model name from /proc/cpuinfo, or "unknown CPU".
+func CPUModel() string {
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				return strings.TrimSpace(v)
+			}
+		}
+	}
+	return "unknown CPU"
+}
+
+// KernelRelease returns the running kernel's release (/proc/sys/kernel/osrelease), or "?".
+func KernelRelease() string {
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		return strings.TrimSpace(string(b))
+	}
+	return "?"
 }

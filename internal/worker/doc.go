@@ -6,9 +6,31 @@
 // max_message_bytes, logs every stderr line, and reaps and classifies the exit. It knows
 // nothing about pools, checkouts or clients.
 //
-// Ownership: each Worker owns four goroutines — the stdout reader (the only reader of the
-// protocol), the stderr reader, the writer of its stdin send queue (busy only when the pipe
-// is full), and the waiter (which reaps the process, then waits for both pipes to drain or
-// closes them, and stops the send queue). All four are gone once Exited() is closed. Every method of
+// A Worker is made of two parts, and of the goroutine that joins their ends:
+//
+//   - the process (process.go, stderr.go): spawn and environment, the stderr reader and
+//     the tail it keeps for error messages, Kill and Stop's SIGTERM/SIGKILL escalation,
+//     reaping, exit classification, and the liveness probe (waitid, and /proc/PID/stat
+//     through internal/procfs);
+//   - the protocol connection (conn.go): the calls outstanding, call_timeout, the stdout
+//     decoder, the stdin send queue (Cork/Uncork), cancel and done, and what the worker
+//     announced (ready, pipeline, bye);
+//   - the waiter (worker.go): reaps the process, drains both pipes, classifies the exit,
+//     fails the calls still outstanding, and closes Exited.
+//
+// Ownership: each Worker has four goroutines. Who starts each, who stops it, who waits:
+//
+//	goroutine            started by          returns when                       waited for by
+//	stderr reader        process.start       EOF, or the waiter closes stderr   the waiter (process.drain)
+//	stdout reader        conn.start          EOF, or the waiter closes stdout   the waiter (conn.drain)
+//	send-queue writer    conn.init (sendq)   the waiter aborts the queue        the waiter (conn.drain)
+//	waiter               Start               the process is reaped and all      Exited (closed last)
+//	                                         of the above have returned
+//
+// Nobody stops the waiter: it ends by itself once the process has exited, which Kill
+// and Stop bring about. Timers: call_timeout's (conn; stopped by the waiter's conn.fail),
+// Stop's escalation (process; stopped when the process is reaped), and the drain
+// deadline (the waiter's). The conn never signals the process: when the worker must go
+// it calls Worker.Kill. All goroutines are gone once Exited() is closed. Every method of
 // Worker is safe for concurrent use.
 package worker

@@ -26,7 +26,7 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-func start(t *testing.T, mode string, mod func(*worker.Config)) (*worker.Worker, *observer.ObservedLogs, error) {
+func start(t testing.TB, mode string, mod func(*worker.Config)) (*worker.Worker, *observer.ObservedLogs, error) {
 	t.Helper()
 	core, logs := observer.New(zap.DebugLevel)
 	cfg := worker.Config{
@@ -227,7 +227,9 @@ func TestStartFailures(t *testing.T) {
 		assert.Contains(t, err.Error(), "cannot open database")
 	})
 	t.Run("misses setup_timeout", func(t *testing.T) {
-		_, _, err := start(t, "neverready", func(c *worker.Config) { c.SetupTimeout = 200 * time.Millisecond })
+		// Long enough for the worker (this test binary, built with -race) to start and write
+		// its stderr line on a loaded machine: 200ms was not.
+		_, _, err := start(t, "neverready", func(c *worker.Config) { c.SetupTimeout = time.Second })
 		require.ErrorIs(t, err, worker.ErrSetupTimeout)
 		assert.Contains(t, err.Error(), "setting up forever")
 	})
@@ -303,4 +305,27 @@ func TestRelayedCallAllocatesNothing(t *testing.T) {
 		}
 	})
 	assert.Zero(t, allocs, "allocations per call")
+}
+
+// TestCallsAfterKillOrStopFail: once Kill or Stop has been called, a call fails at once
+// with the first cause given, before the process has exited, and after.
+func TestCallsAfterKillOrStopFail(t *testing.T) {
+	first := errors.New("first cause")
+	for name, end := range map[string]func(*worker.Worker){
+		"kill": func(w *worker.Worker) { w.Kill(first); w.Stop(errors.New("second"), time.Second) },
+		"stop": func(w *worker.Worker) { w.Stop(first, time.Second); w.Kill(errors.New("second")) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			w, _, err := start(t, "raw", nil)
+			require.NoError(t, err)
+			end(w)
+			_, err = w.Call("echo", []byte("[]"), func(worker.Reply) { t.Error("callback of a refused call") })
+			require.ErrorIs(t, err, first)
+			<-w.Exited()
+			_, err = w.Call("echo", []byte("[]"), func(worker.Reply) { t.Error("callback of a refused call") })
+			require.ErrorIs(t, err, worker.ErrExited)
+			require.ErrorIs(t, w.Err(), first)
+			assert.False(t, w.Alive())
+		})
+	}
 }

@@ -1,0 +1,185 @@
+package procfs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Stat is what taskd reads of a /proc/PID/stat line. Field numbers are those of proc(5).
+type Stat struct {
+	State  byte   // field 3: 'R' running, 'S' sleeping, 'D' disk sleep, 'Z' zombie, 'X' dead, ...
+	Flags  uint64 // field 9: the kernel's PF_* flags of the task
+	Utime  uint64 // field 14: CPU time in user mode, in clock ticks (getconf CLK_TCK)
+	Stime  uint64 // field 15: CPU time in kernel mode, in clock ticks
+	Signal uint64 // field 31: the bitmap of pending signals (bit n-1 for signal n)
+}
+
+// Positions of the fields of Stat among those after the command name (field 2): the
+// state, field 3, is at 0.
+const (
+	fState  = 3 - 3
+	fFlags  = 9 - 3
+	fUtime  = 14 - 3
+	fStime  = 15 - 3
+	fSignal = 31 - 3
+)
+
+// ParseStat parses a /proc/PID/stat line. ok is false if b is not one: no command name
+// in parentheses, fewer than 31 fields, or one of Stat's numbers not a decimal number
+// that fits in a uint64. It does not allocate.
+//
+// The command name (field 2) may contain anything, spaces and ")" included: the fields
+// that follow it start after the last ")".
+func ParseStat(b []byte) (s Stat, ok bool) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return Stat{}, false
+	}
+	field := -1
+	for j := i + 1; j < len(b) && field < fSignal; {
+		for j < len(b) && (b[j] == ' ' || b[j] == '\n') {
+			j++
+		}
+		if j == len(b) {
+			break
+		}
+		field++
+		k := j
+		for k < len(b) && b[k] != ' ' && b[k] != '\n' {
+			k++
+		}
+		num := true
+		switch field {
+		case fState:
+			s.State = b[j]
+		case fFlags:
+			s.Flags, num = parseUint(b[j:k])
+		case fUtime:
+			s.Utime, num = parseUint(b[j:k])
+		case fStime:
+			s.Stime, num = parseUint(b[j:k])
+		case fSignal:
+			s.Signal, num = parseUint(b[j:k])
+		}
+		if !num {
+			return Stat{}, false
+		}
+		j = k
+	}
+	if field < fSignal {
+		return Stat{}, false
+	}
+	return s, true
+}
+
+// parseUint reads a decimal number as strconv.ParseUint(string(b), 10, 64) does, without
+// allocating: ok is false if b is empty, holds anything but digits, or overflows.
+func parseUint(b []byte) (n uint64, ok bool) {
+	if len(b) == 0 {
+		return 0, false
+	}
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if n > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	return n, true
+}
+
+// pfExiting is the kernel's PF_EXITING task flag: the task is in exit().
+const pfExiting = 0x4
+
+// Dying reports whether the process has exited or is on its way: it is a zombie or dead,
+// it is exiting (PF_EXITING), or it has SIGKILL pending. kill(2) marks SIGKILL pending on
+// every thread before it returns, so a process killed a moment ago is dying at once,
+// though a multi-threaded one can take a while from there to the exit that wait reports.
+func (s Stat) Dying() bool {
+	return s.State == 'Z' || s.State == 'X' || s.State == 'x' ||
+		s.Flags&pfExiting != 0 || s.Signal&(1<<(syscall.SIGKILL-1)) != 0
+}
+
+// ErrFormat is returned by ReadStat for a file that is not in the format of proc(5).
+var ErrFormat = errors.New("procfs: not in the format proc(5) describes")
+
+// ReadStat reads and parses /proc/PID/stat. It reads the file afresh each time: for a
+// process read again and again without allocating, use a StatFile.
+func ReadStat(pid int) (Stat, error) {
+	b, err := os.ReadFile(statPath(pid))
+	if err != nil {
+		return Stat{}, err
+	}
+	s, ok := ParseStat(b)
+	if !ok {
+		return Stat{}, fmt.Errorf("%s: %w", statPath(pid), ErrFormat)
+	}
+	return s, nil
+}
+
+func statPath(pid int) string { return fmt.Sprintf("/proc/%d/stat", pid) }
+
+// A StatFile reads /proc/PID/stat of one process again and again. It opens the file on
+// the first read and keeps it open until Close, so that a read is one pread(2) and
+// allocates nothing. It is safe for concurrent use.
+type StatFile struct {
+	pid int
+
+	mu     sync.Mutex // guards the fields below; held across the pread, never across a wait
+	fd     int        // -1 until opened
+	closed bool
+	buf    [1024]byte // a stat line is about 300 bytes
+}
+
+// NewStatFile returns a StatFile for process pid. It opens nothing yet.
+func NewStatFile(pid int) *StatFile {
+	return &StatFile{pid: pid, fd: -1}
+}
+
+// Dying reports whether the process has exited or is on its way out (see Stat.Dying). A
+// file that cannot be opened or read means the process is gone: dying. A line this
+// package cannot parse does not make the process dying, so that a kernel that writes
+// something else cannot make every process look dead. After Close, Dying is always true.
+// It does not allocate, except to open the file on the first call.
+func (f *StatFile) Dying() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return true
+	}
+	if f.fd < 0 {
+		fd, err := unix.Open(statPath(f.pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return true
+		}
+		f.fd = fd
+	}
+	n, err := unix.Pread(f.fd, f.buf[:], 0)
+	if n == 0 || err != nil {
+		return true // ESRCH: the process has been reaped
+	}
+	s, ok := ParseStat(f.buf[:n])
+	return ok && s.Dying()
+}
+
+// Close closes the file. Call it once the process has been reaped, before its pid can
+// be reused: a StatFile must not read another process's file. Close is idempotent.
+func (f *StatFile) Close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fd >= 0 {
+		_ = unix.Close(f.fd)
+		f.fd = -1
+	}
+	f.closed = true
+}

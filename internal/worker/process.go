@@ -1,0 +1,287 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/taskd-dev/taskd/internal/procfs"
+	"github.com/taskd-dev/taskd/internal/wire"
+)
+
+// PassEnv lists the variables of taskd's own environment that every worker inherits. All
+// others are dropped; a worker also gets its interface's env and the TASKD_* variables.
+var PassEnv = []string{"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"}
+
+// process is a worker's operating-system process: it spawns it with its environment,
+// logs its stderr and keeps the tail, signals it (Kill, and Stop's escalation), reaps it,
+// classifies its exit, and probes whether it is still alive. It knows nothing of the
+// protocol: the stdin and stdout that start returns belong to the conn.
+//
+// Goroutines and timers: start starts the stderr reader, which returns at EOF on stderr
+// or when drain closes the pipe. stop arms the escalation timers; reap stops them. The
+// waiter that calls reap, drain and exit, in that order, is the Worker's.
+//
+// start comes first; reap, drain and exit are the waiter's alone. The other methods are
+// safe for concurrent use.
+type process struct {
+	// Set by start, read-only after.
+	log     *zap.Logger // with the interface, worker id and pid
+	cmd     *exec.Cmd
+	pid     int
+	started time.Time
+	stderr  *os.File
+	errDone chan struct{} // closed when the stderr reader returns
+	tail    stderrTail
+	stat    *procfs.StatFile // /proc/PID/stat for the liveness probe; closed by drain
+
+	mu        sync.Mutex
+	cause     error       // why taskd killed or stopped it (the first reason given wins)
+	reaped    bool        // Wait has returned: the pid may be reused, signal nothing
+	stopTimer *time.Timer // Stop's next escalation step
+	exitErr   *ExitError  // set by exit
+}
+
+// start spawns the process (argv, never a shell) in its own process group with a clean
+// environment, and starts the stderr reader. It returns the parent's ends of the
+// process's stdin and stdout. On error nothing is left running or open.
+func (p *process) start(cfg Config) (stdin, stdout *os.File, err error) {
+	// Three pipes; the parent keeps one end of each. Files from os.Pipe are close-on-exec
+	// and use the runtime poller, so Close unblocks a pending Read or Write.
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		closeAll(inR, inW)
+		return nil, nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		closeAll(inR, inW, outR, outW)
+		return nil, nil, err
+	}
+	cmd := exec.Command(cfg.Command[0], cfg.Command[1:]...)
+	cmd.Dir = cfg.Dir
+	cmd.Env = environ(cfg)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setpgid:   true,            // own process group: kill(-pid) reaches its children
+		Pdeathsig: syscall.SIGKILL, // dies with taskd, even on SIGKILL of taskd
+	}
+	err = cmd.Start()
+	closeAll(inR, outW, errW) // the child's ends
+	if err != nil {
+		closeAll(inW, outR, errR)
+		return nil, nil, fmt.Errorf("spawn %q: %w", cfg.Command[0], err)
+	}
+	p.cmd, p.pid, p.started = cmd, cmd.Process.Pid, time.Now()
+	p.stderr, p.errDone = errR, make(chan struct{})
+	p.stat = procfs.NewStatFile(p.pid)
+	p.log = cfg.Logger.With(zap.String("interface", cfg.Interface), zap.String("worker", cfg.ID), zap.Int("pid", p.pid))
+	p.log.Debug("worker spawned", zap.Strings("command", cfg.Command))
+	go p.readStderr()
+	return inW, outR, nil
+}
+
+func environ(cfg Config) []string {
+	env := make([]string, 0, len(PassEnv)+len(cfg.Env)+4)
+	for _, k := range PassEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			if _, override := cfg.Env[k]; !override {
+				env = append(env, k+"="+v)
+			}
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(cfg.Env)) {
+		env = append(env, k+"="+cfg.Env[k])
+	}
+	return append(env,
+		"TASKD_INTERFACE="+cfg.Interface,
+		"TASKD_WORKER_ID="+cfg.ID,
+		fmt.Sprintf("TASKD_PROTOCOL=%d", wire.ProtocolVersion),
+		fmt.Sprintf("TASKD_MAX_MESSAGE_BYTES=%d", maxBytes(cfg)),
+	)
+}
+
+// kill records cause (if it is the first) and sends SIGKILL to the process group unless
+// the process has been reaped. It reports whether cause was the first one given.
+func (p *process) kill(cause error) (first bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	first = p.setCauseLocked(cause)
+	if !p.reaped {
+		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+	}
+	return first
+}
+
+// stop records cause (if it is the first) and, unless the process has been reaped or is
+// stopping already, arms the escalation: SIGTERM to the process group after grace,
+// SIGKILL after another grace. Closing stdin, the first step, is the Worker's. It
+// reports whether cause was the first one given.
+func (p *process) stop(cause error, grace time.Duration) (first bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	first = p.setCauseLocked(cause)
+	if p.reaped || p.stopTimer != nil {
+		return first
+	}
+	p.stopTimer = time.AfterFunc(grace, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if !p.reaped {
+			_ = syscall.Kill(-p.pid, syscall.SIGTERM)
+			p.stopTimer = time.AfterFunc(grace, func() { p.signal(syscall.SIGKILL) })
+		}
+	})
+	return first
+}
+
+func (p *process) setCauseLocked(cause error) bool {
+	if p.cause != nil {
+		return false
+	}
+	p.cause = cause
+	return true
+}
+
+// signal sends sig to the process group unless the process has been reaped.
+func (p *process) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.reaped {
+		_ = syscall.Kill(-p.pid, sig)
+	}
+}
+
+// alive reports whether the process is still running. Besides what taskd did to it, it
+// asks the kernel, so that a worker killed a moment ago from outside is seen as dead
+// before the waiter has noticed: waitid (WNOWAIT: it does not reap) says whether it has
+// exited, and /proc/PID/stat whether it is on its way (procfs.StatFile.Dying). After
+// the first call it does not allocate: the pool probes an idle worker on every checkout.
+func (p *process) alive() bool {
+	p.mu.Lock()
+	dead := p.reaped || p.cause != nil
+	p.mu.Unlock()
+	if dead {
+		return false
+	}
+	if p.exited() {
+		return false
+	}
+	return !p.stat.Dying()
+}
+
+// exited asks the kernel whether the process has exited (and is not reaped yet), with
+// waitid(P_PID, WEXITED|WNOHANG|WNOWAIT). Linux sets si_signo to SIGCHLD when waitid
+// reports a child and to 0 when WNOHANG finds none, so Siginfo.Signo, a named field of
+// unix.Siginfo on every architecture, is the answer: nothing depends on where si_pid sits
+// in the union that follows. ECHILD means it has been reaped already.
+//
+// unix.Waitid, not a raw system call: BenchmarkAliveProbe finds no difference.
+func (p *process) exited() bool {
+	var info unix.Siginfo
+	err := unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	if err != nil {
+		return err == unix.ECHILD
+	}
+	return info.Signo != 0
+}
+
+// reap waits for the process to exit (the waiter calls it, once), stops Stop's
+// escalation, and kills what is left of the process group: a child of the worker may
+// outlive it and hold its pipes, and must not outlive the pool.
+func (p *process) reap() (waitErr error) {
+	waitErr = p.cmd.Wait() // the pipes are *os.File: Wait starts no copiers and closes none of ours
+	p.mu.Lock()
+	p.reaped = true
+	if p.stopTimer != nil {
+		p.stopTimer.Stop()
+	}
+	p.mu.Unlock()
+	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+	return waitErr
+}
+
+// drain waits for the stderr reader to reach EOF, or until late is closed (a grandchild
+// may hold the pipe open), closes stderr, and closes the liveness probe's file. The
+// waiter calls it after reap.
+func (p *process) drain(late <-chan struct{}) {
+	select {
+	case <-p.errDone:
+	case <-late:
+		p.stderr.Close()
+		<-p.errDone
+	}
+	p.stderr.Close()
+	p.stat.Close()
+}
+
+// exit classifies how the process ended, from reap's error and the cause taskd gave, and
+// records the result for err. The waiter calls it after drain, so the stderr tail is
+// complete.
+func (p *process) exit(cfg Config, waitErr error) *ExitError {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.exitErr = &ExitError{Interface: cfg.Interface, ID: cfg.ID, PID: p.pid, Cause: p.cause,
+		Reason: classify(p.cmd.ProcessState, waitErr, p.cause), StderrTail: p.tail.lines()}
+	return p.exitErr
+}
+
+// err returns the *ExitError once exit has run, nil before.
+func (p *process) err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.exitErr == nil {
+		return nil
+	}
+	return p.exitErr
+}
+
+// classify turns a wait status into the text that reaches callers and logs.
+func classify(ps *os.ProcessState, waitErr error, cause error) string {
+	var how string
+	switch {
+	case ps == nil:
+		how = fmt.Sprintf("could not be waited for (%v)", waitErr)
+	default:
+		ws, _ := ps.Sys().(syscall.WaitStatus)
+		switch {
+		case ws.Exited() && ws.ExitStatus() == 0:
+			how = "exited cleanly (status 0)"
+		case ws.Exited():
+			how = fmt.Sprintf("exited with status %d", ws.ExitStatus())
+		case ws.Signaled():
+			how = "killed by signal " + unix.SignalName(ws.Signal())
+			if ws.CoreDump() {
+				how += " (core dumped)"
+			}
+		default:
+			how = ps.String()
+		}
+	}
+	if cause != nil {
+		if errors.Is(cause, ErrStopped) {
+			return fmt.Sprintf("%s (%v)", how, cause)
+		}
+		return fmt.Sprintf("was killed by taskd: %v (%s)", cause, how)
+	}
+	return how
+}
+
+func closeAll(files ...*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
