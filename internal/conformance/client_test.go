@@ -602,9 +602,12 @@ func TestClientBeforeDaemonAndRestart(t *testing.T) {
 				}
 				last = max(last, s.at.Sub(readyAt))
 			}
-			// Workers start when taskd does: the delay includes their start-up.
+			// Workers start when taskd does: the delay includes their start-up, which for
+			// an interpreter behind a version-manager shim on a loaded machine can take
+			// seconds. The bound catches a client that does not notice the daemon (its
+			// reconnect backoff is capped at 100ms), not slow interpreters.
 			t.Logf("%s: %d queued checkouts served %v (first) to %v (last) after taskd reported READY", what, n, first, last)
-			assert.Less(t, last, 2*time.Second, what)
+			assert.Less(t, last, 15*time.Second, what)
 			return cos
 		}
 		const n = 4
