@@ -188,9 +188,7 @@ func (q *Queue) flushLocked() {
 	n, err := q.tryWrite(buf)
 
 	q.mu.Lock()
-	q.busy = false
-	q.written += uint64(n)
-	q.idle.Broadcast()
+	q.wroteLocked(n)
 	if err != nil {
 		q.mu.Unlock()
 		q.fail(err)
@@ -210,6 +208,13 @@ func (q *Queue) flushLocked() {
 	if more {
 		q.kick()
 	}
+}
+
+// wroteLocked ends a write (of either writer) that wrote n bytes. q.mu is held.
+func (q *Queue) wroteLocked(n int) {
+	q.busy = false
+	q.written += uint64(n)
+	q.idle.Broadcast()
 }
 
 // tryWrite writes what the kernel takes at once; EAGAIN is not an error. Only the holder
@@ -278,9 +283,7 @@ func (q *Queue) writer() {
 		if len(buf) > 0 {
 			n, err := q.c.Write(buf)
 			q.mu.Lock()
-			q.busy = false
-			q.written += uint64(n)
-			q.idle.Broadcast()
+			q.wroteLocked(n)
 			if err != nil {
 				q.mu.Unlock()
 				q.fail(err)
