@@ -3,7 +3,6 @@ package Taskd::Worker;
 # Write taskd workers in Perl (worker protocol v1). Core modules only; Perl 5.20 or newer.
 # Documentation: the POD at the end of this file, and docs/writing-workers.md.
 
-use 5.020;
 use strict;
 use warnings;
 
