@@ -161,8 +161,8 @@ print(json.dumps({"file": taskd_worker.__file__, "purelib": sysconfig.get_paths(
 }
 
 // installPython finds a python3 that can build and install the SDK offline: python3 on
-// PATH if it can (it may be a pyenv or other build without wheel), else the system's
-// /usr/bin/python3, where Debian's packages put setuptools, wheel and pip.
+// PATH if it can (it may be a build without wheel, outside Debian's packages), else the
+// system's /usr/bin/python3, where Debian's packages put setuptools, wheel and pip.
 func installPython(t *testing.T) string {
 	t.Helper()
 	if runtime.GOOS != "linux" {

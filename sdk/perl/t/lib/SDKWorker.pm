@@ -1,6 +1,6 @@
 package SDKWorker;
 
-# Test helper: starts the Perl SDK's test worker, the conformance suite's
+# For the tests: starts the Perl SDK's test worker, the conformance suite's
 # internal/conformance/workers/perl_sdk.pl (it serves the methods the scenarios in t/ use;
 # see that file), and checks its ready. Outside a taskd source tree there is no such
 # worker: plan() then skips the test file, saying so.
