@@ -10,7 +10,7 @@ use strict;
 use warnings;
 use feature qw(unicode_strings);
 use FindBin;
-use lib "$FindBin::RealBin/../../sdk/perl";
+use lib "$FindBin::RealBin/../../sdk/perl/lib";    # this checkout's SDK; installed, it needs no lib
 use Taskd::Worker;
 
 # An error the caller sees with type "TextError" (client.RemoteError.Type).

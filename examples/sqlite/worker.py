@@ -27,6 +27,8 @@ import sqlite3
 import sys
 
 sys.dont_write_bytecode = True
+# this checkout's SDK (taskd gives workers no PYTHONPATH); installed with
+# `pip install ./sdk/python`, the import needs no path
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "sdk", "python"))
 from taskd_worker import Worker  # noqa: E402
 

@@ -28,8 +28,8 @@
 //	len(s)          → the length of s in characters
 //
 // The Python and Perl conformance workers (workers/) also serve the few extra methods
-// that the SDKs' own tests in sdk/python/tests use (documented in those files), so one
-// worker per language serves both suites.
+// that the SDKs' own tests (sdk/python/tests, sdk/perl/t) use (documented in those files),
+// so one worker per language serves both suites.
 //
 // This package has no non-test code besides this file and the Go worker in goworker.
 package conformance

@@ -1,15 +1,16 @@
 #!/usr/bin/perl
 # The Perl SDK's test worker. It serves the method contract of package conformance
 # (internal/conformance/doc.go), base and SDK parts, for the conformance suite, and the
-# extra methods of python_sdk.py (beside this file; see its docstring) plus die(msg), a
-# plain string die, for the SDK's own tests (sdk/python/tests, which run it directly).
+# extra methods of python_sdk.py (beside this file; see its docstring) but stdlog and
+# stdlog_levels, plus die(msg), a plain string die, for the SDK's own tests (sdk/perl/t,
+# which run it directly).
 #
 # taskd starts workers with a clean environment (no PERL5LIB), so the SDK is found relative
-# to this file.
+# to this file: the one of this source tree, even if another is installed.
 use strict;
 use warnings;
 use FindBin;
-use lib "$FindBin::RealBin/../../../sdk/perl";
+use lib "$FindBin::RealBin/../../../sdk/perl/lib";
 use Math::BigInt ();
 use POSIX ();
 use Time::HiRes ();
@@ -79,7 +80,7 @@ Taskd::Worker->new(
         big => sub { my ($ctx, $n) = @_; return 'y' x $n },
         len => sub { my ($ctx, $s) = @_; return length $s },
 
-        # for the SDK's own tests (sdk/python/tests/sdk_cases.py)
+        # for the SDK's own tests (sdk/perl/t)
         timers => sub {
             my ($ctx) = @_;
             my $t = $ctx->log->timer('a', x => 1);

@@ -2,25 +2,32 @@
 """The Python SDK's test worker. It serves the method contract of package conformance
 (internal/conformance/doc.go), base and SDK parts, for the conformance suite, and the extra
 methods below for the SDK's own tests (sdk/python/tests, which run it directly). The Perl
-SDK's twin is perl_sdk.pl, beside this file.
+SDK's twin is perl_sdk.pl, beside this file (for sdk/perl/t).
 
-    timers()      -> "timed": timer "a" {x: 1} stopped twice, timer "b" left running
-    note(x)       -> x, logging "noted" {x}; notes() -> every x noted so far, in order
-    nan()         -> a result that is not JSON (the SDK answers err)
-    read_stdin()  -> how many bytes fd 0 gave (0: it is /dev/null)
+    timers()        -> "timed": timer "a" {x: 1} stopped twice, timer "b" left running
+    note(x)         -> x, logging "noted" {x}; notes() -> every x noted so far, in order
+    nan()           -> a result that is not JSON (the SDK answers err)
+    read_stdin()    -> how many bytes fd 0 gave (0: it is /dev/null)
+    stdlog(x)       -> "logged", logging through Python's logging module (LogHandler) and
+                       ctx.log, from this thread and another one
+    stdlog_levels() -> "leveled": a debug record below its logger's level, an info one
 
 taskd starts workers with a clean environment (no PYTHONPATH), so the SDK is found
-relative to this file."""
+relative to this file: the one of this source tree, even if another is installed."""
+import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "sdk", "python"))
-from taskd_worker import Worker  # noqa: E402
+from taskd_worker import LogHandler, Worker  # noqa: E402
 
 w = Worker()
+logging.basicConfig(level=logging.DEBUG, handlers=[LogHandler(w)])
+applog = logging.getLogger("app")
 counts = {"setups": 0, "dones": 0}
 notes = []  # arguments of "note" calls: shows which calls ran
 keep = []   # timers still running after their call
@@ -34,6 +41,7 @@ class ConformanceError(Exception):
 def setup():
     counts["setups"] += 1
     print("print during setup")  # must not reach the protocol
+    applog.info("logging during setup")  # stderr only
     w.log.info("setup finished", pid=os.getpid())
 
 
@@ -161,6 +169,31 @@ def nan(ctx):
 @w.method("read_stdin")
 def read_stdin(ctx):
     return len(os.read(0, 100))
+
+
+@w.method("stdlog")
+def stdlog(ctx, x):
+    ctx.log.info("before")
+    applog.debug("debug %s", x)
+    applog.warning("warned", extra={"user": "ann", "n": 2, "obj": {1, 2}})
+    try:
+        raise ValueError("inner")
+    except ValueError:
+        applog.exception("caught")
+    t = threading.Thread(target=logging.getLogger("app.thread").critical, args=("from a thread",))
+    t.start()
+    t.join()
+    ctx.log.info("after")
+    return "logged"
+
+
+@w.method("stdlog_levels")
+def stdlog_levels(ctx):
+    leveled = logging.getLogger("app.levels")
+    leveled.setLevel(logging.INFO)
+    leveled.debug("dropped")
+    leveled.info("kept")
+    return "leveled"
 
 
 w.run()

@@ -1,7 +1,7 @@
 #!/usr/bin/perl
 # Hello-world taskd worker. Config: command: ["perl", "sdk/perl/examples/hello.pl"]
 use strict; use warnings;
-use FindBin; use lib "$FindBin::Bin/..";
+use FindBin; use lib "$FindBin::Bin/../lib";   # the SDK beside this file; installed, it needs no lib
 use Taskd::Worker;
 
 Taskd::Worker->new(methods => {

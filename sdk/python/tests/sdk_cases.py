@@ -1,9 +1,10 @@
-"""Scenarios every SDK's test worker (internal/conformance/workers/python_sdk.py and
-perl_sdk.pl, which the conformance suite runs too) must pass. A test module subclasses
-SDKCases with ARGV, how to start the worker."""
+"""Scenarios the SDK's test worker (internal/conformance/workers/python_sdk.py, which the
+conformance suite runs too) must pass, without the daemon. A test module subclasses SDKCases
+with ARGV, how to start the worker. The Perl SDK's tests (sdk/perl/t) check the same
+scenarios against its twin, perl_sdk.pl: change both together."""
 import math
 
-from workerproc import ROUND_TRIP, WorkerProc
+from .workerproc import ROUND_TRIP, WorkerProc
 
 MiB = 1 << 20
 FAIL_TYPE = "ConformanceError"  # the "type" of the error the workers' "fail" raises
@@ -42,7 +43,7 @@ class SDKCases(object):
         self.assertEqual(e["type"], FAIL_TYPE)
         self.assertIn("it broke \U0001F600", e["msg"])
         self.assertIn("it broke", e["trace"])
-        self.assertRegex(e["trace"], r"python_sdk\.py|perl_sdk\.pl")  # points at the handler's file
+        self.assertIn("python_sdk.py", e["trace"])  # points at the handler's file
         self.assertEqual(self.w.result("echo", 1), [1])
 
     def test_unknown_method(self):

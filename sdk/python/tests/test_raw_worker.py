@@ -7,7 +7,7 @@ import re
 import sys
 import unittest
 
-from workerproc import REPO, ROUND_TRIP, WorkerProc
+from .workerproc import REPO, ROUND_TRIP, WorkerProc
 
 RAW = os.path.join(REPO, "examples", "raw-python", "worker.py")
 DOC = os.path.join(REPO, "docs", "worker-protocol.md")
@@ -70,7 +70,3 @@ class RawWorker(unittest.TestCase):
             code = f.read()
         blocks = re.findall(r"```python\n(.*?)```", doc, re.S)
         self.assertIn(code, blocks, "docs/worker-protocol.md must show examples/raw-python/worker.py verbatim")
-
-
-if __name__ == "__main__":
-    unittest.main()

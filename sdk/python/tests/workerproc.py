@@ -1,4 +1,4 @@
-"""Test helper: runs a worker process the way taskd does and speaks worker protocol v1 to it.
+"""For the tests: runs a worker process the way taskd does and speaks worker protocol v1 to it.
 
 Every stdout line must be a protocol message (a JSON object with a known "t"): a stray line
 fails the test, since the SDKs promise that user output never reaches the protocol. Reads

@@ -10,21 +10,18 @@ use Carp ();
 use Fcntl ();
 use IO::Handle ();
 use JSON::PP ();
-use Math::BigFloat ();
-use Math::BigInt ();
 use POSIX ();
 use Scalar::Util ();
-use Time::HiRes ();
 use B ();
+use Taskd::Worker::Cancelled ();
+use Taskd::Worker::Context ();
+use Taskd::Worker::JSON ();
+use Taskd::Worker::Log ();
 
 our $VERSION = '1.000';
 
 use constant PROTOCOL_VERSION          => 1;
 use constant DEFAULT_MAX_MESSAGE_BYTES => 16 << 20;    # taskd's default max_message_bytes
-use constant MAX_DEPTH                 => 512;
-
-my $JSON = JSON::PP->new->utf8->canonical->allow_bignum->convert_blessed->max_depth(MAX_DEPTH);
-my $BIGINT_TAG = "\0taskd-bigint:";
 
 sub new {
     my ($class, %opt) = @_;
@@ -137,22 +134,19 @@ sub _call {
     $ctx->{cancelled} = 1 if $cancelled;
     $self->{current} = $ctx;
 
-    my ($ok, $result, $trace);
-    {
+    my ($f, $refused);
+    if (ref $args ne 'ARRAY') {
+        $refused = [ 'TypeError', '"a" must be a JSON array' ];
+    } elsif ($method ne '') {
+        $f = $self->{methods}{$method} or $refused = [ 'UnknownMethod', qq{unknown method "$method"} ];
+    } else {
+        $f = $self->{default} or $refused = [ 'UnknownMethod', 'this worker has no handler for function-style calls' ];
+    }
+    my ($ok, $result, $trace) = (0);
+    if ($f) {
         local $@;
         $ok = eval {
             local $SIG{__DIE__} = sub { $trace = Carp::longmess('') };
-            die Taskd::Worker::_Error->new('TypeError', '"a" must be a JSON array')
-                unless ref $args eq 'ARRAY';
-            my $f;
-            if ($method ne '') {
-                $f = $self->{methods}{$method}
-                    or die Taskd::Worker::_Error->new('UnknownMethod', qq{unknown method "$method"});
-            } else {
-                $f = $self->{default}
-                    or die Taskd::Worker::_Error->new('UnknownMethod',
-                        'this worker has no handler for function-style calls');
-            }
             $result = $f->($ctx, @$args);
             1;
         };
@@ -162,13 +156,13 @@ sub _call {
     my $logs = $ctx->{log}->_take;
     $ctx = undef;
 
-    my $reply = $ok
-        ? { t => 'ok', id => $id }
-        : { t => 'err', id => $id, e => _error_payload($result, $trace) };
+    my $reply = $ok       ? { t => 'ok', id => $id }
+              : $refused ? { t => 'err', id => $id, e => { type => $refused->[0], msg => $refused->[1], trace => '' } }
+              :            { t => 'err', id => $id, e => _error_payload($result, $trace) };
     $reply->{logs} = $logs if @$logs;
     my $line;
     if ($ok) {
-        $line = eval { _encode({ %$reply, r => _out($result) }) };
+        $line = eval { _encode({ %$reply, r => Taskd::Worker::JSON::out($result) }) };
         if (!defined $line) {
             (my $why = _err_text($@)) =~ s/ at \S+ line \d+\.?\z//;
             $reply = { t => 'err', id => $id,
@@ -233,17 +227,16 @@ sub _error_payload {
     my ($type, $msg);
     if (Scalar::Util::blessed($e)) {
         $type = ref $e;
-        if    ($e->isa('Taskd::Worker::_Error')) { ($type, $msg, $trace) = ($e->{type}, $e->{msg}, '') }
-        elsif ($e->can('message'))             { $msg = $e->message }
+        if    ($e->can('message'))             { $msg = $e->message }
         elsif ($e->can('msg'))                 { $msg = $e->msg }
         else                                   { $msg = "$e" }
-        if ($e->can('trace') && !$e->isa('Taskd::Worker::_Error')) {
+        if ($e->can('trace')) {
             my $t = eval { $e->trace };
             $trace = "$t" if defined $t && "$t" ne '';
         }
     } elsif (ref $e) {
         $type = 'die';
-        $msg  = eval { $JSON->encode([ _out($e) ]) } || "$e";
+        $msg  = eval { $Taskd::Worker::JSON::JSON->encode([ Taskd::Worker::JSON::out($e) ]) } || "$e";
     } else {
         $type = 'die';
         $msg  = defined $e ? "$e" : 'died';
@@ -300,6 +293,8 @@ sub _send {
     my ($self, $msg) = @_;
     $self->_write(_encode($msg));
 }
+
+sub _encode { Taskd::Worker::JSON::encode(@_) }
 
 sub _write {
     my ($self, $bytes) = @_;
@@ -364,7 +359,7 @@ sub _stop_reading_too_long {
 sub _ingest {
     my ($self, $line) = @_;
     return if $line !~ /\S/;
-    my $msg = eval { _decode($line) };
+    my $msg = eval { Taskd::Worker::JSON::decode($line) };
     if (ref $msg ne 'HASH') {
         _stderr("taskd worker: ignoring a stdin line that is not a JSON object");
         return;
@@ -399,245 +394,10 @@ sub _poll {
 
 sub _key {
     my ($id) = @_;
-    return defined $id ? (ref $id ? $JSON->encode([$id]) : "$id") : '';
+    return defined $id ? (ref $id ? $Taskd::Worker::JSON::JSON->encode([$id]) : "$id") : '';
 }
 
-# ---- JSON ---------------------------------------------------------------------------------
-# Numbers: integers of 19+ digits become Math::BigInt (exact); a decimal number becomes a
-# plain Perl number when that is exact to 15 digits, else a Math::BigFloat (exact). On the
-# way out, Math::BigInt/BigFloat are written exactly and plain floats with the fewest
-# digits (up to 17) that give back the same double. NaN and infinities are errors.
-
-sub _decode {
-    my ($line) = @_;
-    if ($line =~ /\d{19}/) {
-        # JSON::PP turns some integers of 20 digits into doubles: mark them first.
-        $line =~ s{("(?:[^"\\]++|\\.)*+")|(?<![\w.+-])(-?\d{19,})(?![\d.eE])}
-                  {defined $1 ? $1 : qq{"\\u0000taskd-bigint:$2"}}ge;
-    }
-    return _in($JSON->decode($line));
-}
-
-sub _in {
-    my ($v) = @_;
-    my $r = ref $v;
-    if (!$r) {
-        if (defined $v && index($v, $BIGINT_TAG) == 0 && $v =~ /\A\0taskd-bigint:(-?\d+)\z/) {
-            return Math::BigInt->new($1);
-        }
-        return $v;
-    }
-    if ($r eq 'ARRAY') { $_ = _in($_) for @$v; return $v }
-    if ($r eq 'HASH')  { $_ = _in($_) for values %$v; return $v }
-    if ($r eq 'Math::BigFloat') {
-        my $s = sprintf('%.15g', $v->numify);
-        if ($s =~ /[.e]/ && $s !~ /n/i && Math::BigFloat->new($s) == $v) {
-            return 0 + $s;
-        }
-        return $v;
-    }
-    return $v;
-}
-
-sub _out {
-    my ($v, $depth) = @_;
-    $depth ||= 0;
-    die "result nested deeper than " . MAX_DEPTH . " levels\n" if $depth > MAX_DEPTH;
-    my $r = ref $v;
-    if (!$r) {
-        return $v unless defined $v;
-        my $flags = B::svref_2object(\$v)->FLAGS;
-        if (($flags & B::SVp_NOK()) && !($flags & (B::SVp_IOK() | B::SVp_POK()))) {
-            die "cannot send NaN or Infinity as JSON\n" if $v != $v || $v * 0 != 0;
-            return int($v) if $v == int($v) && abs($v) < 9e18;    # 2**60 is an integer
-            for my $p (15, 16, 17) {
-                my $s = sprintf("%.${p}g", $v);
-                next unless $s == $v;
-                return $v if $p == 15;
-                return Taskd::Worker::_RawNumber->new($s);
-            }
-        }
-        return $v;
-    }
-    if ($r eq 'ARRAY') { return [ map { _out($_, $depth + 1) } @$v ] }
-    if ($r eq 'HASH')  { return { map { ($_ => _out($v->{$_}, $depth + 1)) } keys %$v } }
-    if (Scalar::Util::blessed($v)) {
-        if ($v->isa('Math::BigInt') || $v->isa('Math::BigFloat')) {
-            return $v if $v->isa('Taskd::Worker::_RawNumber');
-            die "cannot send NaN or Infinity as JSON\n" if $v->is_nan || $v->is_inf;
-            return $v if $v->isa('Math::BigInt');
-            my $s = $v->bstr;
-            $s = $v->bsstr if $s !~ /\./ || length($s) > 40;    # keep it a float, and short
-            return Taskd::Worker::_RawNumber->new($s);
-        }
-    }
-    return $v;
-}
-
-sub _encode {
-    my ($msg) = @_;
-    return $JSON->encode($msg) . "\n";
-}
-
-sub _stderr {
-    my ($line) = @_;
-    $line .= "\n" unless $line =~ /\n\z/;
-    utf8::encode($line) if utf8::is_utf8($line);
-    my $off = 0;
-    while ($off < length $line) {
-        my $n = POSIX::write(2, substr($line, $off), length($line) - $off);
-        last unless defined $n && $n > 0;
-        $off += $n;
-    }
-}
-
-# A number JSON::PP writes as is (it writes Math::BigInt/BigFloat objects by stringifying).
-package Taskd::Worker::_RawNumber;
-our @ISA = ('Math::BigFloat');
-use overload '""' => sub { ${ $_[0] } }, fallback => 1;
-sub new { my ($class, $s) = @_; return bless \$s, $class }
-
-package Taskd::Worker::_Error;
-sub new { my ($class, $type, $msg) = @_; return bless { type => $type, msg => $msg }, $class }
-
-# ---- per-call context ---------------------------------------------------------------------
-
-package Taskd::Worker::Context;
-
-sub _new {
-    my ($class, $worker, $id, $method) = @_;
-    return bless {
-        worker    => $worker,
-        id        => $id,
-        method    => $method,
-        log       => Taskd::Worker::Log->_new(1),
-        cancelled => 0,
-    }, $class;
-}
-
-sub id     { $_[0]{id} }
-sub method { $_[0]{method} }
-sub log    { $_[0]{log} }
-sub worker { $_[0]{worker} }
-
-sub cancelled {
-    my ($self) = @_;
-    return 1 if $self->{cancelled};
-    $self->{worker}->_poll if $self->{worker}{current} && $self->{worker}{current} == $self;
-    return $self->{cancelled} ? 1 : 0;
-}
-
-sub check_cancelled {
-    my ($self) = @_;
-    die Taskd::Worker::Cancelled->new($self->{id}) if $self->cancelled;
-    return;
-}
-
-sub bye {
-    my ($self, $msg) = @_;
-    $self->{worker}{bye} = defined $msg ? "$msg" : '';
-    return;
-}
-
-package Taskd::Worker::Cancelled;
-use overload '""' => sub { $_[0]->message }, fallback => 1;
-sub new     { my ($class, $id) = @_; return bless { id => $id }, $class }
-sub message { "call " . (defined $_[0]{id} ? $_[0]{id} : '') . " was cancelled" }
-
-# ---- logger -------------------------------------------------------------------------------
-
-package Taskd::Worker::Log;
-
-sub _new {
-    my ($class, $collect) = @_;
-    return bless { records => ($collect ? [] : undef), timers => [] }, $class;
-}
-
-sub debug { my ($self, $msg, @f) = @_; $self->_add('debug', $msg, _fields(@f)); return }
-sub info  { my ($self, $msg, @f) = @_; $self->_add('info',  $msg, _fields(@f)); return }
-sub warn  { my ($self, $msg, @f) = @_; $self->_add('warn',  $msg, _fields(@f)); return }
-sub error { my ($self, $msg, @f) = @_; $self->_add('error', $msg, _fields(@f)); return }
-sub log   { my ($self, $lvl, $msg, @f) = @_; $self->_add("$lvl", $msg, _fields(@f)); return }
-
-# The record is made when the timer stops, so that it follows the records logged while it
-# ran (the same in every SDK): level info, msg the name, fields + timer => name, ms => float.
-sub timer {
-    my ($self, $name, @fields) = @_;
-    my $t = bless {
-        log    => $self,
-        name   => "$name",
-        f      => _fields(@fields),
-        start  => Time::HiRes::time(),
-    }, 'Taskd::Worker::Timer';
-    if ($self->{records}) {    # only a call's logger reports unfinished timers
-        push @{ $self->{timers} }, $t;
-        Scalar::Util::weaken($self->{timers}[-1]);
-    }
-    return $t;
-}
-
-sub _fields {
-    my @f = @_;
-    my %f = (@f == 1 && ref $f[0] eq 'HASH') ? %{ $f[0] } : @f % 2 ? (@f, undef) : @f;
-    my %out;
-    for my $k (keys %f) {
-        my $v = eval { my $o = Taskd::Worker::_out($f{$k}); $JSON->encode([$o]); $o };
-        $out{$k} = defined $v || !defined $f{$k} ? $v : "$f{$k}";
-    }
-    return \%out;
-}
-
-sub _add {
-    my ($self, $lvl, $msg, $f) = @_;
-    my $rec = { ts => Time::HiRes::time(), lvl => $lvl, msg => defined $msg ? "$msg" : '', f => $f };
-    push @{ $self->{records} }, $rec if $self->{records};
-    $self->_echo($rec);
-    return $rec;
-}
-
-sub _echo {
-    my ($self, $rec) = @_;
-    my $line = "$rec->{lvl}: $rec->{msg}";
-    if (%{ $rec->{f} }) {
-        my $j = eval { $JSON->encode($rec->{f}) };
-        if (defined $j) { utf8::decode($j); $line .= " $j" }
-    }
-    Taskd::Worker::_stderr($line);
-}
-
-# Returns the records so far and stops collecting (the call is being answered).
-sub _take {
-    my ($self) = @_;
-    for my $t (grep { defined } @{ $self->{timers} }) {
-        next if $t->{stopped};
-        $t->{f}{unfinished} = JSON::PP::true;
-        $t->stop;
-    }
-    $self->{timers} = [];
-    my $recs = $self->{records} || [];
-    $self->{records} = undef;
-    return $recs;
-}
-
-package Taskd::Worker::Timer;
-
-sub stop {
-    my ($self) = @_;
-    return if $self->{stopped}++;
-    my $ms = (Time::HiRes::time() - $self->{start}) * 1000;
-    my %f = %{ $self->{f} };
-    $f{timer} = $self->{name};
-    # always written with a fraction, so that "ms" is a float in every SDK
-    $f{ms} = Taskd::Worker::_RawNumber->new(sprintf('%.3f', $ms < 0 ? 0 : $ms));
-    $self->{log}->_add('info', $self->{name}, \%f);
-    return;
-}
-
-sub DESTROY {
-    my ($self) = @_;
-    local ($@, $!, $?);
-    $self->stop;
-}
+sub _stderr { Taskd::Worker::Log::_stderr(@_) }
 
 1;
 
@@ -649,7 +409,6 @@ Taskd::Worker - write taskd workers in Perl (worker protocol v1)
 
 =head1 SYNOPSIS
 
-    use lib 'sdk/perl';
     use Taskd::Worker;
 
     Taskd::Worker->new(
@@ -665,7 +424,22 @@ Taskd::Worker - write taskd workers in Perl (worker protocol v1)
 =head1 DESCRIPTION
 
 taskd starts the worker and talks to it over stdin/stdout, one JSON object per line
-(docs/worker-protocol.md). This module speaks the protocol; you supply subs.
+(docs/worker-protocol.md). This module speaks the protocol; you supply subs. Core modules
+only; Perl 5.20 or newer.
+
+The distribution holds L<Taskd::Worker> (this page), L<Taskd::Worker::Context> (what a
+handler gets), L<Taskd::Worker::Log> and L<Taskd::Worker::Timer> (per-call logs) and
+L<Taskd::Worker::Cancelled> (an exception). C<Taskd::Worker::JSON> is internal.
+
+=head1 INSTALLATION
+
+From a taskd checkout, into the perl your workers run with:
+
+    cd sdk/perl && perl Makefile.PL && make && make test && make install
+    cpanm ./sdk/perl                 # the same, with App::cpanminus
+
+Or without installing: put F<sdk/perl/lib> on C<@INC> (C<use lib>, or C<PERL5LIB> in the
+interface's C<env>: taskd gives a worker no other environment).
 
 =head2 Taskd::Worker->new(%options)
 
@@ -702,6 +476,11 @@ Moves the protocol to private duplicates of fds 0 and 1 (close-on-exec), points 
 STDOUT) at stderr and fd 0 (and STDIN) at /dev/null, runs setup, sends ready, then serves
 calls one at a time, in order, until stdin ends. Returns at end of input.
 
+C<run> is meant to be the last thing your program does: where the worker cannot go on (an
+invalid C<TASKD_MAX_MESSAGE_BYTES>, a C<setup> or C<checkout_done> sub that died, a line
+from taskd longer than the limit, a failed read) it says why on stderr and B<exits the
+process with status 1>.
+
 The worker announces pipelining (C<"pipeline":true> on ready; see "Pipelining (optional)" in
 docs/worker-protocol.md): taskd may then send several calls of a checkout at once, each with
 C<ep>, the number of errors of this checkout the application had seen when it made the
@@ -718,28 +497,35 @@ would be longer is replaced by an C<err> of type C<ReplyTooLarge>, as in the Go 
 The worker-wide logger (stderr only). C<bye> asks taskd to retire the worker after the
 current checkout (sent after ready when called in setup, with the reply during a call).
 
-=head2 Context: $ctx->log, $ctx->cancelled, $ctx->check_cancelled, $ctx->bye($msg), $ctx->id, $ctx->method
+=head2 The context: $ctx->log, $ctx->cancelled, $ctx->check_cancelled, $ctx->bye($msg)
+
+A handler's first argument is a L<Taskd::Worker::Context>:
 
 C<< $ctx->log->info($msg, key => $value, ...) >> (also C<debug>, C<warn>, C<error>,
 C<< log($lvl, ...) >>; fields may also be one hash ref) records a log record that is returned
-to the caller with the reply and written to stderr.
+to the caller with the reply and written to stderr (L<Taskd::Worker::Log>).
 
 C<< my $t = $ctx->log->timer('name', %fields) >> returns a guard; when it is destroyed (or
 C<< $t->stop >>) the duration is recorded: a record of level info, msg C<name>, fields plus
 C<timer> (the name) and C<ms> (the duration in milliseconds, a float), made when the timer
 stops, so it follows the records logged while it ran. A timer still running when the call
-is answered is recorded then, with C<unfinished> true.
+is answered is recorded then, with C<unfinished> true (L<Taskd::Worker::Timer>).
 
 C<< $ctx->cancelled >> is true once taskd has sent C<cancel> for this call (or stdin ended).
 It checks stdin without blocking; messages read meanwhile are kept in order.
-C<< $ctx->check_cancelled >> dies with a C<Taskd::Worker::Cancelled> object instead.
+C<< $ctx->check_cancelled >> dies with a L<Taskd::Worker::Cancelled> object instead.
 
 C<< $ctx->bye($msg) >> asks to be retired; sent with this call's reply, just before it.
+C<< $ctx->id >> and C<< $ctx->method >> say which call this is.
 
 =head2 Numbers
 
 Integers of 19 or more digits arrive as C<Math::BigInt>; decimal numbers that a Perl number
 holds exactly (to 15 digits) arrive as plain numbers, others as C<Math::BigFloat>. Return
 them as they are and they go back exactly. NaN and infinities cannot be sent.
+
+=head1 SEE ALSO
+
+docs/writing-workers.md and docs/worker-protocol.md in the taskd repository.
 
 =cut
