@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -164,8 +165,9 @@ func (f *StatFile) Dying() bool {
 		}
 		f.fd = fd
 	}
-	n, err := unix.Pread(f.fd, f.buf[:], 0)
-	if n == 0 || err != nil {
+	// A raw pread (a procfs read never blocks), for the reason worker's probe gives.
+	n, _, e := unix.RawSyscall6(unix.SYS_PREAD64, uintptr(f.fd), uintptr(unsafe.Pointer(&f.buf[0])), uintptr(len(f.buf)), 0, 0, 0)
+	if n == 0 || e != 0 {
 		return true // ESRCH: the process has been reaped
 	}
 	s, ok := ParseStat(f.buf[:n])

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -189,12 +190,15 @@ func (p *process) alive() bool {
 // unix.Siginfo on every architecture, is the answer: nothing depends on where si_pid sits
 // in the union that follows. ECHILD means it has been reaped already.
 //
-// unix.Waitid, not a raw system call: BenchmarkAliveProbe finds no difference.
+// A raw system call: it cannot block (WNOHANG), and it spares the runtime's system-call
+// bookkeeping, which on a daemon idle between messages wakes the runtime's monitor
+// thread; the probe runs on every checkout of an idle worker.
 func (p *process) exited() bool {
 	var info unix.Siginfo
-	err := unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
-	if err != nil {
-		return err == unix.ECHILD
+	_, _, e := unix.RawSyscall6(unix.SYS_WAITID, unix.P_PID, uintptr(p.pid), uintptr(unsafe.Pointer(&info)),
+		unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, 0, 0)
+	if e != 0 {
+		return e == unix.ECHILD
 	}
 	return info.Signo != 0
 }
