@@ -51,11 +51,7 @@ func BenchmarkAliveProbe(b *testing.B) {
 	b.Run("plain", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			var info unix.Siginfo
-			err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
-			if err != nil || info.Signo != 0 {
-				b.Fatal("exited", err)
-			}
+			requireNotExited(b, pid)
 			if plainDying(b, pid) {
 				b.Fatal("dying")
 			}
@@ -68,11 +64,7 @@ func BenchmarkAliveProbe(b *testing.B) {
 		var buf [1024]byte
 		b.ReportAllocs()
 		for b.Loop() {
-			var info unix.Siginfo
-			err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
-			if err != nil || info.Signo != 0 {
-				b.Fatal("exited", err)
-			}
+			requireNotExited(b, pid)
 			n, err := unix.Pread(fd, buf[:], 0)
 			if err != nil {
 				b.Fatal(err)
@@ -82,6 +74,15 @@ func BenchmarkAliveProbe(b *testing.B) {
 			}
 		}
 	})
+}
+
+// requireNotExited is the waitid half of the probe, through x/sys's wrapper.
+func requireNotExited(b *testing.B, pid int) {
+	var info unix.Siginfo
+	err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	if err != nil || info.Signo != 0 {
+		b.Fatal("exited", err)
+	}
 }
 
 // plainDying is procfs.StatFile.Dying written the plain way.
