@@ -111,13 +111,17 @@ func (q *Queue) Append(fn func([]byte) []byte) bool {
 	return ok
 }
 
+// NeverWritten is the mark AppendMark returns for a message it did not take (the queue
+// is closed): Written is false for it.
+const NeverWritten = ^uint64(0)
+
 // AppendMark is Append, and also returns the position in the stream just past the
-// message, for Written.
+// message, for Written (NeverWritten if the queue is closed).
 func (q *Queue) AppendMark(fn func([]byte) []byte) (mark uint64, ok bool) {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
-		return 0, false
+		return NeverWritten, false
 	}
 	n := len(q.pending)
 	q.pending = fn(q.pending)

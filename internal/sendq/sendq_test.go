@@ -188,6 +188,9 @@ func TestWrittenTellsWhatReachedTheConn(t *testing.T) {
 			<-q.Done()
 			assert.True(t, q.Written(first))
 			assert.False(t, q.Written(second), "dropped by the failed write")
+			third, ok := q.AppendMark(func(b []byte) []byte { return append(b, "third\n"...) })
+			assert.False(t, ok)
+			assert.False(t, q.Written(third), "not taken by a closed queue")
 		})
 	}
 }

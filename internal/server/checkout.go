@@ -31,7 +31,9 @@ import (
 //	    worker after the last call (the worker runs its checkout-done hook after answering),
 //	    and the lease goes back to the pool with the last answer. A one-shot checkout
 //	    (Client.Call) enters it as soon as its one call is sent, so that the call and the
-//	    done reach the worker in one write (the worker's stdin is corked meanwhile).
+//	    done reach the worker in one write (the worker's stdin is corked meanwhile). If
+//	    its answer comes first (the call went out with a write already under way), the
+//	    answer ends it all the same: held → released, with the done written then.
 //	  - released: the lease went back to the pool, after a "done" unless the worker is
 //	    retired (decided by retireLocked, then by the pool's own rules).
 //	  - killed: the worker was killed, or died; the lease went back retired.
@@ -65,6 +67,9 @@ type checkout struct {
 	sent  map[uint64]*pendingCall // sent to the worker and not answered, by client call id
 	queue []*pendingCall          // not pipelined: waiting for the call in sent
 	errs  uint64                  // "err" replies so far (compared with each call's ep)
+	// doneOwed: closing, and "done" not written yet because calls were still queued in
+	// taskd (it follows the last of them, or the last answer if they were all aborted).
+	doneOwed bool
 	// slot is the record of one call, reused from call to call (see newCallLocked).
 	slot     pendingCall
 	slotBusy bool
@@ -203,12 +208,20 @@ func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 		}
 	}
 	closing := co.state == coClosing
-	doneAfterNext := closing && next != nil && len(co.queue) == 0
-	last := closing && len(co.sent) == 0
-	retire := false
+	doneAfterNext := closing && co.doneOwed && next != nil && len(co.queue) == 0
+	if doneAfterNext {
+		co.doneOwed = false
+	}
+	// A one-shot checkout whose answer came before closeWhenAnswered ran (its call went out
+	// early, with a write already under way) ends here, as a release would.
+	early := co.once && co.state == coHeld && len(co.sent) == 0 && len(co.queue) == 0
+	last := (closing && len(co.sent) == 0) || early
+	retire, done := false, false
 	if last {
 		co.state = coReleased
 		retire = co.retireLocked(false)
+		done = !retire && (early || co.doneOwed) // not written yet
+		co.doneOwed = false
 	}
 	co.mu.Unlock()
 
@@ -238,6 +251,9 @@ func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 	}
 	if last {
 		co.ss.forget(co)
+		if done {
+			co.writeDone()
+		}
 		co.lease.Release(retire)
 	}
 }
@@ -283,11 +299,29 @@ func (co *checkout) closeWhenAnswered() {
 		return
 	}
 	co.state = coClosing
-	doneNow := len(co.queue) == 0 // else after the last queued call (onReply)
+	co.doneOwed = len(co.queue) > 0 // then after the last queued call (onReply)
+	doneNow := !co.doneOwed
 	co.mu.Unlock()
 	if doneNow {
 		co.writeDone()
 	}
+}
+
+// abandon ends a one-shot checkout whose caller gave up, and sends answer: before its call
+// was sent the worker goes back to the pool untouched; after, it is killed, as for a held
+// call given up (the call may be running, and nobody waits for it).
+func (co *checkout) abandon(answer *wire.ClientMsg) {
+	co.mu.Lock()
+	if co.state == coHeld && len(co.sent) == 0 && len(co.queue) == 0 {
+		co.state = coReleased
+		co.mu.Unlock()
+		co.ss.forget(co)
+		co.ss.send(answer)
+		co.lease.Release(false)
+		return
+	}
+	co.mu.Unlock()
+	co.abort("one-shot call abandoned by its caller", answer)
 }
 
 // release ends the checkout for the client (release, or its connection closed). With

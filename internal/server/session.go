@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -84,12 +85,17 @@ func (ss *session) serve() {
 const flushWait = 5 * time.Second
 
 func (ss *session) readLoop() {
-	lr := wire.NewLineReader(fdio.NewReader(ss.conn), int(ss.s.cfg.MaxMessageBytes))
+	// Strict: a request cut short by the connection's end is not acted on (its client may
+	// send it again on its next connection, knowing it never reached taskd whole).
+	lr := wire.NewLineReader(fdio.NewReader(ss.conn), int(ss.s.cfg.MaxMessageBytes)).Strict()
 	for {
 		line, err := lr.ReadLine()
 		if err != nil {
-			if errors.Is(err, wire.ErrLineTooLong) {
+			switch {
+			case errors.Is(err, wire.ErrLineTooLong):
 				ss.fatal(err.Error())
+			case errors.Is(err, io.ErrUnexpectedEOF):
+				ss.log.Info("client connection ended in the middle of a message; that message was dropped")
 			}
 			return
 		}
@@ -254,8 +260,8 @@ func (ss *session) abandon(id uint64) {
 	case cancel != nil:
 		cancel() // the waiting goroutine answers
 	case running != nil:
-		running.abort("one-shot call abandoned by its caller", &wire.ClientMsg{T: wire.TRefused, ID: id, Code: wire.CodeAbandoned,
-			Msg: "checkout abandoned by the client; its one-shot call was running, so its worker was killed"})
+		running.abandon(&wire.ClientMsg{T: wire.TRefused, ID: id, Code: wire.CodeAbandoned,
+			Msg: "checkout abandoned by the client; if its one-shot call had started, its worker was killed"})
 	}
 }
 

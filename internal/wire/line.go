@@ -40,9 +40,18 @@ func (e *LineTooLongError) Is(target error) bool { return target == ErrLineTooLo
 //
 // A LineReader is not safe for concurrent use; its owner is the one goroutine that reads.
 type LineReader struct {
-	br  *bufio.Reader
-	max int
-	buf []byte
+	br     *bufio.Reader
+	max    int
+	buf    []byte
+	strict bool // a final unterminated line is io.ErrUnexpectedEOF, not a line
+}
+
+// Strict makes a final unterminated line an error (io.ErrUnexpectedEOF) instead of a line:
+// for a peer whose messages must not be acted on unless they arrived whole (a client's
+// request cut by a broken connection). It returns r.
+func (r *LineReader) Strict() *LineReader {
+	r.strict = true
+	return r
 }
 
 // NewLineReader returns a reader of lines up to max bytes (max <= 0 means
@@ -56,7 +65,7 @@ func NewLineReader(r io.Reader, max int) *LineReader {
 
 // ReadLine returns the next line without its trailing "\n" (and "\r\n" is kept as is apart
 // from the "\n"). At end of input it returns io.EOF; a final unterminated line is returned
-// first. A line longer than the limit yields a *LineTooLongError after the whole line has
+// first (unless Strict). A line longer than the limit yields a *LineTooLongError after the whole line has
 // been consumed, so the caller may continue reading.
 func (r *LineReader) ReadLine() ([]byte, error) {
 	if cap(r.buf) > 1<<20 {
@@ -90,6 +99,9 @@ func (r *LineReader) ReadLine() ([]byte, error) {
 		case errors.Is(err, bufio.ErrBufferFull):
 			continue
 		case errors.Is(err, io.EOF) && len(r.buf) > 0:
+			if r.strict {
+				return nil, io.ErrUnexpectedEOF
+			}
 			return r.buf, nil
 		default:
 			return nil, err

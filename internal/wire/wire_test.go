@@ -41,6 +41,29 @@ func TestLineReader(t *testing.T) {
 	}
 }
 
+// A final line without its newline is a line, unless the reader is Strict: then it is
+// io.ErrUnexpectedEOF (a message cut short must not be acted on).
+func TestLineReaderStrict(t *testing.T) {
+	for _, strict := range []bool{false, true} {
+		lr := NewLineReader(strings.NewReader("whole\n{\"t\":\"ping\",\"id\":1}"), 0)
+		if strict {
+			lr.Strict()
+		}
+		line, err := lr.ReadLine()
+		require.NoError(t, err)
+		assert.Equal(t, "whole", string(line))
+		line, err = lr.ReadLine()
+		if strict {
+			require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+		} else {
+			require.NoError(t, err)
+			assert.Equal(t, `{"t":"ping","id":1}`, string(line))
+			_, err = lr.ReadLine()
+			require.ErrorIs(t, err, io.EOF)
+		}
+	}
+}
+
 func TestLineReaderLongerThanBuffer(t *testing.T) {
 	big := strings.Repeat("z", 200<<10)
 	lr := NewLineReader(strings.NewReader(big+"\nok\n"), 1<<20)

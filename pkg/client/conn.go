@@ -388,7 +388,7 @@ func (c *Client) granted(cn *conn, m *wire.ClientMsg) {
 		c.sendLocked(cn, &wire.ClientMsg{T: wire.TRelease, Co: m.Co})
 		if req != nil && req.state == reqSent && req.once != nil {
 			failReqLocked(req, &wrapped{
-				text: fmt.Sprintf("%v: taskd granted one-shot request %d instead of answering it; the call did not run", ErrProtocol, m.ID),
+				text: fmt.Sprintf("%v: taskd granted one-shot request %d instead of answering it (a taskd older than this client?); the call may have run, and the checkout was released", ErrProtocol, m.ID),
 				errs: []error{ErrProtocol}})
 			c.freeSlotLocked()
 		}
