@@ -41,6 +41,12 @@ func Alive(pid int) bool {
 	return err == nil && len(tasks) > 1
 }
 
+// OpenFDs returns the number of open file descriptors of process pid (/proc/PID/fd).
+func OpenFDs(pid int) (int, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	return len(ents), err
+}
+
 // RSS returns the resident set size of process pid (VmRSS in /proc/PID/status) in bytes.
 func RSS(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))

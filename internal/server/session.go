@@ -36,6 +36,7 @@ type session struct {
 
 	mu        sync.Mutex
 	checkouts map[uint64]*checkout
+	onceReqs  map[uint64]*checkout          // one-shot checkouts by request id (for abandon)
 	waiting   map[uint64]context.CancelFunc // checkout request id → abandon
 	ended     bool
 }
@@ -54,6 +55,7 @@ func newSession(s *Server, conn net.Conn, id uint64) *session {
 		}).WithLimit(sendq.BacklogFor(int(s.cfg.MaxMessageBytes))),
 		log:       log,
 		checkouts: make(map[uint64]*checkout),
+		onceReqs:  make(map[uint64]*checkout),
 		waiting:   make(map[uint64]context.CancelFunc),
 	}
 }
@@ -227,6 +229,9 @@ func (ss *session) grant(lease *pool.Lease, req *request) {
 	co := &checkout{ss: ss, co: ss.s.newCo(), lease: lease, w: w, keep: req.keep, max: req.max,
 		pipelined: w.Pipelined(), once: req.once, req: req.id, sent: make(map[uint64]*pendingCall)}
 	ss.checkouts[co.co] = co
+	if req.once {
+		ss.onceReqs[req.id] = co
+	}
 	ss.mu.Unlock()
 	if !req.once {
 		ss.send(&wire.ClientMsg{T: wire.TGranted, ID: req.id, Co: co.co, Worker: w.ID(), PID: w.PID(), N: lease.Checkouts()})
@@ -246,15 +251,7 @@ func (ss *session) grant(lease *pool.Lease, req *request) {
 func (ss *session) abandon(id uint64) {
 	ss.mu.Lock()
 	cancel := ss.waiting[id]
-	var running *checkout
-	if cancel == nil {
-		for _, co := range ss.checkouts {
-			if co.once && co.req == id {
-				running = co
-				break
-			}
-		}
-	}
+	running := ss.onceReqs[id]
 	ss.mu.Unlock()
 	switch {
 	case cancel != nil:
@@ -269,6 +266,9 @@ func (ss *session) abandon(id uint64) {
 func (ss *session) forget(co *checkout) {
 	ss.mu.Lock()
 	delete(ss.checkouts, co.co)
+	if co.once {
+		delete(ss.onceReqs, co.req)
+	}
 	ss.mu.Unlock()
 }
 

@@ -2,7 +2,6 @@ package taskdtest
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -85,11 +84,11 @@ func Descendants(pid int) []int { return taskdproc.Descendants(pid) }
 // FDCount returns the number of open file descriptors of pid.
 func FDCount(t testing.TB, pid int) int {
 	t.Helper()
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	n, err := procfs.OpenFDs(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(ents)
+	return n
 }
 
 // Alive reports whether process pid exists and has not exited (see procfs.Alive).
