@@ -280,11 +280,15 @@ func checkUnits(t *testing.T, root string) {
 			}
 			for _, p := range paths {
 				_, err := os.Stat(filepath.Join(root, p))
+				if err != nil && strings.HasPrefix(key, "Exec") {
+					_, err = os.Stat(p) // a system program, such as /bin/kill
+				}
 				assert.NoError(t, err, "%s: %s=%s is not in the package", filepath.Base(u), key, p)
 			}
 		}
 		if strings.HasSuffix(u, ".service") {
-			assert.Contains(t, text, "ExecStart=/usr/bin/taskd -c /etc/taskd/taskd.yaml")
+			assert.Contains(t, text, "ExecStart=/usr/bin/taskd ", "the service runs the package's taskd")
+			assert.Contains(t, text, " -c /etc/taskd/taskd.yaml", "the service reads the package's config")
 		}
 	}
 
