@@ -29,6 +29,12 @@ bench: build
 	$(GO) build -o $(BIN)/taskd-bench ./cmd/taskd-bench
 	$(BIN)/taskd-bench -bin $(BIN) $(BENCHFLAGS)
 
+# The Debian package, bin/taskd_VERSION_ARCH.deb: static binaries, the systemd unit, the
+# example config in /etc/taskd, the docs. Needs dpkg-deb; see deploy/deb/build.sh.
+.PHONY: deb
+deb:
+	VERSION=$(VERSION) GO=$(GO) deploy/deb/build.sh $(BIN)
+
 check:
 	@unformatted="$$(gofmt -l .)"; if [ -n "$$unformatted" ]; then \
 		echo "gofmt: these files need formatting (run gofmt -w .):"; echo "$$unformatted"; exit 1; fi
