@@ -117,3 +117,12 @@ func TestStopAfterExit(t *testing.T) {
 	_, err = os.Stat(d.Dir)
 	assert.ErrorIs(t, err, os.ErrNotExist)
 }
+
+// TestNotificationsAfterStop: once the daemon has exited, Notifications has everything it
+// sent, the last ones (STOPPING=1) included.
+func TestNotificationsAfterStop(t *testing.T) {
+	d := start(t, taskdproc.Options{YAML: idle})
+	assert.Contains(t, d.Notifications(), "READY=1")
+	require.NoError(t, d.Stop(10*time.Second))
+	assert.Contains(t, d.Notifications(), "STOPPING=1")
+}
