@@ -6,6 +6,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
 	"go.uber.org/zap"
 
@@ -46,5 +47,8 @@ func run(ctx context.Context, cfg *config.Config, configPath string) error {
 			logger.Warn("cannot notify systemd that taskd is ready", zap.Error(err))
 		}
 	}
+	// Sockets systemd passed (socket activation; LISTEN_PID must be ours). Files unsets
+	// LISTEN_* and marks the descriptors close-on-exec, so that workers inherit neither.
+	srv.Inherit(activation.Files(true))
 	return srv.Run(ctx, ready)
 }

@@ -29,7 +29,8 @@ type Server struct {
 	version string
 	started time.Time
 	pools   map[string]*pool.Pool
-	names   []string // interface names, sorted
+	names   []string   // interface names, sorted
+	inherit []*os.File // sockets passed by systemd (Inherit), until Run takes them
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -127,11 +128,22 @@ func (s *Server) newPool(name string, ic config.Interface) *pool.Pool {
 	}, spawn)
 }
 
+// listen opens a listener for each address of `listen`, or takes the socket systemd passed
+// for it (Inherit), and adds the sockets systemd passed that no address took.
 func (s *Server) listen() ([]net.Listener, error) {
+	ins, err := s.takeInherited()
+	if err != nil {
+		return nil, err
+	}
 	var lns []net.Listener
 	fail := func(err error) ([]net.Listener, error) {
 		for _, ln := range lns {
 			ln.Close()
+		}
+		for _, in := range ins {
+			if !in.used {
+				in.ln.Close()
+			}
 		}
 		return nil, err
 	}
@@ -139,6 +151,13 @@ func (s *Server) listen() ([]net.Listener, error) {
 		addr, err := wire.ParseAddr(a)
 		if err != nil {
 			return fail(fmt.Errorf("listen: %w", err))
+		}
+		if ln := takeFor(ins, addr); ln != nil {
+			// systemd's socket: not replaced, not chmodded (the socket unit's SocketMode=
+			// applies), not unlinked on shutdown.
+			s.log.Info("using the socket passed by systemd", zap.String("listen", a))
+			lns = append(lns, ln)
+			continue
 		}
 		var ln net.Listener
 		if addr.Network == "unix" {
@@ -154,7 +173,11 @@ func (s *Server) listen() ([]net.Listener, error) {
 		}
 		lns = append(lns, ln)
 	}
-	return lns, nil
+	extra, err := s.extraInherited(ins)
+	if err != nil {
+		return fail(err)
+	}
+	return append(lns, extra...), nil
 }
 
 // listenUnix replaces a stale socket file left by a dead daemon, and refuses to start if a

@@ -1,0 +1,132 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/taskd-dev/taskd/internal/taskdtest"
+	"github.com/taskd-dev/taskd/pkg/client"
+)
+
+// TestSocketActivationRestartRefusesNoConnection restarts taskd three times on a socket
+// that the test holds, as a systemd socket unit does, while callers dial the socket and
+// make one-shot calls: no dial fails, and a call fails only with a typed error (it was in
+// flight when taskd stopped).
+func TestSocketActivationRestartRefusesNoConnection(t *testing.T) {
+	dir := taskdtest.TempDir(t)
+	sock := filepath.Join(dir, "taskd.sock") // the listen address of the config taskdtest writes
+	f := taskdtest.ListeningSocket(t, sock, "taskd.socket")
+	yaml := "shutdown_grace: 5s\ninterfaces:\n" + taskdtest.WorkerYAML("echo", "raw", "min_idle: 2\nmax_workers: 4")
+	start := func() *taskdtest.Daemon {
+		return taskdtest.StartWith(t, yaml, taskdtest.Options{Dir: dir, Wait: true, Sockets: []*os.File{f}})
+	}
+	d := start()
+	c := newClient(t, d, "echo", func(c *client.Config) { c.Timeout = 30 * time.Second })
+
+	var ok, typed atomic.Int64
+	var mu sync.Mutex
+	var refused, failed []error // guarded by mu
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if conn, err := net.Dial("unix", sock); err != nil {
+					mu.Lock()
+					refused = append(refused, err)
+					mu.Unlock()
+				} else {
+					conn.Close()
+				}
+				var out []int
+				err := c.Call(context.Background(), "echo", &out, i)
+				switch {
+				case err == nil && slices.Equal(out, []int{i}):
+					ok.Add(1)
+				case errors.Is(err, client.ErrWorkerLost) || errors.Is(err, client.ErrShuttingDown):
+					typed.Add(1)
+				default:
+					mu.Lock()
+					failed = append(failed, err)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	// Each daemon serves some calls before it is stopped: the stop catches calls in flight.
+	served := func() {
+		n := ok.Load()
+		require.Eventually(t, func() bool { return ok.Load() >= n+50 }, 30*time.Second, time.Millisecond,
+			"calls succeed on taskd pid %d", d.PID())
+	}
+	served()
+	for range 3 {
+		require.NoError(t, d.Stop(20*time.Second))
+		d = start()
+		served()
+	}
+	close(stop)
+	wg.Wait()
+	require.NoError(t, d.Stop(20*time.Second))
+	t.Logf("calls: %d succeeded, %d failed with ErrWorkerLost or ErrShuttingDown", ok.Load(), typed.Load())
+	assert.Empty(t, refused, "dials refused while taskd restarted")
+	assert.Empty(t, failed, "calls that failed with an untyped error")
+}
+
+// TestSocketActivationLeavesTheSocketToSystemd: taskd serves the sockets systemd passes —
+// the one of its listen address without chmodding it to socket_mode, and one not in the
+// config too — and leaves their files and their listening to systemd when it stops.
+func TestSocketActivationLeavesTheSocketToSystemd(t *testing.T) {
+	dir := taskdtest.TempDir(t)
+	sock, extra := filepath.Join(dir, "taskd.sock"), filepath.Join(dir, "extra.sock")
+	files := []*os.File{
+		taskdtest.ListeningSocket(t, sock, "taskd.socket"),
+		taskdtest.ListeningSocket(t, extra, "extra"),
+	}
+	d := taskdtest.StartWith(t, "socket_mode: \"0660\"\ninterfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1"),
+		taskdtest.Options{Dir: dir, Wait: true, Sockets: files})
+	for _, addr := range []string{"unix:" + sock, "unix:" + extra} {
+		c, err := client.New(client.Config{Addr: addr, Interface: "echo", Timeout: 20 * time.Second})
+		require.NoError(t, err)
+		var out []string
+		require.NoError(t, c.Call(ctxT(t), "echo", &out, "hi"), addr)
+		assert.Equal(t, []string{"hi"}, out)
+		c.Close()
+	}
+	logs := d.Logs()
+	assert.Contains(t, logs, "using the socket passed by systemd")
+	assert.Contains(t, logs, "serving a socket passed by systemd that is not in listen")
+	assert.Contains(t, logs, `"name":"extra"`)
+	assert.NotContains(t, logs, "replaced stale socket")
+	fi, err := os.Lstat(sock)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), "socket_mode is not applied to systemd's socket")
+
+	require.NoError(t, d.Stop(20*time.Second))
+	for _, path := range []string{sock, extra} {
+		fi, err := os.Lstat(path)
+		require.NoError(t, err, "taskd left %s in place", path)
+		assert.Equal(t, os.ModeSocket, fi.Mode().Type())
+		conn, err := net.Dial("unix", path)
+		require.NoError(t, err, "the socket still listens (systemd's descriptor) after taskd stopped")
+		conn.Close()
+	}
+}
