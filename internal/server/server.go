@@ -330,3 +330,24 @@ func (s *Server) status() *wire.Status {
 	}
 	return st
 }
+
+// Summary returns a one-line summary of the daemon for systemd's STATUS= (what
+// `systemctl status` shows): interfaces, live workers, checkouts held and waiting. It is
+// safe for concurrent use once Run has called ready, and cheap enough to call every few
+// seconds.
+func (s *Server) Summary() string {
+	var live, idle, held, queued int
+	for _, name := range s.names {
+		ps := s.pools[name].Stats()
+		live, idle, held, queued = live+ps.Live, idle+ps.Idle, held+ps.Busy, queued+ps.Queued
+	}
+	s.mu.Lock()
+	draining := s.draining
+	s.mu.Unlock()
+	state := "serving"
+	if draining {
+		state = "draining"
+	}
+	return fmt.Sprintf("%s: interfaces %d, workers %d (%d idle), checkouts %d held, %d waiting",
+		state, len(s.names), live, idle, held, queued)
+}

@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -129,4 +131,35 @@ func TestSocketActivationLeavesTheSocketToSystemd(t *testing.T) {
 		require.NoError(t, err, "the socket still listens (systemd's descriptor) after taskd stopped")
 		conn.Close()
 	}
+}
+
+// TestSystemdNotifications: READY=1 comes with a STATUS= summary, and STOPPING=1 is sent
+// when the drain begins, before the held checkout ends and taskd exits.
+func TestSystemdNotifications(t *testing.T) {
+	d := taskdtest.Start(t, "shutdown_grace: 20s\ninterfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\nmax_workers: 1"))
+	notes := d.Notifications()
+	require.Contains(t, notes, "READY=1")
+	i := slices.IndexFunc(notes, func(s string) bool { return strings.HasPrefix(s, "STATUS=") })
+	require.GreaterOrEqual(t, i, 0, "STATUS= in %q", notes)
+	assert.Regexp(t, `^STATUS=serving: interfaces 1, workers \d+ \(\d+ idle\), checkouts 0 held, 0 waiting$`, notes[i])
+
+	c := newClient(t, d, "echo")
+	co, err := c.Checkout(ctxT(t))
+	require.NoError(t, err)
+	require.NoError(t, d.Signal(syscall.SIGTERM))
+	require.Eventually(t, func() bool { return slices.Contains(d.Notifications(), "STOPPING=1") }, 10*time.Second, time.Millisecond)
+	select {
+	case <-d.Exited():
+		t.Fatal("taskd exited while a checkout was held and shutdown_grace had not passed")
+	default:
+	}
+	co.Release()
+	select {
+	case <-d.Exited():
+	case <-time.After(15 * time.Second):
+		t.Fatal("taskd did not exit after its checkout ended")
+	}
+	require.NoError(t, d.ExitErr())
+	notes = d.Notifications()
+	assert.Equal(t, "STATUS=stopping: draining checkouts for up to shutdown_grace (20s)", notes[len(notes)-1])
 }
