@@ -24,19 +24,20 @@ import (
 // TestSocketActivationRestartRefusesNoConnection restarts taskd three times on a socket
 // that the test holds, as a systemd socket unit does, while callers dial the socket and
 // make one-shot calls: no dial fails, and a call fails only with a typed error (it was in
-// flight when taskd stopped).
+// flight when taskd stopped). Two callers make quick calls; two make calls longer than
+// shutdown_grace plus the 2s a stopping worker is given, which each stop cuts off.
 func TestSocketActivationRestartRefusesNoConnection(t *testing.T) {
 	dir := taskdtest.TempDir(t)
 	sock := filepath.Join(dir, "taskd.sock") // the listen address of the config taskdtest writes
 	f := taskdtest.ListeningSocket(t, sock, "taskd.socket")
-	yaml := "shutdown_grace: 5s\ninterfaces:\n" + taskdtest.WorkerYAML("echo", "raw", "min_idle: 2\nmax_workers: 4")
+	yaml := "shutdown_grace: 100ms\ninterfaces:\n" + taskdtest.WorkerYAML("echo", "raw", "min_idle: 2\nmax_workers: 4")
 	start := func() *taskdtest.Daemon {
 		return taskdtest.StartWith(t, yaml, taskdtest.Options{Dir: dir, Wait: true, Sockets: []*os.File{f}})
 	}
 	d := start()
 	c := newClient(t, d, "echo", func(c *client.Config) { c.Timeout = 30 * time.Second })
 
-	var ok, typed atomic.Int64
+	var ok, slow, typed atomic.Int64
 	var mu sync.Mutex
 	var refused, failed []error // guarded by mu
 	stop := make(chan struct{})
@@ -59,10 +60,20 @@ func TestSocketActivationRestartRefusesNoConnection(t *testing.T) {
 					conn.Close()
 				}
 				var out []int
-				err := c.Call(context.Background(), "echo", &out, i)
+				var err error
+				if i%2 == 0 {
+					err = c.Call(context.Background(), "echo", &out, i)
+				} else {
+					err = c.Call(context.Background(), "sleep", nil, 3000)
+					out = []int{i}
+				}
 				switch {
 				case err == nil && slices.Equal(out, []int{i}):
-					ok.Add(1)
+					if i%2 == 0 {
+						ok.Add(1)
+					} else {
+						slow.Add(1)
+					}
 				case errors.Is(err, client.ErrWorkerLost) || errors.Is(err, client.ErrShuttingDown):
 					typed.Add(1)
 				default:
@@ -88,9 +99,10 @@ func TestSocketActivationRestartRefusesNoConnection(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	require.NoError(t, d.Stop(20*time.Second))
-	t.Logf("calls: %d succeeded, %d failed with ErrWorkerLost or ErrShuttingDown", ok.Load(), typed.Load())
+	t.Logf("calls: %d quick and %d slow succeeded, %d failed with ErrWorkerLost or ErrShuttingDown", ok.Load(), slow.Load(), typed.Load())
 	assert.Empty(t, refused, "dials refused while taskd restarted")
 	assert.Empty(t, failed, "calls that failed with an untyped error")
+	assert.Positive(t, typed.Load(), "stops cut off calls in flight")
 }
 
 // TestSocketActivationLeavesTheSocketToSystemd: taskd serves the sockets systemd passes —
