@@ -39,11 +39,10 @@ type Options struct {
 
 	// Sockets are listening sockets handed to taskd as systemd's socket activation hands
 	// them: as descriptors 3, 4, ... with LISTEN_FDS, LISTEN_FDNAMES (the files' names,
-	// which must not contain ':')
-	// and LISTEN_PID set to taskd's own pid (Start runs taskd through
-	// `sh -c 'export LISTEN_PID=$$; exec ...'`, as systemd sets it between fork and exec). They
-	// stay the caller's: it keeps them open across restarts, as systemd does, and closes
-	// them.
+	// which must not contain ':') and LISTEN_PID set to taskd's own pid (Start runs taskd
+	// through `sh -c 'export LISTEN_PID=$$; exec ...'`, as systemd sets it between fork
+	// and exec). They stay the caller's: it keeps them open across restarts, as systemd
+	// does, and closes them.
 	Sockets []*os.File
 }
 
