@@ -6,6 +6,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
 	"go.uber.org/zap"
 
@@ -22,6 +23,8 @@ func run(ctx context.Context, cfg *config.Config, configPath string) error {
 		return err
 	}
 	defer logger.Sync() //nolint:errcheck // syncing stderr fails on some systems; nothing to do about it
+	n := &notifier{log: logger}
+	defer n.wait() // runs after stop below has ended ctx
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -31,7 +34,7 @@ func run(ctx context.Context, cfg *config.Config, configPath string) error {
 		// Restore default signal handling, so that a second signal kills, and tell systemd
 		// (best effort, like READY=1) that the drain has begun.
 		stop()
-		_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+		n.send(daemon.SdNotifyStopping + "\nSTATUS=stopping: draining checkouts for up to shutdown_grace (" + cfg.ShutdownGrace.String() + ")")
 	})()
 
 	logger.Info("taskd starting", zap.String("version", version), zap.String("config", configPath),
@@ -40,11 +43,8 @@ func run(ctx context.Context, cfg *config.Config, configPath string) error {
 	if err != nil {
 		return err
 	}
-	ready := func() {
-		// A no-op outside systemd ($NOTIFY_SOCKET unset).
-		if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
-			logger.Warn("cannot notify systemd that taskd is ready", zap.Error(err))
-		}
-	}
-	return srv.Run(ctx, ready)
+	// Sockets systemd passed (socket activation; LISTEN_PID must be ours). Files unsets
+	// LISTEN_* and marks the descriptors close-on-exec, so that workers inherit neither.
+	srv.Inherit(activation.Files(true))
+	return srv.Run(ctx, func() { n.ready(ctx, srv.Summary, statusEvery) })
 }

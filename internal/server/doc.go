@@ -1,6 +1,9 @@
 // Package server is the taskd daemon: it turns a config.Config into listeners and one
 // pool per interface, serves the client protocol (docs/client-protocol.md) on every
-// connection, and shuts down in order.
+// connection, and shuts down in order. Sockets that systemd passes (socket activation,
+// Server.Inherit) are served in place of the `listen` addresses they are bound to, and
+// left to systemd — not chmodded, replaced or unlinked — so that a restart refuses no
+// connection.
 //
 // Ownership: Run owns everything it starts — the accept loops, one session per
 // connection (a reader goroutine, a writer goroutine, and one goroutine per checkout

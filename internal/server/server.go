@@ -29,7 +29,8 @@ type Server struct {
 	version string
 	started time.Time
 	pools   map[string]*pool.Pool
-	names   []string // interface names, sorted
+	names   []string   // interface names, sorted
+	inherit []*os.File // sockets passed by systemd (Inherit), until Run takes them
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -127,11 +128,22 @@ func (s *Server) newPool(name string, ic config.Interface) *pool.Pool {
 	}, spawn)
 }
 
+// listen opens a listener for each address of `listen`, or takes the socket systemd passed
+// for it (Inherit), and adds the sockets systemd passed that no address took.
 func (s *Server) listen() ([]net.Listener, error) {
+	ins, err := s.takeInherited()
+	if err != nil {
+		return nil, err
+	}
 	var lns []net.Listener
 	fail := func(err error) ([]net.Listener, error) {
 		for _, ln := range lns {
 			ln.Close()
+		}
+		for _, in := range ins {
+			if !in.used {
+				in.ln.Close()
+			}
 		}
 		return nil, err
 	}
@@ -139,6 +151,13 @@ func (s *Server) listen() ([]net.Listener, error) {
 		addr, err := wire.ParseAddr(a)
 		if err != nil {
 			return fail(fmt.Errorf("listen: %w", err))
+		}
+		if ln := takeFor(ins, addr); ln != nil {
+			// systemd's socket: not replaced, not chmodded (the socket unit's SocketMode=
+			// applies), not unlinked on shutdown.
+			s.log.Info("using the socket passed by systemd", zap.String("listen", a))
+			lns = append(lns, ln)
+			continue
 		}
 		var ln net.Listener
 		if addr.Network == "unix" {
@@ -154,7 +173,11 @@ func (s *Server) listen() ([]net.Listener, error) {
 		}
 		lns = append(lns, ln)
 	}
-	return lns, nil
+	extra, err := s.extraInherited(ins)
+	if err != nil {
+		return fail(err)
+	}
+	return append(lns, extra...), nil
 }
 
 // listenUnix replaces a stale socket file left by a dead daemon, and refuses to start if a
@@ -306,4 +329,25 @@ func (s *Server) status() *wire.Status {
 		st.Interfaces = append(st.Interfaces, is)
 	}
 	return st
+}
+
+// Summary returns a one-line summary of the daemon for systemd's STATUS= (what
+// `systemctl status` shows): interfaces, live workers, checkouts held and waiting. It is
+// safe for concurrent use once Run has called ready, and cheap enough to call every few
+// seconds.
+func (s *Server) Summary() string {
+	var live, idle, held, queued int
+	for _, name := range s.names {
+		ps := s.pools[name].Stats()
+		live, idle, held, queued = live+ps.Live, idle+ps.Idle, held+ps.Busy, queued+ps.Queued
+	}
+	s.mu.Lock()
+	draining := s.draining
+	s.mu.Unlock()
+	state := "serving"
+	if draining {
+		state = "draining"
+	}
+	return fmt.Sprintf("%s: interfaces %d, workers %d (%d idle), checkouts %d held, %d waiting",
+		state, len(s.names), live, idle, held, queued)
 }

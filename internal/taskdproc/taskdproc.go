@@ -36,6 +36,14 @@ type Options struct {
 	NoWait bool
 
 	ReadyTimeout time.Duration // how long Start waits for READY=1; default 30s
+
+	// Sockets are listening sockets handed to taskd as systemd's socket activation hands
+	// them: as descriptors 3, 4, ... with LISTEN_FDS, LISTEN_FDNAMES (the files' names,
+	// which must not contain ':') and LISTEN_PID set to taskd's own pid (Start runs taskd
+	// through `sh -c 'export LISTEN_PID=$$; exec ...'`, as systemd sets it between fork
+	// and exec). They stay the caller's: it keeps them open across restarts, as systemd
+	// does, and closes them.
+	Sockets []*os.File
 }
 
 // Daemon is a taskd process started by Start. Its fields are set by Start and must not be
@@ -52,6 +60,13 @@ type Daemon struct {
 
 	cmd    *exec.Cmd
 	ownDir bool // Start made Dir: Stop removes it
+
+	nconn   *net.UnixConn // the notify socket; nil with NoWait
+	nfile   string        // its path
+	ready   chan struct{} // closed by the notify reader when READY=1 arrives
+	nreader chan struct{} // closed when the notify reader has ended
+	nmu     sync.Mutex
+	notes   []string // notifications received, one line each; guarded by nmu
 
 	exited  chan struct{} // closed by the waiter goroutine when the process has exited
 	waitErr error         // written by the waiter goroutine before it closes exited
@@ -77,7 +92,7 @@ func Start(ctx context.Context, o Options) (*Daemon, error) {
 	if o.Bin == "" {
 		return nil, errors.New("taskdproc: Options.Bin is empty: give the path of a taskd binary")
 	}
-	d := &Daemon{Dir: o.Dir, exited: make(chan struct{})}
+	d := &Daemon{Dir: o.Dir, exited: make(chan struct{}), ready: make(chan struct{}), nreader: make(chan struct{})}
 	if d.Dir == "" {
 		dir, err := os.MkdirTemp("", "taskd-")
 		if err != nil {
@@ -104,36 +119,51 @@ func Start(ctx context.Context, o Options) (*Daemon, error) {
 	d.Log = logf.Name()
 
 	notify := "" // NOTIFY_SOCKET="" keeps taskd from notifying a systemd this process may run under
-	var nconn *net.UnixConn
 	if !o.NoWait {
-		notify = filepath.Join(d.Dir, "notify.sock")
-		_ = os.Remove(notify)
-		nconn, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+		// A file per start: several daemons may share a directory.
+		notify = filepath.Join(d.Dir, fmt.Sprintf("notify-%s.sock", strings.TrimSuffix(strings.TrimPrefix(filepath.Base(d.Log), "taskd-"), ".log")))
+		d.nconn, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
 		if err != nil {
 			return fail(err)
 		}
-		defer func() {
-			nconn.Close()
-			_ = os.Remove(notify) // closing a datagram socket leaves its file
-		}()
+		d.nfile = notify
 	}
 
 	d.cmd = exec.Command(o.Bin, "-c", d.Config)
+	env := append(os.Environ(), "NOTIFY_SOCKET="+notify)
+	if len(o.Sockets) > 0 {
+		names := make([]string, len(o.Sockets))
+		for i, f := range o.Sockets {
+			names[i] = f.Name()
+		}
+		env = append(env, fmt.Sprintf("LISTEN_FDS=%d", len(o.Sockets)), "LISTEN_FDNAMES="+strings.Join(names, ":"))
+		// sh sets LISTEN_PID to its own pid, which exec gives to taskd.
+		d.cmd = exec.Command("/bin/sh", "-c", `export LISTEN_PID=$$; exec "$0" "$@"`, o.Bin, "-c", d.Config)
+		d.cmd.ExtraFiles = o.Sockets
+	}
 	d.cmd.Dir = cmp.Or(o.WorkDir, d.Dir)
-	d.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="+notify), o.Env...)
+	d.cmd.Env = append(env, o.Env...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	if d.nconn != nil {
+		go d.readNotify()
+	} else {
+		close(d.nreader)
+	}
 	d.Started = time.Now()
 	if err := d.cmd.Start(); err != nil {
+		d.closeNotify()
 		return fail(err)
 	}
 	go func() {
-		d.waitErr = d.cmd.Wait()
+		err := d.cmd.Wait()
+		d.closeNotify()
+		d.waitErr = err
 		close(d.exited)
 	}()
 	if o.NoWait {
 		return d, nil
 	}
-	if err := d.waitReady(ctx, nconn, cmp.Or(o.ReadyTimeout, defaultReadyTimeout)); err != nil {
+	if err := d.waitReady(ctx, cmp.Or(o.ReadyTimeout, defaultReadyTimeout)); err != nil {
 		err = fmt.Errorf("taskdproc: %w; taskd's log ends:\n%s", err, d.LogTail(logTail))
 		_ = d.cmd.Process.Kill()
 		<-d.exited
@@ -143,47 +173,93 @@ func Start(ctx context.Context, o Options) (*Daemon, error) {
 	return d, nil
 }
 
-// waitReady waits for READY=1 on nconn. The reader goroutine it starts has ended when it
-// returns.
-func (d *Daemon) waitReady(ctx context.Context, nconn *net.UnixConn, timeout time.Duration) error {
-	done := make(chan error, 1)
-	go func() { done <- readReady(nconn) }()
+// waitReady waits for READY=1.
+func (d *Daemon) waitReady(ctx context.Context, timeout time.Duration) error {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
-	var err error
 	select {
-	case err = <-done:
-		if err == nil {
-			d.Ready = time.Now()
-			return nil
-		}
-		return fmt.Errorf("reading taskd's notify socket: %w", err)
+	case <-d.ready:
+		d.Ready = time.Now()
+		return nil
 	case <-d.exited:
-		err = fmt.Errorf("taskd exited before it reported READY=1 (%v)", d.waitErr)
+		return fmt.Errorf("taskd exited before it reported READY=1 (%v)", d.waitErr)
 	case <-t.C:
-		err = fmt.Errorf("taskd did not report READY=1 within %v", timeout)
+		return fmt.Errorf("taskd did not report READY=1 within %v", timeout)
 	case <-ctx.Done():
-		err = fmt.Errorf("waiting for taskd to report READY=1: %w", ctx.Err())
+		return fmt.Errorf("waiting for taskd to report READY=1: %w", ctx.Err())
 	}
-	nconn.Close() // ends readReady
-	<-done
-	return err
 }
 
-// readReady reads notifications from nconn until one says READY=1 (nil) or reading fails.
-func readReady(nconn *net.UnixConn) error {
+// readNotify is the notify reader: it records the notifications that arrive on the notify
+// socket, and closes ready at READY=1, until closeNotify closes the socket.
+func (d *Daemon) readNotify() {
+	defer close(d.nreader)
 	buf := make([]byte, 4096)
 	for {
-		n, _, err := nconn.ReadFromUnix(buf)
+		n, _, err := d.nconn.ReadFromUnix(buf)
 		if err != nil {
-			return err
+			return
 		}
-		for _, line := range strings.Split(string(buf[:n]), "\n") {
-			if line == "READY=1" {
-				return nil
-			}
-		}
+		d.record(buf[:n])
 	}
+}
+
+// record adds the lines of one notification to the daemon's notifications.
+func (d *Daemon) record(msg []byte) {
+	d.nmu.Lock()
+	defer d.nmu.Unlock()
+	for _, line := range strings.Split(string(msg), "\n") {
+		if line == "" {
+			continue
+		}
+		if line == "READY=1" && !d.readySeen() {
+			close(d.ready)
+		}
+		d.notes = append(d.notes, line)
+	}
+}
+
+// readySeen reports whether ready is closed. The caller holds nmu.
+func (d *Daemon) readySeen() bool {
+	select {
+	case <-d.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// closeNotify is called once the process has exited (or failed to start): it reads what
+// taskd sent and the reader has not read yet, ends the reader, and removes the socket.
+func (d *Daemon) closeNotify() {
+	if d.nconn == nil {
+		return
+	}
+	// Every datagram taskd sent is queued by now; read them without waiting.
+	if rc, err := d.nconn.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			buf := make([]byte, 4096)
+			for {
+				n, _, err := syscall.Recvfrom(int(fd), buf, syscall.MSG_DONTWAIT)
+				if err != nil || n <= 0 {
+					return
+				}
+				d.record(buf[:n])
+			}
+		})
+	}
+	d.nconn.Close()
+	<-d.nreader
+	_ = os.Remove(d.nfile) // closing a datagram socket leaves its file
+}
+
+// Notifications returns the notifications taskd has sent to its notify socket so far
+// (READY=1, STATUS=..., STOPPING=1), one line each, oldest first. After Exited is closed,
+// it has all of them. None with Options.NoWait.
+func (d *Daemon) Notifications() []string {
+	d.nmu.Lock()
+	defer d.nmu.Unlock()
+	return append([]string(nil), d.notes...)
 }
 
 // PID returns the daemon's process id.

@@ -117,3 +117,26 @@ func TestStopAfterExit(t *testing.T) {
 	_, err = os.Stat(d.Dir)
 	assert.ErrorIs(t, err, os.ErrNotExist)
 }
+
+// TestNotificationsAfterStop: once the daemon has exited, Notifications has everything it
+// sent, the last ones (STOPPING=1) included.
+func TestNotificationsAfterStop(t *testing.T) {
+	d := start(t, taskdproc.Options{YAML: idle})
+	assert.Contains(t, d.Notifications(), "READY=1")
+	require.NoError(t, d.Stop(10*time.Second))
+	assert.Contains(t, d.Notifications(), "STOPPING=1")
+}
+
+// TestSockets: taskd serves a listening socket handed to it as systemd's socket
+// activation does, LISTEN_PID included (taskd ignores LISTEN_FDS meant for another pid).
+func TestSockets(t *testing.T) {
+	dir := taskdtest.TempDir(t)
+	path := filepath.Join(dir, "taskd.sock")
+	f := taskdtest.ListeningSocket(t, path, "taskd.socket")
+	d := start(t, taskdproc.Options{YAML: idle, Dir: dir, Sockets: []*os.File{f}})
+	c, err := client.New(client.Config{Addr: d.Addr, Interface: "w"})
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.Call(context.Background(), "echo", nil))
+	assert.Contains(t, d.Logs(), "using the socket passed by systemd")
+}

@@ -42,6 +42,10 @@ type Options struct {
 	Env  []string // extra environment for the daemon (e.g. TASKD_LOG_LEVEL=debug)
 	Dir  string   // reuse this directory (and so this socket path) instead of a new one
 	Wait bool     // wait for READY=1 (default true when Start is used)
+
+	// Sockets are handed to taskd as systemd's socket activation does (see
+	// taskdproc.Options.Sockets and ListeningSocket); they stay the caller's.
+	Sockets []*os.File
 }
 
 // Start runs taskd with the given YAML interfaces section and top-level settings and waits
@@ -73,6 +77,32 @@ func StartWith(t testing.TB, yaml string, o Options) *Daemon {
 		}
 	})
 	return &Daemon{p}
+}
+
+// ListeningSocket returns a listening unix socket bound to path, as a systemd socket unit
+// holds one, for Options.Sockets; name is its LISTEN_FDNAMES name. The socket file gets
+// mode 0600. When the test ends, the socket is closed and its file removed.
+func ListeningSocket(t testing.TB, path, name string) *os.File {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	t.Cleanup(func() {
+		f.Close()
+		os.Remove(path)
+	})
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
+		t.Fatalf("binding %s: %v", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 128); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 // Children returns the pids of the direct children of pid.

@@ -236,6 +236,7 @@ func start(yaml string, o Options) (*taskdproc.Daemon, error) {
 		WorkDir: RepoRoot(),
 		Env:     o.Env,
 		NoWait:  !o.Wait,
+		Sockets: o.Sockets,
 	})
 	if err != nil {
 		if o.Dir == "" {
