@@ -39,7 +39,8 @@ func (n *notifier) ready(ctx context.Context, summary func() string, interval ti
 	}()
 }
 
-// wait waits for the status loop to end (after ctx has).
+// wait waits for the status loop, and the watchdog loop if watch started one, to end
+// (after their ctx has).
 func (n *notifier) wait() { n.wg.Wait() }
 
 // statusLoop calls refresh every interval until ctx ends.

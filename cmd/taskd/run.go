@@ -37,6 +37,11 @@ func run(ctx context.Context, cfg *config.Config, configPath string) error {
 		n.send(daemon.SdNotifyStopping + "\nSTATUS=stopping: draining checkouts for up to shutdown_grace (" + cfg.ShutdownGrace.String() + ")")
 	})()
 
+	// Read (and unset) before anything starts: workers and later children never see them.
+	wdEvery, err := watchdogInterval()
+	if err != nil {
+		return err
+	}
 	logger.Info("taskd starting", zap.String("version", version), zap.String("config", configPath),
 		zap.Int("pid", os.Getpid()), zap.Strings("listen", cfg.Listen), zap.Int("interfaces", len(cfg.Interfaces)))
 	srv, err := server.New(*cfg, logger, version)
@@ -46,5 +51,15 @@ func run(ctx context.Context, cfg *config.Config, configPath string) error {
 	// Sockets systemd passed (socket activation; LISTEN_PID must be ours). Files unsets
 	// LISTEN_* and marks the descriptors close-on-exec, so that workers inherit neither.
 	srv.Inherit(activation.Files(true))
-	return srv.Run(ctx, func() { n.ready(ctx, srv.Summary, statusEvery) })
+	return srv.Run(ctx, func() {
+		n.ready(ctx, srv.Summary, statusEvery)
+		if wdEvery > 0 {
+			logger.Info("systemd watchdog on: WATCHDOG=1 after each round of health checks that passes",
+				zap.Duration("every", wdEvery), zap.Duration("watchdog_sec", 2*wdEvery))
+			// Stopped when the drain begins (ctx), as systemd stops watching when it
+			// hears STOPPING=1 or sends SIGTERM; waited for by n.wait.
+			n.watch(ctx, &watchdog{log: logger, probes: srv.Probes(), interval: wdEvery,
+				timeout: roundTimeout(wdEvery), ping: func() { n.send(daemon.SdNotifyWatchdog) }})
+		}
+	})
 }

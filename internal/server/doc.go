@@ -3,12 +3,13 @@
 // connection, and shuts down in order. Sockets that systemd passes (socket activation,
 // Server.Inherit) are served in place of the `listen` addresses they are bound to, and
 // left to systemd — not chmodded, replaced or unlinked — so that a restart refuses no
-// connection.
+// connection. Probes are the health checks that cmd/taskd runs before it feeds systemd's
+// watchdog: a ping through a session of the daemon's own, and each pool's lock.
 //
 // Ownership: Run owns everything it starts — the accept loops, one session per
-// connection (a reader goroutine, a writer goroutine, and one goroutine per checkout
-// waiting for a worker), and the pools. Run returns only after all of them are gone and
-// every worker process has been reaped.
+// connection, accepted or a probe's (a reader goroutine, a writer goroutine, and one
+// goroutine per checkout waiting for a worker), and the pools. Run returns only after all
+// of them are gone and every worker process has been reaped.
 //
 // Shutdown (ctx cancelled, e.g. SIGTERM): stop accepting; refuse new and waiting
 // checkouts with "shutting_down"; let held checkouts finish for up to shutdown_grace; then

@@ -231,25 +231,34 @@ func (s *Server) accept(ln net.Listener) {
 			continue
 		}
 		delay = 0
-		s.mu.Lock()
-		if s.draining {
-			s.mu.Unlock()
+		if !s.serveConn(conn) {
 			conn.Close()
-			continue
 		}
-		s.nextSess++
-		sess := newSession(s, conn, s.nextSess)
-		s.sessions[sess] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go func() {
-			defer s.wg.Done()
-			sess.serve()
-			s.mu.Lock()
-			delete(s.sessions, sess)
-			s.mu.Unlock()
-		}()
 	}
+}
+
+// serveConn starts a session on conn, owned by the server (Server.wg), and reports
+// whether it did: a draining server serves no new connection, and the caller closes it.
+// Every connection goes through here: the accepted ones, and the health check's own.
+func (s *Server) serveConn(conn net.Conn) bool {
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		return false
+	}
+	s.nextSess++
+	sess := newSession(s, conn, s.nextSess)
+	s.sessions[sess] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		sess.serve()
+		s.mu.Lock()
+		delete(s.sessions, sess)
+		s.mu.Unlock()
+	}()
+	return true
 }
 
 func (s *Server) shutdown() {
