@@ -31,7 +31,8 @@ var allowed = map[string][]string{
 	"internal/conformance/goworker": {"pkg/worker"},
 	"pkg/client":                    {"internal/wire", "internal/sendq", "internal/fdio"},
 	"pkg/worker":                    {"internal/wire"},
-	"cmd/taskd":                     {"internal/config", "internal/server"},
+	"cmd/taskd":                     {"internal/config", "internal/server", "internal/systemd"},
+	"internal/systemd":              {"internal/server"},
 	"cmd/taskctl":                   {"pkg/client", "internal/wire", "internal/bench"},
 	"cmd/taskd-bench":               {"internal/bench"},
 	"deploy/deb":                    {}, // tests of the Debian package (make deb)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/taskd-dev/taskd/internal/config"
 	"github.com/taskd-dev/taskd/internal/server"
+	"github.com/taskd-dev/taskd/internal/systemd"
 )
 
 // run runs the daemon until ctx ends or SIGTERM/SIGINT arrives, then drains and returns.
@@ -23,8 +24,8 @@ func run(ctx context.Context, cfg *config.Config, configPath string) error {
 		return err
 	}
 	defer logger.Sync() //nolint:errcheck // syncing stderr fails on some systems; nothing to do about it
-	n := &notifier{log: logger}
-	defer n.wait() // runs after stop below has ended ctx
+	n := &systemd.Notifier{Log: logger}
+	defer n.Wait() // runs after stop below has ended ctx
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -34,11 +35,11 @@ func run(ctx context.Context, cfg *config.Config, configPath string) error {
 		// Restore default signal handling, so that a second signal kills, and tell systemd
 		// (best effort, like READY=1) that the drain has begun.
 		stop()
-		n.send(daemon.SdNotifyStopping + "\nSTATUS=stopping: draining checkouts for up to shutdown_grace (" + cfg.ShutdownGrace.String() + ")")
+		n.Send(daemon.SdNotifyStopping + "\nSTATUS=stopping: draining checkouts for up to shutdown_grace (" + cfg.ShutdownGrace.String() + ")")
 	})()
 
 	// Read (and unset) before anything starts: workers and later children never see them.
-	wdEvery, err := watchdogInterval()
+	wdEvery, err := systemd.WatchdogInterval()
 	if err != nil {
 		return err
 	}
@@ -52,14 +53,13 @@ func run(ctx context.Context, cfg *config.Config, configPath string) error {
 	// LISTEN_* and marks the descriptors close-on-exec, so that workers inherit neither.
 	srv.Inherit(activation.Files(true))
 	return srv.Run(ctx, func() {
-		n.ready(ctx, srv.Summary, statusEvery)
+		n.Ready(ctx, srv.Summary, systemd.StatusEvery)
 		if wdEvery > 0 {
 			logger.Info("systemd watchdog on: WATCHDOG=1 after each round of health checks that passes",
 				zap.Duration("every", wdEvery), zap.Duration("watchdog_sec", 2*wdEvery))
 			// Stopped when the drain begins (ctx), as systemd stops watching when it
 			// hears STOPPING=1 or sends SIGTERM; waited for by n.wait.
-			n.watch(ctx, &watchdog{log: logger, probes: srv.Probes(), interval: wdEvery,
-				timeout: roundTimeout(wdEvery), ping: func() { n.send(daemon.SdNotifyWatchdog) }})
+			n.Watch(ctx, systemd.NewWatchdog(logger, srv.Probes(), wdEvery, func() { n.Send(daemon.SdNotifyWatchdog) }))
 		}
 	})
 }

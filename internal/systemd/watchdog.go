@@ -1,4 +1,4 @@
-package main
+package systemd
 
 import (
 	"context"
@@ -12,11 +12,11 @@ import (
 	"github.com/taskd-dev/taskd/internal/server"
 )
 
-// watchdogInterval reads systemd's watchdog settings (WATCHDOG_USEC, and WATCHDOG_PID,
+// WatchdogInterval reads systemd's watchdog settings (WATCHDOG_USEC, and WATCHDOG_PID,
 // which must be taskd's pid if set; both set by the unit's WatchdogSec=) and unsets them.
 // It returns how often to feed the watchdog, half of WATCHDOG_USEC, or 0 when there is no
 // watchdog to feed.
-func watchdogInterval() (time.Duration, error) {
+func WatchdogInterval() (time.Duration, error) {
 	usec, err := daemon.SdWatchdogEnabled(true)
 	if err != nil {
 		return 0, fmt.Errorf("systemd watchdog: %w; WatchdogSec= in the unit sets WATCHDOG_USEC (and WATCHDOG_PID): fix or unset them", err)
@@ -35,7 +35,7 @@ func watchdogInterval() (time.Duration, error) {
 // in flight, if any, has returned. It starts at most one round at a time, on a goroutine
 // of its own, so that a round stuck on a wedged lock cannot stop the loop from noticing
 // the timeout; while that round is stuck, no other starts and nothing is sent.
-type watchdog struct {
+type Watchdog struct {
 	log      *zap.Logger
 	probes   []server.Probe
 	interval time.Duration    // between the starts of rounds
@@ -45,7 +45,7 @@ type watchdog struct {
 }
 
 // watch runs w.run on a goroutine that n.wait waits for.
-func (n *notifier) watch(ctx context.Context, w *watchdog) {
+func (n *Notifier) Watch(ctx context.Context, w *Watchdog) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -57,11 +57,18 @@ func (n *notifier) watch(ctx context.Context, w *watchdog) {
 // rounds, so that a round that passes late still pings well before systemd's deadline.
 func roundTimeout(interval time.Duration) time.Duration { return interval / 2 }
 
+// NewWatchdog returns a watchdog that runs probes every interval (see WatchdogInterval)
+// and calls ping (which sends WATCHDOG=1) after each round that passes in time. Start it
+// with Notifier.Watch.
+func NewWatchdog(log *zap.Logger, probes []server.Probe, interval time.Duration, ping func()) *Watchdog {
+	return &Watchdog{log: log, probes: probes, interval: interval, timeout: roundTimeout(interval), ping: ping}
+}
+
 // roundStart is where a round is before its first probe runs.
 var roundStart = "starting the round"
 
 // run runs rounds, the first at once, until ctx ends.
-func (w *watchdog) run(ctx context.Context) {
+func (w *Watchdog) run(ctx context.Context) {
 	tick := w.tick
 	if tick == nil {
 		t := time.NewTicker(w.interval)
@@ -130,7 +137,7 @@ func (w *watchdog) run(ctx context.Context) {
 
 // round runs the probes in order and returns the first failure, naming the probe. at
 // is set to each probe's name before it runs.
-func (w *watchdog) round(ctx context.Context, at *atomic.Pointer[string]) error {
+func (w *Watchdog) round(ctx context.Context, at *atomic.Pointer[string]) error {
 	for _, p := range w.probes {
 		at.Store(&p.Name)
 		if err := p.Check(ctx); err != nil {

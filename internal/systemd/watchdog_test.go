@@ -1,4 +1,4 @@
-package main
+package systemd
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 // fakeWatchdog is a watchdog driven by hand: the test sends its ticks, and its probes are
 // a passing "session ping" and a "pool lock" that the test can make fail or hang.
 type fakeWatchdog struct {
-	w      *watchdog
+	w      *Watchdog
 	logs   *observer.ObservedLogs
 	tick   chan time.Time
 	pings  atomic.Int64
@@ -36,7 +36,7 @@ type fakeWatchdog struct {
 func startFakeWatchdog(t *testing.T, release <-chan struct{}) *fakeWatchdog {
 	core, logs := observer.New(zapcore.InfoLevel)
 	f := &fakeWatchdog{logs: logs, tick: make(chan time.Time), stuck: make(chan struct{}, 1), done: make(chan struct{})}
-	f.w = &watchdog{
+	f.w = &Watchdog{
 		log: zap.New(core),
 		probes: []server.Probe{
 			{Name: "session ping", Check: func(context.Context) error { return nil }},
@@ -198,7 +198,7 @@ func TestWatchdogInterval(t *testing.T) {
 				tt.pid = strconv.Itoa(os.Getpid())
 			}
 			t.Setenv("WATCHDOG_PID", tt.pid)
-			got, err := watchdogInterval()
+			got, err := WatchdogInterval()
 			if tt.wantErr != "" {
 				require.ErrorContains(t, err, tt.wantErr)
 			} else {

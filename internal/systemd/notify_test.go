@@ -1,4 +1,4 @@
-package main
+package systemd
 
 import (
 	"context"
@@ -17,9 +17,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestStatusLoopEndsWithCtx(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Setenv("NOTIFY_SOCKET", "") // send is a no-op
-	n := &notifier{log: zap.NewNop()}
+	n := &Notifier{Log: zap.NewNop()}
 	calls := make(chan struct{}, 100)
-	n.ready(ctx, func() string {
+	n.Ready(ctx, func() string {
 		select {
 		case calls <- struct{}{}:
 		default:
@@ -35,7 +35,7 @@ func TestStatusLoopEndsWithCtx(t *testing.T) {
 	}
 	cancel()
 	done := make(chan struct{})
-	go func() { n.wait(); close(done) }()
+	go func() { n.Wait(); close(done) }()
 	require.Eventually(t, func() bool {
 		select {
 		case <-done:
