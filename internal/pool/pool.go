@@ -74,6 +74,9 @@ type entry struct {
 	state     state
 	checkouts int
 	idleSince time.Time
+	why       ExitReason // why it was retired (state stRetiring)
+	reason    string     // the same, for the log and the worker's stop cause
+	counted   bool       // counted in Pool.retiring
 }
 
 type result struct {
@@ -113,6 +116,9 @@ type Pool struct {
 	spawnFails   uint64
 	leased       int             // leases not yet released
 	idleWaiters  []chan struct{} // WaitIdle callers, closed when leased drops to 0
+	retiring     int             // registered workers retiring: outside the MaxWorkers cap
+	handover     []*entry        // retiring workers kept running until a start ends (recycle.go)
+	exits        [NumExitReasons]uint64
 }
 
 // New creates a pool and starts its MinIdle workers in the background.
@@ -249,14 +255,12 @@ func (p *Pool) TryAcquire() *Lease {
 			return l
 		}
 		p.mu.Lock()
-		e.state = stRetiring
 		p.checkouts--
 		p.unleaseLocked()
-		p.maybeSpawnLocked()
+		stop := p.retireLocked(e, ExitBye, "worker sent bye while idle")
 		p.mu.Unlock()
-		if alive {
-			p.log.Debug("retiring worker", zap.String("worker", e.w.ID()), zap.String("reason", "worker sent bye while idle"))
-			e.w.Stop(fmt.Errorf("%w: retired: worker sent bye", worker.ErrStopped), p.cfg.StopGrace)
+		if alive && stop {
+			p.stop(e)
 		}
 	}
 }
@@ -327,27 +331,27 @@ func (p *Pool) offerLocked(e *entry) {
 
 func (p *Pool) release(e *entry, retire bool) {
 	w := e.w
-	reason := "released with retire"
+	why, reason := ExitReleased, "released with retire"
 	switch {
 	case retire:
 	case w.ByeRequested():
-		retire, reason = true, "worker sent bye"
+		retire, why, reason = true, ExitBye, "worker sent bye"
 	case p.cfg.MaxCheckouts > 0 && e.checkouts >= p.cfg.MaxCheckouts:
-		retire, reason = true, fmt.Sprintf("served max_checkouts (%d)", p.cfg.MaxCheckouts)
+		retire, why, reason = true, ExitMaxCheckouts, "served max_checkouts"
 	case w.Err() != nil:
-		retire, reason = true, "worker exited"
+		retire, why, reason = true, ExitCrashed, "worker exited"
 	}
 	p.mu.Lock()
 	p.unleaseLocked()
 	if p.closed {
-		retire, reason = true, "pool closed"
+		retire, why, reason = true, ExitShutdown, "pool closed"
 	}
 	if retire {
-		e.state = stRetiring
-		p.maybeSpawnLocked()
+		stop := p.retireLocked(e, why, reason)
 		p.mu.Unlock()
-		p.log.Debug("retiring worker", zap.String("worker", w.ID()), zap.String("reason", reason))
-		w.Stop(fmt.Errorf("%w: retired: %s", worker.ErrStopped, reason), p.cfg.StopGrace)
+		if stop {
+			p.stop(e)
+		}
 		return
 	}
 	p.offerLocked(e)
@@ -389,10 +393,13 @@ func (p *Pool) Close() {
 	p.cancel()
 	stop := make([]*worker.Worker, 0, len(p.entries))
 	for w, e := range p.entries {
-		e.state = stRetiring
+		if e.state != stRetiring {
+			e.state, e.why = stRetiring, ExitShutdown
+		}
 		stop = append(stop, w)
 	}
 	p.idle = nil
+	p.handover = nil // stopped below with the rest
 	p.mu.Unlock()
 	for _, w := range stop {
 		w.Stop(fmt.Errorf("%w: shutting down", worker.ErrStopped), p.cfg.StopGrace)
