@@ -21,11 +21,11 @@ func (p *Pool) maybeSpawnLocked() int {
 		return 0
 	}
 	live := len(p.entries) - p.retiring + p.starting
+	// Starts in progress serve the waiters first; a worker serving a waiter comes back, so
+	// it counts toward MinIdle too.
 	need := p.waiters.Len() - p.starting
 	if !p.draining {
-		if d := p.cfg.MinIdle - len(p.idle) - p.starting - max(p.waiters.Len()-p.starting, 0); d > 0 {
-			need += d
-		}
+		need = max(need, p.cfg.MinIdle-len(p.idle)-p.starting)
 	}
 	if room := p.cfg.MaxWorkers - live; need > room {
 		need = room
