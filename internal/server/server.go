@@ -317,7 +317,15 @@ func (s *Server) status() *wire.Status {
 		is := wire.InterfaceStatus{Name: name, Live: ps.Live, Idle: ps.Idle, Busy: ps.Busy,
 			Starting: ps.Starting, Queued: ps.Queued, MinIdle: ps.MinIdle, MaxWorkers: ps.MaxWorkers,
 			Checkouts: ps.Checkouts, Spawns: ps.Spawns, SpawnFailures: ps.SpawnFailures,
-			LastError: ps.LastError, Workers: make([]wire.WorkerStatus, 0, len(ps.Workers))}
+			LastError: ps.LastError, Retiring: ps.Retiring, Workers: make([]wire.WorkerStatus, 0, len(ps.Workers))}
+		for r, n := range ps.Exits {
+			if n > 0 {
+				if is.Exits == nil {
+					is.Exits = make(map[string]uint64)
+				}
+				is.Exits[pool.ExitReason(r).String()] = n
+			}
+		}
 		for _, w := range ps.Workers {
 			ws := wire.WorkerStatus{ID: w.ID, PID: w.PID, State: w.State, Checkouts: w.Checkouts,
 				AgeSec: now.Sub(w.Started).Seconds(), Method: w.Method}
