@@ -55,6 +55,14 @@ type Config struct {
 	BackoffMin   time.Duration // first respawn delay after a failed start; default 100ms
 	BackoffMax   time.Duration // cap; default 5s
 	Logger       *zap.Logger
+
+	// Recycling by age and memory (recycle.go). Each worker gets its own limits, drawn
+	// between limit·(1−RecycleJitter) and limit. A worker is retired when idle or at
+	// release, never during a checkout.
+	MaxAge        time.Duration // retire a worker this long after it became ready; <= 0 = never
+	MaxRSS        int64         // retire a worker whose process tree's RSS exceeds this; <= 0 = never
+	RecycleJitter float64       // 0 = every worker gets the limit itself; below 1
+	SampleEvery   time.Duration // how often MaxRSS is sampled from /proc; default 2s
 }
 
 type state int
@@ -74,9 +82,13 @@ type entry struct {
 	state     state
 	checkouts int
 	idleSince time.Time
-	why       ExitReason // why it was retired (state stRetiring)
-	reason    string     // the same, for the log and the worker's stop cause
-	counted   bool       // counted in Pool.retiring
+	why       ExitReason    // why it was retired (state stRetiring)
+	reason    string        // the same, for the log and the worker's stop cause
+	counted   bool          // counted in Pool.retiring
+	readyAt   time.Time     // set once, before the entry is registered
+	maxAge    time.Duration // this worker's MaxAge, jittered; set with readyAt
+	maxRSS    int64         // this worker's MaxRSS, jittered; set with readyAt
+	overRSS   bool          // the sampler saw it over maxRSS while it was busy: retire at release
 }
 
 type result struct {
@@ -153,6 +165,13 @@ func New(cfg Config, spawn Spawner) *Pool {
 	if cfg.IdleTimeout > 0 {
 		p.wg.Add(1)
 		go p.reapIdle()
+	}
+	if cfg.MaxAge > 0 || cfg.MaxRSS > 0 {
+		if p.cfg.SampleEvery <= 0 {
+			p.cfg.SampleEvery = 2 * time.Second
+		}
+		p.wg.Add(1)
+		go p.recycle()
 	}
 	return p
 }
@@ -338,13 +357,18 @@ func (p *Pool) release(e *entry, retire bool) {
 		retire, why, reason = true, ExitBye, "worker sent bye"
 	case p.cfg.MaxCheckouts > 0 && e.checkouts >= p.cfg.MaxCheckouts:
 		retire, why, reason = true, ExitMaxCheckouts, "served max_checkouts"
+	case e.maxAge > 0 && time.Since(e.readyAt) >= e.maxAge:
+		retire, why, reason = true, ExitMaxAge, "reached max_age"
 	case w.Err() != nil:
 		retire, why, reason = true, ExitCrashed, "worker exited"
 	}
 	p.mu.Lock()
 	p.unleaseLocked()
-	if p.closed {
+	switch {
+	case p.closed:
 		retire, why, reason = true, ExitShutdown, "pool closed"
+	case !retire && e.overRSS:
+		retire, why, reason = true, ExitMaxRSS, "exceeded max_rss"
 	}
 	if retire {
 		stop := p.retireLocked(e, why, reason)

@@ -3,9 +3,12 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/taskd-dev/taskd/internal/procfs"
 	"github.com/taskd-dev/taskd/internal/wire"
 	"github.com/taskd-dev/taskd/internal/worker"
 )
@@ -28,6 +31,8 @@ type ExitReason int
 // Why workers end.
 const (
 	ExitMaxCheckouts  ExitReason = iota // recycled: served max_checkouts
+	ExitMaxAge                          // recycled: reached its max_age
+	ExitMaxRSS                          // recycled: its process tree's RSS exceeded max_rss
 	ExitBye                             // the worker asked to be retired
 	ExitIdleTimeout                     // idle above min_idle for idle_timeout
 	ExitReleased                        // its checkout retired it (an error not kept, the client's own rules)
@@ -40,7 +45,7 @@ const (
 )
 
 var exitNames = [NumExitReasons]string{
-	"max_checkouts", "bye", "idle_timeout", "released", "call_timeout", "protocol_error",
+	"max_checkouts", "max_age", "max_rss", "bye", "idle_timeout", "released", "call_timeout", "protocol_error",
 	"killed", "crashed", "shutdown",
 }
 
@@ -118,4 +123,116 @@ func exitReason(e *entry, err error) ExitReason {
 		return ExitKilled
 	}
 	return ExitCrashed
+}
+
+// newEntry makes the entry of a worker that has just become ready, with its own recycling
+// limits.
+func (p *Pool) newEntry(w *worker.Worker) *entry {
+	e := &entry{w: w, readyAt: time.Now()}
+	if p.cfg.MaxAge > 0 {
+		e.maxAge = time.Duration(float64(p.cfg.MaxAge) * p.jitter())
+	}
+	if p.cfg.MaxRSS > 0 {
+		e.maxRSS = int64(float64(p.cfg.MaxRSS) * p.jitter())
+	}
+	return e
+}
+
+// jitter returns a factor in [1−RecycleJitter, 1].
+func (p *Pool) jitter() float64 {
+	return 1 - p.cfg.RecycleJitter*rand.Float64()
+}
+
+// recycle retires workers past their max_age or max_rss: idle ones at once (their
+// replacement started first when the pool needs one), busy ones at release. It runs on
+// one goroutine per pool, owned by the pool (stopped and waited for by Close).
+func (p *Pool) recycle() {
+	defer p.wg.Done()
+	every := p.cfg.SampleEvery
+	if p.cfg.MaxAge > 0 {
+		every = min(every, max(p.cfg.MaxAge/10, 10*time.Millisecond))
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var lastSample time.Time
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		var over map[*entry]int64
+		if p.cfg.MaxRSS > 0 && time.Since(lastSample) >= p.cfg.SampleEvery {
+			lastSample = time.Now()
+			over = p.sampleRSS()
+		}
+		var stop []*entry
+		now := time.Now()
+		p.mu.Lock()
+		for e, rss := range over {
+			if p.entries[e.w] != e || e.state == stRetiring {
+				continue
+			}
+			if e.state == stBusy {
+				e.overRSS = true // retired at release
+				continue
+			}
+			p.removeIdleLocked(e)
+			p.log.Info("worker over max_rss", zap.String("worker", e.w.ID()), zap.Int64("rss", rss), zap.Int64("max_rss", e.maxRSS))
+			if p.retireLocked(e, ExitMaxRSS, "exceeded max_rss") {
+				stop = append(stop, e)
+			}
+		}
+		if p.cfg.MaxAge > 0 {
+			var old []*entry
+			for _, e := range p.idle {
+				if now.Sub(e.readyAt) >= e.maxAge {
+					old = append(old, e)
+				}
+			}
+			for _, e := range old {
+				p.removeIdleLocked(e)
+				if p.retireLocked(e, ExitMaxAge, "reached max_age") {
+					stop = append(stop, e)
+				}
+			}
+		}
+		p.mu.Unlock()
+		for _, e := range stop {
+			p.stop(e)
+		}
+	}
+}
+
+// sampleRSS reads the RSS of each live worker's process tree (outside the lock) and
+// returns those over their limit.
+func (p *Pool) sampleRSS() map[*entry]int64 {
+	p.mu.Lock()
+	list := make([]*entry, 0, len(p.entries))
+	for _, e := range p.entries {
+		if e.state != stRetiring {
+			list = append(list, e)
+		}
+	}
+	p.mu.Unlock()
+	var over map[*entry]int64
+	for _, e := range list {
+		if rss := treeRSS(e.w.PID()); rss > e.maxRSS {
+			if over == nil {
+				over = make(map[*entry]int64)
+			}
+			over[e] = rss
+		}
+	}
+	return over
+}
+
+// treeRSS returns the resident set size of process pid and all its descendants, in bytes;
+// processes that are gone count 0.
+func treeRSS(pid int) int64 {
+	rss, _ := procfs.RSS(pid)
+	for _, c := range procfs.Children(pid) {
+		rss += treeRSS(c)
+	}
+	return rss
 }

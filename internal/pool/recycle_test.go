@@ -2,6 +2,7 @@ package pool_test
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -97,4 +98,86 @@ func TestExitReasonsAreCounted(t *testing.T) {
 	for r := range pool.NumExitReasons {
 		assert.NotContains(t, r.String(), "ExitReason", "every reason has a name")
 	}
+}
+
+func callOK(t *testing.T, l *pool.Lease, method string, args string) {
+	t.Helper()
+	ch := make(chan worker.Reply, 1)
+	_, err := l.Worker().Call(method, []byte(args), func(r worker.Reply) { ch <- r.Clone() })
+	require.NoError(t, err)
+	require.NoError(t, (<-ch).Err)
+}
+
+// max_age retires idle workers once they come of age (replacements first), and a busy
+// one only when it is released.
+func TestMaxAge(t *testing.T) {
+	const age = 300 * time.Millisecond
+	p, _ := newPool(t, "raw", pool.Config{MinIdle: 2, MaxWorkers: 2, MaxAge: age, RecycleJitter: 0.1})
+	require.Eventually(t, func() bool { return p.Stats().Idle == 2 }, 10*time.Second, time.Millisecond)
+	l := acquire(t, p)
+	held := pidOf(t, l)
+	require.Eventually(t, func() bool { return p.Stats().Exits[pool.ExitMaxAge] >= 1 }, 10*time.Second, time.Millisecond,
+		"the idle worker is recycled")
+	time.Sleep(2 * age) // past the held worker's age, which must not end its checkout
+	assert.True(t, taskdtest.Alive(held), "a busy worker is never recycled mid-checkout")
+	callOK(t, l, "echo", "[1]")
+	l.Release(false)
+	require.Eventually(t, func() bool {
+		return !taskdtest.Alive(held) && p.Stats().Exits[pool.ExitMaxAge] >= 2
+	}, 10*time.Second, time.Millisecond, "the busy worker is recycled at release")
+}
+
+// Each worker gets its own age limit within the jitter, so workers started together are
+// not all retired together.
+func TestRecycleJitterSpreadsRetirement(t *testing.T) {
+	const age = 400 * time.Millisecond
+	p, _ := newPool(t, "raw", pool.Config{MinIdle: 4, MaxWorkers: 4, MaxAge: age, RecycleJitter: 0.5})
+	require.Eventually(t, func() bool { return p.Stats().Idle == 4 }, 10*time.Second, time.Millisecond)
+	var lifetimes []time.Duration
+	seen := map[int]time.Time{}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(lifetimes) < 4 && time.Now().Before(deadline) {
+		now := time.Now()
+		live := map[int]bool{}
+		for _, w := range p.Stats().Workers {
+			live[w.PID] = true
+			if _, ok := seen[w.PID]; !ok {
+				seen[w.PID] = w.Started
+			}
+		}
+		for pid, started := range seen {
+			if !live[pid] {
+				lifetimes = append(lifetimes, now.Sub(started))
+				delete(seen, pid)
+			}
+		}
+		time.Sleep(5 * time.Millisecond) // sampling, not timing: the assertions allow slack
+	}
+	require.GreaterOrEqual(t, len(lifetimes), 2)
+	spread := slices.Max(lifetimes) - slices.Min(lifetimes)
+	t.Logf("lifetimes %v", lifetimes)
+	assert.Greater(t, spread, 20*time.Millisecond, "with 50%% jitter, lifetimes differ")
+}
+
+// max_rss retires a worker whose memory grows past the limit: at release if it is busy.
+func TestMaxRSS(t *testing.T) {
+	p, _ := newPool(t, "raw", pool.Config{MinIdle: 1, MaxWorkers: 1, MaxRSS: 100 << 20,
+		SampleEvery: 20 * time.Millisecond})
+	l := acquire(t, p)
+	pid := pidOf(t, l)
+	callOK(t, l, "alloc", "[150]")
+	time.Sleep(100 * time.Millisecond) // several samples while busy: it must keep its checkout
+	assert.True(t, taskdtest.Alive(pid))
+	callOK(t, l, "echo", "[1]")
+	l.Release(false)
+	require.Eventually(t, func() bool { return p.Stats().Exits[pool.ExitMaxRSS] == 1 }, 10*time.Second, time.Millisecond)
+
+	// Over the limit while idle: alloclater allocates after its reply, while the worker
+	// goes back idle, and the sampler retires it from there.
+	l = acquire(t, p)
+	callOK(t, l, "alloclater", "[150]")
+	l.Release(false)
+	require.Eventually(t, func() bool { return p.Stats().Exits[pool.ExitMaxRSS] == 2 }, 10*time.Second, time.Millisecond,
+		"an idle worker over the limit is retired")
+	require.Eventually(t, func() bool { return p.Stats().Idle == 1 }, 10*time.Second, time.Millisecond)
 }

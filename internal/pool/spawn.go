@@ -88,7 +88,7 @@ func (p *Pool) spawnOne(id string) {
 		}
 		return
 	}
-	e := &entry{w: w}
+	e := p.newEntry(w)
 	p.entries[w] = e
 	if p.closed {
 		e.state, e.why = stRetiring, ExitShutdown

@@ -122,9 +122,14 @@ func (s *Server) newPool(name string, ic config.Interface) *pool.Pool {
 	if ic.MinIdle != nil {
 		minIdle = *ic.MinIdle
 	}
+	jitter := config.DefaultRecycleJitter
+	if ic.RecycleJitter != nil {
+		jitter = *ic.RecycleJitter
+	}
 	return pool.New(pool.Config{
 		Name: name, MinIdle: minIdle, MaxWorkers: ic.MaxWorkers, MaxQueue: ic.MaxQueue,
 		MaxCheckouts: ic.MaxCheckouts, IdleTimeout: ic.IdleTimeout, Logger: s.log.Named("pool"),
+		MaxAge: ic.MaxAge, MaxRSS: int64(ic.MaxRSS), RecycleJitter: float64(jitter),
 	}, spawn)
 }
 

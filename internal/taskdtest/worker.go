@@ -36,7 +36,8 @@ func MaybeRunWorker() {
 // byeafter (the reply, then bye: the late bye the protocol warns against), garbage (prints a stray line
 // first), longline [n] (replies with an n-byte line), badid (replies with a wrong id),
 // dones (how many "done" it has received), env (its environment), wait (blocks until the
-// call is cancelled), stderr [n] (writes an n-byte stderr line), logs.
+// call is cancelled), stderr [n] (writes an n-byte stderr line), logs, alloc [n] (allocates
+// and touches n MiB, kept until it exits), alloclater [n] (the same after its reply).
 func WorkerYAML(name, mode, extra string, env ...string) string {
 	var b strings.Builder
 	// GORACE: a race-enabled binary otherwise sleeps 1s at exit, which would make every
@@ -96,6 +97,7 @@ func runWorker(mode string) int {
 	}
 	in := bufio.NewReaderSize(os.Stdin, 1<<20)
 	dones := 0
+	var hoard [][]byte // what alloc allocated
 	next := func() (rawMsg, bool) {
 		line, err := in.ReadBytes('\n')
 		if err != nil {
@@ -186,6 +188,18 @@ func runWorker(mode string) int {
 					ok(m.ID, "cancelled")
 					break
 				}
+			}
+		case "alloc", "alloclater": // allocates and touches n MiB, kept until the worker exits
+			if m.M == "alloclater" { // after the reply
+				ok(m.ID, true)
+			}
+			b := make([]byte, num(0)<<20)
+			for i := 0; i < len(b); i += 4096 {
+				b[i] = 1
+			}
+			hoard = append(hoard, b)
+			if m.M == "alloc" {
+				ok(m.ID, true)
 			}
 		case "stderr":
 			fmt.Fprintln(os.Stderr, strings.Repeat("e", num(0)))

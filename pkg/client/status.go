@@ -50,6 +50,8 @@ type InterfaceStatus struct {
 // Reasons a worker ends, the keys of InterfaceStatus.Exits.
 const (
 	ExitMaxCheckouts  = "max_checkouts"  // recycled: it served max_checkouts
+	ExitMaxAge        = "max_age"        // recycled: it reached its max_age
+	ExitMaxRSS        = "max_rss"        // recycled: its process tree's RSS exceeded max_rss
 	ExitBye           = "bye"            // the worker asked to be retired
 	ExitIdleTimeout   = "idle_timeout"   // idle above min_idle for idle_timeout
 	ExitReleased      = "released"       // its checkout retired it (a remote error not kept, the client's MaxCheckouts)
