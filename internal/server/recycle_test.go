@@ -124,3 +124,25 @@ func TestExitReasonNamesMatchClient(t *testing.T) {
 	}
 	assert.ElementsMatch(t, documented, names)
 }
+
+// TestMaxAgeFromConfig: max_age and recycle_jitter reach the pool, and its recycling
+// shows in status.
+func TestMaxAgeFromConfig(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 2\nmax_workers: 2\nmax_age: 300ms\nrecycle_jitter: 20%"))
+	c := newClient(t, d, "echo")
+	require.Eventually(t, func() bool { return status(t, c, "echo").Exits[client.ExitMaxAge] >= 2 }, 20*time.Second, 10*time.Millisecond)
+	require.NoError(t, c.Call(ctxT(t), "echo", nil), "calls go on while workers are recycled")
+}
+
+// TestMaxRSSCountsTheProcessTree: a worker whose child holds the memory is over max_rss.
+func TestMaxRSSCountsTheProcessTree(t *testing.T) {
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\nmax_workers: 1\nmax_rss: 100MiB"))
+	c := newClient(t, d, "echo")
+	co, err := c.Checkout(ctxT(t))
+	require.NoError(t, err)
+	p := pid(t, co)
+	require.NoError(t, co.Call(ctxT(t), "childalloc", nil, 150))
+	co.Release()
+	require.Eventually(t, func() bool { return status(t, c, "echo").Exits[client.ExitMaxRSS] == 1 }, 20*time.Second, 10*time.Millisecond)
+	taskdtest.RequireGone(t, []int{p}, 5*time.Second)
+}
