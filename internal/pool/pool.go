@@ -450,7 +450,12 @@ func (p *Pool) Close() {
 		}
 		p.mu.Lock()
 		for _, w := range rest {
-			delete(p.entries, w)
+			// Exited is closed before the worker's onExit runs: count the exit here if
+			// onExit has not, so that Stats is final when Close returns.
+			if e, ok := p.entries[w]; ok {
+				delete(p.entries, w)
+				p.exitedLocked(e)
+			}
 		}
 		p.mu.Unlock()
 	}
