@@ -192,8 +192,9 @@ func (l *Lease) Checkouts() int { return l.n }
 
 // Release returns the worker to the pool, or retires it if retire is set, the worker asked
 // for it (bye), it has served MaxCheckouts, reached its MaxAge or exceeded its MaxRSS, or it
-// is dead. A retired worker's replacement is started first when the pool needs one. Telling the worker that its
-// checkout is over ("done") is the holder's business, before Release.
+// is dead. A retired worker's replacement is started first when the pool needs one.
+// Telling the worker that its checkout is over ("done") is the holder's business, before
+// Release.
 func (l *Lease) Release(retire bool) {
 	if l.released.Swap(true) {
 		return
