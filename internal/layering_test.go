@@ -24,7 +24,7 @@ var allowed = map[string][]string{
 	"internal/wire":                 {},
 	"internal/config":               {"internal/wire"},
 	"internal/worker":               {"internal/wire", "internal/sendq", "internal/fdio", "internal/procfs"},
-	"internal/pool":                 {"internal/worker", "internal/wire"},
+	"internal/pool":                 {"internal/worker", "internal/wire", "internal/procfs"},
 	"internal/server":               {"internal/pool", "internal/worker", "internal/wire", "internal/config", "internal/sendq", "internal/fdio"},
 	"internal/taskdtest":            {"internal/procfs", "internal/taskdproc"},
 	"internal/conformance":          {},

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -49,10 +52,10 @@ func renderStatus(w io.Writer, st client.DaemonStatus) error {
 	fmt.Fprintf(w, "taskd %s, pid %d, up %s%s\n\n", st.Version, st.PID, fmtDur(st.Uptime), draining)
 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "INTERFACE\tLIVE\tIDLE\tBUSY\tSTARTING\tQUEUED\tCHECKOUTS\tLAST ERROR")
+	fmt.Fprintln(tw, "INTERFACE\tLIVE\tIDLE\tBUSY\tSTARTING\tQUEUED\tCHECKOUTS\tEXITS\tLAST ERROR")
 	for _, is := range st.Interfaces {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", is.Name, is.Live, is.Idle, is.Busy,
-			is.Starting, is.Queued, is.Checkouts, orDash(oneLine(is.LastError, 60)))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", is.Name, is.Live, is.Idle, is.Busy,
+			is.Starting, is.Queued, is.Checkouts, orDash(fmtExits(is.Exits)), orDash(oneLine(is.LastError, 60)))
 	}
 	if len(st.Interfaces) == 0 {
 		fmt.Fprintln(tw, "(no interfaces)")
@@ -87,6 +90,23 @@ func renderStatus(w io.Writer, st client.DaemonStatus) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// fmtExits formats worker exits by reason as "crashed=1 max_checkouts=12", most
+// frequent first.
+func fmtExits(exits map[string]uint64) string {
+	reasons := slices.Collect(maps.Keys(exits))
+	slices.SortFunc(reasons, func(a, b string) int {
+		if c := cmp.Compare(exits[b], exits[a]); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	parts := make([]string, len(reasons))
+	for i, r := range reasons {
+		parts[i] = fmt.Sprintf("%s=%d", r, exits[r])
+	}
+	return strings.Join(parts, " ")
 }
 
 // fmtDur formats d rounded to what a human reads: milliseconds below a second, tenths

@@ -46,6 +46,7 @@ func TestRenderStatus(t *testing.T) {
 		Version: "1.2.3", PID: 99, Uptime: 3725400 * time.Millisecond,
 		Interfaces: []client.InterfaceStatus{
 			{Name: "passwd", Live: 2, Idle: 1, Busy: 1, Queued: 3, Checkouts: 17,
+				Exits: map[string]uint64{client.ExitMaxCheckouts: 4, client.ExitCrashed: 1, client.ExitBye: 1},
 				Workers: []client.WorkerStatus{
 					{ID: "passwd-1", PID: 4242, State: "busy", Checkouts: 3, Age: 602200 * time.Millisecond, Method: "hash", CallRunning: 1234 * time.Millisecond},
 					{ID: "passwd-2", PID: 4243, State: "idle", Checkouts: 14, Age: 250 * time.Millisecond},
@@ -57,9 +58,9 @@ func TestRenderStatus(t *testing.T) {
 	require.NoError(t, renderStatus(&buf, st))
 	want := `taskd 1.2.3, pid 99, up 1h2m5s
 
-INTERFACE  LIVE  IDLE  BUSY  STARTING  QUEUED  CHECKOUTS  LAST ERROR
-passwd     2     1     1     0         3       17         -
-broken     0     0     0     1         0       0          exit status 1: Traceback (most recent call last): File "w.p…
+INTERFACE  LIVE  IDLE  BUSY  STARTING  QUEUED  CHECKOUTS  EXITS                            LAST ERROR
+passwd     2     1     1     0         3       17         max_checkouts=4 bye=1 crashed=1  -
+broken     0     0     0     1         0       0          -                                exit status 1: Traceback (most recent call last): File "w.p…
 
 INTERFACE  WORKER    PID   STATE  CHECKOUTS  AGE    METHOD  RUNNING FOR
 passwd     passwd-1  4242  busy   3          10m2s  hash    1.2s

@@ -46,6 +46,12 @@ type Interface struct {
 	SetupTimeout time.Duration     `yaml:"setup_timeout"`
 	CallTimeout  time.Duration     `yaml:"call_timeout"` // negative = none
 	IdleTimeout  time.Duration     `yaml:"idle_timeout"` // negative = never
+	// Recycling by age and memory: 0 = never. Each worker gets its own limit, drawn
+	// between limit·(1−RecycleJitter) and limit, so that a pool's workers do not all
+	// retire at once.
+	MaxAge        time.Duration `yaml:"max_age"`
+	MaxRSS        ByteSize      `yaml:"max_rss"`
+	RecycleJitter *Percent      `yaml:"recycle_jitter"` // nil = default; 0 = none
 }
 
 // Defaults filled in by Normalize. docs/config.md lists them too; keep both in step.
@@ -56,13 +62,14 @@ const (
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "json"
 
-	DefaultDir          = "."
-	DefaultMinIdle      = 1
-	DefaultMaxWorkers   = 8
-	DefaultMaxQueue     = 1000
-	DefaultSetupTimeout = 10 * time.Second
-	DefaultCallTimeout  = 60 * time.Second
-	DefaultIdleTimeout  = 10 * time.Minute
+	DefaultDir           = "."
+	DefaultMinIdle       = 1
+	DefaultMaxWorkers    = 8
+	DefaultMaxQueue      = 1000
+	DefaultSetupTimeout  = 10 * time.Second
+	DefaultCallTimeout   = 60 * time.Second
+	DefaultIdleTimeout   = 10 * time.Minute
+	DefaultRecycleJitter = Percent(0.10)
 )
 
 // Limits checked by Validate.
@@ -142,6 +149,10 @@ func (in *Interface) normalize() {
 	}
 	if in.IdleTimeout == 0 {
 		in.IdleTimeout = DefaultIdleTimeout
+	}
+	if in.RecycleJitter == nil {
+		j := DefaultRecycleJitter
+		in.RecycleJitter = &j
 	}
 }
 
@@ -266,6 +277,15 @@ func (in Interface) validate(prefix string) []error {
 	}
 	if in.IdleTimeout == 0 {
 		bad("idle_timeout", "must not be 0 (call Normalize first); a negative value means never")
+	}
+	if in.MaxAge < 0 {
+		bad("max_age", "must be ≥ 0 (got %s); 0 means a worker is never retired for its age", in.MaxAge)
+	}
+	switch {
+	case in.RecycleJitter == nil:
+		bad("recycle_jitter", "not set (call Normalize first)")
+	case *in.RecycleJitter < 0 || *in.RecycleJitter >= 1:
+		bad("recycle_jitter", "must be from 0%% to below 100%% (got %s)", *in.RecycleJitter)
 	}
 	return errs
 }

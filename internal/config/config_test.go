@@ -13,6 +13,8 @@ import (
 
 func intp(n int) *int { return &n }
 
+func pctp(p Percent) *Percent { return &p }
+
 // valid returns a normalized, valid Config with one interface, "passwd".
 func valid() Config {
 	c := Config{Interfaces: map[string]Interface{
@@ -42,6 +44,8 @@ func TestNormalize(t *testing.T) {
 				SetupTimeout: 10 * time.Second,
 				CallTimeout:  60 * time.Second,
 				IdleTimeout:  10 * time.Minute,
+				// max_age and max_rss: 0, never
+				RecycleJitter: pctp(0.1),
 			}},
 		}, c)
 		require.NoError(t, c.Validate())
@@ -56,16 +60,19 @@ func TestNormalize(t *testing.T) {
 			MetricsListen:   "127.0.0.1:9464",
 			Log:             Log{Level: "debug", Format: "console"},
 			Interfaces: map[string]Interface{"x": {
-				Command:      []string{"w"},
-				Dir:          "/srv",
-				Env:          map[string]string{"A": "b"},
-				MinIdle:      intp(0),
-				MaxWorkers:   2,
-				MaxQueue:     3,
-				MaxCheckouts: 4,
-				SetupTimeout: time.Second,
-				CallTimeout:  -1,
-				IdleTimeout:  -time.Second,
+				Command:       []string{"w"},
+				Dir:           "/srv",
+				Env:           map[string]string{"A": "b"},
+				MinIdle:       intp(0),
+				MaxWorkers:    2,
+				MaxQueue:      3,
+				MaxCheckouts:  4,
+				SetupTimeout:  time.Second,
+				CallTimeout:   -1,
+				IdleTimeout:   -time.Second,
+				MaxAge:        time.Hour,
+				MaxRSS:        512 * MiB,
+				RecycleJitter: pctp(0),
 			}},
 		}
 		c := set
@@ -135,8 +142,8 @@ func TestValidate(t *testing.T) {
 			c.Interfaces["passwd"] = in
 		}, nil},
 		{"min_idle 0 and equal to max_workers", func(c *Config) {
-			c.Interfaces["a"] = Interface{Command: []string{"a"}, Dir: ".", MinIdle: intp(0), MaxWorkers: 1, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, IdleTimeout: 1}
-			c.Interfaces["b"] = Interface{Command: []string{"b"}, Dir: ".", MinIdle: intp(2), MaxWorkers: 2, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, IdleTimeout: 1}
+			c.Interfaces["a"] = Interface{Command: []string{"a"}, Dir: ".", MinIdle: intp(0), MaxWorkers: 1, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, IdleTimeout: 1, RecycleJitter: pctp(0.1)}
+			c.Interfaces["b"] = Interface{Command: []string{"b"}, Dir: ".", MinIdle: intp(2), MaxWorkers: 2, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, IdleTimeout: 1, RecycleJitter: pctp(0.1)}
 		}, nil},
 		{"metrics on", func(c *Config) { c.MetricsListen = "127.0.0.1:9464" }, nil},
 		{"interface names", func(c *Config) {
@@ -202,6 +209,15 @@ func TestValidate(t *testing.T) {
 			"interfaces.passwd.max_queue: must be ≥ 1 (got -1)",
 			"interfaces.passwd.max_checkouts: must be ≥ 0 (got -1)",
 		}},
+		{"recycling", func(c *Config) {
+			setIface(c, func(in *Interface) { in.MaxAge, in.RecycleJitter = -time.Second, pctp(1) })
+		}, []string{
+			"interfaces.passwd.max_age: must be ≥ 0 (got -1s)",
+			"interfaces.passwd.recycle_jitter: must be from 0% to below 100% (got 100%)",
+		}},
+		{"recycle_jitter not normalized", func(c *Config) { setIface(c, func(in *Interface) { in.RecycleJitter = nil }) }, []string{
+			"interfaces.passwd.recycle_jitter: not set",
+		}},
 		{"timeouts", func(c *Config) {
 			setIface(c, func(in *Interface) { in.SetupTimeout, in.CallTimeout, in.IdleTimeout = -1, 0, 0 })
 		}, []string{
@@ -211,7 +227,7 @@ func TestValidate(t *testing.T) {
 		}},
 		{"all problems at once, in key order", func(c *Config) {
 			c.Log.Level = "loud"
-			c.Interfaces["b"] = Interface{Command: []string{"b"}, Dir: ".", MinIdle: intp(0), MaxWorkers: 0, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, IdleTimeout: 1}
+			c.Interfaces["b"] = Interface{Command: []string{"b"}, Dir: ".", MinIdle: intp(0), MaxWorkers: 0, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, IdleTimeout: 1, RecycleJitter: pctp(0.1)}
 			setIface(c, func(in *Interface) { in.Command = nil })
 		}, []string{
 			"log.level:",

@@ -72,12 +72,13 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, key, env string) {
 
 // field decodes the value of one struct field and notes a 0 given for a number or duration
 // that Normalize would replace with its default: someone who writes max_workers: 0 means
-// something other than 8. max_checkouts (0 = never) is the one key where 0 has a meaning
-// of its own; min_idle is a pointer for the same reason.
+// something other than 8. max_checkouts, max_age and max_rss (0 = never) are the keys
+// where 0 has a meaning of its own; min_idle and recycle_jitter are pointers for the same
+// reason.
 func (d *decoder) field(n *yaml.Node, v reflect.Value, key, env string) {
 	n = deref(n)
 	d.value(n, v, key, env)
-	if n.ShortTag() == "!!null" || !v.CanInt() || !v.IsZero() || strings.HasSuffix(key, ".max_checkouts") {
+	if n.ShortTag() == "!!null" || !v.CanInt() || !v.IsZero() || zeroMeansNever(key) {
 		return
 	}
 	msg := "0 is not allowed: leave the key out to get the default (docs/config.md)"
@@ -85,6 +86,16 @@ func (d *decoder) field(n *yaml.Node, v reflect.Value, key, env string) {
 		msg += ", or give a negative value such as -1s for no timeout"
 	}
 	d.zeros = append(d.zeros, &problem{key: key, msg: msg, source: source{line: n.Line, env: env}})
+}
+
+// zeroMeansNever reports whether key is one where 0 means "never" rather than "default".
+func zeroMeansNever(key string) bool {
+	for _, k := range []string{".max_checkouts", ".max_age", ".max_rss"} {
+		if strings.HasSuffix(key, k) {
+			return true
+		}
+	}
+	return false
 }
 
 // fields decodes a mapping into the struct v. Keys match the fields' yaml tags without
@@ -234,6 +245,7 @@ func deref(n *yaml.Node) *yaml.Node {
 var (
 	byteSizeType = reflect.TypeFor[ByteSize]()
 	durationType = reflect.TypeFor[time.Duration]()
+	percentType  = reflect.TypeFor[Percent]()
 )
 
 // scalar converts the scalar node n to t, which is a string, an int, a time.Duration or a
@@ -243,7 +255,8 @@ var (
 //   - an int is a whole number in decimal;
 //   - a time.Duration is a string such as "10s", "1m30s" or "-1s" (see time.ParseDuration);
 //     a bare number other than 0 is refused, because 10 might mean seconds or nanoseconds;
-//   - a ByteSize is a whole number of bytes or a string such as "16MiB" (see ParseByteSize).
+//   - a ByteSize is a whole number of bytes or a string such as "16MiB" (see ParseByteSize);
+//   - a Percent is a string such as "10%" or "2.5%", or 0.
 func scalar(n *yaml.Node, t reflect.Type) (reflect.Value, error) {
 	if n.Kind != yaml.ScalarNode {
 		return reflect.Value{}, fmt.Errorf("want %s, got %s", kindName(t), describe(n))
@@ -255,6 +268,8 @@ func scalar(n *yaml.Node, t reflect.Type) (reflect.Value, error) {
 		x, err = parseDuration(n)
 	case t == byteSizeType:
 		x, err = parseSize(n)
+	case t == percentType:
+		x, err = parsePercent(n)
 	case t.Kind() == reflect.String:
 		x = n.Value
 	case t.Kind() == reflect.Int:
@@ -305,6 +320,8 @@ func kindName(t reflect.Type) string {
 		return `a duration such as "10s"`
 	case t == byteSizeType:
 		return `a size such as "16MiB"`
+	case t == percentType:
+		return `a percentage such as "10%"`
 	case t.Kind() == reflect.Int:
 		return "a whole number"
 	}

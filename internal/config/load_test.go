@@ -71,6 +71,9 @@ interfaces:
     setup_timeout: 500ms
     call_timeout: -1s
     idle_timeout: 1h
+    max_age: 6h
+    max_rss: 1GiB
+    recycle_jitter: 25%
 `, nil, func(t *testing.T, c Config) {
 			zero, empty := 0, ""
 			assert.Equal(t, Config{
@@ -81,16 +84,19 @@ interfaces:
 				MetricsListen:   empty,
 				Log:             Log{Level: "debug", Format: "console"},
 				Interfaces: map[string]Interface{"passwd": {
-					Command:      []string{"python3", "worker.py"},
-					Dir:          "/srv",
-					Env:          map[string]string{"PASSWD_COST": "14", "Mixed_Case": "x"},
-					MinIdle:      &zero,
-					MaxWorkers:   2,
-					MaxQueue:     5,
-					MaxCheckouts: 100,
-					SetupTimeout: 500 * time.Millisecond,
-					CallTimeout:  -time.Second,
-					IdleTimeout:  time.Hour,
+					Command:       []string{"python3", "worker.py"},
+					Dir:           "/srv",
+					Env:           map[string]string{"PASSWD_COST": "14", "Mixed_Case": "x"},
+					MinIdle:       &zero,
+					MaxWorkers:    2,
+					MaxQueue:      5,
+					MaxCheckouts:  100,
+					SetupTimeout:  500 * time.Millisecond,
+					CallTimeout:   -time.Second,
+					IdleTimeout:   time.Hour,
+					MaxAge:        6 * time.Hour,
+					MaxRSS:        GiB,
+					RecycleJitter: pctp(0.25),
 				}},
 			}, c)
 		}},

@@ -1,7 +1,8 @@
 // Package pool keeps the worker processes of one interface: warm idle workers (min_idle),
 // a cap on live workers (max_workers), a FIFO queue of waiting checkouts (max_queue),
-// recycling (max_checkouts, idle_timeout, bye, errors) and spawn backoff for workers that
-// cannot start.
+// recycling (max_checkouts, max_age, max_rss with jitter, idle_timeout, bye, errors; a
+// replacement is started before a retiring worker is stopped), exit counts by reason, and
+// spawn backoff for workers that cannot start.
 //
 // Locking rule: one mutex (Pool.mu) guards all pool state, and nothing slow happens while it
 // is held — no process start, no pipe write, no blocking channel operation (hand-offs go to

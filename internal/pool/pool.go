@@ -55,6 +55,14 @@ type Config struct {
 	BackoffMin   time.Duration // first respawn delay after a failed start; default 100ms
 	BackoffMax   time.Duration // cap; default 5s
 	Logger       *zap.Logger
+
+	// Recycling by age and memory (recycle.go). Each worker gets its own limits, drawn
+	// between limit·(1−RecycleJitter) and limit. A worker is retired when idle or at
+	// release, never during a checkout.
+	MaxAge        time.Duration // retire a worker this long after it became ready; <= 0 = never
+	MaxRSS        int64         // retire a worker whose process tree's RSS exceeds this; <= 0 = never
+	RecycleJitter float64       // 0 = every worker gets the limit itself; below 1
+	SampleEvery   time.Duration // how often MaxRSS is sampled from /proc; default 2s
 }
 
 type state int
@@ -74,6 +82,13 @@ type entry struct {
 	state     state
 	checkouts int
 	idleSince time.Time
+	why       ExitReason    // why it was retired (state stRetiring)
+	reason    string        // the same, for the log and the worker's stop cause
+	counted   bool          // counted in Pool.retiring
+	readyAt   time.Time     // set once, before the entry is registered
+	maxAge    time.Duration // this worker's MaxAge, jittered; set with readyAt
+	maxRSS    int64         // this worker's MaxRSS, jittered; set with readyAt
+	overRSS   bool          // the sampler saw it over maxRSS while it was busy: retire at release
 }
 
 type result struct {
@@ -113,6 +128,9 @@ type Pool struct {
 	spawnFails   uint64
 	leased       int             // leases not yet released
 	idleWaiters  []chan struct{} // WaitIdle callers, closed when leased drops to 0
+	retiring     int             // registered workers retiring: outside the MaxWorkers cap
+	handover     []*entry        // retiring workers kept running until a start ends (recycle.go)
+	exits        [NumExitReasons]uint64
 }
 
 // New creates a pool and starts its MinIdle workers in the background.
@@ -148,6 +166,13 @@ func New(cfg Config, spawn Spawner) *Pool {
 		p.wg.Add(1)
 		go p.reapIdle()
 	}
+	if cfg.MaxAge > 0 || cfg.MaxRSS > 0 {
+		if p.cfg.SampleEvery <= 0 {
+			p.cfg.SampleEvery = 2 * time.Second
+		}
+		p.wg.Add(1)
+		go p.recycle()
+	}
 	return p
 }
 
@@ -166,8 +191,10 @@ func (l *Lease) Worker() *worker.Worker { return l.e.w }
 func (l *Lease) Checkouts() int { return l.n }
 
 // Release returns the worker to the pool, or retires it if retire is set, the worker asked
-// for it (bye), it has served MaxCheckouts, or it is dead. Telling the worker that its
-// checkout is over ("done") is the holder's business, before Release.
+// for it (bye), it has served MaxCheckouts, reached its MaxAge or exceeded its MaxRSS, or it
+// is dead. A retired worker's replacement is started first when the pool needs one.
+// Telling the worker that its checkout is over ("done") is the holder's business, before
+// Release.
 func (l *Lease) Release(retire bool) {
 	if l.released.Swap(true) {
 		return
@@ -249,14 +276,12 @@ func (p *Pool) TryAcquire() *Lease {
 			return l
 		}
 		p.mu.Lock()
-		e.state = stRetiring
 		p.checkouts--
 		p.unleaseLocked()
-		p.maybeSpawnLocked()
+		stop := p.retireLocked(e, ExitBye, "worker sent bye while idle")
 		p.mu.Unlock()
-		if alive {
-			p.log.Debug("retiring worker", zap.String("worker", e.w.ID()), zap.String("reason", "worker sent bye while idle"))
-			e.w.Stop(fmt.Errorf("%w: retired: worker sent bye", worker.ErrStopped), p.cfg.StopGrace)
+		if alive && stop {
+			p.stop(e)
 		}
 	}
 }
@@ -327,27 +352,32 @@ func (p *Pool) offerLocked(e *entry) {
 
 func (p *Pool) release(e *entry, retire bool) {
 	w := e.w
-	reason := "released with retire"
+	why, reason := ExitReleased, "released with retire"
 	switch {
 	case retire:
 	case w.ByeRequested():
-		retire, reason = true, "worker sent bye"
+		retire, why, reason = true, ExitBye, "worker sent bye"
 	case p.cfg.MaxCheckouts > 0 && e.checkouts >= p.cfg.MaxCheckouts:
-		retire, reason = true, fmt.Sprintf("served max_checkouts (%d)", p.cfg.MaxCheckouts)
+		retire, why, reason = true, ExitMaxCheckouts, "served max_checkouts"
+	case e.maxAge > 0 && time.Since(e.readyAt) >= e.maxAge:
+		retire, why, reason = true, ExitMaxAge, "reached max_age"
 	case w.Err() != nil:
-		retire, reason = true, "worker exited"
+		retire, why, reason = true, ExitCrashed, "worker exited"
 	}
 	p.mu.Lock()
 	p.unleaseLocked()
-	if p.closed {
-		retire, reason = true, "pool closed"
+	switch {
+	case p.closed:
+		retire, why, reason = true, ExitShutdown, "pool closed"
+	case !retire && e.overRSS:
+		retire, why, reason = true, ExitMaxRSS, "exceeded max_rss"
 	}
 	if retire {
-		e.state = stRetiring
-		p.maybeSpawnLocked()
+		stop := p.retireLocked(e, why, reason)
 		p.mu.Unlock()
-		p.log.Debug("retiring worker", zap.String("worker", w.ID()), zap.String("reason", reason))
-		w.Stop(fmt.Errorf("%w: retired: %s", worker.ErrStopped, reason), p.cfg.StopGrace)
+		if stop {
+			p.stop(e)
+		}
 		return
 	}
 	p.offerLocked(e)
@@ -389,10 +419,13 @@ func (p *Pool) Close() {
 	p.cancel()
 	stop := make([]*worker.Worker, 0, len(p.entries))
 	for w, e := range p.entries {
-		e.state = stRetiring
+		if e.state != stRetiring {
+			e.state, e.why = stRetiring, ExitShutdown
+		}
 		stop = append(stop, w)
 	}
 	p.idle = nil
+	p.handover = nil // stopped below with the rest
 	p.mu.Unlock()
 	for _, w := range stop {
 		w.Stop(fmt.Errorf("%w: shutting down", worker.ErrStopped), p.cfg.StopGrace)
@@ -418,7 +451,12 @@ func (p *Pool) Close() {
 		}
 		p.mu.Lock()
 		for _, w := range rest {
-			delete(p.entries, w)
+			// Exited is closed before the worker's onExit runs: count the exit here if
+			// onExit has not, so that Stats is final when Close returns.
+			if e, ok := p.entries[w]; ok {
+				delete(p.entries, w)
+				p.exitedLocked(e)
+			}
 		}
 		p.mu.Unlock()
 	}

@@ -14,23 +14,24 @@ import (
 // here too: nothing slow under p.mu (a spawn runs on a goroutine of its own).
 
 // maybeSpawnLocked starts as many workers as the waiting checkouts and MinIdle need,
-// within MaxWorkers, unless the pool is backing off after failed starts.
-func (p *Pool) maybeSpawnLocked() {
+// within MaxWorkers (retiring workers do not count), unless the pool is backing off after
+// failed starts. It returns how many it started.
+func (p *Pool) maybeSpawnLocked() int {
 	if p.closed {
-		return
+		return 0
 	}
-	live := len(p.entries) + p.starting
+	live := len(p.entries) - p.retiring + p.starting
+	// Starts in progress serve the waiters first; a worker serving a waiter comes back, so
+	// it counts toward MinIdle too.
 	need := p.waiters.Len() - p.starting
 	if !p.draining {
-		if d := p.cfg.MinIdle - len(p.idle) - p.starting - max(p.waiters.Len()-p.starting, 0); d > 0 {
-			need += d
-		}
+		need = max(need, p.cfg.MinIdle-len(p.idle)-p.starting)
 	}
 	if room := p.cfg.MaxWorkers - live; need > room {
 		need = room
 	}
 	if need <= 0 {
-		return
+		return 0
 	}
 	if wait := time.Until(p.backoffUntil); wait > 0 {
 		if p.retry == nil {
@@ -43,7 +44,7 @@ func (p *Pool) maybeSpawnLocked() {
 				p.mu.Unlock()
 			})
 		}
-		return
+		return 0
 	}
 	for range need {
 		p.starting++
@@ -53,6 +54,7 @@ func (p *Pool) maybeSpawnLocked() {
 		p.wg.Add(1)
 		go p.spawnOne(id)
 	}
+	return need
 }
 
 func (p *Pool) spawnOne(id string) {
@@ -75,24 +77,32 @@ func (p *Pool) spawnOne(id string) {
 			failed = p.failWaitersLocked(&UnavailableError{Interface: p.cfg.Name, Err: err})
 		}
 		p.maybeSpawnLocked()
+		old := p.handedOverLocked() // no replacement came: stop it anyway
 		p.mu.Unlock()
+		if old != nil {
+			p.stop(old)
+		}
 		if p.ctx.Err() == nil {
 			p.log.Error("worker failed to start", zap.String("worker", id), zap.Error(err),
 				zap.Duration("backoff", backoff), zap.Int("failed_checkouts", failed))
 		}
 		return
 	}
-	e := &entry{w: w}
+	e := p.newEntry(w)
 	p.entries[w] = e
 	if p.closed {
-		e.state = stRetiring
+		e.state, e.why = stRetiring, ExitShutdown
 		p.mu.Unlock()
 		w.Stop(fmt.Errorf("%w: pool closed", worker.ErrStopped), p.cfg.StopGrace)
 		return
 	}
 	p.failures, p.lastErr = 0, nil
 	p.offerLocked(e)
+	old := p.handedOverLocked() // its replacement is ready
 	p.mu.Unlock()
+	if old != nil {
+		p.stop(old)
+	}
 }
 
 // onExit runs on a worker's waiter goroutine after it has been reaped.
@@ -104,6 +114,7 @@ func (p *Pool) onExit(w *worker.Worker) {
 		return // spawnOne has not registered it yet; it checks w.Err itself
 	}
 	delete(p.entries, w)
+	p.exitedLocked(e)
 	if e.state == stIdle {
 		p.removeIdleLocked(e)
 		if e.checkouts == 0 && !errors.Is(w.Err(), worker.ErrStopped) {
@@ -170,13 +181,13 @@ func (p *Pool) reapIdle() {
 				break
 			}
 			p.idle = p.idle[1:]
-			e.state = stRetiring
-			retire = append(retire, e)
+			if p.retireLocked(e, ExitIdleTimeout, "idle_timeout") {
+				retire = append(retire, e)
+			}
 		}
 		p.mu.Unlock()
 		for _, e := range retire {
-			p.log.Debug("retiring idle worker", zap.String("worker", e.w.ID()))
-			e.w.Stop(fmt.Errorf("%w: idle_timeout", worker.ErrStopped), p.cfg.StopGrace)
+			p.stop(e)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 type Stats struct {
 	Name          string
 	Live          int // workers started and not yet reaped (idle, busy and retiring)
+	Retiring      int // of Live: retiring, outside the MaxWorkers cap while they drain
 	Idle          int
 	Busy          int
 	Starting      int
@@ -20,8 +21,9 @@ type Stats struct {
 	Checkouts     uint64
 	Spawns        uint64
 	SpawnFailures uint64
-	LastError     string        // the last failed start; cleared when a worker starts
-	Workers       []WorkerStats // oldest first
+	LastError     string                 // the last failed start; cleared when a worker starts
+	Exits         [NumExitReasons]uint64 // workers ended, by reason (index: ExitReason)
+	Workers       []WorkerStats          // oldest first
 }
 
 // WorkerStats describes one worker in Stats: the worker's own snapshot as it gave it,
@@ -35,9 +37,9 @@ type WorkerStats struct {
 // Stats returns a snapshot.
 func (p *Pool) Stats() Stats {
 	p.mu.Lock()
-	s := Stats{Name: p.cfg.Name, Live: len(p.entries), Idle: len(p.idle), Starting: p.starting,
+	s := Stats{Name: p.cfg.Name, Live: len(p.entries), Retiring: p.retiring, Idle: len(p.idle), Starting: p.starting,
 		Queued: p.waiters.Len(), MinIdle: p.cfg.MinIdle, MaxWorkers: p.cfg.MaxWorkers,
-		Checkouts: p.checkouts, Spawns: p.spawns, SpawnFailures: p.spawnFails}
+		Checkouts: p.checkouts, Spawns: p.spawns, SpawnFailures: p.spawnFails, Exits: p.exits}
 	if p.lastErr != nil {
 		s.LastError = p.lastErr.Error()
 	}

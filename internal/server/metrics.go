@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+
+	"github.com/taskd-dev/taskd/internal/pool"
 )
 
 // poolCollector reports every pool's state when Prometheus scrapes: nothing is counted on
@@ -18,7 +20,7 @@ import (
 type poolCollector struct {
 	s                                  *Server
 	workers, queued, checkouts, spawns *prometheus.Desc
-	spawnFailures, info                *prometheus.Desc
+	spawnFailures, exits, info         *prometheus.Desc
 }
 
 func newPoolCollector(s *Server) *poolCollector {
@@ -31,12 +33,14 @@ func newPoolCollector(s *Server) *poolCollector {
 		checkouts:     prometheus.NewDesc("taskd_checkouts_total", "Checkouts served.", iface, nil),
 		spawns:        prometheus.NewDesc("taskd_worker_spawns_total", "Worker processes started.", iface, nil),
 		spawnFailures: prometheus.NewDesc("taskd_worker_spawn_failures_total", "Worker processes that did not become ready.", iface, nil),
-		info:          prometheus.NewDesc("taskd_build_info", "Always 1; the version label says which taskd runs.", []string{"version"}, nil),
+		exits: prometheus.NewDesc("taskd_worker_exits_total", "Worker processes that ended, by reason (max_checkouts, crashed, ...; see docs/config.md).",
+			[]string{"interface", "reason"}, nil),
+		info: prometheus.NewDesc("taskd_build_info", "Always 1; the version label says which taskd runs.", []string{"version"}, nil),
 	}
 }
 
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.workers, c.queued, c.checkouts, c.spawns, c.spawnFailures, c.info} {
+	for _, d := range []*prometheus.Desc{c.workers, c.queued, c.checkouts, c.spawns, c.spawnFailures, c.exits, c.info} {
 		ch <- d
 	}
 }
@@ -52,6 +56,9 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.checkouts, prometheus.CounterValue, float64(st.Checkouts), name)
 		ch <- prometheus.MustNewConstMetric(c.spawns, prometheus.CounterValue, float64(st.Spawns), name)
 		ch <- prometheus.MustNewConstMetric(c.spawnFailures, prometheus.CounterValue, float64(st.SpawnFailures), name)
+		for r, n := range st.Exits {
+			ch <- prometheus.MustNewConstMetric(c.exits, prometheus.CounterValue, float64(n), name, pool.ExitReason(r).String())
+		}
 	}
 }
 

@@ -122,9 +122,14 @@ func (s *Server) newPool(name string, ic config.Interface) *pool.Pool {
 	if ic.MinIdle != nil {
 		minIdle = *ic.MinIdle
 	}
+	jitter := config.DefaultRecycleJitter
+	if ic.RecycleJitter != nil {
+		jitter = *ic.RecycleJitter
+	}
 	return pool.New(pool.Config{
 		Name: name, MinIdle: minIdle, MaxWorkers: ic.MaxWorkers, MaxQueue: ic.MaxQueue,
 		MaxCheckouts: ic.MaxCheckouts, IdleTimeout: ic.IdleTimeout, Logger: s.log.Named("pool"),
+		MaxAge: ic.MaxAge, MaxRSS: int64(ic.MaxRSS), RecycleJitter: float64(jitter),
 	}, spawn)
 }
 
@@ -326,7 +331,15 @@ func (s *Server) status() *wire.Status {
 		is := wire.InterfaceStatus{Name: name, Live: ps.Live, Idle: ps.Idle, Busy: ps.Busy,
 			Starting: ps.Starting, Queued: ps.Queued, MinIdle: ps.MinIdle, MaxWorkers: ps.MaxWorkers,
 			Checkouts: ps.Checkouts, Spawns: ps.Spawns, SpawnFailures: ps.SpawnFailures,
-			LastError: ps.LastError, Workers: make([]wire.WorkerStatus, 0, len(ps.Workers))}
+			LastError: ps.LastError, Retiring: ps.Retiring, Workers: make([]wire.WorkerStatus, 0, len(ps.Workers))}
+		for r, n := range ps.Exits {
+			if n > 0 {
+				if is.Exits == nil {
+					is.Exits = make(map[string]uint64)
+				}
+				is.Exits[pool.ExitReason(r).String()] = n
+			}
+		}
 		for _, w := range ps.Workers {
 			ws := wire.WorkerStatus{ID: w.ID, PID: w.PID, State: w.State, Checkouts: w.Checkouts,
 				AgeSec: now.Sub(w.Started).Seconds(), Method: w.Method}

@@ -764,6 +764,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		`taskd_checkouts_total{interface="echo"} 1`,
 		`taskd_queued_checkouts{interface="echo"} 0`,
 		`taskd_worker_spawns_total{interface="echo"} 2`,
+		`taskd_worker_exits_total{interface="echo",reason="crashed"} 0`,
 		`taskd_build_info{version=`,
 		`process_open_fds`,
 	} {

@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
+	"runtime"
 	"strings"
 	"time"
 )
@@ -36,7 +39,9 @@ func MaybeRunWorker() {
 // byeafter (the reply, then bye: the late bye the protocol warns against), garbage (prints a stray line
 // first), longline [n] (replies with an n-byte line), badid (replies with a wrong id),
 // dones (how many "done" it has received), env (its environment), wait (blocks until the
-// call is cancelled), stderr [n] (writes an n-byte stderr line), logs.
+// call is cancelled), stderr [n] (writes an n-byte stderr line), logs, alloc [n] (allocates
+// and touches n MiB, kept until it exits), alloclater [n] (the same after its reply),
+// childalloc [n] (starts a child process that holds n MiB until the worker exits).
 func WorkerYAML(name, mode, extra string, env ...string) string {
 	var b strings.Builder
 	// GORACE: a race-enabled binary otherwise sleeps 1s at exit, which would make every
@@ -78,6 +83,16 @@ func runWorker(mode string) int {
 		return 1
 	case "slowready":
 		time.Sleep(300 * time.Millisecond)
+	case "hog": // not a worker: the child of childalloc, holding memory until stdin closes
+		var mib int
+		fmt.Sscan(os.Getenv("TASKD_TEST_HOG_MIB"), &mib)
+		b := make([]byte, mib<<20)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		runtime.KeepAlive(b)
+		return 0
 	}
 	if f := os.Getenv("TASKD_TEST_SETUP_LOG"); f != "" {
 		fh, err := os.OpenFile(f, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
@@ -96,6 +111,7 @@ func runWorker(mode string) int {
 	}
 	in := bufio.NewReaderSize(os.Stdin, 1<<20)
 	dones := 0
+	var hoard [][]byte // what alloc allocated
 	next := func() (rawMsg, bool) {
 		line, err := in.ReadBytes('\n')
 		if err != nil {
@@ -187,6 +203,33 @@ func runWorker(mode string) int {
 					break
 				}
 			}
+		case "alloc", "alloclater": // allocates and touches n MiB, kept until the worker exits
+			if m.M == "alloclater" { // after the reply
+				ok(m.ID, true)
+			}
+			b := make([]byte, num(0)<<20)
+			for i := 0; i < len(b); i += 4096 {
+				b[i] = 1
+			}
+			hoard = append(hoard, b)
+			if m.M == "alloc" {
+				ok(m.ID, true)
+			}
+		case "childalloc": // starts a child (in this worker's process group) that holds n MiB
+			cmd := exec.Command(os.Args[0])
+			cmd.Env = append(os.Environ(), modeEnv+"=hog", fmt.Sprintf("TASKD_TEST_HOG_MIB=%d", num(0)))
+			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+			// The child exits when its stdin closes: when this worker exits (or its process
+			// group is killed).
+			if _, err := cmd.StdinPipe(); err != nil {
+				send(map[string]any{"t": "err", "id": m.ID, "e": map[string]any{"msg": err.Error()}})
+				continue
+			}
+			if err := cmd.Start(); err != nil {
+				send(map[string]any{"t": "err", "id": m.ID, "e": map[string]any{"msg": err.Error()}})
+				continue
+			}
+			ok(m.ID, cmd.Process.Pid)
 		case "stderr":
 			fmt.Fprintln(os.Stderr, strings.Repeat("e", num(0)))
 			ok(m.ID, true)

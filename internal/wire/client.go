@@ -292,19 +292,23 @@ type Status struct {
 
 // InterfaceStatus describes one interface's pool.
 type InterfaceStatus struct {
-	Name          string         `json:"name"`
-	Live          int            `json:"live"`     // started and not yet reaped, including busy
-	Idle          int            `json:"idle"`     // ready and waiting for a checkout
-	Busy          int            `json:"busy"`     // checked out
-	Starting      int            `json:"starting"` // spawned, not yet ready
-	Queued        int            `json:"queued"`   // checkouts waiting for a worker
-	MinIdle       int            `json:"min_idle"`
-	MaxWorkers    int            `json:"max_workers"`
-	Checkouts     uint64         `json:"checkouts"` // checkouts served since start
-	Spawns        uint64         `json:"spawns"`
-	SpawnFailures uint64         `json:"spawn_failures"`
-	LastError     string         `json:"last_error,omitempty"`
-	Workers       []WorkerStatus `json:"workers"`
+	Name          string `json:"name"`
+	Live          int    `json:"live"`     // started and not yet reaped, including busy
+	Idle          int    `json:"idle"`     // ready and waiting for a checkout
+	Busy          int    `json:"busy"`     // checked out
+	Starting      int    `json:"starting"` // spawned, not yet ready
+	Queued        int    `json:"queued"`   // checkouts waiting for a worker
+	MinIdle       int    `json:"min_idle"`
+	MaxWorkers    int    `json:"max_workers"`
+	Checkouts     uint64 `json:"checkouts"` // checkouts served since start
+	Spawns        uint64 `json:"spawns"`
+	SpawnFailures uint64 `json:"spawn_failures"`
+	LastError     string `json:"last_error,omitempty"`
+	Retiring      int    `json:"retiring,omitempty"` // of live: retiring, outside max_workers while they drain
+	// Exits counts the workers that ended since start, by reason ("max_checkouts",
+	// "crashed", ...; see pool.ExitReason); reasons with no exit are left out.
+	Exits   map[string]uint64 `json:"exits,omitempty"`
+	Workers []WorkerStatus    `json:"workers"`
 }
 
 // WorkerStatus describes one worker process.

@@ -2,6 +2,7 @@ package client
 
 import (
 	"encoding/json"
+	"maps"
 	"math"
 	"time"
 
@@ -25,20 +26,41 @@ type DaemonStatus struct {
 
 // InterfaceStatus describes one interface's pool of workers.
 type InterfaceStatus struct {
-	Name          string         `json:"name"`
-	Live          int            `json:"live"`     // worker processes started and not yet reaped: starting, idle, busy and retiring
-	Idle          int            `json:"idle"`     // ready and waiting for a checkout
-	Busy          int            `json:"busy"`     // checked out
-	Starting      int            `json:"starting"` // spawned, not yet ready
-	Queued        int            `json:"queued"`   // checkouts waiting for a worker
-	MinIdle       int            `json:"min_idle"`
-	MaxWorkers    int            `json:"max_workers"`
-	Checkouts     uint64         `json:"checkouts"` // checkouts granted since taskd started
-	Spawns        uint64         `json:"spawns"`    // worker processes started since taskd started
-	SpawnFailures uint64         `json:"spawn_failures"`
-	LastError     string         `json:"last_error,omitempty"` // why the last start failed; cleared when a worker starts
-	Workers       []WorkerStatus `json:"workers"`              // oldest first
+	Name          string `json:"name"`
+	Live          int    `json:"live"`     // worker processes started and not yet reaped: starting, idle, busy and retiring
+	Idle          int    `json:"idle"`     // ready and waiting for a checkout
+	Busy          int    `json:"busy"`     // checked out
+	Starting      int    `json:"starting"` // spawned, not yet ready
+	Queued        int    `json:"queued"`   // checkouts waiting for a worker
+	MinIdle       int    `json:"min_idle"`
+	MaxWorkers    int    `json:"max_workers"`
+	Checkouts     uint64 `json:"checkouts"` // checkouts granted since taskd started
+	Spawns        uint64 `json:"spawns"`    // worker processes started since taskd started
+	SpawnFailures uint64 `json:"spawn_failures"`
+	LastError     string `json:"last_error,omitempty"` // why the last start failed; cleared when a worker starts
+	// Retiring is how many of the live workers are retiring. They no longer count against
+	// MaxWorkers: a retiring worker's replacement starts while it drains.
+	Retiring int `json:"retiring,omitempty"`
+	// Exits counts the workers that ended since taskd started, by reason; reasons with no
+	// exit are left out. The reasons are the Exit* constants; taskd may add more.
+	Exits   map[string]uint64 `json:"exits,omitempty"`
+	Workers []WorkerStatus    `json:"workers"` // oldest first
 }
+
+// Reasons a worker ends, the keys of InterfaceStatus.Exits.
+const (
+	ExitMaxCheckouts  = "max_checkouts"  // recycled: it served max_checkouts
+	ExitMaxAge        = "max_age"        // recycled: it reached its max_age
+	ExitMaxRSS        = "max_rss"        // recycled: its process tree's RSS exceeded max_rss
+	ExitBye           = "bye"            // the worker asked to be retired
+	ExitIdleTimeout   = "idle_timeout"   // idle above min_idle for idle_timeout
+	ExitReleased      = "released"       // its checkout retired it (a remote error not kept, the client's MaxCheckouts)
+	ExitCallTimeout   = "call_timeout"   // killed: a call ran past call_timeout
+	ExitProtocolError = "protocol_error" // killed: it broke the worker protocol
+	ExitKilled        = "killed"         // killed for its checkout: aborted, a deadline passed, released with calls running
+	ExitCrashed       = "crashed"        // it ended on its own (a crash, an exit, a signal from outside taskd)
+	ExitShutdown      = "shutdown"       // stopped because taskd shut down
+)
 
 // WorkerStatus describes one worker process.
 type WorkerStatus struct {
@@ -111,7 +133,8 @@ func statusFromWire(ws *wire.Status) DaemonStatus {
 		is := InterfaceStatus{Name: wi.Name, Live: wi.Live, Idle: wi.Idle, Busy: wi.Busy,
 			Starting: wi.Starting, Queued: wi.Queued, MinIdle: wi.MinIdle, MaxWorkers: wi.MaxWorkers,
 			Checkouts: wi.Checkouts, Spawns: wi.Spawns, SpawnFailures: wi.SpawnFailures,
-			LastError: wi.LastError, Workers: make([]WorkerStatus, 0, len(wi.Workers))}
+			LastError: wi.LastError, Retiring: wi.Retiring, Exits: maps.Clone(wi.Exits),
+			Workers: make([]WorkerStatus, 0, len(wi.Workers))}
 		for _, w := range wi.Workers {
 			is.Workers = append(is.Workers, WorkerStatus{ID: w.ID, PID: w.PID, State: w.State,
 				Checkouts: w.Checkouts, Age: seconds(w.AgeSec), Method: w.Method,

@@ -1,0 +1,238 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/taskd-dev/taskd/internal/procfs"
+	"github.com/taskd-dev/taskd/internal/wire"
+	"github.com/taskd-dev/taskd/internal/worker"
+)
+
+// Retiring workers and counting why workers end. The rule of pool.go holds here too:
+// nothing slow under p.mu.
+//
+// Spawn before retire: a retiring worker no longer counts against MaxWorkers, so its
+// replacement can start at once, even at the cap. When retiring it makes the pool start a
+// worker (for MinIdle or for waiting checkouts), the retiring worker is handed over: it
+// keeps running, serving nothing, until a start in progress ends (ready or failed), and is
+// stopped then; so live workers do not dip while the replacement gets ready. A retiring
+// worker that nothing needs replaced is stopped at once.
+
+// ExitReason says why a worker ended. Stats counts the workers of a pool that ended for
+// each reason (Stats.Exits); String gives the name that status reports use. More reasons
+// may be added: iterate up to NumExitReasons.
+type ExitReason int
+
+// Why workers end.
+const (
+	ExitMaxCheckouts  ExitReason = iota // recycled: served max_checkouts
+	ExitMaxAge                          // recycled: reached its max_age
+	ExitMaxRSS                          // recycled: its process tree's RSS exceeded max_rss
+	ExitBye                             // the worker asked to be retired
+	ExitIdleTimeout                     // idle above min_idle for idle_timeout
+	ExitReleased                        // its checkout retired it (an error not kept, the client's own rules)
+	ExitCallTimeout                     // killed: a call ran past call_timeout
+	ExitProtocolError                   // killed: it broke the worker protocol
+	ExitKilled                          // killed for its checkout: aborted, a deadline passed, released with calls running
+	ExitCrashed                         // it ended on its own (a crash, an exit, a signal from outside taskd)
+	ExitShutdown                        // stopped because the pool closed
+	NumExitReasons                      // how many reasons there are
+)
+
+var exitNames = [NumExitReasons]string{
+	"max_checkouts", "max_age", "max_rss", "bye", "idle_timeout", "released", "call_timeout", "protocol_error",
+	"killed", "crashed", "shutdown",
+}
+
+// String returns the reason's name as status reports show it, such as "max_checkouts".
+func (r ExitReason) String() string {
+	if r < 0 || r >= NumExitReasons {
+		return fmt.Sprintf("ExitReason(%d)", int(r))
+	}
+	return exitNames[r]
+}
+
+// retireLocked marks e retiring (unless it is already), takes it out of the MaxWorkers
+// cap while it drains, and starts the workers that MinIdle and the waiting checkouts now
+// need. It returns true if the caller must stop e (outside the lock), false if e was handed
+// over to a start in progress, which stops it when it ends.
+func (p *Pool) retireLocked(e *entry, why ExitReason, reason string) (stopNow bool) {
+	if e.state == stRetiring {
+		return false // someone else retired it and stops it
+	}
+	e.state, e.why, e.reason = stRetiring, why, reason
+	if p.entries[e.w] == e { // not reaped yet: onExit will uncount it
+		e.counted = true
+		p.retiring++
+	}
+	if p.maybeSpawnLocked() > 0 && !p.closed && e.counted {
+		p.handover = append(p.handover, e)
+		return false
+	}
+	return true
+}
+
+// stop stops a retired worker gracefully (outside the lock).
+func (p *Pool) stop(e *entry) {
+	p.log.Debug("retiring worker", zap.String("worker", e.w.ID()), zap.String("reason", e.reason))
+	e.w.Stop(fmt.Errorf("%w: retired: %s", worker.ErrStopped, e.reason), p.cfg.StopGrace)
+}
+
+// handedOverLocked returns the worker that waited longest for a replacement, to be stopped
+// now that a start has ended, or nil.
+func (p *Pool) handedOverLocked() *entry {
+	if len(p.handover) == 0 {
+		return nil
+	}
+	e := p.handover[0]
+	p.handover[0] = nil
+	p.handover = p.handover[1:]
+	return e
+}
+
+// exitedLocked counts the exit of a registered worker under its reason and takes it out of
+// the retiring count.
+func (p *Pool) exitedLocked(e *entry) {
+	if e.counted {
+		p.retiring--
+	}
+	p.exits[exitReason(e, e.w.Err())]++
+}
+
+// exitReason classifies how a worker ended: what taskd killed it for, else why the pool
+// retired it, else it ended on its own.
+func exitReason(e *entry, err error) ExitReason {
+	switch {
+	case errors.Is(err, worker.ErrCallTimeout):
+		return ExitCallTimeout
+	case errors.Is(err, wire.ErrProtocol):
+		return ExitProtocolError
+	case errors.Is(err, worker.ErrStopped):
+		if e.state == stRetiring {
+			return e.why
+		}
+		return ExitShutdown
+	}
+	var ee *worker.ExitError
+	if errors.As(err, &ee) && ee.Cause != nil {
+		return ExitKilled
+	}
+	return ExitCrashed
+}
+
+// newEntry makes the entry of a worker that has just become ready, with its own recycling
+// limits.
+func (p *Pool) newEntry(w *worker.Worker) *entry {
+	e := &entry{w: w, readyAt: time.Now()}
+	if p.cfg.MaxAge > 0 {
+		e.maxAge = time.Duration(float64(p.cfg.MaxAge) * p.jitter())
+	}
+	if p.cfg.MaxRSS > 0 {
+		e.maxRSS = int64(float64(p.cfg.MaxRSS) * p.jitter())
+	}
+	return e
+}
+
+// jitter returns a factor in [1−RecycleJitter, 1].
+func (p *Pool) jitter() float64 {
+	return 1 - p.cfg.RecycleJitter*rand.Float64()
+}
+
+// recycle retires workers past their max_age or max_rss: idle ones at once (their
+// replacement started first when the pool needs one), busy ones at release. It runs on
+// one goroutine per pool, owned by the pool (stopped and waited for by Close).
+func (p *Pool) recycle() {
+	defer p.wg.Done()
+	every := p.cfg.SampleEvery
+	if p.cfg.MaxAge > 0 {
+		every = min(every, max(p.cfg.MaxAge/10, 10*time.Millisecond))
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var lastSample time.Time
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		var over map[*entry]int64
+		if p.cfg.MaxRSS > 0 && time.Since(lastSample) >= p.cfg.SampleEvery {
+			lastSample = time.Now()
+			over = p.sampleRSS()
+		}
+		var stop []*entry
+		now := time.Now()
+		p.mu.Lock()
+		for e, rss := range over {
+			if p.entries[e.w] != e || e.state == stRetiring {
+				continue
+			}
+			if e.state == stBusy {
+				e.overRSS = true // retired at release
+				continue
+			}
+			p.removeIdleLocked(e)
+			p.log.Info("worker over max_rss", zap.String("worker", e.w.ID()), zap.Int64("rss", rss), zap.Int64("max_rss", e.maxRSS))
+			if p.retireLocked(e, ExitMaxRSS, "exceeded max_rss") {
+				stop = append(stop, e)
+			}
+		}
+		if p.cfg.MaxAge > 0 {
+			var old []*entry
+			for _, e := range p.idle {
+				if now.Sub(e.readyAt) >= e.maxAge {
+					old = append(old, e)
+				}
+			}
+			for _, e := range old {
+				p.removeIdleLocked(e)
+				if p.retireLocked(e, ExitMaxAge, "reached max_age") {
+					stop = append(stop, e)
+				}
+			}
+		}
+		p.mu.Unlock()
+		for _, e := range stop {
+			p.stop(e)
+		}
+	}
+}
+
+// sampleRSS reads the RSS of each live worker's process tree (outside the lock) and
+// returns those over their limit.
+func (p *Pool) sampleRSS() map[*entry]int64 {
+	p.mu.Lock()
+	list := make([]*entry, 0, len(p.entries))
+	for _, e := range p.entries {
+		if e.state != stRetiring {
+			list = append(list, e)
+		}
+	}
+	p.mu.Unlock()
+	var over map[*entry]int64
+	for _, e := range list {
+		if rss := treeRSS(e.w.PID()); rss > e.maxRSS {
+			if over == nil {
+				over = make(map[*entry]int64)
+			}
+			over[e] = rss
+		}
+	}
+	return over
+}
+
+// treeRSS returns the resident set size of process pid and all its descendants, in bytes;
+// processes that are gone count 0.
+func treeRSS(pid int) int64 {
+	rss, _ := procfs.RSS(pid)
+	for _, c := range procfs.Children(pid) {
+		rss += treeRSS(c)
+	}
+	return rss
+}
