@@ -16,15 +16,17 @@ const (
 	TAbort    = "abort"    // {co, msg}: fatal: kill the checkout's worker
 	TPing     = "ping"     // {id}
 	TStatus   = "status"   // {id}
+	TReload   = "reload"   // {id}: re-read the config file and apply it (see ReloadReport)
 	// TCall {co, id, m, a} and TCancel {co, id} are shared with the worker protocol.
 
 	// taskd → client
-	TGranted = "granted" // {id, co, worker, pid, n}: checkout id got a worker
-	TRefused = "refused" // {id, code, msg}: a request failed (checkout, ping, status)
-	TFail    = "fail"    // {co, id, code, msg}: one call failed without running (e.g. aborted)
-	TLost    = "lost"    // {co, code, msg}: the checkout is dead; every outstanding call fails
-	TPong    = "pong"    // {id, version}
-	TFatal   = "fatal"   // {msg}: the connection broke the protocol; taskd closes it
+	TGranted  = "granted"  // {id, co, worker, pid, n}: checkout id got a worker
+	TRefused  = "refused"  // {id, code, msg}: a request failed (checkout, ping, status)
+	TFail     = "fail"     // {co, id, code, msg}: one call failed without running (e.g. aborted)
+	TLost     = "lost"     // {co, code, msg}: the checkout is dead; every outstanding call fails
+	TPong     = "pong"     // {id, version}
+	TFatal    = "fatal"    // {msg}: the connection broke the protocol; taskd closes it
+	TReloaded = "reloaded" // {id, reload}: the reload was applied; a config that is not valid is refused (invalid_config)
 	// TOK {co, id, r, logs}, TErr {co, id, e, logs} and TStatus {id, status} are replies too.
 	// A one-shot checkout request (once) is never granted: its answer is the call's ok,
 	// err or lost, addressed to the request by its id, without co.
@@ -42,6 +44,8 @@ const (
 	CodeProtocol         = "protocol_error"
 	CodeAbandoned        = "abandoned"
 	CodeUnknownCheckout  = "unknown_checkout"
+	CodeRemoved          = "interface_removed" // the interface was removed by a reload
+	CodeInvalidConfig    = "invalid_config"    // a reload was refused: the config file is not valid; nothing changed
 )
 
 // ClientMsg is one message of the client protocol, in either direction. Payload fields stay
@@ -75,9 +79,10 @@ type ClientMsg struct {
 	// granted is sent and no release is needed.
 	Once bool `json:"once,omitempty"`
 	// Retire, on a release, asks taskd to retire the worker instead of pooling it.
-	Retire  bool    `json:"retire,omitempty"`
-	Version string  `json:"version,omitempty"`
-	Status  *Status `json:"status,omitempty"`
+	Retire  bool          `json:"retire,omitempty"`
+	Version string        `json:"version,omitempty"`
+	Status  *Status       `json:"status,omitempty"`
+	Reload  *ReloadReport `json:"reload,omitempty"`
 }
 
 // DecodeClientMsg decodes one line of the client protocol and checks the fields its type
@@ -139,6 +144,12 @@ func DecodeClientMsg(line []byte) (ClientMsg, error) {
 				m.Status = new(Status)
 				err = json.Unmarshal(f.val, m.Status)
 			}
+		case "reload":
+			m.Reload = nil
+			if string(f.val) != "null" {
+				m.Reload = new(ReloadReport)
+				err = json.Unmarshal(f.val, m.Reload)
+			}
 		}
 		if err != nil {
 			return ClientMsg{}, NewProtocolError(line, "field %s: %v", unquoteKey(f.key), err)
@@ -166,7 +177,7 @@ func checkClientMsg(line []byte, m *ClientMsg) error {
 		if err == nil && m.Once {
 			err = callArgs(line, &m.A)
 		}
-	case TAbandon, TPing, TStatus, TPong:
+	case TAbandon, TPing, TStatus, TPong, TReload:
 		err = need(m.ID != 0, `"id"`)
 	case TRelease, TAbort:
 		err = need(m.Co != 0, `"co"`)
@@ -180,6 +191,8 @@ func checkClientMsg(line []byte, m *ClientMsg) error {
 		err = need(m.ID != 0 && m.Co != 0, `"id" and "co"`)
 	case TRefused:
 		err = need(m.ID != 0 && m.Code != "", `"id" and "code"`)
+	case TReloaded:
+		err = need(m.ID != 0 && m.Reload != nil, `"id" and "reload"`)
 	}
 	if err != nil {
 		return err
@@ -187,7 +200,7 @@ func checkClientMsg(line []byte, m *ClientMsg) error {
 	return checkPayloads(line, m.T, &m.A, &m.R, m.E, m.Logs)
 }
 
-// appendMarshalled encodes m (a status report) with encoding/json.
+// appendMarshalled encodes m (a status or reload report) with encoding/json.
 func appendMarshalled(buf []byte, m ClientMsg) ([]byte, error) {
 	b, err := json.Marshal(&m)
 	if err != nil {
@@ -202,10 +215,10 @@ func appendMarshalled(buf []byte, m ClientMsg) ([]byte, error) {
 // produce). Calls and replies are written by AppendCall, AppendOK and AppendErr, the
 // encoders the worker protocol shares, so only the fields those messages have are
 // written for them (a one-shot answer, which also names its worker, is written field by
-// field). Only a status report goes through encoding/json.
+// field). Only status and reload reports go through encoding/json.
 func AppendClientMsg(buf []byte, m *ClientMsg) ([]byte, error) {
 	switch {
-	case m.Status != nil:
+	case m.Status != nil || m.Reload != nil:
 		return appendMarshalled(buf, *m) // a copy: m itself does not escape to the heap
 	case m.T == TCall:
 		return AppendCall(buf, m.Co, m.ID, m.Ep, m.M, m.A), nil
@@ -305,6 +318,11 @@ type InterfaceStatus struct {
 	SpawnFailures uint64 `json:"spawn_failures"`
 	LastError     string `json:"last_error,omitempty"`
 	Retiring      int    `json:"retiring,omitempty"` // of live: retiring, outside max_workers while they drain
+	// Generation counts the reloads that changed what this interface's workers are
+	// (command, dir, env): 1 until the first. Each worker reports its own (WorkerStatus.Gen).
+	Generation int `json:"generation"`
+	// Removed: a reload removed the interface; its held checkouts finish, then it is gone.
+	Removed bool `json:"removed,omitempty"`
 	// Exits counts the workers that ended since start, by reason ("max_checkouts",
 	// "crashed", ...; see pool.ExitReason); reasons with no exit are left out.
 	Exits   map[string]uint64 `json:"exits,omitempty"`
@@ -315,9 +333,36 @@ type InterfaceStatus struct {
 type WorkerStatus struct {
 	ID        string  `json:"id"`
 	PID       int     `json:"pid"`
-	State     string  `json:"state"` // idle, busy, retiring
+	State     string  `json:"state"` // idle, busy, retiring, warming (a new generation's, not serving until it takes over)
+	Gen       int     `json:"gen"`   // the generation it was started for
 	Checkouts int     `json:"checkouts"`
 	AgeSec    float64 `json:"age_sec"`
 	Method    string  `json:"method,omitempty"`   // the call running now, if any
 	CallSec   float64 `json:"call_sec,omitempty"` // how long it has run
+}
+
+// ReloadReport is taskd's answer to a reload that it applied: what changed, per interface,
+// and the top-level keys that changed but take effect only at the next restart.
+type ReloadReport struct {
+	Interfaces   []InterfaceChange `json:"interfaces"`              // sorted by name, the removed ones included
+	NeedsRestart []string          `json:"needs_restart,omitempty"` // changed keys a reload does not apply, such as "listen"
+}
+
+// How a reload changed an interface (InterfaceChange.Change).
+const (
+	ChangeAdded         = "added"          // new: its workers are starting
+	ChangeRemoved       = "removed"        // refuses new checkouts; held ones finish, then its workers stop
+	ChangeResized       = "resized"        // pool keys changed and apply in place; no worker restarted
+	ChangeNewGeneration = "new_generation" // command, dir or env changed: new workers took over, old ones retire as their checkouts end
+	ChangeUnchanged     = "unchanged"
+	ChangeFailed        = "failed" // the new generation could not start; the old one keeps serving, with the old command, dir and env
+)
+
+// InterfaceChange is what a reload did to one interface.
+type InterfaceChange struct {
+	Name       string   `json:"name"`
+	Change     string   `json:"change"`               // one of the Change* constants
+	Keys       []string `json:"keys,omitempty"`       // the keys that changed, such as "max_workers", "env"
+	Generation int      `json:"generation,omitempty"` // the interface's generation after the reload
+	Error      string   `json:"error,omitempty"`      // for ChangeFailed: why the new generation did not start
 }
