@@ -11,12 +11,16 @@ import (
 )
 
 // newLogger builds the daemon's one logger from log.level and log.format, writing to w
-// (stderr, which systemd sends to the journal).
-func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
-	level, err := zapcore.ParseLevel(c.Level)
+// (stderr, which systemd sends to the journal). Its level can be changed while it runs
+// (a reload of log.level) through the level returned with it.
+func newLogger(c config.Log, w io.Writer) (*zap.Logger, zap.AtomicLevel, error) {
+	level := zap.NewAtomicLevel()
+	l, err := zapcore.ParseLevel(c.Level)
 	if err != nil {
-		return nil, fmt.Errorf("log.level: %w", err)
+		return nil, level, fmt.Errorf("log.level: %w", err)
 	}
+	level.SetLevel(l)
+
 	var enc zapcore.Encoder
 	switch c.Format {
 	case "json":
@@ -30,8 +34,9 @@ func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
 		ec.EncodeTime = zapcore.TimeEncoderOfLayout("2006-01-02T15:04:05.000Z07:00")
 		enc = zapcore.NewConsoleEncoder(ec)
 	default:
-		return nil, fmt.Errorf("log.format: %q is not one of json, console", c.Format)
+		return nil, level, fmt.Errorf("log.format: %q is not one of json, console", c.Format)
 	}
+
 	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), level)
-	return zap.New(core, zap.AddCaller(), zap.AddStacktrace(zapcore.DPanicLevel), zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), nil
+	return zap.New(core, zap.AddCaller(), zap.AddStacktrace(zapcore.DPanicLevel), zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), level, nil
 }

@@ -15,7 +15,7 @@ import (
 func TestNewLogger(t *testing.T) {
 	t.Run("json at info drops debug", func(t *testing.T) {
 		var buf bytes.Buffer
-		log, err := newLogger(config.Log{Level: "info", Format: "json"}, &buf)
+		log, _, err := newLogger(config.Log{Level: "info", Format: "json"}, &buf)
 		require.NoError(t, err)
 		log.Debug("hidden")
 		log.Info("shown", zap.String("interface", "passwd"))
@@ -29,7 +29,7 @@ func TestNewLogger(t *testing.T) {
 	})
 	t.Run("console at debug", func(t *testing.T) {
 		var buf bytes.Buffer
-		log, err := newLogger(config.Log{Level: "debug", Format: "console"}, &buf)
+		log, _, err := newLogger(config.Log{Level: "debug", Format: "console"}, &buf)
 		require.NoError(t, err)
 		log.Debug("visible", zap.Int("n", 1))
 		assert.Contains(t, buf.String(), "DEBUG")
@@ -37,11 +37,11 @@ func TestNewLogger(t *testing.T) {
 		assert.Contains(t, buf.String(), `{"n": 1}`)
 	})
 	t.Run("bad level", func(t *testing.T) {
-		_, err := newLogger(config.Log{Level: "loud", Format: "json"}, &bytes.Buffer{})
+		_, _, err := newLogger(config.Log{Level: "loud", Format: "json"}, &bytes.Buffer{})
 		require.ErrorContains(t, err, "log.level")
 	})
 	t.Run("bad format", func(t *testing.T) {
-		_, err := newLogger(config.Log{Level: "info", Format: "xml"}, &bytes.Buffer{})
+		_, _, err := newLogger(config.Log{Level: "info", Format: "xml"}, &bytes.Buffer{})
 		require.ErrorContains(t, err, `log.format: "xml"`)
 	})
 }

@@ -52,7 +52,7 @@ func newCommand(stdout io.Writer, environ []string) *cobra.Command {
 				_, err := fmt.Fprintf(stdout, "config OK: %d interfaces\n", len(cfg.Interfaces))
 				return err
 			}
-			return run(cmd.Context(), cfg, configPath)
+			return run(cmd.Context(), cfg, configPath, environ)
 		},
 	}
 	cmd.SetOut(stdout)

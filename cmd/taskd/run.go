@@ -17,9 +17,15 @@ import (
 
 // run runs the daemon until ctx ends or SIGTERM/SIGINT arrives, then drains and returns.
 // A second SIGTERM/SIGINT during the drain kills taskd at once (its workers die with it:
-// they get a parent-death signal).
-func run(ctx context.Context, cfg *config.Config, configPath string) error {
-	logger, err := newLogger(cfg.Log, os.Stderr)
+// they get a parent-death signal). SIGHUP reloads the config file (read with environ's
+// TASKD_* overrides, as at start).
+func run(ctx context.Context, cfg *config.Config, configPath string, environ []string) error {
+	// Caught from the start: a SIGHUP that comes before taskd is ready waits for it,
+	// instead of killing taskd as its default action would.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	logger, level, err := newLogger(cfg.Log, os.Stderr)
 	if err != nil {
 		return err
 	}
@@ -52,8 +58,20 @@ func run(ctx context.Context, cfg *config.Config, configPath string) error {
 	// Sockets systemd passed (socket activation; LISTEN_PID must be ours). Files unsets
 	// LISTEN_* and marks the descriptors close-on-exec, so that workers inherit neither.
 	srv.Inherit(activation.Files(true))
+	srv.SetReloading(server.Reloading{
+		Load:  func() (*config.Config, error) { return config.Load(configPath, environ) },
+		Level: &level,
+		Notify: func(reloading bool) {
+			if reloading {
+				n.Reloading()
+			} else {
+				n.Reloaded(srv.Summary())
+			}
+		},
+	})
 	return srv.Run(ctx, func() {
 		n.Ready(ctx, srv.Summary, systemd.StatusEvery)
+		n.Go(func() { reloadOnHUP(ctx, srv, hup, logger) })
 		if wdEvery > 0 {
 			logger.Info("systemd watchdog on: WATCHDOG=1 after each round of health checks that passes",
 				zap.Duration("every", wdEvery), zap.Duration("watchdog_sec", 2*wdEvery))
@@ -62,4 +80,19 @@ func run(ctx context.Context, cfg *config.Config, configPath string) error {
 			n.Watch(ctx, systemd.NewWatchdog(logger, srv.Probes(), wdEvery, func() { n.Send(daemon.SdNotifyWatchdog) }))
 		}
 	})
+}
+
+// reloadOnHUP reloads the config at each SIGHUP until ctx ends. SIGHUPs that come during a
+// reload make one more reload after it.
+func reloadOnHUP(ctx context.Context, srv *server.Server, hup <-chan os.Signal, log *zap.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		log.Info("SIGHUP: reloading the config")
+		// Errors are logged by Reload itself, with what was kept.
+		_, _ = srv.Reload(ctx)
+	}
 }

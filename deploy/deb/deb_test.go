@@ -309,6 +309,15 @@ func checkUnits(t *testing.T, root string) {
 	}
 	out, err := exec.Command("systemd-analyze", args...).CombinedOutput()
 	assert.NoError(t, err, "systemd-analyze verify:\n%s", out)
+	// verify only warns about a key or value it does not know. Type=notify-reload is new
+	// in systemd 253: an older one's warning about it is expected.
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "Failed to parse service type, ignoring: notify-reload") {
+			t.Logf("this systemd predates Type=notify-reload (253): %s", line)
+			continue
+		}
+		assert.NotRegexp(t, `(?i)unknown key|failed to parse|invalid`, line, "systemd-analyze verify warns")
+	}
 }
 
 // run runs a command and returns its stdout, failing the test with its stderr if it fails.

@@ -43,14 +43,18 @@ func (e *UnavailableError) Unwrap() []error { return []error{ErrUnavailable, e.E
 // worker.Config.OnExit) so that the pool learns of its exit.
 type Spawner func(ctx context.Context, id string, onExit func(*worker.Worker)) (*worker.Worker, error)
 
-// Config sizes a pool. Zero values get the defaults noted.
+// Config sizes a pool. Zero values get the defaults noted. Reconfigure changes the fields
+// marked "live" on a running pool; the others are fixed at New.
 type Config struct {
 	Name         string
-	MinIdle      int
-	MaxWorkers   int           // default 1
-	MaxQueue     int           // waiting checkouts beyond this are refused; default 1000
-	MaxCheckouts int           // retire after this many checkouts; 0 = never
-	IdleTimeout  time.Duration // retire idle workers above MinIdle after this; <= 0 = never
+	MinIdle      int           // live
+	MaxWorkers   int           // live; default 1
+	MaxQueue     int           // live; waiting checkouts beyond this are refused; default 1000
+	MaxCheckouts int           // live; retire after this many checkouts; 0 = never
+	IdleTimeout  time.Duration // live; retire idle workers above MinIdle after this; <= 0 = never
+	// CallTimeout is given to the running workers by Reconfigure (worker.SetCallTimeout);
+	// new workers get theirs from the Spawner. Not used by New.
+	CallTimeout time.Duration
 	StopGrace    time.Duration // retiring: EOF, then SIGTERM after this, then SIGKILL; default 2s
 	BackoffMin   time.Duration // first respawn delay after a failed start; default 100ms
 	BackoffMax   time.Duration // cap; default 5s
@@ -58,7 +62,7 @@ type Config struct {
 
 	// Recycling by age and memory (recycle.go). Each worker gets its own limits, drawn
 	// between limit·(1−RecycleJitter) and limit. A worker is retired when idle or at
-	// release, never during a checkout.
+	// release, never during a checkout. All live.
 	MaxAge        time.Duration // retire a worker this long after it became ready; <= 0 = never
 	MaxRSS        int64         // retire a worker whose process tree's RSS exceeds this; <= 0 = never
 	RecycleJitter float64       // 0 = every worker gets the limit itself; below 1
@@ -71,10 +75,11 @@ const (
 	stIdle state = iota
 	stBusy
 	stRetiring
+	stWarming // a new generation's, ready, waiting to take over (generation.go)
 )
 
 func (s state) String() string {
-	return [...]string{"idle", "busy", "retiring"}[s]
+	return [...]string{"idle", "busy", "retiring", "warming"}[s]
 }
 
 type entry struct {
@@ -86,6 +91,7 @@ type entry struct {
 	reason    string        // the same, for the log and the worker's stop cause
 	counted   bool          // counted in Pool.retiring
 	readyAt   time.Time     // set once, before the entry is registered
+	gen       int           // the generation it was started for (generation.go)
 	maxAge    time.Duration // this worker's MaxAge, jittered; set with readyAt
 	maxRSS    int64         // this worker's MaxRSS, jittered; set with readyAt
 	overRSS   bool          // the sampler saw it over maxRSS while it was busy: retire at release
@@ -103,15 +109,21 @@ type waiter struct {
 
 // Pool is the pool of one interface. Create it with New, stop it with Close.
 type Pool struct {
-	cfg   Config
-	spawn Spawner
-	log   *zap.Logger
+	log *zap.Logger
 
 	ctx    context.Context // cancelled by Close: abandons spawns in progress
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // spawn goroutines and the idle reaper
+	wg     sync.WaitGroup // spawn goroutines, the idle reaper and the recycler
 
-	mu           sync.Mutex
+	mu sync.Mutex
+	// cfg: the fields that Reconfigure changes are read under mu only (or from a copy
+	// taken under it); the others are fixed.
+	cfg          Config
+	spawn        Spawner            // starts workers of generation gen
+	gen          int                // the current generation: 1, then one more per Roll
+	pending      *rollout           // a new generation warming up (generation.go), or nil
+	bgStop       context.CancelFunc // stops the idle reaper and the recycler of the current cfg
+	drainErr     error              // what Acquire fails with once draining
 	entries      map[*worker.Worker]*entry
 	idle         []*entry // LIFO: the top is the most recently used
 	waiters      list.List
@@ -135,45 +147,34 @@ type Pool struct {
 
 // New creates a pool and starts its MinIdle workers in the background.
 func New(cfg Config, spawn Spawner) *Pool {
-	if cfg.MaxWorkers <= 0 {
-		cfg.MaxWorkers = 1
-	}
-	if cfg.MaxQueue <= 0 {
-		cfg.MaxQueue = 1000
-	}
-	if cfg.MinIdle > cfg.MaxWorkers {
-		cfg.MinIdle = cfg.MaxWorkers
-	}
-	if cfg.StopGrace <= 0 {
-		cfg.StopGrace = 2 * time.Second
-	}
-	if cfg.BackoffMin <= 0 {
-		cfg.BackoffMin = 100 * time.Millisecond
-	}
-	if cfg.BackoffMax <= 0 {
-		cfg.BackoffMax = 5 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = zap.NewNop()
-	}
-	p := &Pool{cfg: cfg, spawn: spawn, log: cfg.Logger.With(zap.String("interface", cfg.Name)),
+	cfg = cfg.withDefaults()
+	p := &Pool{cfg: cfg, spawn: spawn, gen: 1, log: cfg.Logger.With(zap.String("interface", cfg.Name)),
 		entries: make(map[*worker.Worker]*entry)}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.mu.Lock()
 	p.maybeSpawnLocked()
+	p.startBackgroundLocked()
 	p.mu.Unlock()
+	return p
+}
+
+// startBackgroundLocked starts the idle reaper and the recycler that the current cfg
+// needs, each with its own copy of cfg, after stopping those of the previous cfg.
+func (p *Pool) startBackgroundLocked() {
+	if p.bgStop != nil {
+		p.bgStop()
+	}
+	ctx, stop := context.WithCancel(p.ctx)
+	p.bgStop = stop
+	cfg := p.cfg
 	if cfg.IdleTimeout > 0 {
 		p.wg.Add(1)
-		go p.reapIdle()
+		go p.reapIdle(ctx, cfg)
 	}
 	if cfg.MaxAge > 0 || cfg.MaxRSS > 0 {
-		if p.cfg.SampleEvery <= 0 {
-			p.cfg.SampleEvery = 2 * time.Second
-		}
 		p.wg.Add(1)
-		go p.recycle()
+		go p.recycle(ctx, cfg)
 	}
-	return p
 }
 
 // Lease is one checkout of a worker. Release it exactly once (later calls do nothing).
@@ -204,7 +205,7 @@ func (l *Lease) Release(retire bool) {
 
 // Acquire waits for a worker, first in, first out. It fails at once with ErrOverloaded when
 // MaxQueue checkouts are waiting, with an *UnavailableError when the worker cannot start,
-// and with ErrShuttingDown after Drain.
+// and with Drain's error after Drain.
 func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 	for {
 		if l := p.TryAcquire(); l != nil {
@@ -213,7 +214,7 @@ func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 		p.mu.Lock()
 		if p.draining {
 			p.mu.Unlock()
-			return nil, ErrShuttingDown
+			return nil, p.drainErr
 		}
 		if len(p.idle) > 0 && p.waiters.Len() == 0 {
 			p.mu.Unlock()
@@ -353,7 +354,11 @@ func (p *Pool) offerLocked(e *entry) {
 func (p *Pool) release(e *entry, retire bool) {
 	w := e.w
 	why, reason := ExitReleased, "released with retire"
+	p.mu.Lock()
+	p.unleaseLocked()
 	switch {
+	case p.closed:
+		retire, why, reason = true, ExitShutdown, "pool closed"
 	case retire:
 	case w.ByeRequested():
 		retire, why, reason = true, ExitBye, "worker sent bye"
@@ -363,14 +368,12 @@ func (p *Pool) release(e *entry, retire bool) {
 		retire, why, reason = true, ExitMaxAge, "reached max_age"
 	case w.Err() != nil:
 		retire, why, reason = true, ExitCrashed, "worker exited"
-	}
-	p.mu.Lock()
-	p.unleaseLocked()
-	switch {
-	case p.closed:
-		retire, why, reason = true, ExitShutdown, "pool closed"
-	case !retire && e.overRSS:
+	case e.overRSS:
 		retire, why, reason = true, ExitMaxRSS, "exceeded max_rss"
+	case e.gen != p.gen:
+		retire, why, reason = true, ExitReload, "replaced by a new generation (reload)"
+	case p.servingLocked() > p.cfg.MaxWorkers:
+		retire, why, reason = true, ExitReload, "max_workers lowered by a reload"
 	}
 	if retire {
 		stop := p.retireLocked(e, why, reason)
@@ -384,13 +387,21 @@ func (p *Pool) release(e *entry, retire bool) {
 	p.mu.Unlock()
 }
 
-// Drain refuses new checkouts (ErrShuttingDown) and fails the waiting ones with it. Held
-// checkouts continue; see Busy.
-func (p *Pool) Drain() {
+// Drain refuses new checkouts with err (ErrShuttingDown if nil) and fails the waiting ones
+// with it. Held checkouts continue; see Busy and WaitIdle. Only the first Drain's error is
+// kept.
+func (p *Pool) Drain(err error) {
+	if err == nil {
+		err = ErrShuttingDown
+	}
 	p.mu.Lock()
-	p.draining = true
-	p.failWaitersLocked(ErrShuttingDown)
+	if !p.draining {
+		p.draining, p.drainErr = true, err
+	}
+	stop := p.abortRollLocked(p.drainErr)
+	p.failWaitersLocked(p.drainErr)
 	p.mu.Unlock()
+	p.stopAll(stop)
 }
 
 // Busy returns the number of checked-out workers.
@@ -404,7 +415,7 @@ func (p *Pool) Busy() int {
 // apart), and waits until all are reaped and the pool's goroutines have returned. Held
 // checkouts lose their worker. Close is idempotent.
 func (p *Pool) Close() {
-	p.Drain()
+	p.Drain(nil)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()

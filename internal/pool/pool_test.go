@@ -336,7 +336,7 @@ func TestDrainRefusesNewCheckouts(t *testing.T) {
 		errc <- err
 	}()
 	require.Eventually(t, func() bool { return p.Stats().Queued == 1 }, 10*time.Second, time.Millisecond)
-	p.Drain()
+	p.Drain(nil)
 	require.ErrorIs(t, <-errc, pool.ErrShuttingDown)
 	_, err := p.Acquire(context.Background())
 	require.ErrorIs(t, err, pool.ErrShuttingDown)

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -41,12 +42,13 @@ const (
 	ExitKilled                          // killed for its checkout: aborted, a deadline passed, released with calls running
 	ExitCrashed                         // it ended on its own (a crash, an exit, a signal from outside taskd)
 	ExitShutdown                        // stopped because the pool closed
+	ExitReload                          // a reload replaced its generation, or lowered max_workers
 	NumExitReasons                      // how many reasons there are
 )
 
 var exitNames = [NumExitReasons]string{
 	"max_checkouts", "max_age", "max_rss", "bye", "idle_timeout", "released", "call_timeout", "protocol_error",
-	"killed", "crashed", "shutdown",
+	"killed", "crashed", "shutdown", "reload",
 }
 
 // String returns the reason's name as status reports show it, such as "max_checkouts".
@@ -125,44 +127,51 @@ func exitReason(e *entry, err error) ExitReason {
 	return ExitCrashed
 }
 
-// newEntry makes the entry of a worker that has just become ready, with its own recycling
-// limits.
-func (p *Pool) newEntry(w *worker.Worker) *entry {
-	e := &entry{w: w, readyAt: time.Now()}
+// newEntry makes the entry of a worker of generation gen that has just become ready, with
+// its own recycling limits. p.mu is held.
+func (p *Pool) newEntry(w *worker.Worker, gen int) *entry {
+	e := &entry{w: w, readyAt: time.Now(), gen: gen}
+	p.limitLocked(e)
+	return e
+}
+
+// limitLocked draws e's own recycling limits from cfg's.
+func (p *Pool) limitLocked(e *entry) {
+	e.maxAge, e.maxRSS = 0, 0
 	if p.cfg.MaxAge > 0 {
 		e.maxAge = time.Duration(float64(p.cfg.MaxAge) * p.jitter())
 	}
 	if p.cfg.MaxRSS > 0 {
 		e.maxRSS = int64(float64(p.cfg.MaxRSS) * p.jitter())
 	}
-	return e
 }
 
-// jitter returns a factor in [1−RecycleJitter, 1].
+// jitter returns a factor in [1−RecycleJitter, 1]. p.mu is held.
 func (p *Pool) jitter() float64 {
 	return 1 - p.cfg.RecycleJitter*rand.Float64()
 }
 
 // recycle retires workers past their max_age or max_rss: idle ones at once (their
 // replacement started first when the pool needs one), busy ones at release. It runs on
-// one goroutine per pool, owned by the pool (stopped and waited for by Close).
-func (p *Pool) recycle() {
+// one goroutine per pool, owned by the pool, with the cfg of its start, until ctx ends
+// (Close, or a Reconfigure that starts another).
+func (p *Pool) recycle(ctx context.Context, cfg Config) {
 	defer p.wg.Done()
-	every := p.cfg.SampleEvery
-	if p.cfg.MaxAge > 0 {
-		every = min(every, max(p.cfg.MaxAge/10, 10*time.Millisecond))
+	every := cfg.SampleEvery
+	if cfg.MaxAge > 0 {
+		every = min(every, max(cfg.MaxAge/10, 10*time.Millisecond))
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var lastSample time.Time
 	for {
 		select {
-		case <-p.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 		var over map[*entry]int64
-		if p.cfg.MaxRSS > 0 && time.Since(lastSample) >= p.cfg.SampleEvery {
+		if cfg.MaxRSS > 0 && time.Since(lastSample) >= cfg.SampleEvery {
 			lastSample = time.Now()
 			over = p.sampleRSS()
 		}
@@ -170,8 +179,8 @@ func (p *Pool) recycle() {
 		now := time.Now()
 		p.mu.Lock()
 		for e, rss := range over {
-			if p.entries[e.w] != e || e.state == stRetiring {
-				continue
+			if p.entries[e.w] != e || e.state == stRetiring || e.state == stWarming {
+				continue // warming: checked once it takes over
 			}
 			if e.state == stBusy {
 				e.overRSS = true // retired at release
@@ -183,10 +192,10 @@ func (p *Pool) recycle() {
 				stop = append(stop, e)
 			}
 		}
-		if p.cfg.MaxAge > 0 {
+		if cfg.MaxAge > 0 {
 			var old []*entry
 			for _, e := range p.idle {
-				if now.Sub(e.readyAt) >= e.maxAge {
+				if e.maxAge > 0 && now.Sub(e.readyAt) >= e.maxAge {
 					old = append(old, e)
 				}
 			}
@@ -207,21 +216,25 @@ func (p *Pool) recycle() {
 // sampleRSS reads the RSS of each live worker's process tree (outside the lock) and
 // returns those over their limit.
 func (p *Pool) sampleRSS() map[*entry]int64 {
+	type sample struct {
+		e   *entry
+		max int64
+	}
 	p.mu.Lock()
-	list := make([]*entry, 0, len(p.entries))
+	list := make([]sample, 0, len(p.entries))
 	for _, e := range p.entries {
-		if e.state != stRetiring {
-			list = append(list, e)
+		if e.state != stRetiring && e.maxRSS > 0 {
+			list = append(list, sample{e, e.maxRSS})
 		}
 	}
 	p.mu.Unlock()
 	var over map[*entry]int64
-	for _, e := range list {
-		if rss := treeRSS(e.w.PID()); rss > e.maxRSS {
+	for _, x := range list {
+		if rss := treeRSS(x.e.w.PID()); rss > x.max {
 			if over == nil {
 				over = make(map[*entry]int64)
 			}
-			over[e] = rss
+			over[x.e] = rss
 		}
 	}
 	return over

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -20,7 +21,7 @@ func (p *Pool) maybeSpawnLocked() int {
 	if p.closed {
 		return 0
 	}
-	live := len(p.entries) - p.retiring + p.starting
+	live := p.servingLocked()
 	// Starts in progress serve the waiters first; a worker serving a waiter comes back, so
 	// it counts toward MinIdle too.
 	need := p.waiters.Len() - p.starting
@@ -52,14 +53,26 @@ func (p *Pool) maybeSpawnLocked() int {
 		p.spawns++
 		id := fmt.Sprintf("%s-%d", p.cfg.Name, p.nextID)
 		p.wg.Add(1)
-		go p.spawnOne(id)
+		go p.spawnOne(id, p.gen, p.spawn)
 	}
 	return need
 }
 
-func (p *Pool) spawnOne(id string) {
+// servingLocked counts the workers held against MaxWorkers: registered ones that are
+// neither retiring nor warming up for a new generation, and those starting.
+func (p *Pool) servingLocked() int {
+	n := len(p.entries) - p.retiring + p.starting
+	if p.pending != nil {
+		n -= len(p.pending.ready)
+	}
+	return n
+}
+
+// spawnOne starts a worker of generation gen with spawn, for the waiting checkouts and
+// MinIdle.
+func (p *Pool) spawnOne(id string, gen int, spawn Spawner) {
 	defer p.wg.Done()
-	w, err := p.spawn(p.ctx, id, p.onExit)
+	w, err := spawn(p.ctx, id, p.onExit)
 	p.mu.Lock()
 	p.starting--
 	if err == nil && w.Err() != nil {
@@ -70,7 +83,10 @@ func (p *Pool) spawnOne(id string) {
 	}
 	if err != nil {
 		p.spawnFails++
-		backoff := p.failedStartLocked(err)
+		backoff := time.Duration(0)
+		if gen == p.gen { // a replaced generation's failure does not hold the new one back
+			backoff = p.failedStartLocked(err)
+		}
 		// Waiters that nothing else can serve fail now, with the reason.
 		failed := 0
 		if p.starting == 0 && len(p.entries) == 0 {
@@ -88,7 +104,7 @@ func (p *Pool) spawnOne(id string) {
 		}
 		return
 	}
-	e := p.newEntry(w)
+	e := p.newEntry(w, gen)
 	p.entries[w] = e
 	if p.closed {
 		e.state, e.why = stRetiring, ExitShutdown
@@ -97,6 +113,16 @@ func (p *Pool) spawnOne(id string) {
 		return
 	}
 	p.failures, p.lastErr = 0, nil
+	if gen != p.gen {
+		// Started for the generation a reload replaced meanwhile: not handed out. Its
+		// retirement starts a new-generation worker for whoever waited for it.
+		stop := p.retireLocked(e, ExitReload, "replaced by a new generation (reload)")
+		p.mu.Unlock()
+		if stop {
+			p.stop(e)
+		}
+		return
+	}
 	p.offerLocked(e)
 	old := p.handedOverLocked() // its replacement is ready
 	p.mu.Unlock()
@@ -108,14 +134,18 @@ func (p *Pool) spawnOne(id string) {
 // onExit runs on a worker's waiter goroutine after it has been reaped.
 func (p *Pool) onExit(w *worker.Worker) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	e, ok := p.entries[w]
 	if !ok {
+		p.mu.Unlock()
 		return // spawnOne has not registered it yet; it checks w.Err itself
 	}
 	delete(p.entries, w)
 	p.exitedLocked(e)
-	if e.state == stIdle {
+	var stop []*entry
+	switch e.state {
+	case stWarming:
+		stop = p.warmExitedLocked(e)
+	case stIdle:
 		p.removeIdleLocked(e)
 		if e.checkouts == 0 && !errors.Is(w.Err(), worker.ErrStopped) {
 			// A worker that dies idle before serving anything counts as a failed start,
@@ -125,6 +155,10 @@ func (p *Pool) onExit(w *worker.Worker) {
 		}
 	}
 	p.maybeSpawnLocked()
+	p.mu.Unlock()
+	for _, x := range stop {
+		p.stop(x)
+	}
 }
 
 // failedStartLocked counts a failed start and sets the backoff before the next one,
@@ -161,15 +195,16 @@ func (p *Pool) removeIdleLocked(e *entry) {
 	}
 }
 
-// reapIdle retires idle workers above MinIdle that have been idle for IdleTimeout.
-func (p *Pool) reapIdle() {
+// reapIdle retires idle workers above MinIdle that have been idle for IdleTimeout. It runs
+// with the cfg of its start until ctx ends (Close, or a Reconfigure that starts another).
+func (p *Pool) reapIdle(ctx context.Context, cfg Config) {
 	defer p.wg.Done()
-	every := min(max(p.cfg.IdleTimeout/4, 10*time.Millisecond), 30*time.Second)
+	every := min(max(cfg.IdleTimeout/4, 10*time.Millisecond), 30*time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
-		case <-p.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
@@ -177,7 +212,7 @@ func (p *Pool) reapIdle() {
 		p.mu.Lock()
 		for len(p.idle) > p.cfg.MinIdle {
 			e := p.idle[0] // the bottom of the stack has been idle longest
-			if time.Since(e.idleSince) < p.cfg.IdleTimeout {
+			if time.Since(e.idleSince) < cfg.IdleTimeout {
 				break
 			}
 			p.idle = p.idle[1:]

@@ -18,6 +18,7 @@ type Stats struct {
 	Queued        int
 	MinIdle       int
 	MaxWorkers    int
+	Generation    int // the current generation (see Roll)
 	Checkouts     uint64
 	Spawns        uint64
 	SpawnFailures uint64
@@ -30,7 +31,8 @@ type Stats struct {
 // and what the pool knows of it.
 type WorkerStats struct {
 	worker.Info
-	State     string // "idle", "busy" or "retiring"
+	State     string // "idle", "busy", "retiring" or "warming" (a new generation's, before it takes over)
+	Gen       int    // the generation it was started for
 	Checkouts int    // checkouts served, the current one included
 }
 
@@ -39,7 +41,8 @@ func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	s := Stats{Name: p.cfg.Name, Live: len(p.entries), Retiring: p.retiring, Idle: len(p.idle), Starting: p.starting,
 		Queued: p.waiters.Len(), MinIdle: p.cfg.MinIdle, MaxWorkers: p.cfg.MaxWorkers,
-		Checkouts: p.checkouts, Spawns: p.spawns, SpawnFailures: p.spawnFails, Exits: p.exits}
+		Checkouts: p.checkouts, Spawns: p.spawns, SpawnFailures: p.spawnFails, Exits: p.exits,
+		Generation: p.gen}
 	if p.lastErr != nil {
 		s.LastError = p.lastErr.Error()
 	}
@@ -47,16 +50,17 @@ func (p *Pool) Stats() Stats {
 		e     *entry
 		state state
 		n     int
+		gen   int
 	}
 	s.Busy = p.leased
 	snaps := make([]snap, 0, len(p.entries))
 	for _, e := range p.entries {
-		snaps = append(snaps, snap{e, e.state, e.checkouts})
+		snaps = append(snaps, snap{e, e.state, e.checkouts, e.gen})
 	}
 	p.mu.Unlock()
 	s.Workers = make([]WorkerStats, 0, len(snaps))
 	for _, x := range snaps {
-		s.Workers = append(s.Workers, WorkerStats{Info: x.e.w.Info(), State: x.state.String(), Checkouts: x.n})
+		s.Workers = append(s.Workers, WorkerStats{Info: x.e.w.Info(), State: x.state.String(), Checkouts: x.n, Gen: x.gen})
 	}
 	slices.SortFunc(s.Workers, func(a, b WorkerStats) int { return a.Started.Compare(b.Started) })
 	return s

@@ -14,7 +14,7 @@ import (
 
 // A Probe is one health check of a running daemon (see Server.Probes).
 type Probe struct {
-	Name string // what it checks, for the log: "session ping", `pool "passwd" lock`
+	Name string // what it checks, for the log: "session ping", "pool locks"
 	// Check returns nil if the check passed. It returns early with ctx's error when ctx
 	// ends, where it can: taking a lock cannot be given up, so a wedged lock blocks it.
 	Check func(ctx context.Context) error
@@ -22,22 +22,22 @@ type Probe struct {
 
 // Probes returns the daemon's health checks, in the order to run them: a ping through the
 // server's own request path (a client session, served by the same code as every accepted
-// connection, over a socket pair), then each pool's lock, taken and released. Together
+// connection, over a socket pair), then every pool's lock, taken and released. Together
 // they prove that taskd still serves requests and that no pool is wedged; systemd's
 // watchdog (cmd/taskd) is fed only after all of them pass.
 //
 // Call it after Run has called ready. Each Check is safe for concurrent use; the session
 // ping fails once the server drains (it serves no new connection then).
 func (s *Server) Probes() []Probe {
-	probes := []Probe{{Name: "session ping", Check: s.pingSelf}}
-	for _, name := range s.names {
-		p := s.pools[name]
-		probes = append(probes, Probe{Name: fmt.Sprintf("pool %q lock", name), Check: func(context.Context) error {
+	return []Probe{{Name: "session ping", Check: s.pingSelf}, {Name: "pool locks", Check: func(context.Context) error {
+		s.mu.Lock()
+		pools := s.allPoolsLocked() // the pools of now: a reload may have changed them
+		s.mu.Unlock()
+		for _, p := range pools {
 			p.Busy() // for its lock: Busy takes and releases it, and does nothing else
-			return nil
-		}})
-	}
-	return probes
+		}
+		return nil
+	}}}
 }
 
 // pingSelf opens a session on one end of a socket pair, sends a ping on the other end and

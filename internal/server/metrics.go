@@ -47,8 +47,9 @@ func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1, c.s.version)
-	for _, name := range c.s.names {
-		st := c.s.pools[name].Stats()
+	tab := c.s.tab.Load()
+	for _, name := range tab.names {
+		st := tab.pools[name].Stats()
 		for state, n := range map[string]int{"live": st.Live, "idle": st.Idle, "busy": st.Busy, "starting": st.Starting} {
 			ch <- prometheus.MustNewConstMetric(c.workers, prometheus.GaugeValue, float64(n), name, state)
 		}

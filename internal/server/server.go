@@ -24,20 +24,34 @@ import (
 
 // Server is one taskd daemon. Create it with New and run it with Run (once).
 type Server struct {
-	cfg     config.Config
+	cfg     config.Config // as started: the keys a reload cannot change come from here
 	log     *zap.Logger
 	version string
 	started time.Time
-	pools   map[string]*pool.Pool
-	names   []string   // interface names, sorted
 	inherit []*os.File // sockets passed by systemd (Inherit), until Run takes them
+	reload  Reloading  // set by SetReloading before Run
+
+	// tab is the interfaces being served: replaced whole by a reload, read without a lock
+	// (a checkout request loads it once).
+	tab atomic.Pointer[table]
+
+	// reloadMu serializes reloads; applied is guarded by it.
+	reloadMu sync.Mutex
+	applied  config.Config // what the last reload applied (as started, before the first)
+	grace    atomic.Int64  // shutdown_grace as last applied (a time.Duration)
+
+	// halt is cancelled when the shutdown begins: background work of the server's own
+	// (finishRemoved) gives up and leaves the rest to the shutdown.
+	halt    context.Context
+	haltNow context.CancelFunc
 
 	mu        sync.Mutex
 	listeners []net.Listener
 	sessions  map[*session]struct{}
+	removing  map[*pool.Pool]string // pools of removed interfaces, until their checkouts end
 	draining  bool
 	nextSess  uint64
-	wg        sync.WaitGroup // accept loops and sessions
+	wg        sync.WaitGroup // accept loops, sessions and removed pools
 
 	nextCo atomic.Uint64 // last checkout id given (see newCo); not guarded by mu
 }
@@ -51,11 +65,10 @@ func New(cfg config.Config, log *zap.Logger, version string) (*Server, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	s := &Server{cfg: cfg, log: log, version: version, sessions: make(map[*session]struct{})}
-	for name := range cfg.Interfaces {
-		s.names = append(s.names, name)
-	}
-	sort.Strings(s.names)
+	s := &Server{cfg: cfg, applied: cfg, log: log, version: version, sessions: make(map[*session]struct{}),
+		removing: make(map[*pool.Pool]string)}
+	s.grace.Store(int64(cfg.ShutdownGrace))
+	s.halt, s.haltNow = context.WithCancel(context.Background())
 	return s, nil
 }
 
@@ -68,10 +81,13 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	if err != nil {
 		return err
 	}
-	s.pools = make(map[string]*pool.Pool, len(s.names))
-	for _, name := range s.names {
-		s.pools[name] = s.newPool(name, s.cfg.Interfaces[name])
+	tab := &table{pools: make(map[string]*pool.Pool, len(s.cfg.Interfaces))}
+	for name, ic := range s.cfg.Interfaces {
+		tab.pools[name] = pool.New(s.poolConfig(name, ic), s.spawner(name, ic))
+		tab.names = append(tab.names, name)
 	}
+	sort.Strings(tab.names)
+	s.tab.Store(tab)
 	stopMetrics := func() {}
 	if addr := s.cfg.MetricsListen; addr != "" {
 		stop, err := s.serveMetrics(addr)
@@ -79,7 +95,7 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 			for _, ln := range lns {
 				ln.Close()
 			}
-			for _, p := range s.pools {
+			for _, p := range tab.pools {
 				p.Close()
 			}
 			return fmt.Errorf("metrics_listen %s: %w", addr, err)
@@ -98,7 +114,7 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 		addrs[i] = ln.Addr().String()
 	}
 	s.log.Info("taskd ready", zap.String("version", s.version), zap.Strings("listen", addrs),
-		zap.Strings("interfaces", s.names))
+		zap.Strings("interfaces", tab.names))
 	if ready != nil {
 		ready()
 	}
@@ -108,16 +124,21 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	return nil
 }
 
-func (s *Server) newPool(name string, ic config.Interface) *pool.Pool {
+// spawner returns the function that starts a worker of interface name as ic says.
+func (s *Server) spawner(name string, ic config.Interface) pool.Spawner {
 	log := s.log.Named("worker")
 	maxBytes := int(s.cfg.MaxMessageBytes)
-	spawn := func(ctx context.Context, id string, onExit func(*worker.Worker)) (*worker.Worker, error) {
+	return func(ctx context.Context, id string, onExit func(*worker.Worker)) (*worker.Worker, error) {
 		return worker.Start(ctx, worker.Config{
 			Interface: name, ID: id, Command: ic.Command, Dir: ic.Dir, Env: ic.Env,
 			SetupTimeout: ic.SetupTimeout, CallTimeout: ic.CallTimeout,
 			MaxMessageBytes: maxBytes, Logger: log, OnExit: onExit,
 		})
 	}
+}
+
+// poolConfig returns the pool settings of interface name from ic.
+func (s *Server) poolConfig(name string, ic config.Interface) pool.Config {
 	minIdle := 0
 	if ic.MinIdle != nil {
 		minIdle = *ic.MinIdle
@@ -126,11 +147,11 @@ func (s *Server) newPool(name string, ic config.Interface) *pool.Pool {
 	if ic.RecycleJitter != nil {
 		jitter = *ic.RecycleJitter
 	}
-	return pool.New(pool.Config{
+	return pool.Config{
 		Name: name, MinIdle: minIdle, MaxWorkers: ic.MaxWorkers, MaxQueue: ic.MaxQueue,
-		MaxCheckouts: ic.MaxCheckouts, IdleTimeout: ic.IdleTimeout, Logger: s.log.Named("pool"),
-		MaxAge: ic.MaxAge, MaxRSS: int64(ic.MaxRSS), RecycleJitter: float64(jitter),
-	}, spawn)
+		MaxCheckouts: ic.MaxCheckouts, IdleTimeout: ic.IdleTimeout, CallTimeout: ic.CallTimeout,
+		Logger: s.log.Named("pool"), MaxAge: ic.MaxAge, MaxRSS: int64(ic.MaxRSS), RecycleJitter: float64(jitter),
+	}
 }
 
 // listen opens a listener for each address of `listen`, or takes the socket systemd passed
@@ -267,29 +288,31 @@ func (s *Server) serveConn(conn net.Conn) bool {
 }
 
 func (s *Server) shutdown() {
-	grace := s.cfg.ShutdownGrace
-	s.log.Info("shutting down", zap.Duration("shutdown_grace", grace))
 	s.mu.Lock()
-	s.draining = true
+	s.draining = true // from here on, a reload changes nothing
+	s.haltNow()
 	for _, ln := range s.listeners {
 		ln.Close()
 	}
+	pools := s.allPoolsLocked()
+	grace := s.shutdownGrace()
 	s.mu.Unlock()
-	for _, p := range s.pools {
-		p.Drain()
+	s.log.Info("shutting down", zap.Duration("shutdown_grace", grace))
+	for _, p := range pools {
+		p.Drain(nil)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
-	for _, p := range s.pools {
+	for _, p := range pools {
 		if p.WaitIdle(ctx) != nil {
 			break // shutdown_grace is over
 		}
 	}
 	cancel()
-	if n := s.busy(); n > 0 {
+	if n := busy(pools); n > 0 {
 		s.log.Warn("shutdown_grace over; stopping workers of checkouts still held", zap.Int("checkouts", n))
 	}
 	var wg sync.WaitGroup
-	for _, p := range s.pools {
+	for _, p := range pools {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -306,9 +329,23 @@ func (s *Server) shutdown() {
 	s.log.Info("taskd stopped")
 }
 
-func (s *Server) busy() int {
+// allPoolsLocked returns every pool: the interfaces served, and the removed ones still
+// finishing their checkouts. s.mu is held.
+func (s *Server) allPoolsLocked() []*pool.Pool {
+	tab := s.tab.Load()
+	pools := make([]*pool.Pool, 0, len(tab.pools)+len(s.removing))
+	for _, name := range tab.names {
+		pools = append(pools, tab.pools[name])
+	}
+	for p := range s.removing {
+		pools = append(pools, p)
+	}
+	return pools
+}
+
+func busy(pools []*pool.Pool) int {
 	n := 0
-	for _, p := range s.pools {
+	for _, p := range pools {
 		n += p.Busy()
 	}
 	return n
@@ -320,18 +357,34 @@ func (s *Server) newCo() uint64 { return s.nextCo.Add(1) }
 
 // status builds the answer to a "status" request: the one place where the pools' stats
 // (which carry each worker's own snapshot as it is) become the client protocol's status.
+// Interfaces that a reload removed are listed, marked, until their last checkout ends.
 func (s *Server) status() *wire.Status {
 	st := &wire.Status{Version: s.version, PID: os.Getpid(), UptimeSec: time.Since(s.started).Seconds()}
+	tab := s.tab.Load()
 	s.mu.Lock()
 	st.Draining = s.draining
+	type named struct {
+		name    string
+		p       *pool.Pool
+		removed bool
+	}
+	list := make([]named, 0, len(tab.names)+len(s.removing))
+	for _, name := range tab.names {
+		list = append(list, named{name, tab.pools[name], false})
+	}
+	for p, name := range s.removing {
+		list = append(list, named{name, p, true})
+	}
 	s.mu.Unlock()
+	sort.SliceStable(list, func(i, j int) bool { return list[i].name < list[j].name })
 	now := time.Now()
-	for _, name := range s.names {
-		ps := s.pools[name].Stats()
-		is := wire.InterfaceStatus{Name: name, Live: ps.Live, Idle: ps.Idle, Busy: ps.Busy,
+	for _, x := range list {
+		ps := x.p.Stats()
+		is := wire.InterfaceStatus{Name: x.name, Live: ps.Live, Idle: ps.Idle, Busy: ps.Busy,
 			Starting: ps.Starting, Queued: ps.Queued, MinIdle: ps.MinIdle, MaxWorkers: ps.MaxWorkers,
 			Checkouts: ps.Checkouts, Spawns: ps.Spawns, SpawnFailures: ps.SpawnFailures,
-			LastError: ps.LastError, Retiring: ps.Retiring, Workers: make([]wire.WorkerStatus, 0, len(ps.Workers))}
+			LastError: ps.LastError, Retiring: ps.Retiring, Generation: ps.Generation, Removed: x.removed,
+			Workers: make([]wire.WorkerStatus, 0, len(ps.Workers))}
 		for r, n := range ps.Exits {
 			if n > 0 {
 				if is.Exits == nil {
@@ -341,7 +394,7 @@ func (s *Server) status() *wire.Status {
 			}
 		}
 		for _, w := range ps.Workers {
-			ws := wire.WorkerStatus{ID: w.ID, PID: w.PID, State: w.State, Checkouts: w.Checkouts,
+			ws := wire.WorkerStatus{ID: w.ID, PID: w.PID, State: w.State, Gen: w.Gen, Checkouts: w.Checkouts,
 				AgeSec: now.Sub(w.Started).Seconds(), Method: w.Method}
 			if !w.CallStarted.IsZero() {
 				ws.CallSec = now.Sub(w.CallStarted).Seconds()
@@ -359,17 +412,18 @@ func (s *Server) status() *wire.Status {
 // seconds.
 func (s *Server) Summary() string {
 	var live, idle, held, queued int
-	for _, name := range s.names {
-		ps := s.pools[name].Stats()
-		live, idle, held, queued = live+ps.Live, idle+ps.Idle, held+ps.Busy, queued+ps.Queued
-	}
 	s.mu.Lock()
+	pools := s.allPoolsLocked()
 	draining := s.draining
 	s.mu.Unlock()
+	for _, p := range pools {
+		ps := p.Stats()
+		live, idle, held, queued = live+ps.Live, idle+ps.Idle, held+ps.Busy, queued+ps.Queued
+	}
 	state := "serving"
 	if draining {
 		state = "draining"
 	}
 	return fmt.Sprintf("%s: interfaces %d, workers %d (%d idle), checkouts %d held, %d waiting",
-		state, len(s.names), live, idle, held, queued)
+		state, len(s.tab.Load().names), live, idle, held, queued)
 }

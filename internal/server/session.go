@@ -31,8 +31,8 @@ type session struct {
 	ctx  context.Context // cancelled when the session ends: abandons waiting checkouts
 	stop context.CancelFunc
 
-	out      *sendq.Queue // owns writes to conn
-	acquires sync.WaitGroup
+	out      *sendq.Queue   // owns writes to conn
+	acquires sync.WaitGroup // acquire goroutines, and a reload's
 
 	mu        sync.Mutex
 	checkouts map[uint64]*checkout
@@ -149,7 +149,39 @@ func (ss *session) handle(m *wire.ClientMsg) {
 		ss.send(&wire.ClientMsg{T: wire.TPong, ID: m.ID, Version: ss.s.version})
 	case wire.TStatus:
 		ss.send(&wire.ClientMsg{T: wire.TStatus, ID: m.ID, Status: ss.s.status()})
+	case wire.TReload:
+		ss.reload(m.ID)
 	}
+}
+
+// reload handles a reload request on a goroutine of the session's (a reload waits for new
+// workers to start), and answers with the report, or refuses with why nothing changed.
+func (ss *session) reload(id uint64) {
+	ss.mu.Lock()
+	if ss.ended {
+		ss.mu.Unlock()
+		return
+	}
+	ss.acquires.Add(1)
+	ss.mu.Unlock()
+	go func() {
+		defer ss.acquires.Done()
+		// Not the session's context: a client that hangs up does not undo a reload.
+		rep, err := ss.s.Reload(context.Background())
+		if err != nil {
+			code := wire.CodeUnavailable
+			var invalid *InvalidConfigError
+			switch {
+			case errors.As(err, &invalid):
+				code = wire.CodeInvalidConfig
+			case errors.Is(err, pool.ErrShuttingDown):
+				code = wire.CodeShuttingDown
+			}
+			ss.send(&wire.ClientMsg{T: wire.TRefused, ID: id, Code: code, Msg: err.Error()})
+			return
+		}
+		ss.send(&wire.ClientMsg{T: wire.TReloaded, ID: id, Reload: rep})
+	}()
 }
 
 // request is a checkout request, kept while it waits for a worker.
@@ -165,10 +197,15 @@ type request struct {
 }
 
 func (ss *session) checkout(m *wire.ClientMsg) {
-	p := ss.s.pools[m.Iface]
+	tab := ss.s.tab.Load()
+	p := tab.pools[m.Iface]
 	if p == nil {
-		ss.send(&wire.ClientMsg{T: wire.TRefused, ID: m.ID, Code: wire.CodeUnknownInterface,
-			Msg: fmt.Sprintf("unknown interface %q; this daemon serves: %s", m.Iface, strings.Join(ss.s.names, ", "))})
+		code, msg := wire.CodeUnknownInterface, fmt.Sprintf("unknown interface %q", m.Iface)
+		if tab.removed[m.Iface] {
+			code, msg = wire.CodeRemoved, (&RemovedError{Interface: m.Iface}).Error()
+		}
+		ss.send(&wire.ClientMsg{T: wire.TRefused, ID: m.ID, Code: code,
+			Msg: fmt.Sprintf("%s; this daemon serves: %s", msg, strings.Join(tab.names, ", "))})
 		return
 	}
 	req := request{id: m.ID, iface: m.Iface, keep: m.Keep, max: m.Max, once: m.Once, method: m.M, args: m.A}
@@ -278,6 +315,8 @@ func refusal(err error, iface string) (code, msg string) {
 		return wire.CodeOverloaded, fmt.Sprintf("interface %q is overloaded: max_queue checkouts are already waiting; retry later or raise max_queue/max_workers", iface)
 	case errors.Is(err, pool.ErrUnavailable):
 		return wire.CodeUnavailable, err.Error()
+	case errors.As(err, new(*RemovedError)):
+		return wire.CodeRemoved, err.Error() + "; its held checkouts finish, new ones are refused"
 	case errors.Is(err, pool.ErrShuttingDown):
 		return wire.CodeShuttingDown, "taskd is shutting down and accepts no new checkouts; retry against the restarted daemon"
 	case errors.Is(err, context.Canceled):

@@ -85,7 +85,7 @@ func TestProbes(t *testing.T) {
 	for _, p := range probes {
 		names = append(names, p.Name)
 	}
-	assert.Equal(t, []string{"session ping", `pool "a" lock`, `pool "b" lock`}, names)
+	assert.Equal(t, []string{"session ping", "pool locks"}, names)
 	for range 20 {
 		for _, p := range probes {
 			require.NoError(t, p.Check(ctxT(t)), p.Name)

@@ -165,12 +165,32 @@ func (c *conn) armLocked() {
 	}
 }
 
+// setCallTimeout changes the call_timeout; a running call gets the new deadline (at
+// once, if it has already run that long).
+func (c *conn) setCallTimeout(d time.Duration) {
+	c.mu.Lock()
+	c.callTimeout = d
+	run := len(c.calls) > 0 && !c.failed && d > 0
+	if run && c.timerArmed {
+		c.timer.Reset(0) // checkTimeout re-arms it for the new deadline
+	}
+	if run && !c.timerArmed {
+		c.timerArmed = true
+		if c.timer == nil {
+			c.timer = time.AfterFunc(0, c.checkTimeout)
+		} else {
+			c.timer.Reset(0)
+		}
+	}
+	c.mu.Unlock()
+}
+
 // checkTimeout is the call_timeout timer's function: it kills the worker if the call
 // running now has run for call_timeout, and otherwise waits for that call's deadline.
 func (c *conn) checkTimeout() {
 	c.mu.Lock()
 	c.timerArmed = false
-	if len(c.calls) == 0 || c.failed {
+	if len(c.calls) == 0 || c.failed || c.callTimeout <= 0 { // <= 0: turned off (setCallTimeout)
 		c.mu.Unlock()
 		return
 	}

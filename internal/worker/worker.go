@@ -171,6 +171,11 @@ func (w *Worker) CallEp(method string, args json.RawMessage, ep uint64, r Replie
 	return w.c.call(method, args, ep, r)
 }
 
+// SetCallTimeout changes the worker's call_timeout (<= 0: none) for the calls it runs from
+// now on, and for the one running now, whose deadline moves accordingly. Safe for
+// concurrent use.
+func (w *Worker) SetCallTimeout(d time.Duration) { w.c.setCallTimeout(d) }
+
 // Cancel tells the worker that the caller gave up on call id (best effort: the reply is
 // still owed and still delivered).
 func (w *Worker) Cancel(id uint64) { w.c.cancel(id) }
