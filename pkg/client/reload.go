@@ -87,8 +87,8 @@ const (
 func (c *Client) Reload(ctx context.Context) (ReloadReport, error) {
 	m, _, err := c.admin(ctx, adminOp{t: wire.TReload, timeout: c.reloadTimeout(),
 		slow: "taskd answers a reload once it is applied, when the new workers are ready; " +
-			"give it a longer deadline if their setup takes long, and check taskd's log " +
-			"(a taskd older than this client does not answer reload at all)"})
+			"give it a longer deadline if their setup takes long, and check taskd's log; " +
+			"a taskd older than this client does not answer reload at all"})
 	if err != nil {
 		return ReloadReport{}, err
 	}
