@@ -104,6 +104,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"-o", "yaml", "ping"}, 2, "want table or json"},
 		{[]string{"--timeout", "0s", "ping"}, 2, "--timeout"},
 		{[]string{"ping", "extra"}, 2, "unknown command"},
+		{[]string{"reload", "extra"}, 2, "unknown command"},
 		{[]string{"call", "iface"}, 2, "at least 2"},
 		{[]string{"--addr", "nowhere", "ping"}, 2, "want unix:"},
 		{[]string{"--addr", nowhere, "ping"}, 1, "taskd unreachable"},
@@ -118,7 +119,9 @@ func TestExitCodes(t *testing.T) {
 
 // miniDaemon answers ping, status, checkout, call (echo returns its first argument,
 // "raise" raises) and ignores release: just enough of docs/client-protocol.md for taskctl.
-func miniDaemon(t *testing.T) string {
+// It answers the i-th reload request with reloads[i] (its id filled in), and leaves the
+// reloads beyond them unanswered.
+func miniDaemon(t *testing.T, reloads ...wire.ClientMsg) string {
 	dir, err := os.MkdirTemp("", "tctl")
 	require.NoError(t, err)
 	path := filepath.Join(dir, "d.sock")
@@ -170,6 +173,15 @@ func miniDaemon(t *testing.T) string {
 					switch m.T {
 					case wire.TPing:
 						r = wire.ClientMsg{T: wire.TPong, ID: m.ID, Version: "0.0.1"}
+					case wire.TReload:
+						mu.Lock()
+						if len(reloads) == 0 {
+							mu.Unlock()
+							continue
+						}
+						r, reloads = reloads[0], reloads[1:]
+						mu.Unlock()
+						r.ID = m.ID
 					case wire.TStatus:
 						r = wire.ClientMsg{T: wire.TStatus, ID: m.ID, Status: &wire.Status{Version: "0.0.1", PID: 7,
 							Interfaces: []wire.InterfaceStatus{{Name: "echo", Live: 1}}}}
