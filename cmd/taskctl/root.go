@@ -62,9 +62,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func newRootCmd(opts *options, started *bool) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "taskctl",
-		Short: "Ping and inspect a running taskd, and call its workers by hand",
+		Short: "Ping, inspect and reload a running taskd, and call its workers by hand",
 		Long: `taskctl talks to a running taskd daemon: it checks that the daemon answers (ping),
-shows its worker pools (status), and calls a worker method by hand (call).`,
+shows its worker pools (status), makes it re-read its config file (reload), and calls a
+worker method by hand (call).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
@@ -84,9 +85,9 @@ shows its worker pools (status), and calls a worker method by hand (call).`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&opts.addr, "addr", "", "taskd address: unix:/path.sock or tcp://host:port (default $TASKD_ADDR, else "+wire.DefaultAddr()+")")
 	pf.StringVarP(&opts.output, "output", "o", "table", "output format: table or json")
-	pf.DurationVar(&opts.timeout, "timeout", 10*time.Second, "give up after this long")
+	pf.DurationVar(&opts.timeout, "timeout", 10*time.Second, "give up after this long (reload, unless this is set: after "+client.DefaultReloadTimeout.String()+")")
 
-	root.AddCommand(newPingCmd(opts), newStatusCmd(opts), newCallCmd(opts))
+	root.AddCommand(newPingCmd(opts), newStatusCmd(opts), newReloadCmd(opts), newCallCmd(opts))
 	root.AddCommand(newBenchCmd(opts))
 	return root
 }

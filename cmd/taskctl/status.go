@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -42,8 +43,9 @@ func newStatusCmd(opts *options) *cobra.Command {
 	}
 }
 
-// renderStatus writes st as tables: a summary line, one row per interface, and one row per
-// worker.
+// renderStatus writes st as tables: a summary line, one row per interface (with its
+// generation, and "(removed)" after the name of one a reload removed), and one row per
+// worker (with the generation it was started for).
 func renderStatus(w io.Writer, st client.DaemonStatus) error {
 	draining := ""
 	if st.Draining {
@@ -52,10 +54,14 @@ func renderStatus(w io.Writer, st client.DaemonStatus) error {
 	fmt.Fprintf(w, "taskd %s, pid %d, up %s%s\n\n", st.Version, st.PID, fmtDur(st.Uptime), draining)
 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "INTERFACE\tLIVE\tIDLE\tBUSY\tSTARTING\tQUEUED\tCHECKOUTS\tEXITS\tLAST ERROR")
+	fmt.Fprintln(tw, "INTERFACE\tGEN\tLIVE\tIDLE\tBUSY\tSTARTING\tQUEUED\tCHECKOUTS\tEXITS\tLAST ERROR")
 	for _, is := range st.Interfaces {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", is.Name, is.Live, is.Idle, is.Busy,
-			is.Starting, is.Queued, is.Checkouts, orDash(fmtExits(is.Exits)), orDash(oneLine(is.LastError, 60)))
+		name := is.Name
+		if is.Removed {
+			name += " (removed)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", name, fmtGen(is.Generation), is.Live, is.Idle,
+			is.Busy, is.Starting, is.Queued, is.Checkouts, orDash(fmtExits(is.Exits)), orDash(oneLine(is.LastError, 60)))
 	}
 	if len(st.Interfaces) == 0 {
 		fmt.Fprintln(tw, "(no interfaces)")
@@ -74,7 +80,7 @@ func renderStatus(w io.Writer, st client.DaemonStatus) error {
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "INTERFACE\tWORKER\tPID\tSTATE\tCHECKOUTS\tAGE\tMETHOD\tRUNNING FOR")
+	fmt.Fprintln(tw, "INTERFACE\tWORKER\tPID\tGEN\tSTATE\tCHECKOUTS\tAGE\tMETHOD\tRUNNING FOR")
 	for _, is := range st.Interfaces {
 		for _, ws := range is.Workers {
 			method, running := "-", "-"
@@ -85,11 +91,19 @@ func renderStatus(w io.Writer, st client.DaemonStatus) error {
 				}
 				running = fmtDur(ws.CallRunning)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\n", is.Name, ws.ID, ws.PID, ws.State,
-				ws.Checkouts, fmtDur(ws.Age), method, running)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", is.Name, ws.ID, ws.PID, fmtGen(ws.Gen),
+				ws.State, ws.Checkouts, fmtDur(ws.Age), method, running)
 		}
 	}
 	return tw.Flush()
+}
+
+// fmtGen formats a generation: "-" for 0, which a taskd older than reload reports.
+func fmtGen(gen int) string {
+	if gen == 0 {
+		return "-"
+	}
+	return strconv.Itoa(gen)
 }
 
 // fmtExits formats worker exits by reason as "crashed=1 max_checkouts=12", most

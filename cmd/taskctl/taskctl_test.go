@@ -45,11 +45,14 @@ func TestRenderStatus(t *testing.T) {
 	st := client.DaemonStatus{
 		Version: "1.2.3", PID: 99, Uptime: 3725400 * time.Millisecond,
 		Interfaces: []client.InterfaceStatus{
-			{Name: "passwd", Live: 2, Idle: 1, Busy: 1, Queued: 3, Checkouts: 17,
+			{Name: "old", Generation: 1, Removed: true, Live: 1, Busy: 1, Checkouts: 2,
+				Workers: []client.WorkerStatus{{ID: "old-1", PID: 4000, State: "busy", Gen: 1, Checkouts: 2, Age: 3 * time.Second}}},
+			{Name: "passwd", Generation: 2, Live: 3, Idle: 1, Busy: 1, Queued: 3, Checkouts: 17,
 				Exits: map[string]uint64{client.ExitMaxCheckouts: 4, client.ExitCrashed: 1, client.ExitBye: 1},
 				Workers: []client.WorkerStatus{
-					{ID: "passwd-1", PID: 4242, State: "busy", Checkouts: 3, Age: 602200 * time.Millisecond, Method: "hash", CallRunning: 1234 * time.Millisecond},
-					{ID: "passwd-2", PID: 4243, State: "idle", Checkouts: 14, Age: 250 * time.Millisecond},
+					{ID: "passwd-1", PID: 4242, State: "busy", Gen: 1, Checkouts: 3, Age: 602200 * time.Millisecond, Method: "hash", CallRunning: 1234 * time.Millisecond},
+					{ID: "passwd-2", PID: 4243, State: "idle", Gen: 2, Checkouts: 14, Age: 250 * time.Millisecond},
+					{ID: "passwd-3", PID: 4244, State: "warming", Gen: 2, Age: 20 * time.Millisecond},
 				}},
 			{Name: "broken", Starting: 1, LastError: "exit status 1:\nTraceback (most recent call last):\n  File \"w.py\", line 1, in <module>\nImportError: no module named foo"},
 		},
@@ -58,13 +61,16 @@ func TestRenderStatus(t *testing.T) {
 	require.NoError(t, renderStatus(&buf, st))
 	want := `taskd 1.2.3, pid 99, up 1h2m5s
 
-INTERFACE  LIVE  IDLE  BUSY  STARTING  QUEUED  CHECKOUTS  EXITS                            LAST ERROR
-passwd     2     1     1     0         3       17         max_checkouts=4 bye=1 crashed=1  -
-broken     0     0     0     1         0       0          -                                exit status 1: Traceback (most recent call last): File "w.p…
+INTERFACE      GEN  LIVE  IDLE  BUSY  STARTING  QUEUED  CHECKOUTS  EXITS                            LAST ERROR
+old (removed)  1    1     0     1     0         0       2          -                                -
+passwd         2    3     1     1     0         3       17         max_checkouts=4 bye=1 crashed=1  -
+broken         -    0     0     0     1         0       0          -                                exit status 1: Traceback (most recent call last): File "w.p…
 
-INTERFACE  WORKER    PID   STATE  CHECKOUTS  AGE    METHOD  RUNNING FOR
-passwd     passwd-1  4242  busy   3          10m2s  hash    1.2s
-passwd     passwd-2  4243  idle   14         250ms  -       -
+INTERFACE  WORKER    PID   GEN  STATE    CHECKOUTS  AGE    METHOD  RUNNING FOR
+old        old-1     4000  1    busy     2          3s     -       -
+passwd     passwd-1  4242  1    busy     3          10m2s  hash    1.2s
+passwd     passwd-2  4243  2    idle     14         250ms  -       -
+passwd     passwd-3  4244  2    warming  0          20ms   -       -
 `
 	assert.Equal(t, want, buf.String())
 
@@ -98,6 +104,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"-o", "yaml", "ping"}, 2, "want table or json"},
 		{[]string{"--timeout", "0s", "ping"}, 2, "--timeout"},
 		{[]string{"ping", "extra"}, 2, "unknown command"},
+		{[]string{"reload", "extra"}, 2, "unknown command"},
 		{[]string{"call", "iface"}, 2, "at least 2"},
 		{[]string{"--addr", "nowhere", "ping"}, 2, "want unix:"},
 		{[]string{"--addr", nowhere, "ping"}, 1, "taskd unreachable"},
@@ -112,7 +119,9 @@ func TestExitCodes(t *testing.T) {
 
 // miniDaemon answers ping, status, checkout, call (echo returns its first argument,
 // "raise" raises) and ignores release: just enough of docs/client-protocol.md for taskctl.
-func miniDaemon(t *testing.T) string {
+// It answers the i-th reload request with reloads[i] (its id filled in), and leaves the
+// reloads beyond them unanswered.
+func miniDaemon(t *testing.T, reloads ...wire.ClientMsg) string {
 	dir, err := os.MkdirTemp("", "tctl")
 	require.NoError(t, err)
 	path := filepath.Join(dir, "d.sock")
@@ -164,6 +173,15 @@ func miniDaemon(t *testing.T) string {
 					switch m.T {
 					case wire.TPing:
 						r = wire.ClientMsg{T: wire.TPong, ID: m.ID, Version: "0.0.1"}
+					case wire.TReload:
+						mu.Lock()
+						if len(reloads) == 0 {
+							mu.Unlock()
+							continue
+						}
+						r, reloads = reloads[0], reloads[1:]
+						mu.Unlock()
+						r.ID = m.ID
 					case wire.TStatus:
 						r = wire.ClientMsg{T: wire.TStatus, ID: m.ID, Status: &wire.Status{Version: "0.0.1", PID: 7,
 							Interfaces: []wire.InterfaceStatus{{Name: "echo", Live: 1}}}}

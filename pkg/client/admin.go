@@ -20,7 +20,7 @@ type PingResult struct {
 // wait for an unreachable daemon: if taskd cannot be dialled, it fails at once with an
 // error matching ErrUnreachable that carries the dial error.
 func (c *Client) Ping(ctx context.Context) (PingResult, error) {
-	m, rtt, err := c.admin(ctx, wire.TPing)
+	m, rtt, err := c.admin(ctx, adminOp{t: wire.TPing, timeout: c.timeout})
 	if err != nil {
 		return PingResult{}, err
 	}
@@ -30,7 +30,7 @@ func (c *Client) Ping(ctx context.Context) (PingResult, error) {
 // DaemonStatus returns taskd's status report: its pools and their workers. Like Ping it
 // fails at once if taskd cannot be dialled.
 func (c *Client) DaemonStatus(ctx context.Context) (DaemonStatus, error) {
-	m, _, err := c.admin(ctx, wire.TStatus)
+	m, _, err := c.admin(ctx, adminOp{t: wire.TStatus, timeout: c.timeout})
 	if err != nil {
 		return DaemonStatus{}, err
 	}
@@ -40,18 +40,30 @@ func (c *Client) DaemonStatus(ctx context.Context) (DaemonStatus, error) {
 	return statusFromWire(m.Status), nil
 }
 
-// adminReq is a ping or status request waiting for its answer.
+// adminReq is an admin request (ping, status, reload) waiting for its answer.
 type adminReq struct {
+	t    string // the request's type, for error messages
 	done chan struct{}
 	msg  wire.ClientMsg
 	err  error
 }
 
-// admin sends a ping or status request, dialling first if needed (once: failure is
-// reported at once), and waits for the answer.
-func (c *Client) admin(ctx context.Context, t string) (wire.ClientMsg, time.Duration, error) {
-	ctx, cancel := c.withTimeout(ctx)
+// adminOp describes an admin request for admin.
+type adminOp struct {
+	t       string        // the request's type: wire.TPing, wire.TStatus or wire.TReload
+	timeout time.Duration // bounds the request if ctx has no deadline; 0: no bound
+	// slow, if set, is added to the error when no answer came in time: why the answer
+	// may take long, or not come at all.
+	slow string
+}
+
+// admin sends an admin request, dialling first if needed (once: failure is reported at
+// once), and waits for the answer: the message that carries the request's id (pong,
+// status or reloaded), or the error of its refusal.
+func (c *Client) admin(ctx context.Context, op adminOp) (wire.ClientMsg, time.Duration, error) {
+	ctx, cancel := withTimeout(ctx, op.timeout)
 	defer cancel()
+	t := op.t
 	for attempt := 0; ; attempt++ {
 		c.mu.Lock()
 		if c.closed {
@@ -76,7 +88,7 @@ func (c *Client) admin(ctx context.Context, t string) (wire.ClientMsg, time.Dura
 		}
 		c.nextID++
 		id := c.nextID
-		req := &adminReq{done: make(chan struct{})}
+		req := &adminReq{t: t, done: make(chan struct{})}
 		cn.admin[id] = req
 		c.sendLocked(cn, &wire.ClientMsg{T: t, ID: id})
 		start := time.Now()
@@ -89,7 +101,11 @@ func (c *Client) admin(ctx context.Context, t string) (wire.ClientMsg, time.Dura
 			c.mu.Lock()
 			delete(cn.admin, id)
 			c.mu.Unlock()
-			return wire.ClientMsg{}, 0, fmt.Errorf("client: %s: no answer from taskd at %s: %w", t, c.cfg.Addr, ctx.Err())
+			slow := ""
+			if op.slow != "" {
+				slow = " (" + op.slow + ")"
+			}
+			return wire.ClientMsg{}, 0, fmt.Errorf("client: %s: no answer from taskd at %s: %w%s", t, c.cfg.Addr, ctx.Err(), slow)
 		}
 	}
 }

@@ -29,7 +29,8 @@ type Config struct {
 	Addr string
 
 	// Interface is the name of the interface (worker pool) to check workers out of. It may
-	// be empty for a client used only for Ping and DaemonStatus; Checkout then fails.
+	// be empty for a client used only for Ping, DaemonStatus and Reload; Checkout then
+	// fails.
 	Interface string
 
 	// MaxWorkers caps the checkouts this Client holds at once; further Checkout calls wait,
@@ -40,7 +41,8 @@ type Config struct {
 	// Timeout bounds every operation whose context has no deadline: each Checkout, Ping
 	// and DaemonStatus, each call on a checkout (counted from Checkout.Go), and each
 	// Client.Call as a whole (checkout and call together). 0 means DefaultTimeout (30s); a
-	// negative value means no timeout.
+	// negative value means no timeout. Reload, which may take longer, waits at least
+	// DefaultReloadTimeout (see Client.Reload).
 	Timeout time.Duration
 
 	// MaxCheckouts retires a worker on Release once it has served this many checkouts
@@ -154,12 +156,13 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// withTimeout applies Config.Timeout to ctx if ctx has no deadline.
-func (c *Client) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok || c.timeout == 0 {
+// withTimeout applies timeout (such as Config.Timeout; 0: none) to ctx if ctx has no
+// deadline.
+func withTimeout(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok || timeout == 0 {
 		return ctx, func() {}
 	}
-	return context.WithTimeout(ctx, c.timeout)
+	return context.WithTimeout(ctx, timeout)
 }
 
 // reqState is where a checkout request is.
@@ -215,7 +218,7 @@ type onceCall struct {
 func (c *Client) checkout(ctx context.Context, once *onceCall, start time.Time) (*Checkout, error) {
 	if c.cfg.Interface == "" {
 		return nil, &wrapped{
-			text: "client: Config.Interface is empty: this Client can only Ping and DaemonStatus; create one with the interface to check out",
+			text: "client: Config.Interface is empty: this Client can only Ping, DaemonStatus and Reload; create one with the interface to check out",
 			errs: []error{ErrUnknownInterface},
 		}
 	}

@@ -43,7 +43,7 @@ type conn struct {
 	dead chan struct{} // closed when the reader has exited and the conn is cleaned up
 
 	reqs  map[uint64]*coReq    // checkout requests sent and not answered
-	admin map[uint64]*adminReq // ping/status requests sent and not answered
+	admin map[uint64]*adminReq // admin requests (ping, status, reload) sent and not answered
 	cos   map[uint64]*Checkout // live checkouts granted on this connection
 	gone  bool                 // failConnLocked has run
 	// draining is taskd's message once it refused a checkout with shutting_down: later
@@ -357,7 +357,7 @@ func (c *Client) dispatch(cn *conn, m *wire.ClientMsg) {
 			co.fatalLocked(daemonError("checkout of "+co.describe(), m.Code, m.Msg), false)
 		}
 		c.mu.Unlock()
-	case wire.TPong, wire.TStatus:
+	case wire.TPong, wire.TStatus, wire.TReloaded: // answers to admin requests
 		c.mu.Lock()
 		if a := cn.admin[m.ID]; a != nil {
 			delete(cn.admin, m.ID)
@@ -449,7 +449,7 @@ func (c *Client) refused(cn *conn, m *wire.ClientMsg) {
 	defer c.mu.Unlock()
 	if a := cn.admin[m.ID]; a != nil {
 		delete(cn.admin, m.ID)
-		a.err = daemonError("request", m.Code, m.Msg)
+		a.err = daemonError(a.t, m.Code, m.Msg)
 		close(a.done)
 		return
 	}

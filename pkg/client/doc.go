@@ -51,12 +51,15 @@
 //     deadline or cancellation during a call (matches context.DeadlineExceeded or
 //     context.Canceled; the worker is killed, since a call cannot be interrupted
 //     otherwise), and Checkout.Abort (matches ErrAborted and the error given to Abort).
-//   - Refusals: ErrUnknownInterface, ErrOverloaded (taskd's queue is full), ErrUnavailable
+//   - Refusals: ErrUnknownInterface, ErrInterfaceRemoved (a reload removed the interface;
+//     also matches ErrUnknownInterface), ErrOverloaded (taskd's queue is full), ErrUnavailable
 //     (the interface's workers cannot start; the text carries their stderr tail), and
 //     ErrUnreachable (taskd could not be reached before the deadline; the error also wraps
 //     the last dial error). A checkout refused because taskd is shutting down waits for
 //     the next daemon (a restart) instead, and fails with ErrShuttingDown only if its
 //     deadline passes first.
+//   - ErrInvalidConfig: Client.Reload was refused because taskd's config file is not
+//     valid (nothing changed); the text lists the problems.
 //   - ErrReleased after Release, ErrClosed after Close.
 //
 // # Results
@@ -72,6 +75,12 @@
 // Log records a worker makes during a call travel back with the reply and are written to
 // Config.Logger before the call returns, in order, with the fields interface, worker, pid,
 // method and worker_ts (the worker's timestamp) plus the record's own fields.
+//
+// # Operating taskd
+//
+// Ping, DaemonStatus and Reload are for operators (taskctl is built on them) and need no
+// Config.Interface. Reload makes taskd re-read its config file and apply it; taskd
+// answers with a ReloadReport once the change is applied.
 //
 // The wire protocol is documented in docs/client-protocol.md.
 package client

@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/taskd-dev/taskd/internal/wire"
 )
@@ -31,6 +32,17 @@ var (
 
 	// ErrUnknownInterface: taskd has no interface of that name (or Config.Interface is empty).
 	ErrUnknownInterface = errors.New("client: unknown interface")
+
+	// ErrInterfaceRemoved: a reload removed the interface from taskd's config, so taskd
+	// refuses new checkouts of it (its checkouts held at the reload finish normally). It
+	// also matches ErrUnknownInterface. Like that error it is final: the checkout is not
+	// retried.
+	ErrInterfaceRemoved error = &childError{msg: "client: interface removed by a reload", parent: ErrUnknownInterface}
+
+	// ErrInvalidConfig: taskd refused a reload (Client.Reload) because its config file is
+	// not valid; nothing changed, and taskd runs on with the config it had. The error's
+	// text lists every problem taskd found, one per line.
+	ErrInvalidConfig = errors.New("client: reload refused: the config file is not valid; nothing changed")
 
 	// ErrOverloaded: the interface's queue in taskd is full (max_queue).
 	ErrOverloaded = errors.New("client: interface overloaded")
@@ -97,6 +109,10 @@ func sentinelsFor(code string) ([]error, string) {
 	switch code {
 	case wire.CodeUnknownInterface:
 		return []error{ErrUnknownInterface}, "check Config.Interface against the daemon's config (taskctl status lists the interfaces)"
+	case wire.CodeRemoved:
+		return []error{ErrInterfaceRemoved}, "a reload removed it from the daemon's config: stop using it, or add it back to the config and reload taskd"
+	case wire.CodeInvalidConfig:
+		return []error{ErrInvalidConfig}, "fix the file taskd was started with and reload again; taskd runs on with the config it had"
 	case wire.CodeOverloaded:
 		return []error{ErrOverloaded}, "retry later, or raise the interface's max_queue or max_workers"
 	case wire.CodeUnavailable:
@@ -121,7 +137,20 @@ func sentinelsFor(code string) ([]error, string) {
 // what describes the operation, e.g. `checkout of "passwd"`.
 func daemonError(what, code, msg string) error {
 	is, hint := sentinelsFor(code)
+	if code == wire.CodeInvalidConfig {
+		// msg lists the problems one per line: quoted, they would make one long line.
+		return &wrapped{text: fmt.Sprintf("%v:\n%s\n%s", is[0], indentLines(msg), hint), errs: is}
+	}
 	return &wrapped{text: fmt.Sprintf("%v: %s: taskd says %s (%s); %s", is[0], what, quoteMsg(msg), code, hint), errs: is}
+}
+
+// indentLines indents each line of msg by two spaces, for a list in an error's text.
+func indentLines(msg string) string {
+	msg = strings.TrimRight(msg, "\n")
+	if msg == "" {
+		return "  (taskd gave no details: see its log)"
+	}
+	return "  " + strings.ReplaceAll(msg, "\n", "\n  ")
 }
 
 func quoteMsg(msg string) string {

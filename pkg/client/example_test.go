@@ -166,6 +166,45 @@ func ExampleRemoteError() {
 	// [still usable] <nil>
 }
 
+// Reload makes taskd re-read its config file (the one it was started with) and apply it,
+// as `taskctl reload` and `systemctl reload taskd` do. A file that is not valid changes
+// nothing; an interface whose new workers cannot start keeps its old ones. (This example
+// has no output to check: what a reload reports depends on the edits made to the file.)
+func ExampleClient_Reload() {
+	c, err := client.New(client.Config{}) // no Interface: an operator's client
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+
+	// taskd answers once the reload is applied, when the new workers are ready: give it
+	// as long as their setup may take.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := c.Reload(ctx)
+	if errors.Is(err, client.ErrInvalidConfig) {
+		fmt.Println(err) // lists every problem in the file, one per line
+		return
+	}
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, ic := range rep.Interfaces {
+		switch ic.Change {
+		case client.ChangeFailed:
+			fmt.Printf("%s: new workers did not start, the old ones keep serving: %s\n", ic.Name, ic.Error)
+		case client.ChangeUnchanged:
+		default:
+			fmt.Printf("%s: %s %v (generation %d)\n", ic.Name, ic.Change, ic.Keys, ic.Generation)
+		}
+	}
+	if len(rep.NeedsRestart) > 0 {
+		fmt.Println("restart taskd to apply:", rep.NeedsRestart)
+	}
+}
+
 // explain shows how an application tells taskd's error kinds apart, and what it should do
 // for each. Order matters where an error matches more than one: a checkout that could not
 // reach taskd before its deadline matches ErrUnreachable and context.DeadlineExceeded, and
@@ -195,6 +234,10 @@ func explain(err error) string {
 	case errors.Is(err, client.ErrAborted):
 		// Checkout.Abort, or a call queued behind one that raised.
 		return "aborted"
+	case errors.Is(err, client.ErrInterfaceRemoved):
+		// A reload removed the interface from taskd's config (this also matches
+		// ErrUnknownInterface): stop using it.
+		return "interface removed by a reload"
 	case errors.Is(err, client.ErrUnknownInterface):
 		// A configuration mismatch: the error lists the interfaces taskd serves.
 		return "unknown interface"

@@ -27,7 +27,7 @@ type DaemonStatus struct {
 // InterfaceStatus describes one interface's pool of workers.
 type InterfaceStatus struct {
 	Name          string `json:"name"`
-	Live          int    `json:"live"`     // worker processes started and not yet reaped: starting, idle, busy and retiring
+	Live          int    `json:"live"`     // worker processes started and not yet reaped: starting, warming, idle, busy and retiring
 	Idle          int    `json:"idle"`     // ready and waiting for a checkout
 	Busy          int    `json:"busy"`     // checked out
 	Starting      int    `json:"starting"` // spawned, not yet ready
@@ -41,6 +41,15 @@ type InterfaceStatus struct {
 	// Retiring is how many of the live workers are retiring. They no longer count against
 	// MaxWorkers: a retiring worker's replacement starts while it drains.
 	Retiring int `json:"retiring,omitempty"`
+	// Generation counts the reloads that changed what the interface's workers run
+	// (command, dir or env), starting at 1. Each worker has the generation it was
+	// started for (WorkerStatus.Gen): after such a reload, the older generation's
+	// workers retire as their checkouts end.
+	Generation int `json:"generation"`
+	// Removed means that a reload removed the interface: taskd refuses new checkouts of
+	// it (ErrInterfaceRemoved), and once the held ones are released its workers stop and
+	// it leaves the status.
+	Removed bool `json:"removed,omitempty"`
 	// Exits counts the workers that ended since taskd started, by reason; reasons with no
 	// exit are left out. The reasons are the Exit* constants; taskd may add more.
 	Exits   map[string]uint64 `json:"exits,omitempty"`
@@ -60,13 +69,18 @@ const (
 	ExitKilled        = "killed"         // killed for its checkout: aborted, a deadline passed, released with calls running
 	ExitCrashed       = "crashed"        // it ended on its own (a crash, an exit, a signal from outside taskd)
 	ExitShutdown      = "shutdown"       // stopped because taskd shut down
+	ExitReload        = "reload"         // retired by a reload: it was of a replaced generation, or max_workers shrank
 )
 
 // WorkerStatus describes one worker process.
 type WorkerStatus struct {
-	ID        string        `json:"id"`
-	PID       int           `json:"pid"`
-	State     string        `json:"state"`     // "idle", "busy" (checked out) or "retiring"
+	ID  string `json:"id"`
+	PID int    `json:"pid"`
+	// State is "idle", "busy" (checked out), "retiring", or "warming": started by a
+	// reload for the interface's new generation, it serves no checkout until that
+	// generation takes over. taskd may add states.
+	State     string        `json:"state"`
+	Gen       int           `json:"gen"`       // the interface's generation it was started for
 	Checkouts int           `json:"checkouts"` // checkouts it has served, the current one included
 	Age       time.Duration `json:"-"`         // since it was started
 	// Method is the method of the call the worker is running ("" for a function-style
@@ -133,11 +147,12 @@ func statusFromWire(ws *wire.Status) DaemonStatus {
 		is := InterfaceStatus{Name: wi.Name, Live: wi.Live, Idle: wi.Idle, Busy: wi.Busy,
 			Starting: wi.Starting, Queued: wi.Queued, MinIdle: wi.MinIdle, MaxWorkers: wi.MaxWorkers,
 			Checkouts: wi.Checkouts, Spawns: wi.Spawns, SpawnFailures: wi.SpawnFailures,
-			LastError: wi.LastError, Retiring: wi.Retiring, Exits: maps.Clone(wi.Exits),
+			LastError: wi.LastError, Retiring: wi.Retiring, Generation: wi.Generation,
+			Removed: wi.Removed, Exits: maps.Clone(wi.Exits),
 			Workers: make([]WorkerStatus, 0, len(wi.Workers))}
 		for _, w := range wi.Workers {
 			is.Workers = append(is.Workers, WorkerStatus{ID: w.ID, PID: w.PID, State: w.State,
-				Checkouts: w.Checkouts, Age: seconds(w.AgeSec), Method: w.Method,
+				Gen: w.Gen, Checkouts: w.Checkouts, Age: seconds(w.AgeSec), Method: w.Method,
 				CallRunning: seconds(w.CallSec)})
 		}
 		st.Interfaces = append(st.Interfaces, is)

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/taskd-dev/taskd/internal/wire"
+	"github.com/taskd-dev/taskd/pkg/client"
+)
+
+func TestRenderReload(t *testing.T) {
+	rep := client.ReloadReport{
+		Interfaces: []client.InterfaceChange{
+			{Name: "added", Change: client.ChangeAdded, Generation: 1},
+			{Name: "broken", Change: client.ChangeFailed, Keys: []string{"command"}, Generation: 2,
+				Error: "exit status 1:\nImportError: no module named foo"},
+			{Name: "gone", Change: client.ChangeRemoved},
+			{Name: "passwd", Change: client.ChangeNewGeneration, Keys: []string{"env", "dir"}, Generation: 3},
+			{Name: "same", Change: client.ChangeUnchanged, Generation: 1},
+			{Name: "thumbs", Change: client.ChangeResized, Keys: []string{"max_workers", "min_idle"}, Generation: 1},
+		},
+		NeedsRestart: []string{"listen", "socket_mode"},
+	}
+	var buf bytes.Buffer
+	require.NoError(t, renderReload(&buf, rep))
+	want := `INTERFACE  CHANGE          GEN  KEYS                  ERROR
+added      added           1    -                     -
+broken     FAILED          2    command               exit status 1: ImportError: no module named foo
+gone       removed         -    -                     -
+passwd     new generation  3    env,dir               -
+same       unchanged       1    -                     -
+thumbs     resized         1    max_workers,min_idle  -
+needs restart: listen, socket_mode (changed in the file; restart taskd to apply them)
+`
+	assert.Equal(t, want, buf.String())
+
+	buf.Reset()
+	require.NoError(t, renderReload(&buf, client.ReloadReport{}))
+	assert.Equal(t, "INTERFACE  CHANGE  GEN  KEYS  ERROR\n(no interfaces)\n", buf.String())
+
+	require.NoError(t, reloadFailed(client.ReloadReport{Interfaces: rep.Interfaces[2:]}))
+	err := reloadFailed(rep)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "new workers of broken did not start")
+}
+
+// TestReloadCommand runs taskctl reload against a daemon that answers reload: applied,
+// applied with a failed interface, and refused because the file is not valid.
+func TestReloadCommand(t *testing.T) {
+	applied := &wire.ReloadReport{Interfaces: []wire.InterfaceChange{
+		{Name: "echo", Change: wire.ChangeResized, Keys: []string{"max_workers"}, Generation: 1},
+	}}
+	failed := &wire.ReloadReport{Interfaces: []wire.InterfaceChange{
+		{Name: "echo", Change: wire.ChangeFailed, Keys: []string{"env"}, Generation: 2, Error: "setup_timeout 10s passed"},
+	}, NeedsRestart: []string{"listen"}}
+	addr := miniDaemon(t,
+		wire.ClientMsg{T: wire.TReloaded, Reload: applied},
+		wire.ClientMsg{T: wire.TReloaded, Reload: applied},
+		wire.ClientMsg{T: wire.TReloaded, Reload: failed},
+		wire.ClientMsg{T: wire.TReloaded, Reload: failed},
+		wire.ClientMsg{T: wire.TRefused, Code: wire.CodeInvalidConfig,
+			Msg: "interfaces.echo.command: empty: want the worker's argv\nlisten: \"nowhere\": want unix:PATH or tcp://HOST:PORT"},
+	)
+	reload := func(args ...string) (code int, stdout, stderr string) {
+		var out, errb bytes.Buffer
+		code = run(context.Background(), append([]string{"--addr", addr}, args...), &out, &errb)
+		return code, out.String(), errb.String()
+	}
+
+	code, out, errs := reload("reload")
+	assert.Equal(t, 0, code, errs)
+	assert.Equal(t, "INTERFACE  CHANGE   GEN  KEYS         ERROR\necho       resized  1    max_workers  -\n", out)
+	assert.Empty(t, errs)
+
+	code, out, errs = reload("-o", "json", "reload")
+	assert.Equal(t, 0, code, errs)
+	var rep client.ReloadReport
+	require.NoError(t, json.Unmarshal([]byte(out), &rep))
+	assert.Equal(t, client.ReloadReport{Interfaces: []client.InterfaceChange{
+		{Name: "echo", Change: client.ChangeResized, Keys: []string{"max_workers"}, Generation: 1},
+	}}, rep)
+
+	code, out, errs = reload("reload")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, "echo       FAILED  2    env   setup_timeout 10s passed")
+	assert.Contains(t, out, "needs restart: listen (changed in the file; restart taskd to apply them)")
+	assert.Contains(t, errs, "new workers of echo did not start")
+
+	code, out, errs = reload("-o", "json", "reload")
+	assert.Equal(t, 1, code, "a failed interface fails -o json too")
+	require.NoError(t, json.Unmarshal([]byte(out), &rep))
+	assert.Equal(t, client.ChangeFailed, rep.Interfaces[0].Change)
+	assert.Equal(t, []string{"listen"}, rep.NeedsRestart)
+
+	code, out, errs = reload("reload")
+	assert.Equal(t, 1, code)
+	assert.Empty(t, out)
+	assert.Contains(t, errs, "taskctl: client: reload refused: the config file is not valid; nothing changed:\n"+
+		"  interfaces.echo.command: empty: want the worker's argv\n"+
+		"  listen: \"nowhere\": want unix:PATH or tcp://HOST:PORT\n")
+
+	// No answer (the daemon has none left): --timeout bounds the wait.
+	code, _, errs = reload("--timeout", "50ms", "reload")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, "reload: no answer from taskd")
+}
