@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/taskd-dev/taskd/internal/taskdtest"
 	"github.com/taskd-dev/taskd/internal/wire"
 	"github.com/taskd-dev/taskd/pkg/client"
 )
@@ -108,4 +111,39 @@ func TestReloadCommand(t *testing.T) {
 	code, _, errs = reload("--timeout", "50ms", "reload")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errs, "reload: no answer from taskd")
+}
+
+// TestReloadRealDaemon: `taskctl reload` against a real taskd whose config file was
+// edited: it prints what changed and exits 0; with an invalid file it prints the problems
+// and exits 1, and taskd keeps its config.
+func TestReloadRealDaemon(t *testing.T) {
+	yaml := func(extra string) string {
+		return "interfaces:\n" + taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\n"+extra)
+	}
+	d := taskdtest.Start(t, yaml(""))
+	write := func(y string) {
+		require.NoError(t, os.WriteFile(d.Config, fmt.Appendf(nil, "listen: [%q]\n%s", d.Addr, y), 0o600))
+	}
+	reload := func() (int, string, string) {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), []string{"--addr", d.Addr, "reload"}, &out, &errb)
+		return code, out.String(), errb.String()
+	}
+
+	write(yaml("max_workers: 3"))
+	code, out, errs := reload()
+	assert.Equal(t, exitOK, code, errs)
+	assert.Regexp(t, `(?m)^echo\s+resized\s+1\s+max_workers\s+-$`, out)
+
+	write(yaml("max_workers: 3\nmax_wrokers: 2"))
+	code, out, errs = reload()
+	assert.Equal(t, exitError, code)
+	assert.Empty(t, out)
+	assert.Contains(t, errs, "unknown key interfaces.echo.max_wrokers")
+
+	var buf, errb bytes.Buffer
+	require.Equal(t, exitOK, run(context.Background(), []string{"--addr", d.Addr, "-o", "json", "status"}, &buf, &errb), errb.String())
+	var st client.DaemonStatus
+	require.NoError(t, json.Unmarshal(buf.Bytes(), &st))
+	assert.Equal(t, 3, st.Interfaces[0].MaxWorkers, "the invalid file changed nothing")
 }

@@ -105,7 +105,9 @@ func (p *Pool) Reconfigure(cfg Config, spawn Spawner) {
 			stop = append(stop, e)
 		}
 	}
-	p.maybeSpawnLocked()
+	if cfg.MinIdle != old.MinIdle || cfg.MaxWorkers != old.MaxWorkers {
+		p.maybeSpawnLocked()
+	}
 	p.mu.Unlock()
 	if cfg.CallTimeout != old.CallTimeout {
 		for _, w := range workers {

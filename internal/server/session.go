@@ -169,15 +169,15 @@ func (ss *session) reload(id uint64) {
 		// Not the session's context: a client that hangs up does not undo a reload.
 		rep, err := ss.s.Reload(context.Background())
 		if err != nil {
-			code := wire.CodeUnavailable
+			code, msg := wire.CodeUnavailable, err.Error()
 			var invalid *InvalidConfigError
 			switch {
 			case errors.As(err, &invalid):
-				code = wire.CodeInvalidConfig
+				code, msg = wire.CodeInvalidConfig, invalid.Err.Error() // the problems; the code says the rest
 			case errors.Is(err, pool.ErrShuttingDown):
 				code = wire.CodeShuttingDown
 			}
-			ss.send(&wire.ClientMsg{T: wire.TRefused, ID: id, Code: code, Msg: err.Error()})
+			ss.send(&wire.ClientMsg{T: wire.TRefused, ID: id, Code: code, Msg: msg})
 			return
 		}
 		ss.send(&wire.ClientMsg{T: wire.TReloaded, ID: id, Reload: rep})
