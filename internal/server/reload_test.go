@@ -61,7 +61,9 @@ func TestReloadAppliesPerInterface(t *testing.T) {
 	a := func(gen string) string {
 		return taskdtest.WorkerYAML("a", "raw", "min_idle: 2\nmax_workers: 3", "GEN", gen)
 	}
-	b := func(max int) string { return taskdtest.WorkerYAML("b", "raw", fmt.Sprintf("min_idle: 1\nmax_workers: %d", max)) }
+	b := func(max int) string {
+		return taskdtest.WorkerYAML("b", "raw", fmt.Sprintf("min_idle: 1\nmax_workers: %d", max))
+	}
 	c := taskdtest.WorkerYAML("c", "raw", "min_idle: 1")
 	e := taskdtest.WorkerYAML("e", "raw", "min_idle: 1")
 	d := taskdtest.Start(t, "interfaces:\n"+a("1")+b(2)+c)
