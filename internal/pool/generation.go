@@ -144,6 +144,7 @@ func (p *Pool) Roll(ctx context.Context, spawn Spawner) (gen int, err error) {
 	}
 	p.mu.Unlock()
 	p.stopAll(stop)
+	stop = nil
 
 	select {
 	case <-r.done:
@@ -228,6 +229,14 @@ func (p *Pool) switchLocked(r *rollout) []*entry {
 			}
 		}
 	}
+	// The old busy workers retire at release: from now on they are out of the MaxWorkers
+	// cap, as the new ones took their places.
+	for _, e := range p.entries {
+		if e.gen != p.gen && e.state == stBusy && !e.counted {
+			e.counted = true
+			p.retiring++
+		}
+	}
 	close(r.done)
 	p.log.Info("new generation took over", zap.Int("generation", r.gen), zap.Int("ready", len(r.ready)))
 	return stop
@@ -271,7 +280,7 @@ func (p *Pool) discardLocked(e *entry, reason string) {
 		return
 	}
 	e.state, e.why, e.reason = stRetiring, ExitReload, reason
-	if p.entries[e.w] == e {
+	if p.entries[e.w] == e && !e.counted {
 		e.counted = true
 		p.retiring++
 	}

@@ -89,7 +89,7 @@ type entry struct {
 	idleSince time.Time
 	why       ExitReason    // why it was retired (state stRetiring)
 	reason    string        // the same, for the log and the worker's stop cause
-	counted   bool          // counted in Pool.retiring
+	counted   bool          // counted in Pool.retiring: out of the MaxWorkers cap (retiring, or busy of an old generation)
 	readyAt   time.Time     // set once, before the entry is registered
 	gen       int           // the generation it was started for (generation.go)
 	maxAge    time.Duration // this worker's MaxAge, jittered; set with readyAt
@@ -140,7 +140,7 @@ type Pool struct {
 	spawnFails   uint64
 	leased       int             // leases not yet released
 	idleWaiters  []chan struct{} // WaitIdle callers, closed when leased drops to 0
-	retiring     int             // registered workers retiring: outside the MaxWorkers cap
+	retiring     int             // registered workers out of the MaxWorkers cap: retiring, or busy of a replaced generation
 	handover     []*entry        // retiring workers kept running until a start ends (recycle.go)
 	exits        [NumExitReasons]uint64
 }

@@ -68,7 +68,7 @@ func (p *Pool) retireLocked(e *entry, why ExitReason, reason string) (stopNow bo
 		return false // someone else retired it and stops it
 	}
 	e.state, e.why, e.reason = stRetiring, why, reason
-	if p.entries[e.w] == e { // not reaped yet: onExit will uncount it
+	if p.entries[e.w] == e && !e.counted { // not reaped yet: onExit will uncount it
 		e.counted = true
 		p.retiring++
 	}

@@ -11,7 +11,7 @@ import (
 type Stats struct {
 	Name          string
 	Live          int // workers started and not yet reaped (idle, busy and retiring)
-	Retiring      int // of Live: retiring, outside the MaxWorkers cap while they drain
+	Retiring      int // of Live: out of the MaxWorkers cap: retiring, or busy of a replaced generation (retired at release)
 	Idle          int
 	Busy          int
 	Starting      int
