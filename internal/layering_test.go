@@ -18,14 +18,15 @@ var allowed = map[string][]string{
 	"internal":                      {},                                                                       // this test
 	"internal/bench":                {"pkg/client", "internal/wire", "internal/procfs", "internal/taskdproc"}, // benchmark harness (make bench)
 	"internal/procfs":               {},
+	"internal/crash":                {},                  // a panic in a daemon goroutine: logged, then exit
 	"internal/taskdproc":            {"internal/procfs"}, // the daemon launcher of tests and benchmark
 	"internal/fdio":                 {},
 	"internal/sendq":                {"internal/fdio"},
 	"internal/wire":                 {},
 	"internal/config":               {"internal/wire"},
-	"internal/worker":               {"internal/wire", "internal/sendq", "internal/fdio", "internal/procfs"},
-	"internal/pool":                 {"internal/worker", "internal/wire", "internal/procfs"},
-	"internal/server":               {"internal/pool", "internal/worker", "internal/wire", "internal/config", "internal/sendq", "internal/fdio"},
+	"internal/worker":               {"internal/wire", "internal/sendq", "internal/fdio", "internal/procfs", "internal/crash"},
+	"internal/pool":                 {"internal/worker", "internal/wire", "internal/procfs", "internal/crash"},
+	"internal/server":               {"internal/pool", "internal/worker", "internal/wire", "internal/config", "internal/sendq", "internal/fdio", "internal/crash"},
 	"internal/taskdtest":            {"internal/procfs", "internal/taskdproc"},
 	"internal/conformance":          {},
 	"internal/conformance/goworker": {"pkg/worker"},

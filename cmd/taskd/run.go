@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/coreos/go-systemd/v22/activation"
@@ -18,13 +19,21 @@ import (
 // run runs the daemon until ctx ends or SIGTERM/SIGINT arrives, then drains and returns.
 // A second SIGTERM/SIGINT during the drain kills taskd at once (its workers die with it:
 // they get a parent-death signal). SIGHUP reloads the config file (read with environ's
-// TASKD_* overrides, as at start).
+// TASKD_* overrides, as at start). SIGQUIT logs every goroutine's stack and keeps running;
+// SIGPIPE is ignored.
 func run(ctx context.Context, cfg *config.Config, configPath string, environ []string) error {
 	// Caught from the start: a SIGHUP that comes before taskd is ready waits for it,
 	// instead of killing taskd as its default action would.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	// SIGPIPE, which a write to a closed stderr pipe raises, must not kill taskd: handled
+	// (and ignored) here, the write fails with EPIPE instead. (Handled, not ignored:
+	// workers start with the default action, as an ignored signal would be inherited.)
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	quit := make(chan os.Signal, 1)
+	signal.Notify(quit, syscall.SIGQUIT)
+	defer signal.Stop(quit)
 	logger, level, err := newLogger(cfg.Log, os.Stderr)
 	if err != nil {
 		return err
@@ -72,6 +81,7 @@ func run(ctx context.Context, cfg *config.Config, configPath string, environ []s
 	return srv.Run(ctx, func() {
 		n.Ready(ctx, srv.Summary, systemd.StatusEvery)
 		n.Go(func() { reloadOnHUP(ctx, srv, hup, logger) })
+		n.Go(func() { dumpOnQUIT(ctx, quit, logger) })
 		if wdEvery > 0 {
 			logger.Info("systemd watchdog on: WATCHDOG=1 after each round of health checks that passes",
 				zap.Duration("every", wdEvery), zap.Duration("watchdog_sec", 2*wdEvery))
@@ -94,5 +104,28 @@ func reloadOnHUP(ctx context.Context, srv *server.Server, hup <-chan os.Signal, 
 		log.Info("SIGHUP: reloading the config")
 		// Errors are logged by Reload itself, with what was kept.
 		_, _ = srv.Reload(ctx)
+	}
+}
+
+// dumpOnQUIT logs the stacks of all goroutines at each SIGQUIT, until ctx ends; taskd keeps
+// running (Go's own SIGQUIT handling would print them and exit).
+func dumpOnQUIT(ctx context.Context, quit <-chan os.Signal, log *zap.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-quit:
+		}
+		buf := make([]byte, 1<<20)
+		for {
+			n := runtime.Stack(buf, true)
+			if n < len(buf) || len(buf) >= 64<<20 {
+				buf = buf[:n]
+				break
+			}
+			buf = make([]byte, 2*len(buf))
+		}
+		log.Warn("SIGQUIT: the stacks of all goroutines; taskd keeps running", zap.Int("goroutines", runtime.NumGoroutine()),
+			zap.String("stacks", string(buf)))
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/taskd-dev/taskd/internal/crash"
 	"github.com/taskd-dev/taskd/internal/worker"
 )
 
@@ -173,6 +174,7 @@ func (p *Pool) Generation() int {
 // one r waits for.
 func (p *Pool) spawnWarm(r *rollout, id string) {
 	defer p.wg.Done()
+	defer crash.OnPanic(p.log, "pool spawn")
 	w, err := r.spawn(p.ctx, id, p.onExit)
 	p.mu.Lock()
 	r.starting--

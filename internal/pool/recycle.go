@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/taskd-dev/taskd/internal/crash"
 	"github.com/taskd-dev/taskd/internal/procfs"
 	"github.com/taskd-dev/taskd/internal/wire"
 	"github.com/taskd-dev/taskd/internal/worker"
@@ -157,6 +158,7 @@ func (p *Pool) jitter() float64 {
 // (Close, or a Reconfigure that starts another).
 func (p *Pool) recycle(ctx context.Context, cfg Config) {
 	defer p.wg.Done()
+	defer crash.OnPanic(p.log, "pool recycler")
 	every := cfg.SampleEvery
 	if cfg.MaxAge > 0 {
 		every = min(every, max(cfg.MaxAge/10, 10*time.Millisecond))

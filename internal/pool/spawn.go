@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/taskd-dev/taskd/internal/crash"
 	"github.com/taskd-dev/taskd/internal/worker"
 )
 
@@ -72,6 +73,7 @@ func (p *Pool) servingLocked() int {
 // MinIdle.
 func (p *Pool) spawnOne(id string, gen int, spawn Spawner) {
 	defer p.wg.Done()
+	defer crash.OnPanic(p.log, "pool spawn")
 	w, err := spawn(p.ctx, id, p.onExit)
 	p.mu.Lock()
 	p.starting--
@@ -199,6 +201,7 @@ func (p *Pool) removeIdleLocked(e *entry) {
 // with the cfg of its start until ctx ends (Close, or a Reconfigure that starts another).
 func (p *Pool) reapIdle(ctx context.Context, cfg Config) {
 	defer p.wg.Done()
+	defer crash.OnPanic(p.log, "pool idle reaper")
 	every := min(max(cfg.IdleTimeout/4, 10*time.Millisecond), 30*time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()

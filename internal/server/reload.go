@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/taskd-dev/taskd/internal/config"
+	"github.com/taskd-dev/taskd/internal/crash"
 	"github.com/taskd-dev/taskd/internal/pool"
 	"github.com/taskd-dev/taskd/internal/wire"
 )
@@ -113,6 +114,7 @@ func (s *Server) Reload(ctx context.Context) (*wire.ReloadReport, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer crash.OnPanic(s.log, "reload roll")
 			ch := &rep.Interfaces[r.index]
 			gen, err := r.p.Roll(ctx, s.spawner(r.name, r.ic))
 			ch.Generation = gen
@@ -221,6 +223,7 @@ func (s *Server) applyInterfaces(cfg *config.Config, rep *wire.ReloadReport) (ro
 // the pool itself.
 func (s *Server) finishRemoved(p *pool.Pool, name string) {
 	defer s.wg.Done()
+	defer crash.OnPanic(s.log, "removed interface")
 	if p.WaitIdle(s.halt) != nil {
 		return // shutting down: shutdown closes it
 	}

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/taskd-dev/taskd/internal/config"
+	"github.com/taskd-dev/taskd/internal/crash"
 	"github.com/taskd-dev/taskd/internal/pool"
 	"github.com/taskd-dev/taskd/internal/wire"
 	"github.com/taskd-dev/taskd/internal/worker"
@@ -242,6 +243,7 @@ func (s *Server) listenUnix(path string) (net.Listener, error) {
 
 func (s *Server) accept(ln net.Listener) {
 	defer s.wg.Done()
+	defer crash.OnPanic(s.log, "accept")
 	var delay time.Duration
 	for {
 		conn, err := ln.Accept()
@@ -279,6 +281,7 @@ func (s *Server) serveConn(conn net.Conn) bool {
 	s.mu.Unlock()
 	go func() {
 		defer s.wg.Done()
+		defer crash.OnPanic(sess.log, "session")
 		sess.serve()
 		s.mu.Lock()
 		delete(s.sessions, sess)

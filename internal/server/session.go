@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/taskd-dev/taskd/internal/crash"
 	"github.com/taskd-dev/taskd/internal/fdio"
 	"github.com/taskd-dev/taskd/internal/pool"
 	"github.com/taskd-dev/taskd/internal/sendq"
@@ -151,8 +152,16 @@ func (ss *session) handle(m *wire.ClientMsg) {
 		ss.send(&wire.ClientMsg{T: wire.TStatus, ID: m.ID, Status: ss.s.status()})
 	case wire.TReload:
 		ss.reload(m.ID)
+	default:
+		if panicHook != nil {
+			panicHook(m.T)
+		}
 	}
 }
+
+// panicHook, when set (only in a build with the taskd_panichook tag, for tests), is called
+// with the type of each client message of a type taskd does not know.
+var panicHook func(t string)
 
 // reload handles a reload request on a goroutine of the session's (a reload waits for new
 // workers to start), and answers with the report, or refuses with why nothing changed.
@@ -166,6 +175,7 @@ func (ss *session) reload(id uint64) {
 	ss.mu.Unlock()
 	go func() {
 		defer ss.acquires.Done()
+		defer crash.OnPanic(ss.log, "session reload")
 		// Not the session's context: a client that hangs up does not undo a reload.
 		rep, err := ss.s.Reload(context.Background())
 		if err != nil {
@@ -230,6 +240,7 @@ func (ss *session) checkout(m *wire.ClientMsg) {
 	ss.mu.Unlock()
 	go func() {
 		defer ss.acquires.Done()
+		defer crash.OnPanic(ss.log, "session acquire")
 		defer cancel()
 		lease, err := p.Acquire(ctx)
 		if err != nil {

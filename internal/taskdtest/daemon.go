@@ -42,6 +42,7 @@ type Options struct {
 	Env  []string // extra environment for the daemon (e.g. TASKD_LOG_LEVEL=debug)
 	Dir  string   // reuse this directory (and so this socket path) instead of a new one
 	Wait bool     // wait for READY=1 (default true when Start is used)
+	Bin  string   // the taskd binary; default: cmd/taskd built from this checkout (BuildTagged builds others)
 
 	// Sockets are handed to taskd as systemd's socket activation does (see
 	// taskdproc.Options.Sockets and ListeningSocket); they stay the caller's.

@@ -176,23 +176,31 @@ func scratchSub(prefix string) (string, error) {
 // BuildForMain builds the main package name (relative to the repository root, e.g.
 // "cmd/taskd" or "examples/echo") once per test process, into the scratch directory, and
 // returns the binary's path. It is Binary for a TestMain, which has no testing.TB.
-func BuildForMain(name string) (string, error) {
+func BuildForMain(name string) (string, error) { return BuildTagged(name, "") }
+
+// BuildTagged is BuildForMain with build tags (comma-separated, as go build -tags takes
+// them), for binaries with test hooks built in; each set of tags is built once.
+func BuildTagged(name, tags string) (string, error) {
 	root, err := scratch()
 	if err != nil {
 		return "", err
 	}
-	out := filepath.Join(root, "bin", strings.ReplaceAll(name, "/", "_"))
+	key := name
+	if tags != "" {
+		key += "+" + strings.ReplaceAll(tags, ",", "+")
+	}
+	out := filepath.Join(root, "bin", strings.ReplaceAll(key, "/", "_"))
 	binMu.Lock()
 	defer binMu.Unlock()
-	if built[name] {
+	if built[key] {
 		return out, nil
 	}
-	cmd := exec.Command("go", "build", "-o", out, "./"+name)
+	cmd := exec.Command("go", "build", "-tags", tags, "-o", out, "./"+name)
 	cmd.Dir = RepoRoot()
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("taskdtest: go build ./%s: %v\n%s", name, err, b)
 	}
-	built[name] = true
+	built[key] = true
 	return out, nil
 }
 
@@ -219,9 +227,12 @@ func StartForMain(yaml string) (addr string, stop func() error, err error) {
 // logs, the repository root as working directory, and (unless o.Dir) a directory of its
 // own in the scratch directory, which the caller removes after stopping the daemon.
 func start(yaml string, o Options) (*taskdproc.Daemon, error) {
-	bin, err := BuildForMain("cmd/taskd")
-	if err != nil {
-		return nil, err
+	var err error
+	bin := o.Bin
+	if bin == "" {
+		if bin, err = BuildForMain("cmd/taskd"); err != nil {
+			return nil, err
+		}
 	}
 	dir := o.Dir
 	if dir == "" {

@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/taskd-dev/taskd/internal/crash"
 	"github.com/taskd-dev/taskd/internal/fdio"
 	"github.com/taskd-dev/taskd/internal/sendq"
 	"github.com/taskd-dev/taskd/internal/wire"
@@ -261,6 +262,7 @@ func (c *conn) closeInput() { c.in.Close() }
 // pipe reaches EOF or drain closes it.
 func (c *conn) readStdout() {
 	defer close(c.outDone)
+	defer crash.OnPanic(c.log, "worker stdout") // replies are routed from here, into the daemon's sessions
 	lr := wire.NewLineReader(fdio.NewReader(c.stdout), c.maxBytes)
 	for {
 		line, err := lr.ReadLine()

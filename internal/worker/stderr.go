@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"go.uber.org/zap"
+
+	"github.com/taskd-dev/taskd/internal/crash"
 )
 
 // stderrChunk bounds one log entry made from stderr: longer lines are split.
@@ -16,6 +18,7 @@ const stderrChunk = 4 << 10
 // returns at EOF or when drain closes the pipe.
 func (p *process) readStderr() {
 	defer close(p.errDone)
+	defer crash.OnPanic(p.log, "worker stderr")
 	br := bufio.NewReaderSize(p.stderr, stderrChunk)
 	partial := false
 	for {
