@@ -38,7 +38,7 @@ func MaybeRunWorker() {
 // spin (burns CPU forever), crash (exits 3 mid-call), bye (sends bye, then the reply),
 // byeafter (the reply, then bye: the late bye the protocol warns against), garbage (prints a stray line
 // first), longline [n] (replies with an n-byte line), badid (replies with a wrong id),
-// dones (how many "done" it has received), env (its environment), wait (blocks until the
+// recordcrash (record, crashing on the first run of all), dones (how many "done" it has received), env (its environment), wait (blocks until the
 // call is cancelled), stderr [n] (writes an n-byte stderr line), logs, alloc [n] (allocates
 // and touches n MiB, kept until it exits), alloclater [n] (the same after its reply),
 // childalloc [n] (starts a child process that holds n MiB until the worker exits).
@@ -162,6 +162,16 @@ func runWorker(mode string) int {
 				fh.Close()
 			}
 			time.Sleep(time.Duration(num(0)) * time.Millisecond)
+			ok(m.ID, true)
+		case "recordcrash": // like record, but the first run of all (the record was empty) crashes before answering
+			b, _ := os.ReadFile(os.Getenv("TASKD_TEST_RECORD"))
+			if fh, err := os.OpenFile(os.Getenv("TASKD_TEST_RECORD"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+				fmt.Fprintf(fh, "%d\n", os.Getpid())
+				fh.Close()
+			}
+			if len(b) == 0 {
+				return 3
+			}
 			ok(m.ID, true)
 		case "spin":
 			for {

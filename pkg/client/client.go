@@ -110,6 +110,9 @@ type Stats struct {
 	// grant a worker. Every checkout waits at least one round trip.
 	WaitCount    int64
 	WaitDuration time.Duration
+
+	// Retries is the number of calls CallIdempotent ran again after their worker was lost.
+	Retries int64
 }
 
 // New validates cfg and returns a Client. It does not dial: the daemon need not be running

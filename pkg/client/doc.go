@@ -35,6 +35,17 @@
 // Checkouts held when the connection breaks fail with ErrWorkerLost, since taskd releases
 // the workers of a closed connection.
 //
+// # Retries
+//
+// A call that may have reached a worker is never sent twice on the Client's own
+// initiative: a one-shot call whose worker was lost (or whose connection broke) after it
+// was sent fails with ErrWorkerLost, since it may or may not have run. The caller who
+// knows that a method is safe to run twice says so with CallIdempotent, which runs such a
+// call again on a fresh checkout (after a daemon restart too) within one deadline, and
+// counts it in Stats.Retries. The choice is the caller's, per call: only the caller knows
+// what a second run would do, and after a daemon restart no one else is left to decide.
+// Calls on a held Checkout are never retried: they share the worker's state.
+//
 // # Errors
 //
 // Every error can be matched with errors.Is or errors.As, and its text says what to do next.

@@ -93,6 +93,30 @@ func ExampleClient_Call() {
 	// [9007199254740993]
 }
 
+// CallIdempotent runs the call again on another worker if its worker is lost before it
+// answers: only for methods that are safe to run twice.
+func ExampleClient_CallIdempotent() {
+	c, err := client.New(client.Config{Interface: "echo"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var r []any
+	if err := c.CallIdempotent(ctx, "echo", &r, "safe to repeat"); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(r...)
+	fmt.Println("retries:", c.Stats().Retries)
+	// Output:
+	// safe to repeat
+	// retries: 0
+}
+
 // Pipelining: send several calls on a checkout without waiting, then collect the results.
 // They run one at a time, in order, on the checkout's worker.
 func ExampleCheckout_Go() {
