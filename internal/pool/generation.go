@@ -102,6 +102,7 @@ func (p *Pool) Reconfigure(cfg Config, spawn Spawner) {
 	for p.servingLocked() > p.cfg.MaxWorkers && len(p.idle) > 0 {
 		e := p.idle[0] // idle longest
 		p.idle = p.idle[1:]
+		p.unidleLocked(e)
 		if p.retireLocked(e, ExitReload, "max_workers lowered by a reload") {
 			stop = append(stop, e)
 		}

@@ -95,6 +95,9 @@ type entry struct {
 	maxAge    time.Duration // this worker's MaxAge, jittered; set with readyAt
 	maxRSS    int64         // this worker's MaxRSS, jittered; set with readyAt
 	overRSS   bool          // the sampler saw it over maxRSS while it was busy: retire at release
+	// doomed: recycled (max_age, max_rss) while idle, it serves on until a replacement is
+	// ready, out of the MaxWorkers cap (counted); see recycleIdleLocked.
+	doomed bool
 }
 
 type result struct {
@@ -142,6 +145,7 @@ type Pool struct {
 	idleWaiters  []chan struct{} // WaitIdle callers, closed when leased drops to 0
 	retiring     int             // registered workers out of the MaxWorkers cap: retiring, or busy of a replaced generation
 	handover     []*entry        // retiring workers kept running until a start ends (recycle.go)
+	doomed       int             // doomed entries in idle
 	exits        [NumExitReasons]uint64
 }
 
@@ -266,6 +270,7 @@ func (p *Pool) TryAcquire() *Lease {
 		}
 		e := p.idle[n-1]
 		p.idle = p.idle[:n-1]
+		p.unidleLocked(e)
 		l := p.leaseLocked(e)
 		p.mu.Unlock()
 		// Outside the lock: ask the kernel whether the process died while idle (the
@@ -435,7 +440,7 @@ func (p *Pool) Close() {
 		}
 		stop = append(stop, w)
 	}
-	p.idle = nil
+	p.idle, p.doomed = nil, 0
 	p.handover = nil // stopped below with the rest
 	p.mu.Unlock()
 	for _, w := range stop {

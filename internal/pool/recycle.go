@@ -188,22 +188,23 @@ func (p *Pool) recycle(ctx context.Context, cfg Config) {
 				e.overRSS = true // retired at release
 				continue
 			}
-			p.removeIdleLocked(e)
+			if e.doomed {
+				continue
+			}
 			p.log.Info("worker over max_rss", zap.String("worker", e.w.ID()), zap.Int64("rss", rss), zap.Int64("max_rss", e.maxRSS))
-			if p.retireLocked(e, ExitMaxRSS, "exceeded max_rss") {
+			if p.recycleIdleLocked(e, ExitMaxRSS, "exceeded max_rss") {
 				stop = append(stop, e)
 			}
 		}
 		if cfg.MaxAge > 0 {
 			var old []*entry
 			for _, e := range p.idle {
-				if e.maxAge > 0 && now.Sub(e.readyAt) >= e.maxAge {
+				if e.maxAge > 0 && now.Sub(e.readyAt) >= e.maxAge && !e.doomed {
 					old = append(old, e)
 				}
 			}
 			for _, e := range old {
-				p.removeIdleLocked(e)
-				if p.retireLocked(e, ExitMaxAge, "reached max_age") {
+				if p.recycleIdleLocked(e, ExitMaxAge, "reached max_age") {
 					stop = append(stop, e)
 				}
 			}
@@ -212,6 +213,55 @@ func (p *Pool) recycle(ctx context.Context, cfg Config) {
 		for _, e := range stop {
 			p.stop(e)
 		}
+	}
+}
+
+// recycleIdleLocked recycles an idle worker (max_age, max_rss). If the pool needs it to keep
+// MinIdle ready workers, it is doomed instead of retired: it stays idle and serves on, out
+// of the MaxWorkers cap, while its replacement starts, and is retired when a start ends
+// (replacedLocked), or at release if it serves a checkout meanwhile. Otherwise it is
+// retired now; it returns true if the caller must stop it.
+func (p *Pool) recycleIdleLocked(e *entry, why ExitReason, reason string) (stopNow bool) {
+	e.why, e.reason = why, reason
+	if why == ExitMaxRSS {
+		e.overRSS = true // retired at release if it serves meanwhile
+	}
+	if p.cfg.MinIdle > len(p.idle)-p.doomed-1 && !p.closed && !p.draining {
+		e.doomed = true
+		p.doomed++
+		if !e.counted {
+			e.counted = true
+			p.retiring++
+		}
+		p.maybeSpawnLocked()
+		return false
+	}
+	p.removeIdleLocked(e)
+	return p.retireLocked(e, why, reason)
+}
+
+// replacedLocked returns the doomed worker that has waited longest, retired, for the
+// caller to stop now that a start has ended with a ready worker (one new worker replaces
+// one doomed one); nil if there is none.
+func (p *Pool) replacedLocked() *entry {
+	if p.doomed == 0 {
+		return nil
+	}
+	var old *entry
+	for _, e := range p.idle {
+		if e.doomed && (old == nil || e.readyAt.Before(old.readyAt)) {
+			old = e
+		}
+	}
+	p.removeIdleLocked(old)
+	old.state = stRetiring
+	return old
+}
+
+// unidleLocked accounts for e leaving the idle list.
+func (p *Pool) unidleLocked(e *entry) {
+	if e.doomed {
+		p.doomed--
 	}
 }
 

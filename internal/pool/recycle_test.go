@@ -181,3 +181,20 @@ func TestMaxRSS(t *testing.T) {
 		"an idle worker over the limit is retired")
 	require.Eventually(t, func() bool { return p.Stats().Idle == 1 }, 10*time.Second, time.Millisecond)
 }
+
+// An idle worker that reaches max_age serves on until its replacement is ready: with
+// workers that take 300ms to start, the pool never has fewer than min_idle ready workers
+// while they are recycled again and again.
+func TestMaxAgeKeepsMinIdleReady(t *testing.T) {
+	p, _ := newPool(t, "slowready", pool.Config{MinIdle: 2, MaxWorkers: 2, MaxAge: 500 * time.Millisecond, RecycleJitter: 0.5})
+	require.Eventually(t, func() bool { return p.Stats().Idle == 2 }, 10*time.Second, time.Millisecond)
+	samples := 0
+	for p.Stats().Exits[pool.ExitMaxAge] < 4 {
+		st := p.Stats()
+		samples++
+		require.GreaterOrEqual(t, st.Idle, 2, "ready workers while recycling: %+v", st)
+		require.LessOrEqual(t, st.Live-st.Retiring, 2, "serving workers within max_workers: %+v", st)
+		time.Sleep(time.Millisecond)
+		require.Less(t, samples, 30_000, "4 recycles did not happen")
+	}
+}

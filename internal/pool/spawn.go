@@ -27,7 +27,7 @@ func (p *Pool) maybeSpawnLocked() int {
 	// it counts toward MinIdle too.
 	need := p.waiters.Len() - p.starting
 	if !p.draining {
-		need = max(need, p.cfg.MinIdle-len(p.idle)-p.starting)
+		need = max(need, p.cfg.MinIdle-(len(p.idle)-p.doomed)-p.starting)
 	}
 	if room := p.cfg.MaxWorkers - live; need > room {
 		need = room
@@ -127,6 +127,9 @@ func (p *Pool) spawnOne(id string, gen int, spawn Spawner) {
 	}
 	p.offerLocked(e)
 	old := p.handedOverLocked() // its replacement is ready
+	if old == nil {
+		old = p.replacedLocked()
+	}
 	p.mu.Unlock()
 	if old != nil {
 		p.stop(old)
@@ -192,6 +195,7 @@ func (p *Pool) removeIdleLocked(e *entry) {
 	for i, x := range p.idle {
 		if x == e {
 			p.idle = append(p.idle[:i], p.idle[i+1:]...)
+			p.unidleLocked(e)
 			return
 		}
 	}
@@ -219,6 +223,7 @@ func (p *Pool) reapIdle(ctx context.Context, cfg Config) {
 				break
 			}
 			p.idle = p.idle[1:]
+			p.unidleLocked(e)
 			if p.retireLocked(e, ExitIdleTimeout, "idle_timeout") {
 				retire = append(retire, e)
 			}
