@@ -29,6 +29,16 @@ bench: build
 	$(GO) build -o $(BIN)/taskd-bench ./cmd/taskd-bench
 	$(BIN)/taskd-bench -bin $(BIN) $(BENCHFLAGS)
 
+# Chaos soak: the real taskd (static binaries in bin/) with Go, Python and raw workers under
+# callers and chaos for $(SOAK) (default 60s; SOAK=5m make soak), then a table and a line
+# "SOAK PASS ..." or "SOAK FAIL ..."; non-zero exit on failure. make test runs a 20s version.
+# More flags (-callers, -seed, -dir): SOAKFLAGS; see go run ./cmd/taskd-soak -h.
+SOAK ?= 60s
+.PHONY: soak
+soak:
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/taskd ./cmd/taskd-soak
+	$(BIN)/taskd-soak -bin $(BIN) -d $(SOAK) $(SOAKFLAGS)
+
 # The Debian package, bin/taskd_VERSION_ARCH.deb: static binaries, the systemd unit, the
 # example config in /etc/taskd, the docs. Needs dpkg-deb; see deploy/deb/build.sh.
 .PHONY: deb

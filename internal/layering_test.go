@@ -36,6 +36,8 @@ var allowed = map[string][]string{
 	"internal/systemd":              {"internal/server"},
 	"cmd/taskctl":                   {"pkg/client", "internal/wire", "internal/bench"},
 	"cmd/taskd-bench":               {"internal/bench"},
+	"internal/soak":                 {"pkg/client", "pkg/worker", "internal/procfs", "internal/taskdproc"}, // chaos soak harness (make soak)
+	"cmd/taskd-soak":                {"internal/soak"},
 	"deploy/deb":                    {}, // tests of the Debian package (make deb)
 }
 
