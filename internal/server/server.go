@@ -325,7 +325,7 @@ func (s *Server) shutdown() {
 	wg.Wait()
 	s.mu.Lock()
 	for sess := range s.sessions {
-		sess.close()
+		sess.closeWithin(shutdownFlushWait)
 	}
 	s.mu.Unlock()
 	s.wg.Wait()

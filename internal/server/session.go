@@ -87,6 +87,11 @@ func (ss *session) serve() {
 // queued; after that the connection is closed anyway.
 const flushWait = 5 * time.Second
 
+// shutdownFlushWait is flushWait when taskd shuts down: what is left to send then is the
+// end of the checkouts (lost notices), and a client that does not read must not hold up
+// the exit for long, since under socket activation the next taskd waits for it.
+const shutdownFlushWait = time.Second
+
 func (ss *session) readLoop() {
 	// Strict: a request cut short by the connection's end is not acted on (its client may
 	// send it again on its next connection, knowing it never reached taskd whole).
@@ -365,6 +370,9 @@ func (ss *session) send(ms ...*wire.ClientMsg) {
 
 // close flushes what is queued (for at most flushWait), then closes the connection (which
 // ends the reader).
-func (ss *session) close() {
-	ss.out.CloseWithin(flushWait)
+func (ss *session) close() { ss.closeWithin(flushWait) }
+
+// closeWithin is close with another bound on the flush.
+func (ss *session) closeWithin(d time.Duration) {
+	ss.out.CloseWithin(d)
 }
