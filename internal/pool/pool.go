@@ -322,10 +322,14 @@ func (p *Pool) WaitIdle(ctx context.Context) error {
 	}
 }
 
+// unavailableAfter is how many starts in a row must fail before checkouts that nothing
+// else can serve fail with an *UnavailableError.
+const unavailableAfter = 2
+
 // unavailableLocked fails a checkout at once while the interface is backing off after
 // failed starts and nothing else could serve it.
 func (p *Pool) unavailableLocked() error {
-	if p.lastErr == nil || p.starting > 0 || len(p.entries) > 0 {
+	if p.lastErr == nil || p.starting > 0 || len(p.entries) > 0 || p.failures < unavailableAfter {
 		return nil
 	}
 	wait := time.Until(p.backoffUntil)

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -302,6 +303,25 @@ func TestUnavailableAndBoundedRespawn(t *testing.T) {
 	// 50+100+200+400+400+... ms: at most ~10 attempts in 2s (plus slack for the first).
 	assert.LessOrEqual(t, sp.spawns(), 12)
 	assert.GreaterOrEqual(t, sp.spawns(), 3)
+}
+
+// One failed start (a worker killed from outside while it started, say) does not fail the
+// waiting checkout: it gets the next start. Two in a row do.
+func TestOneFailedStartIsRetriedForWaiters(t *testing.T) {
+	sp := &spawner{mode: "raw"}
+	var calls atomic.Int32
+	failFirst := func(ctx context.Context, id string, onExit func(*worker.Worker)) (*worker.Worker, error) {
+		if calls.Add(1) == 1 {
+			return nil, errors.New("killed by signal SIGKILL before it was ready")
+		}
+		return sp.spawn(ctx, id, onExit)
+	}
+	p := pool.New(pool.Config{Name: "t", MaxWorkers: 1, BackoffMin: 20 * time.Millisecond}, failFirst)
+	defer p.Close()
+	l := acquire(t, p)
+	l.Release(false)
+	assert.Equal(t, int32(2), calls.Load())
+	assert.Equal(t, uint64(1), p.Stats().SpawnFailures)
 }
 
 func TestRecoversWhenSpawnSucceedsAgain(t *testing.T) {

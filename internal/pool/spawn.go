@@ -89,9 +89,11 @@ func (p *Pool) spawnOne(id string, gen int, spawn Spawner) {
 		if gen == p.gen { // a replaced generation's failure does not hold the new one back
 			backoff = p.failedStartLocked(err)
 		}
-		// Waiters that nothing else can serve fail now, with the reason.
+		// Waiters that nothing else can serve fail now, with the reason, once the
+		// interface has failed to start twice in a row: one failed start of a pool that
+		// was healthy (a worker killed from outside while it started, say) gets a retry.
 		failed := 0
-		if p.starting == 0 && len(p.entries) == 0 {
+		if p.starting == 0 && len(p.entries) == 0 && p.failures >= unavailableAfter {
 			failed = p.failWaitersLocked(&UnavailableError{Interface: p.cfg.Name, Err: err})
 		}
 		p.maybeSpawnLocked()
