@@ -196,8 +196,10 @@ func (w *Worker) Cork() { w.c.in.Cork() }
 func (w *Worker) Uncork() { w.c.in.Uncork() }
 
 // Kill sends SIGKILL to the worker's process group. cause says why; the first cause given
-// is the one reported. Calls made after Kill fail. Kill is idempotent and does not wait:
-// see Exited.
+// is the one reported, unless the worker was already on its way out (killed from outside,
+// crashed, exited): then it is reported as it ended, and its calls fail with that once it
+// has been reaped. Calls made after Kill fail. Kill is idempotent and does not wait: see
+// Exited.
 func (w *Worker) Kill(cause error) {
 	if w.p.kill(cause) {
 		w.c.refuse(w.stopping(cause))
