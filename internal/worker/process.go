@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -43,6 +44,8 @@ type process struct {
 	stderr  *os.File
 	errDone chan struct{} // closed when the stderr reader returns
 	tail    stderrTail
+	dropped *atomic.Uint64 // Config.StderrDropped
+	limit   atomic.Pointer[StderrLimit]
 	stat    *procfs.StatFile // /proc/PID/stat for the liveness probe; closed by drain
 
 	mu        sync.Mutex
@@ -89,13 +92,17 @@ func (p *process) start(cfg Config) (stdin, stdout *os.File, err error) {
 		return nil, nil, fmt.Errorf("spawn %q: %w", cfg.Command[0], err)
 	}
 	p.cmd, p.pid, p.started = cmd, cmd.Process.Pid, time.Now()
-	p.stderr, p.errDone = errR, make(chan struct{})
+	p.stderr, p.errDone, p.dropped = errR, make(chan struct{}), cfg.StderrDropped
+	p.setStderrLimit(cfg.Stderr)
 	p.stat = procfs.NewStatFile(p.pid)
 	p.log = cfg.Logger.With(zap.String("interface", cfg.Interface), zap.String("worker", cfg.ID), zap.Int("pid", p.pid))
 	p.log.Debug("worker spawned", zap.Strings("command", cfg.Command))
 	go p.readStderr()
 	return inW, outR, nil
 }
+
+// setStderrLimit sets the limit the stderr reader applies from its next line on.
+func (p *process) setStderrLimit(l StderrLimit) { p.limit.Store(&l) }
 
 func environ(cfg Config) []string {
 	env := make([]string, 0, len(PassEnv)+len(cfg.Env)+4)
