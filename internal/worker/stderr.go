@@ -51,7 +51,8 @@ const (
 func (p *process) readStderr() {
 	defer close(p.errDone)
 	r := stderrReader{p: p, tokens: math.Inf(1), last: time.Now()}
-	br := bufio.NewReaderSize(p.stderr, stderrChunk)
+	br := bufio.NewReaderSize(&r.clock, stderrChunk)
+	r.clock.f = p.stderr
 	for {
 		chunk, err := br.ReadSlice('\n')
 		if len(chunk) > 0 {
@@ -65,7 +66,7 @@ func (p *process) readStderr() {
 			r.summary()
 			return
 		}
-		if deadline || (!r.due.IsZero() && !time.Now().Before(r.due)) {
+		if deadline || (!r.due.IsZero() && !r.clock.now.Before(r.due)) {
 			r.summary()
 		}
 	}
@@ -85,6 +86,7 @@ type stderrReader struct {
 
 	tokens float64   // the bucket: lines that may be logged now (+Inf before the first)
 	last   time.Time // when tokens was last filled up
+	clock  clockReader
 
 	dropLines, dropBytes int64     // dropped since the last summary
 	due                  time.Time // when the summary is due; zero: nothing dropped
@@ -126,7 +128,7 @@ func (r *stderrReader) take() bool {
 	if r.lim.Burst <= 0 {
 		burst = float64(r.lim.Rate)
 	}
-	now := time.Now()
+	now := r.clock.now
 	r.tokens = min(burst, r.tokens+now.Sub(r.last).Seconds()*float64(r.lim.Rate))
 	r.last = now
 	if r.tokens < 1 {
@@ -167,7 +169,7 @@ func (r *stderrReader) endLine() {
 			r.p.dropped.Add(1)
 		}
 		if r.due.IsZero() {
-			r.due = time.Now().Add(stderrSummaryEvery)
+			r.due = r.clock.now.Add(stderrSummaryEvery)
 			// The deadline wakes the reader to log the summary when the worker falls
 			// silent; without one (a file that cannot have one) it waits for the next
 			// chunk or EOF.
@@ -200,6 +202,20 @@ func (r *stderrReader) summary() {
 	r.p.log.Warn(fmt.Sprintf("worker stderr: dropped %d lines (%d bytes) over the rate limit (stderr_rate)", r.dropLines, r.dropBytes),
 		zap.Int64("dropped_lines", r.dropLines), zap.Int64("dropped_bytes", r.dropBytes))
 	r.dropLines, r.dropBytes = 0, 0
+}
+
+// clockReader reads stderr and notes the time of each read, the clock of the token bucket
+// and of the summary: the lines of one read (up to 4 KiB) share it, so that a flood of
+// short lines costs one clock reading per read, not one per line.
+type clockReader struct {
+	f   *os.File
+	now time.Time
+}
+
+func (c *clockReader) Read(b []byte) (int, error) {
+	n, err := c.f.Read(b)
+	c.now = time.Now()
+	return n, err
 }
 
 func trimNewline(b []byte) []byte {
