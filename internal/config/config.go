@@ -52,6 +52,11 @@ type Interface struct {
 	MaxAge        time.Duration `yaml:"max_age"`
 	MaxRSS        ByteSize      `yaml:"max_rss"`
 	RecycleJitter *Percent      `yaml:"recycle_jitter"` // nil = default; 0 = none
+	// What of a worker's stderr is logged: lines cut at StderrLineMax, StderrRate lines
+	// a second per worker with bursts of StderrBurst. nil = default; 0 = no limit.
+	StderrLineMax *ByteSize `yaml:"stderr_line_max"`
+	StderrRate    *int      `yaml:"stderr_rate"`
+	StderrBurst   int       `yaml:"stderr_burst"` // 0 = default: DefaultStderrBurstFactor × StderrRate
 }
 
 // Defaults filled in by Normalize. docs/config.md lists them too; keep both in step.
@@ -70,6 +75,12 @@ const (
 	DefaultCallTimeout   = 60 * time.Second
 	DefaultIdleTimeout   = 10 * time.Minute
 	DefaultRecycleJitter = Percent(0.10)
+	DefaultStderrLineMax = 4 * KiB
+	DefaultStderrRate    = 20
+	// DefaultStderrBurstFactor × stderr_rate is stderr_burst's default (200 lines at the
+	// default rate); with stderr_rate 0 (no limit) it is DefaultStderrBurstFactor ×
+	// DefaultStderrRate.
+	DefaultStderrBurstFactor = 10
 )
 
 // Limits checked by Validate.
@@ -153,6 +164,20 @@ func (in *Interface) normalize() {
 	if in.RecycleJitter == nil {
 		j := DefaultRecycleJitter
 		in.RecycleJitter = &j
+	}
+	if in.StderrLineMax == nil {
+		n := DefaultStderrLineMax
+		in.StderrLineMax = &n
+	}
+	if in.StderrRate == nil {
+		n := DefaultStderrRate
+		in.StderrRate = &n
+	}
+	if in.StderrBurst == 0 {
+		in.StderrBurst = DefaultStderrBurstFactor * DefaultStderrRate
+		if *in.StderrRate > 0 {
+			in.StderrBurst = DefaultStderrBurstFactor * *in.StderrRate
+		}
 	}
 }
 
@@ -286,6 +311,21 @@ func (in Interface) validate(prefix string) []error {
 		bad("recycle_jitter", "not set (call Normalize first)")
 	case *in.RecycleJitter < 0 || *in.RecycleJitter >= 1:
 		bad("recycle_jitter", "must be from 0%% to below 100%% (got %s)", *in.RecycleJitter)
+	}
+	switch {
+	case in.StderrLineMax == nil:
+		bad("stderr_line_max", "not set (call Normalize first)")
+	case *in.StderrLineMax < 0:
+		bad("stderr_line_max", "must be ≥ 0 (got %s); 0 means lines are never cut", *in.StderrLineMax)
+	}
+	switch {
+	case in.StderrRate == nil:
+		bad("stderr_rate", "not set (call Normalize first)")
+	case *in.StderrRate < 0:
+		bad("stderr_rate", "must be ≥ 0 lines a second (got %d); 0 means no limit", *in.StderrRate)
+	}
+	if in.StderrBurst < 1 {
+		bad("stderr_burst", "must be ≥ 1 line (got %d)", in.StderrBurst)
 	}
 	return errs
 }

@@ -15,6 +15,8 @@ func intp(n int) *int { return &n }
 
 func pctp(p Percent) *Percent { return &p }
 
+func sizep(n ByteSize) *ByteSize { return &n }
+
 // valid returns a normalized, valid Config with one interface, "passwd".
 func valid() Config {
 	c := Config{Interfaces: map[string]Interface{
@@ -46,6 +48,9 @@ func TestNormalize(t *testing.T) {
 				IdleTimeout:  10 * time.Minute,
 				// max_age and max_rss: 0, never
 				RecycleJitter: pctp(0.1),
+				StderrLineMax: sizep(4 * KiB),
+				StderrRate:    intp(20),
+				StderrBurst:   200,
 			}},
 		}, c)
 		require.NoError(t, c.Validate())
@@ -73,6 +78,9 @@ func TestNormalize(t *testing.T) {
 				MaxAge:        time.Hour,
 				MaxRSS:        512 * MiB,
 				RecycleJitter: pctp(0),
+				StderrLineMax: sizep(0),
+				StderrRate:    intp(0),
+				StderrBurst:   5,
 			}},
 		}
 		c := set
@@ -90,6 +98,12 @@ func TestNormalize(t *testing.T) {
 		}},
 		{"min_idle nil becomes 1", Interface{}, func(t *testing.T, in Interface) {
 			assert.Equal(t, 1, *in.MinIdle)
+		}},
+		{"stderr_burst follows stderr_rate", Interface{StderrRate: intp(7)}, func(t *testing.T, in Interface) {
+			assert.Equal(t, 70, in.StderrBurst)
+		}},
+		{"stderr_burst with no rate limit", Interface{StderrRate: intp(0)}, func(t *testing.T, in Interface) {
+			assert.Equal(t, 200, in.StderrBurst)
 		}},
 		{"negative call_timeout stays negative", Interface{CallTimeout: -time.Second}, func(t *testing.T, in Interface) {
 			assert.Equal(t, -time.Second, in.CallTimeout)
@@ -142,8 +156,8 @@ func TestValidate(t *testing.T) {
 			c.Interfaces["passwd"] = in
 		}, nil},
 		{"min_idle 0 and equal to max_workers", func(c *Config) {
-			c.Interfaces["a"] = Interface{Command: []string{"a"}, Dir: ".", MinIdle: intp(0), MaxWorkers: 1, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, IdleTimeout: 1, RecycleJitter: pctp(0.1)}
-			c.Interfaces["b"] = Interface{Command: []string{"b"}, Dir: ".", MinIdle: intp(2), MaxWorkers: 2, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, IdleTimeout: 1, RecycleJitter: pctp(0.1)}
+			c.Interfaces["a"] = Interface{Command: []string{"a"}, Dir: ".", MinIdle: intp(0), MaxWorkers: 1, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, IdleTimeout: 1, RecycleJitter: pctp(0.1), StderrLineMax: sizep(0), StderrRate: intp(0), StderrBurst: 1}
+			c.Interfaces["b"] = Interface{Command: []string{"b"}, Dir: ".", MinIdle: intp(2), MaxWorkers: 2, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, IdleTimeout: 1, RecycleJitter: pctp(0.1), StderrLineMax: sizep(0), StderrRate: intp(0), StderrBurst: 1}
 		}, nil},
 		{"metrics on", func(c *Config) { c.MetricsListen = "127.0.0.1:9464" }, nil},
 		{"interface names", func(c *Config) {
@@ -215,6 +229,13 @@ func TestValidate(t *testing.T) {
 			"interfaces.passwd.max_age: must be ≥ 0 (got -1s)",
 			"interfaces.passwd.recycle_jitter: must be from 0% to below 100% (got 100%)",
 		}},
+		{"stderr limits", func(c *Config) {
+			setIface(c, func(in *Interface) { in.StderrLineMax, in.StderrRate, in.StderrBurst = sizep(-1), intp(-1), 0 })
+		}, []string{
+			"interfaces.passwd.stderr_line_max: must be ≥ 0",
+			"interfaces.passwd.stderr_rate: must be ≥ 0 lines a second (got -1)",
+			"interfaces.passwd.stderr_burst: must be ≥ 1 line (got 0)",
+		}},
 		{"recycle_jitter not normalized", func(c *Config) { setIface(c, func(in *Interface) { in.RecycleJitter = nil }) }, []string{
 			"interfaces.passwd.recycle_jitter: not set",
 		}},
@@ -227,7 +248,7 @@ func TestValidate(t *testing.T) {
 		}},
 		{"all problems at once, in key order", func(c *Config) {
 			c.Log.Level = "loud"
-			c.Interfaces["b"] = Interface{Command: []string{"b"}, Dir: ".", MinIdle: intp(0), MaxWorkers: 0, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, IdleTimeout: 1, RecycleJitter: pctp(0.1)}
+			c.Interfaces["b"] = Interface{Command: []string{"b"}, Dir: ".", MinIdle: intp(0), MaxWorkers: 0, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, IdleTimeout: 1, RecycleJitter: pctp(0.1), StderrLineMax: sizep(0), StderrRate: intp(0), StderrBurst: 1}
 			setIface(c, func(in *Interface) { in.Command = nil })
 		}, []string{
 			"log.level:",

@@ -74,6 +74,9 @@ interfaces:
     max_age: 6h
     max_rss: 1GiB
     recycle_jitter: 25%
+    stderr_line_max: 1KiB
+    stderr_rate: 0
+    stderr_burst: 50
 `, nil, func(t *testing.T, c Config) {
 			zero, empty := 0, ""
 			assert.Equal(t, Config{
@@ -97,6 +100,9 @@ interfaces:
 					MaxAge:        6 * time.Hour,
 					MaxRSS:        GiB,
 					RecycleJitter: pctp(0.25),
+					StderrLineMax: sizep(KiB),
+					StderrRate:    &zero,
+					StderrBurst:   50,
 				}},
 			}, c)
 		}},

@@ -70,7 +70,7 @@ func (cfg Config) withDefaults() Config {
 // and, if spawn is not nil, starts the current generation's later workers with it (new
 // setup or call timeouts, say). Lowering MaxWorkers retires idle workers above it at once
 // and busy ones at release; raising MinIdle starts workers; new recycling limits are drawn
-// again for every worker; CallTimeout is given to every running worker.
+// again for every worker; CallTimeout and Stderr are given to every running worker.
 func (p *Pool) Reconfigure(cfg Config, spawn Spawner) {
 	cfg = cfg.withDefaults()
 	p.mu.Lock()
@@ -78,6 +78,7 @@ func (p *Pool) Reconfigure(cfg Config, spawn Spawner) {
 	p.cfg.MinIdle, p.cfg.MaxWorkers, p.cfg.MaxQueue = cfg.MinIdle, cfg.MaxWorkers, cfg.MaxQueue
 	p.cfg.MaxCheckouts, p.cfg.IdleTimeout, p.cfg.CallTimeout = cfg.MaxCheckouts, cfg.IdleTimeout, cfg.CallTimeout
 	p.cfg.MaxAge, p.cfg.MaxRSS, p.cfg.RecycleJitter = cfg.MaxAge, cfg.MaxRSS, cfg.RecycleJitter
+	p.cfg.Stderr = cfg.Stderr
 	if spawn != nil {
 		p.spawn = spawn
 	}
@@ -111,9 +112,12 @@ func (p *Pool) Reconfigure(cfg Config, spawn Spawner) {
 		p.maybeSpawnLocked()
 	}
 	p.mu.Unlock()
-	if cfg.CallTimeout != old.CallTimeout {
-		for _, w := range workers {
+	for _, w := range workers {
+		if cfg.CallTimeout != old.CallTimeout {
 			w.SetCallTimeout(cfg.CallTimeout)
+		}
+		if cfg.Stderr != old.Stderr {
+			w.SetStderrLimit(cfg.Stderr)
 		}
 	}
 	p.stopAll(stop)

@@ -55,10 +55,13 @@ type Config struct {
 	// CallTimeout is given to the running workers by Reconfigure (worker.SetCallTimeout);
 	// new workers get theirs from the Spawner. Not used by New.
 	CallTimeout time.Duration
-	StopGrace   time.Duration // retiring: EOF, then SIGTERM after this, then SIGKILL; default 2s
-	BackoffMin  time.Duration // first respawn delay after a failed start; default 100ms
-	BackoffMax  time.Duration // cap; default 5s
-	Logger      *zap.Logger
+	// Stderr is given to the running workers by Reconfigure (worker.SetStderrLimit); new
+	// workers get theirs from the Spawner. Not used by New.
+	Stderr     worker.StderrLimit
+	StopGrace  time.Duration // retiring: EOF, then SIGTERM after this, then SIGKILL; default 2s
+	BackoffMin time.Duration // first respawn delay after a failed start; default 100ms
+	BackoffMax time.Duration // cap; default 5s
+	Logger     *zap.Logger
 
 	// Recycling by age and memory (recycle.go). Each worker gets its own limits, drawn
 	// between limit·(1−RecycleJitter) and limit. A worker is retired when idle or at

@@ -16,11 +16,13 @@ import (
 )
 
 // poolCollector reports every pool's state when Prometheus scrapes: nothing is counted on
-// the hot path, the numbers come from pool.Stats.
+// the hot path, the numbers come from pool.Stats (and the dropped stderr lines from the
+// counters the workers share, Server.stderrDropped).
 type poolCollector struct {
 	s                                  *Server
 	workers, queued, checkouts, spawns *prometheus.Desc
 	spawnFailures, exits, info         *prometheus.Desc
+	stderrDropped                      *prometheus.Desc
 }
 
 func newPoolCollector(s *Server) *poolCollector {
@@ -35,12 +37,14 @@ func newPoolCollector(s *Server) *poolCollector {
 		spawnFailures: prometheus.NewDesc("taskd_worker_spawn_failures_total", "Worker processes that did not become ready.", iface, nil),
 		exits: prometheus.NewDesc("taskd_worker_exits_total", "Worker processes that ended, by reason (max_checkouts, crashed, ...; see docs/config.md).",
 			[]string{"interface", "reason"}, nil),
+		stderrDropped: prometheus.NewDesc("taskd_worker_stderr_dropped_lines_total",
+			"Lines of workers' stderr not logged, over stderr_rate.", iface, nil),
 		info: prometheus.NewDesc("taskd_build_info", "Always 1; the version label says which taskd runs.", []string{"version"}, nil),
 	}
 }
 
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.workers, c.queued, c.checkouts, c.spawns, c.spawnFailures, c.exits, c.info} {
+	for _, d := range []*prometheus.Desc{c.workers, c.queued, c.checkouts, c.spawns, c.spawnFailures, c.exits, c.stderrDropped, c.info} {
 		ch <- d
 	}
 }
@@ -57,6 +61,7 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.checkouts, prometheus.CounterValue, float64(st.Checkouts), name)
 		ch <- prometheus.MustNewConstMetric(c.spawns, prometheus.CounterValue, float64(st.Spawns), name)
 		ch <- prometheus.MustNewConstMetric(c.spawnFailures, prometheus.CounterValue, float64(st.SpawnFailures), name)
+		ch <- prometheus.MustNewConstMetric(c.stderrDropped, prometheus.CounterValue, float64(c.s.stderrCounter(name).Load()), name)
 		for r, n := range st.Exits {
 			ch <- prometheus.MustNewConstMetric(c.exits, prometheus.CounterValue, float64(n), name, pool.ExitReason(r).String())
 		}

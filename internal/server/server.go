@@ -55,6 +55,10 @@ type Server struct {
 	wg        sync.WaitGroup // accept loops, sessions and removed pools
 
 	nextCo atomic.Uint64 // last checkout id given (see newCo); not guarded by mu
+
+	// stderrDropped counts, per interface name, the stderr lines its workers dropped over
+	// stderr_rate (worker.Config.StderrDropped), for the metrics; kept across reloads.
+	stderrDropped sync.Map // string → *atomic.Uint64
 }
 
 // New checks cfg (it must have been normalized) and returns a server that has not started
@@ -129,13 +133,33 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 func (s *Server) spawner(name string, ic config.Interface) pool.Spawner {
 	log := s.log.Named("worker")
 	maxBytes := int(s.cfg.MaxMessageBytes)
+	stderr, dropped := stderrLimit(ic), s.stderrCounter(name)
 	return func(ctx context.Context, id string, onExit func(*worker.Worker)) (*worker.Worker, error) {
 		return worker.Start(ctx, worker.Config{
 			Interface: name, ID: id, Command: ic.Command, Dir: ic.Dir, Env: ic.Env,
 			SetupTimeout: ic.SetupTimeout, CallTimeout: ic.CallTimeout,
 			MaxMessageBytes: maxBytes, Logger: log, OnExit: onExit,
+			Stderr: stderr, StderrDropped: dropped,
 		})
 	}
+}
+
+// stderrLimit returns the limits of ic's stderr_line_max, stderr_rate and stderr_burst.
+func stderrLimit(ic config.Interface) worker.StderrLimit {
+	l := worker.StderrLimit{LineMax: int(config.DefaultStderrLineMax), Rate: config.DefaultStderrRate, Burst: ic.StderrBurst}
+	if ic.StderrLineMax != nil {
+		l.LineMax = int(*ic.StderrLineMax)
+	}
+	if ic.StderrRate != nil {
+		l.Rate = *ic.StderrRate
+	}
+	return l
+}
+
+// stderrCounter returns the counter of interface name's dropped stderr lines.
+func (s *Server) stderrCounter(name string) *atomic.Uint64 {
+	c, _ := s.stderrDropped.LoadOrStore(name, new(atomic.Uint64))
+	return c.(*atomic.Uint64)
 }
 
 // poolConfig returns the pool settings of interface name from ic.
@@ -152,6 +176,7 @@ func (s *Server) poolConfig(name string, ic config.Interface) pool.Config {
 		Name: name, MinIdle: minIdle, MaxWorkers: ic.MaxWorkers, MaxQueue: ic.MaxQueue,
 		MaxCheckouts: ic.MaxCheckouts, IdleTimeout: ic.IdleTimeout, CallTimeout: ic.CallTimeout,
 		Logger: s.log.Named("pool"), MaxAge: ic.MaxAge, MaxRSS: int64(ic.MaxRSS), RecycleJitter: float64(jitter),
+		Stderr: stderrLimit(ic),
 	}
 }
 

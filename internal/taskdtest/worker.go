@@ -30,7 +30,8 @@ func MaybeRunWorker() {
 // ("max_workers: 2").
 //
 // Modes: "raw" (a well-behaved worker, see below), "neverready", "exitnow" (writes to
-// stderr and exits 1), "slowready" (ready after 300ms), "readydie" (exits 20ms after ready),
+// stderr and exits 1), "floodexit" (writes 1000 stderr lines, then why it fails, and
+// exits 1), "slowready" (ready after 300ms), "readydie" (exits 20ms after ready),
 // "readyexit" (exits right after ready).
 //
 // Methods of "raw": echo (returns its args), fail (err type TestError), pid, sleep [ms],
@@ -39,7 +40,8 @@ func MaybeRunWorker() {
 // byeafter (the reply, then bye: the late bye the protocol warns against), garbage (prints a stray line
 // first), longline [n] (replies with an n-byte line), badid (replies with a wrong id),
 // recordcrash (record, crashing on the first run of all), dones (how many "done" it has received), env (its environment), wait (blocks until the
-// call is cancelled), stderr [n] (writes an n-byte stderr line), logs, alloc [n] (allocates
+// call is cancelled), stderr [n] (writes an n-byte stderr line), stderrflood [n, size]
+// (writes n numbered stderr lines of size bytes: "flood line 000001 xxx"), logs, alloc [n] (allocates
 // and touches n MiB, kept until it exits), alloclater [n] (the same after its reply),
 // childalloc [n] (starts a child process that holds n MiB until the worker exits).
 func WorkerYAML(name, mode, extra string, env ...string) string {
@@ -80,6 +82,10 @@ func runWorker(mode string) int {
 		select {}
 	case "exitnow":
 		fmt.Fprintln(os.Stderr, "fatal: cannot open database /nonexistent/db.sqlite: no such file")
+		return 1
+	case "floodexit": // floods stderr, then says why it cannot start, and exits 1
+		flood(1000, 100)
+		fmt.Fprintln(os.Stderr, "fatal: the real reason, after the flood")
 		return 1
 	case "slowready":
 		time.Sleep(300 * time.Millisecond)
@@ -243,6 +249,9 @@ func runWorker(mode string) int {
 		case "stderr":
 			fmt.Fprintln(os.Stderr, strings.Repeat("e", num(0)))
 			ok(m.ID, true)
+		case "stderrflood": // writes n stderr lines of size bytes, numbered
+			flood(num(0), num(1))
+			ok(m.ID, true)
 		case "logs":
 			send(map[string]any{"t": "ok", "id": m.ID, "r": true, "logs": []map[string]any{
 				{"ts": 1700000000.5, "lvl": "info", "msg": "first", "f": map[string]any{"k": 1}},
@@ -252,4 +261,17 @@ func runWorker(mode string) int {
 			send(map[string]any{"t": "err", "id": m.ID, "e": map[string]any{"msg": "no method " + m.M, "type": "NoSuchMethod"}})
 		}
 	}
+}
+
+// flood writes n lines of size bytes (at least their number) to stderr, as fast as it
+// can: "flood line 000001 xxxx...".
+func flood(n, size int) {
+	w := bufio.NewWriterSize(os.Stderr, 64<<10)
+	for i := 1; i <= n; i++ {
+		head := fmt.Sprintf("flood line %06d ", i)
+		w.WriteString(head)
+		w.WriteString(strings.Repeat("x", max(0, size-len(head))))
+		w.WriteByte('\n')
+	}
+	w.Flush()
 }

@@ -3,8 +3,9 @@
 // Start spawns the process (argv, never a shell) in its own process group with a clean
 // environment, waits for its "ready" line, and returns a *Worker. The Worker relays calls
 // (Call, Cancel, Done), matches replies to calls by id, enforces call_timeout and
-// max_message_bytes, logs every stderr line, and reaps and classifies the exit. It knows
-// nothing about pools, checkouts or clients.
+// max_message_bytes, logs its stderr (within a StderrLimit), and reaps and classifies
+// the exit: a death that taskd's own signal or EOF did not bring about is the worker's
+// own (process.go, classify). It knows nothing about pools, checkouts or clients.
 //
 // A Worker is made of two parts, and of the goroutine that joins their ends:
 //

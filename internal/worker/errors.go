@@ -18,11 +18,16 @@ var (
 // ExitError describes how a worker process ended. Every call that was outstanding when
 // the worker ended fails with it.
 type ExitError struct {
-	Interface  string
-	ID         string
-	PID        int
-	Reason     string // "exited with status 3", "killed by signal SIGSEGV", "killed by taskd: ..."
-	Cause      error  // why taskd killed or stopped it; nil if the worker ended on its own
+	Interface string
+	ID        string
+	PID       int
+	// Reason says how it ended: "exited with status 3", "killed by signal SIGSEGV",
+	// "killed by signal SIGKILL from outside taskd", "was killed by taskd: ...".
+	Reason string
+	// Cause is why taskd killed or stopped it; nil if the worker ended on its own (a
+	// crash, an exit, a signal that taskd did not send), even if taskd was about to kill
+	// it then.
+	Cause      error
 	StderrTail []string
 }
 

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -43,10 +44,14 @@ type process struct {
 	stderr  *os.File
 	errDone chan struct{} // closed when the stderr reader returns
 	tail    stderrTail
+	dropped *atomic.Uint64 // Config.StderrDropped
+	limit   atomic.Pointer[StderrLimit]
 	stat    *procfs.StatFile // /proc/PID/stat for the liveness probe; closed by drain
 
 	mu        sync.Mutex
-	cause     error       // why taskd killed or stopped it (the first reason given wins)
+	cause     error       // why taskd wants it gone (the first reason given wins); see classify
+	acted     bool        // taskd acted on it while it lived: signalled it, or Stop closed its stdin
+	sent      uint64      // the signals taskd sent it while it lived (bit sig-1); see sendLocked
 	reaped    bool        // Wait has returned: the pid may be reused, signal nothing
 	stopTimer *time.Timer // Stop's next escalation step
 	exitErr   *ExitError  // set by exit
@@ -87,13 +92,17 @@ func (p *process) start(cfg Config) (stdin, stdout *os.File, err error) {
 		return nil, nil, fmt.Errorf("spawn %q: %w", cfg.Command[0], err)
 	}
 	p.cmd, p.pid, p.started = cmd, cmd.Process.Pid, time.Now()
-	p.stderr, p.errDone = errR, make(chan struct{})
+	p.stderr, p.errDone, p.dropped = errR, make(chan struct{}), cfg.StderrDropped
+	p.setStderrLimit(cfg.Stderr)
 	p.stat = procfs.NewStatFile(p.pid)
 	p.log = cfg.Logger.With(zap.String("interface", cfg.Interface), zap.String("worker", cfg.ID), zap.Int("pid", p.pid))
 	p.log.Debug("worker spawned", zap.Strings("command", cfg.Command))
 	go p.readStderr()
 	return inW, outR, nil
 }
+
+// setStderrLimit sets the limit the stderr reader applies from its next line on.
+func (p *process) setStderrLimit(l StderrLimit) { p.limit.Store(&l) }
 
 func environ(cfg Config) []string {
 	env := make([]string, 0, len(PassEnv)+len(cfg.Env)+4)
@@ -116,15 +125,16 @@ func environ(cfg Config) []string {
 }
 
 // kill records cause (if it is the first) and sends SIGKILL to the process group unless
-// the process has been reaped. It reports whether cause was the first one given.
+// the process has been reaped. It reports whether cause was the first one given and the
+// process was alive when it was sent: a process already on its way out (killed from
+// outside, crashed, exited) did not die of taskd's kill, and its calls fail with how it
+// really ended, once the waiter has reaped it.
 func (p *process) kill(cause error) (first bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	first = p.setCauseLocked(cause)
-	if !p.reaped {
-		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
-	}
-	return first
+	live := p.sendLocked(syscall.SIGKILL)
+	return first && live
 }
 
 // stop records cause (if it is the first) and, unless the process has been reaped or is
@@ -138,11 +148,14 @@ func (p *process) stop(cause error, grace time.Duration) (first bool) {
 	if p.reaped || p.stopTimer != nil {
 		return first
 	}
+	if p.liveLocked() {
+		p.acted = true // the EOF on stdin that the Worker sends is taskd's doing
+	}
 	p.stopTimer = time.AfterFunc(grace, func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if !p.reaped {
-			_ = syscall.Kill(-p.pid, syscall.SIGTERM)
+			p.sendLocked(syscall.SIGTERM)
 			p.stopTimer = time.AfterFunc(grace, func() { p.signal(syscall.SIGKILL) })
 		}
 	})
@@ -161,10 +174,37 @@ func (p *process) setCauseLocked(cause error) bool {
 func (p *process) signal(sig syscall.Signal) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.reaped {
-		_ = syscall.Kill(-p.pid, sig)
-	}
+	p.sendLocked(sig)
 }
+
+// sendLocked sends sig to the process group unless the process has been reaped, and
+// records it as taskd's doing (sent, acted) if the process was alive and not on its way
+// out when it was sent. It reports whether so. p.mu is held.
+//
+// This is how an exit is attributed (see classify): Linux's siginfo for a child's exit
+// (waitid's si_code CLD_KILLED, si_status) says which signal killed it but not who sent
+// it, so taskd remembers what it sent itself. kill(2) marks SIGKILL pending on every
+// thread before it returns, and an exiting process has PF_EXITING, so a process killed a
+// moment ago from outside is seen as dying here (procfs.Stat.Dying), and taskd's own
+// SIGKILL that follows is not taken for the one that killed it.
+func (p *process) sendLocked(sig syscall.Signal) bool {
+	if p.reaped {
+		return false
+	}
+	live := p.liveLocked()
+	_ = syscall.Kill(-p.pid, sig)
+	if live {
+		p.sent |= sigBit(sig)
+		p.acted = true
+	}
+	return live
+}
+
+// liveLocked asks the kernel whether the process is alive and not on its way out. p.mu is
+// held and the process not reaped (so the probe's file is open).
+func (p *process) liveLocked() bool { return !p.exited() && !p.stat.Dying() }
+
+func sigBit(sig syscall.Signal) uint64 { return 1 << (uint(sig) - 1) }
 
 // alive reports whether the process is still running. Besides what taskd did to it, it
 // asks the kernel, so that a worker killed a moment ago from outside is seen as dead
@@ -232,14 +272,15 @@ func (p *process) drain(late <-chan struct{}) {
 	p.stat.Close()
 }
 
-// exit classifies how the process ended, from reap's error and the cause taskd gave, and
-// records the result for err. The waiter calls it after drain, so the stderr tail is
-// complete.
+// exit classifies how the process ended, from reap's error, the cause taskd gave and what
+// taskd did to it, and records the result for err. The waiter calls it after drain, so
+// the stderr tail is complete.
 func (p *process) exit(cfg Config, waitErr error) *ExitError {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.exitErr = &ExitError{Interface: cfg.Interface, ID: cfg.ID, PID: p.pid, Cause: p.cause,
-		Reason: classify(p.cmd.ProcessState, waitErr, p.cause), StderrTail: p.tail.lines()}
+	reason, cause := classify(p.cmd.ProcessState, waitErr, p.cause, p.acted, p.sent)
+	p.exitErr = &ExitError{Interface: cfg.Interface, ID: cfg.ID, PID: p.pid, Cause: cause,
+		Reason: reason, StderrTail: p.tail.lines()}
 	return p.exitErr
 }
 
@@ -253,9 +294,18 @@ func (p *process) err() error {
 	return p.exitErr
 }
 
-// classify turns a wait status into the text that reaches callers and logs.
-func classify(ps *os.ProcessState, waitErr error, cause error) string {
+// classify turns a wait status into the text that reaches callers and logs, and says
+// whether taskd's cause is what ended the process (else it returns a nil cause: the
+// worker ended on its own).
+//
+// taskd ended it only if it acted on the live process (sent it a signal, or closed its
+// stdin for Stop) and the process did not die of a signal that taskd did not send. A
+// cause given when the process was already on its way out — a write to its stdin failing
+// with EPIPE because it was killed from outside, say — is not what ended it, and neither
+// is taskd's SIGKILL to a process that a SIGKILL from outside had killed first.
+func classify(ps *os.ProcessState, waitErr error, cause error, acted bool, sent uint64) (string, error) {
 	var how string
+	outside := false
 	switch {
 	case ps == nil:
 		how = fmt.Sprintf("could not be waited for (%v)", waitErr)
@@ -268,6 +318,10 @@ func classify(ps *os.ProcessState, waitErr error, cause error) string {
 			how = fmt.Sprintf("exited with status %d", ws.ExitStatus())
 		case ws.Signaled():
 			how = "killed by signal " + unix.SignalName(ws.Signal())
+			if sent&sigBit(ws.Signal()) == 0 && !selfInflicted[ws.Signal()] {
+				outside = true
+				how += " from outside taskd"
+			}
 			if ws.CoreDump() {
 				how += " (core dumped)"
 			}
@@ -275,13 +329,22 @@ func classify(ps *os.ProcessState, waitErr error, cause error) string {
 			how = ps.String()
 		}
 	}
-	if cause != nil {
-		if errors.Is(cause, ErrStopped) {
-			return fmt.Sprintf("%s (%v)", how, cause)
-		}
-		return fmt.Sprintf("was killed by taskd: %v (%s)", cause, how)
+	switch {
+	case cause == nil || !acted || outside:
+		return how, nil
+	case errors.Is(cause, ErrStopped):
+		return fmt.Sprintf("%s (%v)", how, cause), cause
 	}
-	return how
+	return fmt.Sprintf("was killed by taskd: %v (%s)", cause, how), cause
+}
+
+// selfInflicted are the signals a process brings on itself (a fault, abort(3), a write
+// to a closed pipe, a resource limit): a death by one of them is a crash, not a kill
+// "from outside taskd".
+var selfInflicted = map[syscall.Signal]bool{
+	syscall.SIGSEGV: true, syscall.SIGBUS: true, syscall.SIGILL: true, syscall.SIGFPE: true,
+	syscall.SIGABRT: true, syscall.SIGTRAP: true, syscall.SIGSYS: true, syscall.SIGPIPE: true,
+	syscall.SIGXCPU: true, syscall.SIGXFSZ: true,
 }
 
 func closeAll(files ...*os.File) {

@@ -26,3 +26,18 @@ func TestExitedAsksTheKernel(t *testing.T) {
 	require.NoError(t, quick.Wait())
 	require.True(t, p.exited(), "a reaped child (ECHILD) has not exited")
 }
+
+func TestCutRuneKeepsWholeCharacters(t *testing.T) {
+	for in, want := range map[string]string{
+		"":         "",
+		"abc":      "abc",
+		"ab€":      "ab€",
+		"ab€"[:4]:  "ab",
+		"ab€"[:3]:  "ab",
+		"a😀"[:4]:   "a",
+		"a😀":       "a😀",
+		"\xff\xfe": "\xff\xfe", // not UTF-8 at all: left alone
+	} {
+		require.Equal(t, want, string(cutRune([]byte(in))), "%q", in)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -25,6 +26,10 @@ type Config struct {
 	CallTimeout     time.Duration // a call running longer kills the worker; <= 0 means none
 	MaxMessageBytes int           // longest stdout line; <= 0 means wire.DefaultMaxMessageBytes
 	Logger          *zap.Logger   // nil means zap.NewNop()
+	Stderr          StderrLimit   // what of its stderr is logged (the zero value: all); see SetStderrLimit
+	// StderrDropped, if set, counts the stderr lines dropped over Stderr's rate limit. The
+	// workers of an interface may share one counter (a metric).
+	StderrDropped *atomic.Uint64
 	// OnExit, if set, is called once from the waiter goroutine after the process has been
 	// reaped and every outstanding call has been failed. It must not block.
 	OnExit func(*Worker)
@@ -176,6 +181,9 @@ func (w *Worker) CallEp(method string, args json.RawMessage, ep uint64, r Replie
 // concurrent use.
 func (w *Worker) SetCallTimeout(d time.Duration) { w.c.setCallTimeout(d) }
 
+// SetStderrLimit changes the worker's StderrLimit, from the next line of its stderr on.
+func (w *Worker) SetStderrLimit(l StderrLimit) { w.p.setStderrLimit(l) }
+
 // Cancel tells the worker that the caller gave up on call id (best effort: the reply is
 // still owed and still delivered).
 func (w *Worker) Cancel(id uint64) { w.c.cancel(id) }
@@ -196,8 +204,10 @@ func (w *Worker) Cork() { w.c.in.Cork() }
 func (w *Worker) Uncork() { w.c.in.Uncork() }
 
 // Kill sends SIGKILL to the worker's process group. cause says why; the first cause given
-// is the one reported. Calls made after Kill fail. Kill is idempotent and does not wait:
-// see Exited.
+// is the one reported, unless the worker was already on its way out (killed from outside,
+// crashed, exited): then it is reported as it ended, and its calls fail with that once it
+// has been reaped. Calls made after Kill fail. Kill is idempotent and does not wait: see
+// Exited.
 func (w *Worker) Kill(cause error) {
 	if w.p.kill(cause) {
 		w.c.refuse(w.stopping(cause))

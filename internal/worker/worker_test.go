@@ -329,3 +329,52 @@ func TestCallsAfterKillOrStopFail(t *testing.T) {
 		})
 	}
 }
+
+// TestExternalKillIsNotTakenForTaskds: a worker SIGKILLed from outside while taskd writes
+// calls to it is reported as killed from outside, never as killed by taskd, however the
+// kill races the writes to its stdin (EPIPE) and the reaping. Repeated to meet the race.
+func TestExternalKillIsNotTakenForTaskds(t *testing.T) {
+	args, _ := json.Marshal([]string{strings.Repeat("x", 64<<10)})
+	for i := range 30 {
+		w, _, err := start(t, "raw", nil)
+		require.NoError(t, err)
+		errs := make(chan error, 1000)
+		slots := make(chan struct{}, 8) // calls outstanding at once
+		writer := make(chan struct{})
+		go func() {
+			defer close(writer)
+			for n := 0; ; n++ {
+				select {
+				case slots <- struct{}{}:
+				case <-w.Exited():
+					return
+				}
+				if n == 20 {
+					_ = syscall.Kill(w.PID(), syscall.SIGKILL)
+				}
+				_, err := w.Call("echo", args, func(r worker.Reply) {
+					if r.Err != nil {
+						errs <- r.Err
+					}
+					<-slots
+				})
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+		<-w.Exited()
+		<-writer
+		var ee *worker.ExitError
+		require.ErrorAs(t, w.Err(), &ee)
+		assert.Nil(t, ee.Cause, "round %d", i)
+		assert.Equal(t, "killed by signal SIGKILL from outside taskd", ee.Reason, "round %d", i)
+		assert.False(t, w.Alive())
+		for len(errs) > 0 {
+			err := <-errs
+			assert.NotContains(t, err.Error(), "taskd:", "round %d", i)
+			assert.NotContains(t, err.Error(), "being stopped", "round %d", i)
+		}
+	}
+}
