@@ -69,13 +69,14 @@ func (cfg Config) withDefaults() Config {
 // and, if spawn is not nil, starts the current generation's later workers with it (new
 // setup or call timeouts, say). Lowering MaxWorkers retires idle workers above it at once
 // and busy ones at release; raising MinIdle starts workers; new recycling limits are drawn
-// again for every worker; CallTimeout is given to every running worker.
+// again for every worker; CallTimeout and CancelGrace are given to every running worker.
 func (p *Pool) Reconfigure(cfg Config, spawn Spawner) {
 	cfg = cfg.withDefaults()
 	p.mu.Lock()
 	old := p.cfg
 	p.cfg.MinIdle, p.cfg.MaxWorkers, p.cfg.MaxQueue = cfg.MinIdle, cfg.MaxWorkers, cfg.MaxQueue
 	p.cfg.MaxCheckouts, p.cfg.IdleTimeout, p.cfg.CallTimeout = cfg.MaxCheckouts, cfg.IdleTimeout, cfg.CallTimeout
+	p.cfg.CancelGrace = cfg.CancelGrace
 	p.cfg.MaxAge, p.cfg.MaxRSS, p.cfg.RecycleJitter = cfg.MaxAge, cfg.MaxRSS, cfg.RecycleJitter
 	if spawn != nil {
 		p.spawn = spawn
@@ -112,6 +113,11 @@ func (p *Pool) Reconfigure(cfg Config, spawn Spawner) {
 	if cfg.CallTimeout != old.CallTimeout {
 		for _, w := range workers {
 			w.SetCallTimeout(cfg.CallTimeout)
+		}
+	}
+	if cfg.CancelGrace != old.CancelGrace {
+		for _, w := range workers {
+			w.SetCancelGrace(cfg.CancelGrace)
 		}
 	}
 	p.stopAll(stop)

@@ -55,6 +55,9 @@ type Config struct {
 	// CallTimeout is given to the running workers by Reconfigure (worker.SetCallTimeout);
 	// new workers get theirs from the Spawner. Not used by New.
 	CallTimeout time.Duration
+	// CancelGrace is given to the running workers by Reconfigure (worker.SetCancelGrace),
+	// like CallTimeout. Not used by New.
+	CancelGrace time.Duration
 	StopGrace   time.Duration // retiring: EOF, then SIGTERM after this, then SIGKILL; default 2s
 	BackoffMin  time.Duration // first respawn delay after a failed start; default 100ms
 	BackoffMax  time.Duration // cap; default 5s
