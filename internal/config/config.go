@@ -48,7 +48,7 @@ type Interface struct {
 	// CancelGrace: how long a worker whose calls were given up (cancelled) has to answer
 	// them before it is killed. nil = default; 0 = kill at once.
 	CancelGrace *time.Duration `yaml:"cancel_grace"`
-	IdleTimeout  time.Duration     `yaml:"idle_timeout"` // negative = never
+	IdleTimeout time.Duration  `yaml:"idle_timeout"` // negative = never
 	// Recycling by age and memory: 0 = never. Each worker gets its own limit, drawn
 	// between limit·(1−RecycleJitter) and limit, so that a pool's workers do not all
 	// retire at once.

@@ -83,10 +83,10 @@ type call struct {
 // safe for concurrent use.
 type conn struct {
 	// Set by init, read-only after.
-	id          string // the worker's id, for errors
-	log         *zap.Logger
-	maxBytes    int
-	kill        func(cause error) // the Worker's Kill; never called with mu held
+	id       string // the worker's id, for errors
+	log      *zap.Logger
+	maxBytes int
+	kill     func(cause error) // the Worker's Kill; never called with mu held
 
 	in      *sendq.Queue // owns stdin: callers hand it whole lines and never block on a full pipe
 	stdout  *os.File
@@ -96,12 +96,12 @@ type conn struct {
 	callTimeout time.Duration // live: setCallTimeout
 	cancelGrace time.Duration // live: setCancelGrace; <= 0: interrupt kills at once
 	calls       []call        // unanswered calls in the order sent: calls[0] is the one running
-	nextID     uint64
-	timer      *time.Timer // call_timeout (see armLocked), made on the first call
-	timerArmed bool
-	refused    error // non-nil: new calls fail with it (the worker is going, or gone)
-	failed     bool  // fail has run
-	protoErr   error // the first protocol error, for Start's message
+	nextID      uint64
+	timer       *time.Timer // call_timeout (see armLocked), made on the first call
+	timerArmed  bool
+	refused     error // non-nil: new calls fail with it (the worker is going, or gone)
+	failed      bool  // fail has run
+	protoErr    error // the first protocol error, for Start's message
 
 	// Set by interrupt: the worker serves no more calls, and is killed unless the calls it
 	// cancelled are answered within cancelGrace.
