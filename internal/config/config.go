@@ -45,7 +45,10 @@ type Interface struct {
 	MaxCheckouts int               `yaml:"max_checkouts"` // 0 = never retire
 	SetupTimeout time.Duration     `yaml:"setup_timeout"`
 	CallTimeout  time.Duration     `yaml:"call_timeout"` // negative = none
-	IdleTimeout  time.Duration     `yaml:"idle_timeout"` // negative = never
+	// CancelGrace: how long a worker whose calls were given up (cancelled) has to answer
+	// them before it is killed. nil = default; 0 = kill at once.
+	CancelGrace *time.Duration `yaml:"cancel_grace"`
+	IdleTimeout time.Duration  `yaml:"idle_timeout"` // negative = never
 	// Recycling by age and memory: 0 = never. Each worker gets its own limit, drawn
 	// between limit·(1−RecycleJitter) and limit, so that a pool's workers do not all
 	// retire at once.
@@ -73,6 +76,7 @@ const (
 	DefaultMaxQueue      = 1000
 	DefaultSetupTimeout  = 10 * time.Second
 	DefaultCallTimeout   = 60 * time.Second
+	DefaultCancelGrace   = time.Second
 	DefaultIdleTimeout   = 10 * time.Minute
 	DefaultRecycleJitter = Percent(0.10)
 	DefaultStderrLineMax = 4 * KiB
@@ -138,6 +142,14 @@ func (c *Config) Normalize() {
 	c.Interfaces = ifaces
 }
 
+// Grace returns cancel_grace: its default if it is not set.
+func (in Interface) Grace() time.Duration {
+	if in.CancelGrace == nil {
+		return DefaultCancelGrace
+	}
+	return *in.CancelGrace
+}
+
 func (in *Interface) normalize() {
 	if in.Dir == "" {
 		in.Dir = DefaultDir
@@ -157,6 +169,10 @@ func (in *Interface) normalize() {
 	}
 	if in.CallTimeout == 0 {
 		in.CallTimeout = DefaultCallTimeout
+	}
+	if in.CancelGrace == nil {
+		g := DefaultCancelGrace
+		in.CancelGrace = &g
 	}
 	if in.IdleTimeout == 0 {
 		in.IdleTimeout = DefaultIdleTimeout
@@ -299,6 +315,12 @@ func (in Interface) validate(prefix string) []error {
 	}
 	if in.CallTimeout == 0 {
 		bad("call_timeout", "must not be 0 (call Normalize first); a negative value means no timeout")
+	}
+	switch {
+	case in.CancelGrace == nil:
+		bad("cancel_grace", "not set (call Normalize first)")
+	case *in.CancelGrace < 0:
+		bad("cancel_grace", "must be ≥ 0 (got %s); 0 means a worker is killed at once when its call is given up", *in.CancelGrace)
 	}
 	if in.IdleTimeout == 0 {
 		bad("idle_timeout", "must not be 0 (call Normalize first); a negative value means never")

@@ -15,7 +15,8 @@ func intp(n int) *int { return &n }
 
 func pctp(p Percent) *Percent { return &p }
 
-func sizep(n ByteSize) *ByteSize { return &n }
+func sizep(n ByteSize) *ByteSize          { return &n }
+func durp(d time.Duration) *time.Duration { return &d }
 
 // valid returns a normalized, valid Config with one interface, "passwd".
 func valid() Config {
@@ -45,6 +46,7 @@ func TestNormalize(t *testing.T) {
 				MaxQueue:     1000,
 				SetupTimeout: 10 * time.Second,
 				CallTimeout:  60 * time.Second,
+				CancelGrace:  durp(time.Second),
 				IdleTimeout:  10 * time.Minute,
 				// max_age and max_rss: 0, never
 				RecycleJitter: pctp(0.1),
@@ -74,6 +76,7 @@ func TestNormalize(t *testing.T) {
 				MaxCheckouts:  4,
 				SetupTimeout:  time.Second,
 				CallTimeout:   -1,
+				CancelGrace:   durp(0),
 				IdleTimeout:   -time.Second,
 				MaxAge:        time.Hour,
 				MaxRSS:        512 * MiB,
@@ -156,8 +159,8 @@ func TestValidate(t *testing.T) {
 			c.Interfaces["passwd"] = in
 		}, nil},
 		{"min_idle 0 and equal to max_workers", func(c *Config) {
-			c.Interfaces["a"] = Interface{Command: []string{"a"}, Dir: ".", MinIdle: intp(0), MaxWorkers: 1, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, IdleTimeout: 1, RecycleJitter: pctp(0.1), StderrLineMax: sizep(0), StderrRate: intp(0), StderrBurst: 1}
-			c.Interfaces["b"] = Interface{Command: []string{"b"}, Dir: ".", MinIdle: intp(2), MaxWorkers: 2, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, IdleTimeout: 1, RecycleJitter: pctp(0.1), StderrLineMax: sizep(0), StderrRate: intp(0), StderrBurst: 1}
+			c.Interfaces["a"] = Interface{Command: []string{"a"}, Dir: ".", MinIdle: intp(0), MaxWorkers: 1, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, CancelGrace: durp(1), IdleTimeout: 1, RecycleJitter: pctp(0.1), StderrLineMax: sizep(0), StderrRate: intp(0), StderrBurst: 1}
+			c.Interfaces["b"] = Interface{Command: []string{"b"}, Dir: ".", MinIdle: intp(2), MaxWorkers: 2, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, CancelGrace: durp(1), IdleTimeout: 1, RecycleJitter: pctp(0.1), StderrLineMax: sizep(0), StderrRate: intp(0), StderrBurst: 1}
 		}, nil},
 		{"metrics on", func(c *Config) { c.MetricsListen = "127.0.0.1:9464" }, nil},
 		{"interface names", func(c *Config) {
@@ -240,15 +243,21 @@ func TestValidate(t *testing.T) {
 			"interfaces.passwd.recycle_jitter: not set",
 		}},
 		{"timeouts", func(c *Config) {
-			setIface(c, func(in *Interface) { in.SetupTimeout, in.CallTimeout, in.IdleTimeout = -1, 0, 0 })
+			setIface(c, func(in *Interface) {
+				in.SetupTimeout, in.CallTimeout, in.IdleTimeout, in.CancelGrace = -1, 0, 0, durp(-time.Second)
+			})
 		}, []string{
 			"interfaces.passwd.setup_timeout: must be positive (got -1ns)",
 			"interfaces.passwd.call_timeout: must not be 0",
+			"interfaces.passwd.cancel_grace: must be ≥ 0 (got -1s)",
 			"interfaces.passwd.idle_timeout: must not be 0",
+		}},
+		{"cancel_grace not normalized", func(c *Config) { setIface(c, func(in *Interface) { in.CancelGrace = nil }) }, []string{
+			"interfaces.passwd.cancel_grace: not set",
 		}},
 		{"all problems at once, in key order", func(c *Config) {
 			c.Log.Level = "loud"
-			c.Interfaces["b"] = Interface{Command: []string{"b"}, Dir: ".", MinIdle: intp(0), MaxWorkers: 0, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, IdleTimeout: 1, RecycleJitter: pctp(0.1), StderrLineMax: sizep(0), StderrRate: intp(0), StderrBurst: 1}
+			c.Interfaces["b"] = Interface{Command: []string{"b"}, Dir: ".", MinIdle: intp(0), MaxWorkers: 0, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, CancelGrace: durp(1), IdleTimeout: 1, RecycleJitter: pctp(0.1), StderrLineMax: sizep(0), StderrRate: intp(0), StderrBurst: 1}
 			setIface(c, func(in *Interface) { in.Command = nil })
 		}, []string{
 			"log.level:",

@@ -70,6 +70,7 @@ interfaces:
     max_checkouts: 100
     setup_timeout: 500ms
     call_timeout: -1s
+    cancel_grace: 0s
     idle_timeout: 1h
     max_age: 6h
     max_rss: 1GiB
@@ -96,6 +97,7 @@ interfaces:
 					MaxCheckouts:  100,
 					SetupTimeout:  500 * time.Millisecond,
 					CallTimeout:   -time.Second,
+					CancelGrace:   durp(0),
 					IdleTimeout:   time.Hour,
 					MaxAge:        6 * time.Hour,
 					MaxRSS:        GiB,

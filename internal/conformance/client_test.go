@@ -713,10 +713,10 @@ func TestWorkerLogsReachLogger(t *testing.T) {
 // 12.
 func TestReleaseAndClose(t *testing.T) {
 	forEach(t, false, func(t *testing.T, im impl) {
-		d := start(t, im, "min_idle: 1\nmax_workers: 2")
+		d := start(t, im, "min_idle: 1\nmax_workers: 2\ncancel_grace: 100ms")
 
 		t.Run("Release", func(t *testing.T) {
-			c := newClient(t, start(t, im, "min_idle: 1\nmax_workers: 1"))
+			c := newClient(t, start(t, im, "min_idle: 1\nmax_workers: 1\ncancel_grace: 100ms"))
 			ctx := ctxT(t)
 			co, err := c.Checkout(ctx)
 			require.NoError(t, err)
@@ -736,13 +736,13 @@ func TestReleaseAndClose(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, p, pidOf(t, co2))
 			// Released with a call running: the call gets ErrReleased and the worker is
-			// killed at once (not stopped gracefully: taskd's stop grace is 2s, and a
-			// spinning call would burn CPU and hold the pool slot meanwhile).
+			// killed after cancel_grace (not stopped gracefully: taskd's stop grace is 2s,
+			// and a spinning call would burn CPU and hold the pool slot meanwhile).
 			pending := co2.Go("spin")
 			require.Eventually(t, func() bool { return workerMethod(t, c, p) == "spin" }, 10*time.Second, 5*time.Millisecond)
 			co2.Release()
 			require.ErrorIs(t, pending.Wait(ctx, nil), client.ErrReleased)
-			taskdtest.RequireGone(t, []int{p}, time.Second)
+			taskdtest.RequireGone(t, []int{p}, 1500*time.Millisecond)
 			co3, err := c.Checkout(ctx)
 			require.NoError(t, err, "the pool slot (max_workers: 1) is free again")
 			assert.NotEqual(t, p, pidOf(t, co3))
@@ -782,8 +782,9 @@ func TestReleaseAndClose(t *testing.T) {
 			require.NoError(t, c.Close(), "idempotent")
 			held.Release()
 			busy.Release()
-			// taskd released the connection's workers; the busy one was killed at once.
-			taskdtest.RequireGone(t, []int{busyPID}, time.Second)
+			// taskd released the connection's workers; the busy one was killed after
+			// cancel_grace.
+			taskdtest.RequireGone(t, []int{busyPID}, 1500*time.Millisecond)
 		})
 
 		t.Run("Close concurrently", func(t *testing.T) {

@@ -24,6 +24,8 @@
 //	logs()          → "logged", with records info "one", a timer "t" around warn "two",
 //	                  error "three", in that order
 //	wait_cancel(ms) → "cancelled" once the call is cancelled, "not cancelled" after ms
+//	cancel_cleanup(path) → "cancelled" once the call is cancelled and it has written
+//	                  "cleaned up" to the file path (its cleanup); waits for the cancel
 //	big(n)          → a string of n "y"s
 //	len(s)          → the length of s in characters
 //

@@ -334,8 +334,9 @@ func TestOneMiB(t *testing.T) {
 }
 
 func TestCancelIsObserved(t *testing.T) {
-	// pkg/client never sends "cancel" (a caller's deadline aborts the checkout), so this
-	// test speaks the client protocol itself (docs/client-protocol.md).
+	// pkg/client sends "cancel" only with an abort (a caller who gives up fails the
+	// checkout), so this test speaks the client protocol itself (docs/client-protocol.md)
+	// to cancel a call and go on using the checkout.
 	forEach(t, true, func(t *testing.T, im impl) {
 		t.Parallel()
 		d := start(t, im, sdkOneWorker)

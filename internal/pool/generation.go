@@ -70,13 +70,14 @@ func (cfg Config) withDefaults() Config {
 // and, if spawn is not nil, starts the current generation's later workers with it (new
 // setup or call timeouts, say). Lowering MaxWorkers retires idle workers above it at once
 // and busy ones at release; raising MinIdle starts workers; new recycling limits are drawn
-// again for every worker; CallTimeout and Stderr are given to every running worker.
+// again for every worker; CallTimeout, CancelGrace and Stderr are given to every running worker.
 func (p *Pool) Reconfigure(cfg Config, spawn Spawner) {
 	cfg = cfg.withDefaults()
 	p.mu.Lock()
 	old := p.cfg
 	p.cfg.MinIdle, p.cfg.MaxWorkers, p.cfg.MaxQueue = cfg.MinIdle, cfg.MaxWorkers, cfg.MaxQueue
 	p.cfg.MaxCheckouts, p.cfg.IdleTimeout, p.cfg.CallTimeout = cfg.MaxCheckouts, cfg.IdleTimeout, cfg.CallTimeout
+	p.cfg.CancelGrace = cfg.CancelGrace
 	p.cfg.MaxAge, p.cfg.MaxRSS, p.cfg.RecycleJitter = cfg.MaxAge, cfg.MaxRSS, cfg.RecycleJitter
 	p.cfg.Stderr = cfg.Stderr
 	if spawn != nil {
@@ -118,6 +119,11 @@ func (p *Pool) Reconfigure(cfg Config, spawn Spawner) {
 		}
 		if cfg.Stderr != old.Stderr {
 			w.SetStderrLimit(cfg.Stderr)
+		}
+	}
+	if cfg.CancelGrace != old.CancelGrace {
+		for _, w := range workers {
+			w.SetCancelGrace(cfg.CancelGrace)
 		}
 	}
 	p.stopAll(stop)

@@ -55,6 +55,9 @@ type Config struct {
 	// CallTimeout is given to the running workers by Reconfigure (worker.SetCallTimeout);
 	// new workers get theirs from the Spawner. Not used by New.
 	CallTimeout time.Duration
+	// CancelGrace is given to the running workers by Reconfigure (worker.SetCancelGrace),
+	// like CallTimeout. Not used by New.
+	CancelGrace time.Duration
 	// Stderr is given to the running workers by Reconfigure (worker.SetStderrLimit); new
 	// workers get theirs from the Spawner. Not used by New.
 	Stderr     worker.StderrLimit

@@ -21,7 +21,7 @@ import (
 //		                    │                            │ release (client gone),
 //		                    │ release with calls         │ abandon, worker lost
 //		                    │ outstanding, abort,        ▼
-//		                    └─ worker lost ──────────▶ killed
+//		                    └─ worker lost ──────────▶ ended
 //
 //	  - held: the client's calls go to the worker, answered in order. For a worker that
 //	    pipelines they are sent as they come, each with its ep, and the worker skips those
@@ -36,9 +36,16 @@ import (
 //	    answer ends it all the same: held → released, with the done written then.
 //	  - released: the lease went back to the pool, after a "done" unless the worker is
 //	    retired (decided by retireLocked, then by the pool's own rules).
-//	  - killed: the worker was killed, or died; the lease went back retired.
+//	  - ended: the client is done with the checkout (it aborted, gave up a call, or released
+//	    it with calls outstanding), or the worker was lost. The worker is interrupted
+//	    (worker.Interrupt): its unanswered calls get a cancel and cancel_grace to answer,
+//	    and it is killed if they are not answered by then. Nothing more is sent to the
+//	    client about the checkout, and the lease goes back retired once the worker has
+//	    settled (answered, killed or exited). A worker whose calls were cancelled is never
+//	    pooled again, even if it answered in time: the cancel may have left it in the
+//	    middle of something.
 //
-// released and killed are final: the checkout is forgotten by its session, and messages
+// released and ended are final: the checkout is forgotten by its session, and messages
 // about it are ignored.
 type coState uint8
 
@@ -46,7 +53,7 @@ const (
 	coHeld coState = iota
 	coClosing
 	coReleased
-	coKilled
+	coEnded
 )
 
 // checkout is one granted checkout. Its state is guarded by mu; calls on it come from the
@@ -308,8 +315,8 @@ func (co *checkout) closeWhenAnswered() {
 }
 
 // abandon ends a one-shot checkout whose caller gave up, and sends answer: before its call
-// was sent the worker goes back to the pool untouched; after, it is killed, as for a held
-// call given up (the call may be running, and nobody waits for it).
+// was sent the worker goes back to the pool untouched; after, it is interrupted, as for a
+// held call given up (the call may be running, and nobody waits for it).
 func (co *checkout) abandon(answer *wire.ClientMsg) {
 	co.mu.Lock()
 	if co.state == coHeld && len(co.sent) == 0 && len(co.queue) == 0 {
@@ -325,10 +332,11 @@ func (co *checkout) abandon(answer *wire.ClientMsg) {
 }
 
 // release ends the checkout for the client (release, or its connection closed). With
-// calls still outstanding nobody waits for them: the worker is killed, as for an abort.
-// Retiring it gracefully would let a hung or spinning call burn CPU and hold its pool
-// slot for the pool's stop grace (twice if it ignores SIGTERM), since a worker in the
-// middle of a call does not read the EOF on its stdin.
+// calls still outstanding nobody waits for them: the worker is interrupted, as for an
+// abort (cancel, cancel_grace, kill). Retiring it with an EOF at once would let a hung
+// or spinning call burn CPU and hold its pool slot for the pool's stop grace (twice if
+// it ignores SIGTERM), since a worker in the middle of a call does not read the EOF on
+// its stdin.
 func (co *checkout) release(retire bool) {
 	co.mu.Lock()
 	if co.state >= coReleased {
@@ -350,8 +358,9 @@ func (co *checkout) release(retire bool) {
 	co.lease.Release(retire)
 }
 
-// abort kills the worker for the client (abort, or a one-shot request abandoned while its
-// call runs); answer, if not nil, is sent to the client once the checkout is dead.
+// abort ends the checkout for the client (abort, or a one-shot request abandoned while its
+// call runs), interrupting its worker; answer, if not nil, is sent to the client once the
+// checkout has ended.
 func (co *checkout) abort(msg string, answer *wire.ClientMsg) {
 	if msg == "" {
 		msg = "no reason given"
@@ -359,34 +368,38 @@ func (co *checkout) abort(msg string, answer *wire.ClientMsg) {
 	co.end(fmt.Errorf("checkout aborted by the client: %s", msg), answer)
 }
 
-// lost ends the checkout because its worker died or is being killed; the client is told.
+// lost ends the checkout because its worker died, is being killed, or had its calls
+// interrupted (call_timeout); the client is told.
 func (co *checkout) lost(err error) {
 	m := wire.ClientMsg{T: wire.TLost, Code: lostCode(err), Msg: err.Error()}
 	co.address(&m, 0)
-	co.end(nil, &m)
+	co.end(err, &m)
 }
 
-// end moves the checkout to killed (from any state but a final one) and forgets it; kills
-// the worker if cause is not nil; sends answer (if not nil); and gives the lease back
-// retired. It does nothing if the checkout had ended already.
+// end moves the checkout to ended (from any state but a final one) and forgets it;
+// interrupts the worker for cause (a worker already interrupted, killed or gone is only
+// waited for); sends answer (if not nil); and gives the lease back retired once the
+// worker has settled. It does nothing if the checkout had ended already.
 func (co *checkout) end(cause error, answer *wire.ClientMsg) {
 	co.mu.Lock()
 	if co.state >= coReleased {
 		co.mu.Unlock()
 		return
 	}
-	co.state = coKilled
+	co.state = coEnded
 	co.queue, co.sent = nil, nil
 	co.mu.Unlock()
 	co.ss.forget(co)
-	if cause != nil {
-		co.w.Kill(cause) // before the pool retires it, so that cause is the one reported
-	}
 	if answer != nil {
 		co.ss.send(answer)
 	}
-	co.lease.Release(true)
+	// The interrupt answers the calls it cancels at once; they find the checkout ended.
+	// A kill comes before the pool retires the worker, so that cause is the one reported.
+	co.w.Interrupt(cause, co.retire)
 }
+
+// retire gives the lease of an ended checkout back, retired: the worker has settled.
+func (co *checkout) retire() { co.lease.Release(true) }
 
 // lostCode maps why a worker ended to the client protocol's code.
 func lostCode(err error) string {

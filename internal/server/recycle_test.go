@@ -84,7 +84,7 @@ func TestRecyclingNeverDipsCapacity(t *testing.T) {
 // TestExitReasonsInStatus: each way a worker ends is counted under its reason.
 func TestExitReasonsInStatus(t *testing.T) {
 	d := taskdtest.Start(t, "max_message_bytes: 64KiB\ninterfaces:\n"+
-		taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\nmax_workers: 1\ncall_timeout: 300ms"))
+		taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\nmax_workers: 1\ncall_timeout: 300ms\ncancel_grace: 200ms"))
 	c := newClient(t, d, "echo")
 	want := map[string]uint64{}
 	check := func(method string, reason string, args ...any) {
@@ -105,13 +105,25 @@ func TestExitReasonsInStatus(t *testing.T) {
 	check("longline", client.ExitProtocolError, 100_000)
 	check("fail", client.ExitReleased)
 
-	co, err := c.Checkout(ctxT(t))
-	require.NoError(t, err)
-	co.Abort(errors.New("given up"))
-	co.Release()
-	want[client.ExitKilled]++
-	require.Eventually(t, func() bool { return assert.ObjectsAreEqual(want, status(t, c, "echo").Exits) },
-		20*time.Second, 5*time.Millisecond)
+	// An abort with nothing running retires the worker; one whose call ignores the cancel
+	// kills it after cancel_grace.
+	abort := func(method, reason string) {
+		t.Helper()
+		co, err := c.Checkout(ctxT(t))
+		require.NoError(t, err)
+		if method != "" {
+			co.Go(method)
+			require.Eventually(t, func() bool { return status(t, c, "echo").Workers[0].Method == method },
+				5*time.Second, time.Millisecond)
+		}
+		co.Abort(errors.New("given up"))
+		co.Release()
+		want[reason]++
+		require.Eventually(t, func() bool { return assert.ObjectsAreEqual(want, status(t, c, "echo").Exits) },
+			20*time.Second, 5*time.Millisecond, "after an abort during %q: want %v, have %v", method, want, status(t, c, "echo").Exits)
+	}
+	abort("", client.ExitReleased)
+	abort("spin", client.ExitKilled)
 }
 
 // The names taskd reports are the ones pkg/client documents.

@@ -137,7 +137,7 @@ func (s *Server) spawner(name string, ic config.Interface) pool.Spawner {
 	return func(ctx context.Context, id string, onExit func(*worker.Worker)) (*worker.Worker, error) {
 		return worker.Start(ctx, worker.Config{
 			Interface: name, ID: id, Command: ic.Command, Dir: ic.Dir, Env: ic.Env,
-			SetupTimeout: ic.SetupTimeout, CallTimeout: ic.CallTimeout,
+			SetupTimeout: ic.SetupTimeout, CallTimeout: ic.CallTimeout, CancelGrace: ic.Grace(),
 			MaxMessageBytes: maxBytes, Logger: log, OnExit: onExit,
 			Stderr: stderr, StderrDropped: dropped,
 		})
@@ -174,7 +174,7 @@ func (s *Server) poolConfig(name string, ic config.Interface) pool.Config {
 	}
 	return pool.Config{
 		Name: name, MinIdle: minIdle, MaxWorkers: ic.MaxWorkers, MaxQueue: ic.MaxQueue,
-		MaxCheckouts: ic.MaxCheckouts, IdleTimeout: ic.IdleTimeout, CallTimeout: ic.CallTimeout,
+		MaxCheckouts: ic.MaxCheckouts, IdleTimeout: ic.IdleTimeout, CallTimeout: ic.CallTimeout, CancelGrace: ic.Grace(),
 		Logger: s.log.Named("pool"), MaxAge: ic.MaxAge, MaxRSS: int64(ic.MaxRSS), RecycleJitter: float64(jitter),
 		Stderr: stderrLimit(ic),
 	}

@@ -510,7 +510,7 @@ func TestRecycling200WorkersLeaksNothing(t *testing.T) {
 }
 
 func TestReleaseWithCallRunningKillsWorker(t *testing.T) {
-	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\nmax_workers: 1"))
+	d := taskdtest.Start(t, "interfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1\nmax_workers: 1\ncancel_grace: 100ms"))
 	c := newClient(t, d, "echo")
 	co, err := c.Checkout(ctxT(t))
 	require.NoError(t, err)
@@ -519,9 +519,9 @@ func TestReleaseWithCallRunningKillsWorker(t *testing.T) {
 	require.Eventually(t, func() bool { return status(t, c, "echo").Workers[0].Method == "spin" }, 5*time.Second, time.Millisecond)
 	co.Release()
 	require.ErrorIs(t, spin.Wait(ctxT(t), nil), client.ErrReleased)
-	// Killed, not stopped gracefully: the pool's stop grace is 2s, and a spinning call
-	// does not read the EOF on its stdin.
-	taskdtest.RequireGone(t, []int{p}, time.Second)
+	// Killed after cancel_grace, not stopped gracefully: the pool's stop grace is 2s, and
+	// a spinning call does not read the EOF on its stdin.
+	taskdtest.RequireGone(t, []int{p}, 1500*time.Millisecond)
 	require.NoError(t, c.Call(ctxT(t), "echo", nil), "the slot is free for a new worker")
 }
 

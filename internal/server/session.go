@@ -298,8 +298,9 @@ func (ss *session) grant(lease *pool.Lease, req *request) {
 }
 
 // abandon handles the client giving up on checkout request id: a request still waiting
-// is refused (code abandoned); a one-shot request whose call is running has its worker
-// killed and is refused the same way. An id that is neither (answered already: the
+// is refused (code abandoned); a one-shot request whose call is running is refused the
+// same way, at once, and its worker interrupted (cancel, cancel_grace, kill; see
+// checkout.end). An id that is neither (answered already: the
 // answer crossed the abandon) is ignored.
 func (ss *session) abandon(id uint64) {
 	ss.mu.Lock()
@@ -311,7 +312,7 @@ func (ss *session) abandon(id uint64) {
 		cancel() // the waiting goroutine answers
 	case running != nil:
 		running.abandon(&wire.ClientMsg{T: wire.TRefused, ID: id, Code: wire.CodeAbandoned,
-			Msg: "checkout abandoned by the client; if its one-shot call had started, its worker was killed"})
+			Msg: "checkout abandoned by the client; if its one-shot call had started, it was cancelled and its worker retired (killed if it did not stop within cancel_grace)"})
 	}
 }
 

@@ -28,7 +28,10 @@ type Reply struct {
 	Result  json.RawMessage // "r"
 	Error   json.RawMessage // "e": {"msg","type","trace"}
 	Logs    json.RawMessage // "logs", or nil
-	Err     error           // non-nil: the worker ended before replying (*ExitError)
+	// Err, if not nil, means there is no answer: the worker ended before replying (an
+	// *ExitError), or its calls were interrupted (see Worker.Interrupt; the error wraps
+	// the cause given, or ErrCallTimeout).
+	Err error
 }
 
 // Clone returns a Reply whose payloads the caller owns.
@@ -52,10 +55,11 @@ type ReplyFunc func(Reply)
 func (f ReplyFunc) OnReply(r Reply) { f(r) }
 
 type call struct {
-	id      uint64
-	method  string
-	started time.Time // when it became the oldest unanswered call: the one running
-	r       Replier
+	id        uint64
+	method    string
+	started   time.Time // when it became the oldest unanswered call: the one running
+	r         Replier   // nil once interrupt has answered it: its late reply is dropped
+	cancelled bool      // a cancel was written for it
 }
 
 // conn is the protocol side of a worker: it writes calls, cancels and dones to the
@@ -68,34 +72,44 @@ type call struct {
 // Goroutines and timers: init starts the send queue's writer (sendq owns it); start
 // starts the stdout reader, the only reader of the protocol, which returns at EOF or
 // when drain closes the pipe. drain also aborts the send queue and waits for its writer.
-// The call_timeout timer is made on the first call and stopped by fail. The Worker's
-// waiter calls drain, then fail.
+// The call_timeout timer is made on the first call and stopped by fail; the cancel_grace
+// timer is made by interrupt (never on the way of a call that nobody gives up) and
+// stopped by the last answer or fail. The Worker's waiter calls drain, then fail.
 //
-// Every call handed to call gets exactly one reply: from the stdout reader (deliver), or
-// from fail, which refuses every call after it.
+// Every call handed to call gets exactly one reply: from the stdout reader (deliver), from
+// interrupt, which answers the calls it cancels at once (their late answers are dropped),
+// or from fail, which refuses every call after it.
 //
 // init and start come first; drain and fail are the waiter's alone. The other methods are
 // safe for concurrent use.
 type conn struct {
 	// Set by init, read-only after.
-	id          string // the worker's id, for errors
-	log         *zap.Logger
-	callTimeout time.Duration
-	maxBytes    int
-	kill        func(cause error) // the Worker's Kill; never called with mu held
+	id       string // the worker's id, for errors
+	log      *zap.Logger
+	maxBytes int
+	kill     func(cause error) // the Worker's Kill; never called with mu held
 
 	in      *sendq.Queue // owns stdin: callers hand it whole lines and never block on a full pipe
 	stdout  *os.File
 	outDone chan struct{} // closed when the stdout reader returns
 
-	mu         sync.Mutex
-	calls      []call // unanswered calls in the order sent: calls[0] is the one running
-	nextID     uint64
-	timer      *time.Timer // call_timeout (see armLocked), made on the first call
-	timerArmed bool
-	refused    error // non-nil: new calls fail with it (the worker is going, or gone)
-	failed     bool  // fail has run
-	protoErr   error // the first protocol error, for Start's message
+	mu          sync.Mutex
+	callTimeout time.Duration // live: setCallTimeout
+	cancelGrace time.Duration // live: setCancelGrace; <= 0: interrupt kills at once
+	calls       []call        // unanswered calls in the order sent: calls[0] is the one running
+	nextID      uint64
+	timer       *time.Timer // call_timeout (see armLocked), made on the first call
+	timerArmed  bool
+	refused     error // non-nil: new calls fail with it (the worker is going, or gone)
+	failed      bool  // fail has run
+	protoErr    error // the first protocol error, for Start's message
+
+	// Set by interrupt: the worker serves no more calls, and is killed unless the calls it
+	// cancelled are answered within cancelGrace.
+	interrupted error
+	killing     bool        // interrupt decided to kill it (no grace, or the grace ran out)
+	graceTimer  *time.Timer // cancel_grace, made by interrupt
+	settled     func()      // see interrupt: called once, then nil
 
 	bye      atomic.Bool
 	pipeline atomic.Bool   // announced in "ready": applies the ep rule itself
@@ -105,6 +119,7 @@ type conn struct {
 // init sets c up on the worker's stdin and stdout and starts the send queue's writer.
 func (c *conn) init(cfg Config, log *zap.Logger, stdin, stdout *os.File, kill func(error)) {
 	c.id, c.log, c.callTimeout, c.maxBytes, c.kill = cfg.ID, log, cfg.CallTimeout, maxBytes(cfg), kill
+	c.cancelGrace = cfg.CancelGrace
 	c.stdout, c.outDone, c.ready = stdout, make(chan struct{}), make(chan struct{})
 	c.in = sendq.New(stdin, func(err error) {
 		// The worker closed its stdin, died, or stopped reading it; the waiter fails its
@@ -191,7 +206,8 @@ func (c *conn) setCallTimeout(d time.Duration) {
 func (c *conn) checkTimeout() {
 	c.mu.Lock()
 	c.timerArmed = false
-	if len(c.calls) == 0 || c.failed || c.callTimeout <= 0 { // <= 0: turned off (setCallTimeout)
+	// <= 0: turned off (setCallTimeout). Interrupted: the cancel_grace governs.
+	if len(c.calls) == 0 || c.failed || c.callTimeout <= 0 || c.interrupted != nil {
 		c.mu.Unlock()
 		return
 	}
@@ -203,7 +219,8 @@ func (c *conn) checkTimeout() {
 		return
 	}
 	c.mu.Unlock()
-	c.kill(fmt.Errorf("%w: call %q ran longer than %s", ErrCallTimeout, first.method, d))
+	// The same path as a caller who gives up: cancel, cancel_grace, kill.
+	c.interrupt(fmt.Errorf("%w: call %q ran longer than %s", ErrCallTimeout, first.method, d), nil)
 }
 
 // indexLocked returns the position of unanswered call id in c.calls, or -1. Calls are
@@ -228,10 +245,15 @@ func (c *conn) running() (method string, started time.Time) {
 	return c.calls[0].method, c.calls[0].started
 }
 
-// cancel queues a cancel for call id if it is still outstanding.
+// cancel queues a cancel for call id if it is still outstanding and was not cancelled
+// already.
 func (c *conn) cancel(id uint64) {
 	c.mu.Lock()
-	ok := c.indexLocked(id) >= 0
+	i := c.indexLocked(id)
+	ok := i >= 0 && !c.calls[i].cancelled
+	if ok {
+		c.calls[i].cancelled = true
+	}
 	c.mu.Unlock()
 	if ok {
 		c.in.Append(func(b []byte) []byte { return wire.AppendCancel(b, id) })
@@ -308,6 +330,7 @@ func (c *conn) deliver(line []byte, msg wire.WorkerMsg) {
 	c.mu.Lock()
 	i := c.indexLocked(msg.ID)
 	var r Replier
+	var settled func()
 	if i >= 0 {
 		r = c.calls[i].r
 		c.calls = slices.Delete(c.calls, i, i+1)
@@ -315,15 +338,27 @@ func (c *conn) deliver(line []byte, msg wire.WorkerMsg) {
 		if len(c.calls) > 0 && c.calls[0].started.IsZero() {
 			c.armLocked()
 		}
+		if c.interrupted != nil {
+			settled = c.settledLocked()
+		}
 	}
 	c.mu.Unlock()
-	if r == nil {
+	if i < 0 {
 		c.protocolError(wire.NewProtocolError(line, "reply for id %d, which is not an outstanding call", msg.ID))
+		return
+	}
+	if r == nil { // answered by interrupt already: a late answer, dropped
+		if settled != nil {
+			settled()
+		}
 		return
 	}
 	// The payloads alias the line buffer: no copy on the relay path (see Reply).
 	r.OnReply(Reply{OK: msg.T == wire.TOK, Aborted: msg.T == wire.TAborted,
 		Result: msg.R, Error: nilIfEmpty(msg.E), Logs: nilIfEmpty(msg.Logs)})
+	if settled != nil {
+		settled()
+	}
 }
 
 func nilIfEmpty(b []byte) json.RawMessage {
@@ -377,9 +412,20 @@ func (c *conn) fail(ee *ExitError) int {
 		c.timer.Stop()
 		c.timerArmed = false
 	}
-	c.mu.Unlock()
-	for _, x := range calls {
-		x.r.OnReply(Reply{Err: ee})
+	if c.graceTimer != nil {
+		c.graceTimer.Stop()
 	}
-	return len(calls)
+	settled := c.settledLocked()
+	c.mu.Unlock()
+	n := 0
+	for _, x := range calls {
+		if x.r != nil {
+			x.r.OnReply(Reply{Err: ee})
+			n++
+		}
+	}
+	if settled != nil {
+		settled()
+	}
+	return n
 }

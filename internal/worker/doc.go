@@ -2,10 +2,11 @@
 //
 // Start spawns the process (argv, never a shell) in its own process group with a clean
 // environment, waits for its "ready" line, and returns a *Worker. The Worker relays calls
-// (Call, Cancel, Done), matches replies to calls by id, enforces call_timeout and
-// max_message_bytes, logs its stderr (within a StderrLimit), and reaps and classifies
-// the exit: a death that taskd's own signal or EOF did not bring about is the worker's
-// own (process.go, classify). It knows nothing about pools, checkouts or clients.
+// (Call, Cancel, Done), matches replies to calls by id, interrupts calls given up (cancel,
+// cancel_grace, then kill: Interrupt, interrupt.go), enforces call_timeout (by the same
+// interrupt) and max_message_bytes, logs its stderr (within a StderrLimit), and reaps and
+// classifies the exit: a death that taskd's own signal or EOF did not bring about is the
+// worker's own (process.go, classify). It knows nothing about pools, checkouts or clients.
 //
 // A Worker is made of two parts, and of the goroutine that joins their ends:
 //
@@ -30,6 +31,7 @@
 //
 // Nobody stops the waiter: it ends by itself once the process has exited, which Kill
 // and Stop bring about. Timers: call_timeout's (conn; stopped by the waiter's conn.fail),
+// cancel_grace's (conn, made only by an interrupt; stopped by the last answer or conn.fail),
 // Stop's escalation (process; stopped when the process is reaped), and the drain
 // deadline (the waiter's). The conn never signals the process: when the worker must go
 // it calls Worker.Kill. All goroutines are gone once Exited() is closed. Every method of

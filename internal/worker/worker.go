@@ -23,7 +23,8 @@ type Config struct {
 	Dir             string
 	Env             map[string]string
 	SetupTimeout    time.Duration // spawn until "ready"; <= 0 means 10s
-	CallTimeout     time.Duration // a call running longer kills the worker; <= 0 means none
+	CallTimeout     time.Duration // a call running longer is interrupted (see Interrupt); <= 0 means none
+	CancelGrace     time.Duration // how long Interrupt waits for answers before it kills; <= 0: it kills at once
 	MaxMessageBytes int           // longest stdout line; <= 0 means wire.DefaultMaxMessageBytes
 	Logger          *zap.Logger   // nil means zap.NewNop()
 	Stderr          StderrLimit   // what of its stderr is logged (the zero value: all); see SetStderrLimit
@@ -183,6 +184,20 @@ func (w *Worker) SetCallTimeout(d time.Duration) { w.c.setCallTimeout(d) }
 
 // SetStderrLimit changes the worker's StderrLimit, from the next line of its stderr on.
 func (w *Worker) SetStderrLimit(l StderrLimit) { w.p.setStderrLimit(l) }
+
+// SetCancelGrace changes the worker's cancel_grace (<= 0: none) for its interrupts from now
+// on. Safe for concurrent use.
+func (w *Worker) SetCancelGrace(d time.Duration) { w.c.setCancelGrace(d) }
+
+// Interrupt gives up the worker's calls for cause (the caller gave up, aborted, or
+// released its checkout with calls outstanding): the worker gets a cancel for each call
+// still unanswered and CancelGrace to answer them, and is killed with cause if it has
+// not. Its calls are answered at once with an error wrapping cause; what the worker
+// answers later is dropped. With no CancelGrace it is killed at once (as by Kill). The
+// worker takes no more calls: its holder retires it once settled is called (see
+// conn.interrupt for when); settled may be nil. call_timeout interrupts a worker by
+// itself, with a cause wrapping ErrCallTimeout.
+func (w *Worker) Interrupt(cause error, settled func()) { w.c.interrupt(cause, settled) }
 
 // Cancel tells the worker that the caller gave up on call id (best effort: the reply is
 // still owed and still delivered).

@@ -112,10 +112,12 @@ func (co *Checkout) Go(method string, args ...any) *Pending {
 // function-style call.
 //
 // The call may run until ctx is done, or for Config.Timeout if ctx has no deadline. If that
-// ends the call, the checkout fails for good: its worker is killed (taskd cannot interrupt
-// a call otherwise), and the error matches context.DeadlineExceeded or context.Canceled.
-// If ctx is done before the call is sent, Call returns ctx's error and the checkout stays
-// usable.
+// ends the call, Call returns at once with an error that matches context.DeadlineExceeded
+// or context.Canceled, and the checkout fails for good: the client sends taskd a cancel
+// for the call and aborts the checkout; taskd forwards the cancel to the worker and
+// retires it, killing it if it has not answered within the interface's cancel_grace
+// (docs/worker-protocol.md). If ctx is done before the call is sent, Call returns ctx's
+// error and the checkout stays usable.
 //
 // A *RemoteError means the worker raised; the checkout stays usable.
 func (co *Checkout) Call(ctx context.Context, method string, result any, args ...any) error {
@@ -143,7 +145,7 @@ func (p *Pending) Wait(ctx context.Context, result any) error {
 
 	c.mu.Lock()
 	if gaveUp != nil && !p.answered() {
-		co.fatalLocked(p.ctxErr(gaveUp), true) // does nothing if the checkout ended already
+		co.giveUpLocked(p, p.ctxErr(gaveUp)) // does nothing if the checkout ended already
 	}
 	if err := co.stateErrLocked(); err != nil {
 		c.mu.Unlock()
@@ -224,14 +226,35 @@ func (p *Pending) ctxErr(err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		what = fmt.Sprintf("passed its deadline after %v", time.Since(p.start).Round(time.Millisecond))
 	}
-	return fmt.Errorf("client: call %s %s (%w); its worker (%s, pid %d) was killed and the checkout is unusable: release it and check out again (give the call a longer deadline or Config.Timeout if it needs more time)",
+	return fmt.Errorf("client: call %s %s (%w); it was cancelled, its worker (%s, pid %d) is retired (killed if it does not stop within the interface's cancel_grace), and the checkout is unusable: release it and check out again (give the call a longer deadline or Config.Timeout if it needs more time)",
 		name, what, err, p.co.info.ID, p.co.info.PID)
 }
 
-// Abort kills the checkout's worker and fails the checkout for good (AnyEvent::Task's
-// throw_fatal_error): calls waiting now return at once, and every later call returns the
-// same error, which matches ErrAborted and err (if not nil). Abort does nothing if the
-// checkout already failed or was released; Release it afterwards as usual.
+// giveUpLocked fails the checkout for good with err because the caller of call p gave up
+// on it: it tells taskd to cancel p (which taskd forwards to the worker if it runs it)
+// and to abort the checkout, in one write. It does nothing if the checkout ended already.
+func (co *Checkout) giveUpLocked(p *Pending, err error) {
+	if co.released || co.err != nil {
+		return
+	}
+	cancel := wire.ClientMsg{T: wire.TCancel, Co: co.id, ID: p.id}
+	abort := wire.ClientMsg{T: wire.TAbort, Co: co.id, Msg: err.Error()}
+	co.fatalLocked(err, false)
+	if !co.cn.gone {
+		co.cn.out.Append(func(b []byte) []byte {
+			b, _ = wire.AppendClientMsg(b, &cancel)
+			b, _ = wire.AppendClientMsg(b, &abort)
+			return b
+		})
+	}
+}
+
+// Abort fails the checkout for good (AnyEvent::Task's throw_fatal_error): calls waiting
+// now return at once, and every later call returns the same error, which matches
+// ErrAborted and err (if not nil). taskd cancels the calls the worker has not answered and
+// retires the worker, killing it unless it answers them within the interface's
+// cancel_grace (at once if none is outstanding, or if cancel_grace is 0). Abort does
+// nothing if the checkout already failed or was released; Release it afterwards as usual.
 func (co *Checkout) Abort(err error) {
 	c := co.c
 	c.mu.Lock()
@@ -282,8 +305,9 @@ func (co *Checkout) stateErrLocked() error {
 }
 
 // fatalLocked makes err the checkout's sticky error and wakes every waiting call, unless
-// the checkout was released or failed already. With abort set it tells taskd to kill the
-// worker; taskd then sends nothing more about it.
+// the checkout was released or failed already. With abort set it tells taskd to abort the
+// checkout (taskd interrupts the worker: cancel, cancel_grace, kill); taskd then sends
+// nothing more about it.
 func (co *Checkout) fatalLocked(err error, abort bool) {
 	if co.released || co.err != nil {
 		return

@@ -328,14 +328,15 @@ func (c *Client) checkoutCtxErr(err error, while string) error {
 }
 
 // onceCtxErr is the error of a one-shot call given up after it was sent: it was waiting
-// for a worker, or running (then taskd kills its worker, as for a held call).
+// for a worker, or running (then taskd cancels it and retires its worker, as for a held
+// call).
 func (c *Client) onceCtxErr(err error, req *coReq) error {
 	name := callName(c.cfg.Interface, req.once.method)
 	what := "was cancelled"
 	if errors.Is(err, context.DeadlineExceeded) {
 		what = "passed its deadline"
 	}
-	return fmt.Errorf("client: call %s %s (%w) before it was answered; if it had started, its worker was killed (give the call a longer deadline or Config.Timeout if it needs more time)", name, what, err)
+	return fmt.Errorf("client: call %s %s (%w) before it was answered; if it had started, taskd cancelled it and retires its worker, killing it if it does not stop within the interface's cancel_grace (give the call a longer deadline or Config.Timeout if it needs more time)", name, what, err)
 }
 
 func (c *Client) closedErr() error {
@@ -402,7 +403,9 @@ func failReqLocked(req *coReq, err error) {
 // Checkout + Checkout.Call + Checkout.Release, in one round trip (the call travels with
 // the checkout request, and taskd releases the worker once the call is answered).
 // Config.Timeout (if ctx has no deadline) bounds the whole sequence; if ctx ends during
-// the call, the worker is killed, as with Checkout.Call. See Checkout.Call for result and
+// the call, Call returns at once and the client abandons the request: taskd cancels the
+// call and retires the worker, killing it if it does not stop within the interface's
+// cancel_grace, as with Checkout.Call. See Checkout.Call for result and
 // args.
 func (c *Client) Call(ctx context.Context, method string, result any, args ...any) error {
 	a, err := encodeArgs(args)

@@ -57,11 +57,13 @@
 //     Config.KeepWorkerAfterError).
 //   - Fatal errors stick to the checkout: every later call returns the same error at once,
 //     and no success is delivered after it. They are ErrWorkerLost (the worker exited or
-//     the connection to taskd broke), ErrCallTimeout (taskd's call_timeout killed the
-//     worker; also ErrWorkerLost), ErrProtocol (the worker broke the protocol), a caller
-//     deadline or cancellation during a call (matches context.DeadlineExceeded or
-//     context.Canceled; the worker is killed, since a call cannot be interrupted
-//     otherwise), and Checkout.Abort (matches ErrAborted and the error given to Abort).
+//     the connection to taskd broke), ErrCallTimeout (a call ran past taskd's
+//     call_timeout; also ErrWorkerLost), ErrProtocol (the worker broke the protocol), a
+//     caller deadline or cancellation during a call (matches context.DeadlineExceeded or
+//     context.Canceled), and Checkout.Abort (matches ErrAborted and the error given to
+//     Abort). The call returns at once; taskd sends the worker a cancel for what it still
+//     runs and retires it, killing it if it has not answered within the interface's
+//     cancel_grace. A worker is never reused after a fatal error.
 //   - Refusals: ErrUnknownInterface, ErrInterfaceRemoved (a reload removed the interface;
 //     also matches ErrUnknownInterface), ErrOverloaded (taskd's queue is full), ErrUnavailable
 //     (the interface's workers cannot start; the text carries their stderr tail), and

@@ -19,8 +19,9 @@ var (
 	// to taskd was lost). Fatal for the checkout.
 	ErrWorkerLost = errors.New("client: worker lost")
 
-	// ErrCallTimeout: the daemon's call_timeout killed the worker while a call ran. It also
-	// matches ErrWorkerLost.
+	// ErrCallTimeout: a call ran past the daemon's call_timeout: taskd cancelled it and
+	// retires the worker (killed unless it answers within cancel_grace). It also matches
+	// ErrWorkerLost.
 	ErrCallTimeout error = &childError{msg: "client: call timed out in taskd (call_timeout)", parent: ErrWorkerLost}
 
 	// ErrReleased is returned by every method of a checkout after Release.
@@ -216,7 +217,7 @@ func (e *abortError) Error() string {
 	if e.cause != nil {
 		cause = fmt.Sprintf(": %v", e.cause)
 	}
-	return fmt.Sprintf("%v: checkout of %s aborted by the application%s; its worker was killed: release this checkout and check out again", ErrAborted, e.what, cause)
+	return fmt.Sprintf("%v: checkout of %s aborted by the application%s; its worker is retired (killed if a call does not stop within the interface's cancel_grace): release this checkout and check out again", ErrAborted, e.what, cause)
 }
 
 func (e *abortError) Unwrap() []error {

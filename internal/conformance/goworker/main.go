@@ -86,6 +86,18 @@ func main() {
 					return "not cancelled", nil
 				}
 			},
+			"cancel_cleanup": func(ctx context.Context, c *worker.Call) (any, error) {
+				var path string
+				if err := c.Args(&path); err != nil {
+					return nil, err
+				}
+				<-ctx.Done()
+				// The cleanup, after the cancel.
+				if err := os.WriteFile(path, []byte("cleaned up"), 0o644); err != nil {
+					return nil, err
+				}
+				return "cancelled", nil
+			},
 			"big": func(_ context.Context, c *worker.Call) (any, error) {
 				var n int
 				if err := c.Args(&n); err != nil {

@@ -77,6 +77,14 @@ Taskd::Worker->new(
             }
             return 'not cancelled';
         },
+        cancel_cleanup => sub {
+            my ($ctx, $path) = @_;
+            Time::HiRes::sleep(0.001) until $ctx->cancelled;
+            open(my $fh, '>', $path) or die "cannot write $path: $!";
+            print {$fh} "cleaned up";
+            close($fh) or die "cannot write $path: $!";
+            return 'cancelled';
+        },
         big => sub { my ($ctx, $n) = @_; return 'y' x $n },
         len => sub { my ($ctx, $s) = @_; return length $s },
 

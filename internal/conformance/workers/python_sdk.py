@@ -128,6 +128,15 @@ def wait_cancel(ctx, ms):
     return "not cancelled"
 
 
+@w.method("cancel_cleanup")
+def cancel_cleanup(ctx, path):
+    while not ctx.cancelled():
+        time.sleep(0.001)
+    with open(path, "w") as f:  # the cleanup, after the cancel
+        f.write("cleaned up")
+    return "cancelled"
+
+
 @w.method("big")
 def big(ctx, n):
     return "y" * n
