@@ -89,13 +89,23 @@ const flushWait = 5 * time.Second
 func (ss *session) readLoop() {
 	// Strict: a request cut short by the connection's end is not acted on (its client may
 	// send it again on its next connection, knowing it never reached taskd whole).
-	lr := wire.NewLineReader(fdio.NewReader(ss.conn), int(ss.s.cfg.MaxMessageBytes)).Strict()
+	// A line longer than the read buffer takes its memory from max_line_memory, shared by
+	// all sessions; a line too long, or one the budget has no room for, is refused as
+	// soon as that is known, without reading the rest of it, and ends the session.
+	lr := wire.NewLineReader(fdio.NewReader(ss.conn), int(ss.s.cfg.MaxMessageBytes)).Strict().WithBudget(ss.s.lines)
+	defer lr.Release()
 	for {
 		line, err := lr.ReadLine()
 		if err != nil {
 			switch {
 			case errors.Is(err, wire.ErrLineTooLong):
-				ss.fatal(err.Error())
+				ss.fatal(err.Error() + "; send less in one message, or raise taskd's max_message_bytes")
+			case errors.Is(err, wire.ErrLineMemory):
+				ss.log.Warn("no memory left for a client's long line (max_line_memory is in use); closing its connection",
+					zap.Int64("max_line_memory", ss.s.lines.Limit()))
+				ss.send(&wire.ClientMsg{T: wire.TFatal, Msg: fmt.Sprintf("taskd is short of memory for long lines: "+
+					"the %d bytes that all connections share for lines over %d bytes (max_line_memory) are in use; "+
+					"connect again and retry, or raise max_line_memory", ss.s.lines.Limit(), wire.ReadBufferSize)})
 			case errors.Is(err, io.ErrUnexpectedEOF):
 				ss.log.Info("client connection ended in the middle of a message; that message was dropped")
 			}

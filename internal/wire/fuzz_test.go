@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"testing"
+	"testing/iotest"
 )
 
 // The seed corpora below run on every `go test`; `go test -fuzz=FuzzX` explores further.
@@ -128,22 +129,35 @@ func FuzzDecodeClientMsg(f *testing.F) {
 	})
 }
 
+// FuzzLineReader reads in with a small read buffer (so that long lines are common) and a
+// budget: every line within the limit comes back intact and in order until the first one
+// that is too long or finds the budget short, which stops the reader; the budget is given
+// back in full.
 func FuzzLineReader(f *testing.F) {
-	f.Add([]byte("a\nbb\n\nccc"), 2)
-	f.Add([]byte("0123456789\n"), 4)
-	f.Fuzz(func(t *testing.T, in []byte, max int) {
-		if max <= 0 || max > 1<<16 {
+	f.Add([]byte("a\nbb\n\nccc"), 2, 4, 100)
+	f.Add([]byte("0123456789\n"), 4, 4, 100)
+	f.Add([]byte("0123456789\nab\n0123456789abcdef\n"), 20, 3, 16)
+	f.Fuzz(func(t *testing.T, in []byte, max, bufSize, budget int) {
+		if max <= 0 || max > 1<<16 || bufSize <= 0 || bufSize > 64 || budget < 0 {
 			return
 		}
-		lr := NewLineReader(bytes.NewReader(in), max)
+		b := NewBudget(int64(budget))
+		lr := NewLineReader(iotest.HalfReader(bytes.NewReader(in)), max).WithBudget(b)
+		lr.rbuf = lr.rbuf[:bufSize]
 		var got [][]byte
+		var stop error
 		for range len(in) + 2 {
 			line, err := lr.ReadLine()
 			if errors.Is(err, io.EOF) {
 				break
 			}
-			if errors.Is(err, ErrLineTooLong) {
-				continue
+			if errors.Is(err, ErrLineTooLong) || errors.Is(err, ErrLineMemory) {
+				stop = err
+				_, again := lr.ReadLine()
+				if again != err {
+					t.Fatalf("after %v, ReadLine returned %v", err, again)
+				}
+				break
 			}
 			if err != nil {
 				t.Fatal(err)
@@ -151,21 +165,35 @@ func FuzzLineReader(f *testing.F) {
 			if len(line) > max {
 				t.Fatalf("line of %d bytes over max %d", len(line), max)
 			}
+			if b.InUse() > int64(budget) {
+				t.Fatalf("%d bytes taken from a budget of %d", b.InUse(), budget)
+			}
 			got = append(got, append([]byte(nil), line...))
 		}
-		// Every line within the limit comes back intact and in order.
-		var want [][]byte
-		for _, l := range bytes.SplitAfter(in, []byte("\n")) {
-			l = bytes.TrimSuffix(l, []byte("\n"))
-			if len(l) <= max {
-				want = append(want, l)
-			}
+		lr.Release()
+		if b.InUse() != 0 {
+			t.Fatalf("%d bytes of the budget not given back", b.InUse())
 		}
+		var want [][]byte
+		lines := bytes.SplitAfter(in, []byte("\n"))
 		if n := len(in); n == 0 || in[n-1] == '\n' {
-			want = want[:len(want)-1] // nothing after the final newline
+			lines = lines[:len(lines)-1] // nothing after the final newline
+		}
+		for _, l := range lines {
+			l = bytes.TrimSuffix(l, []byte("\n"))
+			if len(l) > max {
+				if !errors.Is(stop, ErrLineTooLong) && !errors.Is(stop, ErrLineMemory) {
+					t.Fatalf("a line of %d bytes over max %d was not refused: %v", len(l), max, stop)
+				}
+				break
+			}
+			want = append(want, l)
+		}
+		if errors.Is(stop, ErrLineMemory) {
+			want = want[:min(len(got), len(want))] // the budget ran out on the line after
 		}
 		if len(got) != len(want) {
-			t.Fatalf("got %d lines, want %d", len(got), len(want))
+			t.Fatalf("got %d lines, want %d (stopped by %v)", len(got), len(want), stop)
 		}
 		for i := range got {
 			if !bytes.Equal(got[i], want[i]) {
