@@ -7,6 +7,7 @@ import (
 	"io"
 	"testing"
 	"testing/iotest"
+	"unicode/utf8"
 )
 
 // The seed corpora below run on every `go test`; `go test -fuzz=FuzzX` explores further.
@@ -17,6 +18,8 @@ func FuzzDecodeWorkerMsg(f *testing.F) {
 		`{"t":"err","id":2,"e":{"msg":"x","type":"T","trace":"t"}}`, `{"t":"bye"}`, `{"t":"call","id":3,"m":"x","a":[]}`,
 		`{"t":"ok","id":18446744073709551615}`, `{"t":"ok","id":1e3}`, `garbage`,
 		`{"t":"call","id":4,"ep":0,"a":[1,` + "\r" + `2]}`, `{"t":"err","id":5,"e":{},"logs":null}`, `{"t":"ok","id":0,"a":[0],"m":"x"}`, `{`, `{"t":null}`, "\x00",
+		"{\"t\":\"ok\",\"id\":1,\"r\":\"\xff\"}", "{\"t\":\"err\",\"id\":1,\"e\":{\"msg\":\"\xc3\"}}", "{\"t\":\"ok\",\"id\":1,\"logs\":[{\"msg\":\"\xed\xa0\x80\"}]}",
+		"{\"t\":\"call\",\"id\":1,\"m\":\"h\xe9\"}", "\xff{}", "{\"t\":\"ok\",\"id\":1,\"r\":\"\xef\xbf\xbd\"}",
 	} {
 		f.Add([]byte(s))
 	}
@@ -26,10 +29,13 @@ func FuzzDecodeWorkerMsg(f *testing.F) {
 			if !errors.Is(err, ErrNotObject) && !errors.Is(err, ErrProtocol) {
 				t.Fatalf("unexpected error kind %T: %v", err, err)
 			}
+			if errors.Is(err, ErrInvalidUTF8) != (json.Valid(line) && looksLikeObject(line) && !utf8.Valid(line)) {
+				t.Fatalf("%q: %v: ErrInvalidUTF8 is for a JSON object that is not valid UTF-8, and only for it", line, err)
+			}
 			return
 		}
-		if json.Valid(line) == false {
-			t.Fatalf("accepted invalid JSON %q", line)
+		if !json.Valid(line) || !utf8.Valid(line) {
+			t.Fatalf("accepted invalid JSON or UTF-8 %q", line)
 		}
 		for _, raw := range []json.RawMessage{m.A, m.R, m.E, m.Logs} {
 			if len(raw) > 0 && !json.Valid(raw) {
@@ -96,6 +102,8 @@ func FuzzDecodeClientMsg(f *testing.F) {
 		`{"t":"granted","id":1,"co":2,"worker":"w-1","pid":3,"n":1}`, `{"t":"call","co":1,"id":1,"a":5}`, `[]`,
 		`{"t":"call","co":1,"id":2,"ep":3,"m":"x","a":[` + "\r" + `]}`, `{"t":"ok","co":1,"id":2,"r":{"x":1},"logs":[]}`,
 		`{"t":"err","co":1,"id":2,"e":{"msg":"m"},"msg":"dropped"}`, `{"t":"ok","co":1,"id":2,"logs":"x"}`,
+		"{\"t\":\"call\",\"co\":1,\"id\":2,\"m\":\"x\",\"a\":[\"\xff\xfe\"]}", "{\"t\":\"checkout\",\"id\":3,\"iface\":\"e\",\"once\":true,\"a\":[\"\x80\"]}",
+		"{\"t\":\"call\",\"co\":1,\"a\":[\"\xc3\"]}", "{\"t\":\"release\",\"co\":1,\"x\":\"\xf8\"}",
 	} {
 		f.Add([]byte(s))
 	}
@@ -105,7 +113,16 @@ func FuzzDecodeClientMsg(f *testing.F) {
 			if !errors.Is(err, ErrNotObject) && !errors.Is(err, ErrProtocol) {
 				t.Fatalf("unexpected error kind %T: %v", err, err)
 			}
+			if errors.Is(err, ErrInvalidUTF8) {
+				// Refused, but decoded as well as it could be: the caller names the request.
+				if utf8.Valid(line) || m.T == "" || !utf8.ValidString(m.T+m.M+m.Iface+m.Msg) || !utf8.Valid(m.A) {
+					t.Fatalf("%q: %v, with %+v", line, err, m)
+				}
+			}
 			return
+		}
+		if !utf8.Valid(line) {
+			t.Fatalf("accepted invalid UTF-8 %q", line)
 		}
 		out, err := AppendClientMsg(nil, &m)
 		if err != nil {
