@@ -113,6 +113,9 @@ func (ss *session) readLoop() {
 		}
 		msg, err := wire.DecodeClientMsg(line)
 		if err != nil {
+			if errors.Is(err, wire.ErrInvalidUTF8) && ss.refuseNotUTF8(&msg, err) {
+				continue
+			}
 			if errors.Is(err, wire.ErrNotObject) {
 				err = fmt.Errorf("expected a JSON object per line, got %s", wire.Snippet(line))
 			}
@@ -121,6 +124,24 @@ func (ss *session) readLoop() {
 		}
 		ss.handle(&msg)
 	}
+}
+
+// refuseNotUTF8 answers a call or a checkout request whose line is not valid UTF-8: the
+// call fails, the request is refused (code invalid_utf8), and the connection and the
+// checkout go on. It returns false for other messages, which are a protocol error.
+func (ss *session) refuseNotUTF8(m *wire.ClientMsg, err error) bool {
+	switch {
+	case m.T == wire.TCall && m.Co != 0 && m.ID != 0:
+		ss.send(&wire.ClientMsg{T: wire.TFail, Co: m.Co, ID: m.ID, Code: wire.CodeInvalidUTF8,
+			Msg: fmt.Sprintf("call %d was not run: %v", m.ID, err)})
+	case m.T == wire.TCheckout && m.ID != 0:
+		ss.send(&wire.ClientMsg{T: wire.TRefused, ID: m.ID, Code: wire.CodeInvalidUTF8,
+			Msg: fmt.Sprintf("checkout request %d refused: %v", m.ID, err)})
+	default:
+		return false
+	}
+	ss.log.Info("refused a request that is not valid UTF-8", zap.String("t", m.T), zap.Error(err))
+	return true
 }
 
 func (ss *session) fatal(msg string) {
