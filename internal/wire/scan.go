@@ -133,13 +133,14 @@ func skipString(b []byte, i int) (int, bool) {
 		return i, false
 	}
 	i++
-	for i < len(b) {
-		c := b[i]
-		if c >= 0x20 && c < utf8.RuneSelf && c != '"' && c != '\\' {
+	for {
+		for i < len(b) && plain[b[i]] {
 			i++ // most bytes of most strings
-			continue
 		}
-		switch {
+		if i >= len(b) {
+			return i, false
+		}
+		switch c := b[i]; {
 		case c == '"':
 			return i + 1, true
 		case c == '\\':
@@ -167,8 +168,16 @@ func skipString(b []byte, i int) (int, bool) {
 			i += n
 		}
 	}
-	return i, false
 }
+
+// plain marks the bytes that a string may hold as they are and that need no further
+// check: printable ASCII but for '"' and '\\'.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 func isHex(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
