@@ -23,7 +23,8 @@ type Config struct {
 	SocketMode      string               `yaml:"socket_mode"`
 	ShutdownGrace   time.Duration        `yaml:"shutdown_grace"`
 	MaxMessageBytes ByteSize             `yaml:"max_message_bytes"`
-	MetricsListen   string               `yaml:"metrics_listen"` // "" = off (the default)
+	MaxLineMemory   ByteSize             `yaml:"max_line_memory"` // 0 = LineMemoryFactor × max_message_bytes
+	MetricsListen   string               `yaml:"metrics_listen"`  // "" = off (the default)
 	Log             Log                  `yaml:"log"`
 	Interfaces      map[string]Interface `yaml:"interfaces"`
 }
@@ -68,7 +69,10 @@ const (
 	DefaultShutdownGrace   = 10 * time.Second
 	DefaultMaxMessageBytes = ByteSize(wire.DefaultMaxMessageBytes)
 	DefaultLogLevel        = "info"
-	DefaultLogFormat       = "json"
+	// LineMemoryFactor × max_message_bytes is max_line_memory's default: room for that
+	// many client lines of the largest size at once.
+	LineMemoryFactor = 4
+	DefaultLogFormat = "json"
 
 	DefaultDir           = "."
 	DefaultMinIdle       = 1
@@ -124,6 +128,9 @@ func (c *Config) Normalize() {
 	}
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.MaxLineMemory == 0 {
+		c.MaxLineMemory = LineMemoryFactor * c.MaxMessageBytes
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = DefaultLogLevel
@@ -240,6 +247,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxMessageBytes < MinMessageBytes || c.MaxMessageBytes > MaxMessageBytes {
 		bad("max_message_bytes", "must be between %s and %s (got %s)", ByteSize(MinMessageBytes), ByteSize(MaxMessageBytes), c.MaxMessageBytes)
+	}
+	if c.MaxMessageBytes >= MinMessageBytes && c.MaxMessageBytes <= MaxMessageBytes && c.MaxLineMemory < c.MaxMessageBytes {
+		bad("max_line_memory", "must be at least max_message_bytes (%s), or one line of that size could never be read (got %s)", c.MaxMessageBytes, c.MaxLineMemory)
 	}
 	if c.MetricsListen != "" {
 		if _, port, err := net.SplitHostPort(c.MetricsListen); err != nil || port == "" {

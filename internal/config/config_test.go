@@ -36,6 +36,7 @@ func TestNormalize(t *testing.T) {
 			SocketMode:      "0660",
 			ShutdownGrace:   10 * time.Second,
 			MaxMessageBytes: 16 << 20,
+			MaxLineMemory:   64 << 20, // 4 × max_message_bytes
 			MetricsListen:   "",
 			Log:             Log{Level: "info", Format: "json"},
 			Interfaces: map[string]Interface{"echo": {
@@ -64,6 +65,7 @@ func TestNormalize(t *testing.T) {
 			SocketMode:      "0600",
 			ShutdownGrace:   time.Second,
 			MaxMessageBytes: 4 * KiB,
+			MaxLineMemory:   4 * KiB,
 			MetricsListen:   "127.0.0.1:9464",
 			Log:             Log{Level: "debug", Format: "console"},
 			Interfaces: map[string]Interface{"x": {
@@ -184,6 +186,7 @@ func TestValidate(t *testing.T) {
 		{"shutdown_grace negative", func(c *Config) { c.ShutdownGrace = -time.Second }, []string{"shutdown_grace: must be positive (got -1s)"}},
 		{"max_message_bytes small", func(c *Config) { c.MaxMessageBytes = 10 }, []string{"max_message_bytes: must be between 1KiB and 1GiB (got 10B)"}},
 		{"max_message_bytes big", func(c *Config) { c.MaxMessageBytes = 2 * GiB }, []string{"max_message_bytes: must be between 1KiB and 1GiB (got 2GiB)"}},
+		{"max_line_memory below max_message_bytes", func(c *Config) { c.MaxLineMemory = MiB }, []string{"max_line_memory: must be at least max_message_bytes (16MiB), or one line of that size could never be read (got 1MiB)"}},
 		{"metrics_listen", func(c *Config) { c.MetricsListen = "9464" }, []string{`metrics_listen: "9464" is not host:port`}},
 		{"log level", func(c *Config) { c.Log.Level = "verbose" }, []string{`log.level: "verbose" is not one of debug, info, warn, error`}},
 		{"log format", func(c *Config) { c.Log.Format = "text" }, []string{`log.format: "text" is not one of json, console`}},

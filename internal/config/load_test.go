@@ -57,6 +57,7 @@ listen: ["unix:/tmp/t.sock", "tcp://127.0.0.1:7070"]
 socket_mode: "0600"
 shutdown_grace: 3s
 max_message_bytes: 1MiB
+max_line_memory: 8MiB
 metrics_listen: ""
 log: {level: debug, format: console}
 interfaces:
@@ -85,6 +86,7 @@ interfaces:
 				SocketMode:      "0600",
 				ShutdownGrace:   3 * time.Second,
 				MaxMessageBytes: MiB,
+				MaxLineMemory:   8 * MiB,
 				MetricsListen:   empty,
 				Log:             Log{Level: "debug", Format: "console"},
 				Interfaces: map[string]Interface{"passwd": {

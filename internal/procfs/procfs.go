@@ -48,21 +48,28 @@ func OpenFDs(pid int) (int, error) {
 }
 
 // RSS returns the resident set size of process pid (VmRSS in /proc/PID/status) in bytes.
-func RSS(pid int) (int64, error) {
+func RSS(pid int) (int64, error) { return statusBytes(pid, "VmRSS") }
+
+// PeakRSS returns the largest resident set size that process pid has had since it started
+// (VmHWM in /proc/PID/status, the "high water mark") in bytes.
+func PeakRSS(pid int) (int64, error) { return statusBytes(pid, "VmHWM") }
+
+// statusBytes returns a size field (in kB) of /proc/PID/status, in bytes.
+func statusBytes(pid int, field string) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			if err != nil {
-				return 0, fmt.Errorf("/proc/%d/status: VmRSS %q is not a number of kB", pid, v)
+				return 0, fmt.Errorf("/proc/%d/status: %s %q is not a number of kB", pid, field, v)
 			}
 			return kb << 10, nil
 		}
 	}
-	return 0, fmt.Errorf("/proc/%d/status: no VmRSS line (a kernel thread, or not Linux?)", pid)
+	return 0, fmt.Errorf("/proc/%d/status: no %s line (a kernel thread, or not Linux?)", pid, field)
 }
 
 // CPUModel returns the host's CPU model name from /proc/cpuinfo, or "unknown CPU".

@@ -47,3 +47,17 @@ func TestAlive(t *testing.T) {
 		t.Fatal("a reaped child counts as alive")
 	}
 }
+
+func TestRSSAndPeakRSS(t *testing.T) {
+	rss, err := procfs.RSS(os.Getpid())
+	if err != nil || rss <= 0 {
+		t.Fatalf("RSS = %d, %v", rss, err)
+	}
+	peak, err := procfs.PeakRSS(os.Getpid())
+	if err != nil || peak < rss {
+		t.Fatalf("PeakRSS = %d, %v; RSS is %d: the peak cannot be below it", peak, err, rss)
+	}
+	if _, err := procfs.PeakRSS(1 << 30); err == nil {
+		t.Fatal("PeakRSS of a pid that does not exist succeeded")
+	}
+}

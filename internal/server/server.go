@@ -59,6 +59,10 @@ type Server struct {
 	// stderrDropped counts, per interface name, the stderr lines its workers dropped over
 	// stderr_rate (worker.Config.StderrDropped), for the metrics; kept across reloads.
 	stderrDropped sync.Map // string → *atomic.Uint64
+
+	// lines is max_line_memory: the memory that all client connections' lines longer
+	// than wire.ReadBufferSize share (see session.readLoop).
+	lines *wire.Budget
 }
 
 // New checks cfg (it must have been normalized) and returns a server that has not started
@@ -71,7 +75,7 @@ func New(cfg config.Config, log *zap.Logger, version string) (*Server, error) {
 		log = zap.NewNop()
 	}
 	s := &Server{cfg: cfg, applied: cfg, log: log, version: version, sessions: make(map[*session]struct{}),
-		removing: make(map[*pool.Pool]string)}
+		removing: make(map[*pool.Pool]string), lines: wire.NewBudget(int64(cfg.MaxLineMemory))}
 	s.grace.Store(int64(cfg.ShutdownGrace))
 	s.halt, s.haltNow = context.WithCancel(context.Background())
 	return s, nil

@@ -95,13 +95,23 @@ const shutdownFlushWait = time.Second
 func (ss *session) readLoop() {
 	// Strict: a request cut short by the connection's end is not acted on (its client may
 	// send it again on its next connection, knowing it never reached taskd whole).
-	lr := wire.NewLineReader(fdio.NewReader(ss.conn), int(ss.s.cfg.MaxMessageBytes)).Strict()
+	// A line longer than the read buffer takes its memory from max_line_memory, shared by
+	// all sessions; a line too long, or one the budget has no room for, is refused as
+	// soon as that is known, without reading the rest of it, and ends the session.
+	lr := wire.NewLineReader(fdio.NewReader(ss.conn), int(ss.s.cfg.MaxMessageBytes)).Strict().WithBudget(ss.s.lines)
+	defer lr.Release()
 	for {
 		line, err := lr.ReadLine()
 		if err != nil {
 			switch {
 			case errors.Is(err, wire.ErrLineTooLong):
-				ss.fatal(err.Error())
+				ss.fatal(err.Error() + "; send less in one message, or raise taskd's max_message_bytes")
+			case errors.Is(err, wire.ErrLineMemory):
+				ss.log.Warn("no memory left for a client's long line (max_line_memory is in use); closing its connection",
+					zap.Int64("max_line_memory", ss.s.lines.Limit()))
+				ss.send(&wire.ClientMsg{T: wire.TFatal, Msg: fmt.Sprintf("taskd is short of memory for long lines: "+
+					"the %d bytes that all connections share for lines over %d bytes (max_line_memory) are in use; "+
+					"connect again and retry, or raise max_line_memory", ss.s.lines.Limit(), wire.ReadBufferSize)})
 			case errors.Is(err, io.ErrUnexpectedEOF):
 				ss.log.Info("client connection ended in the middle of a message; that message was dropped")
 			}
@@ -109,6 +119,9 @@ func (ss *session) readLoop() {
 		}
 		msg, err := wire.DecodeClientMsg(line)
 		if err != nil {
+			if errors.Is(err, wire.ErrInvalidUTF8) && ss.refuseNotUTF8(&msg, err) {
+				continue
+			}
 			if errors.Is(err, wire.ErrNotObject) {
 				err = fmt.Errorf("expected a JSON object per line, got %s", wire.Snippet(line))
 			}
@@ -117,6 +130,24 @@ func (ss *session) readLoop() {
 		}
 		ss.handle(&msg)
 	}
+}
+
+// refuseNotUTF8 answers a call or a checkout request whose line is not valid UTF-8: the
+// call fails, the request is refused (code invalid_utf8), and the connection and the
+// checkout go on. It returns false for other messages, which are a protocol error.
+func (ss *session) refuseNotUTF8(m *wire.ClientMsg, err error) bool {
+	switch {
+	case m.T == wire.TCall && m.Co != 0 && m.ID != 0:
+		ss.send(&wire.ClientMsg{T: wire.TFail, Co: m.Co, ID: m.ID, Code: wire.CodeInvalidUTF8,
+			Msg: fmt.Sprintf("call %d was not run: %v", m.ID, err)})
+	case m.T == wire.TCheckout && m.ID != 0:
+		ss.send(&wire.ClientMsg{T: wire.TRefused, ID: m.ID, Code: wire.CodeInvalidUTF8,
+			Msg: fmt.Sprintf("checkout request %d refused: %v", m.ID, err)})
+	default:
+		return false
+	}
+	ss.log.Info("refused a request that is not valid UTF-8", zap.String("t", m.T), zap.Error(err))
+	return true
 }
 
 func (ss *session) fatal(msg string) {

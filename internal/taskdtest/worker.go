@@ -38,7 +38,8 @@ func MaybeRunWorker() {
 // record [ms] (appends its pid to the file named by $TASKD_TEST_RECORD, then sleeps),
 // spin (burns CPU forever), crash (exits 3 mid-call), bye (sends bye, then the reply),
 // byeafter (the reply, then bye: the late bye the protocol warns against), garbage (prints a stray line
-// first), longline [n] (replies with an n-byte line), badid (replies with a wrong id),
+// first), longline [n] (replies with an n-byte line), endless (replies with a line that
+// never ends), badutf8 (replies with a result that is not UTF-8), badid (replies with a wrong id),
 // recordcrash (record, crashing on the first run of all), dones (how many "done" it has received), env (its environment), wait (blocks until the
 // call is cancelled), stderr [n] (writes an n-byte stderr line), stderrflood [n, size]
 // (writes n numbered stderr lines of size bytes: "flood line 000001 xxx"), logs, alloc [n] (allocates
@@ -201,6 +202,21 @@ func runWorker(mode string) int {
 			out.WriteString(`,"r":"`)
 			out.WriteString(strings.Repeat("x", num(0)))
 			out.WriteString("\"}\n")
+			out.Flush()
+		case "endless": // a reply line that never ends: taskd must refuse it at max_message_bytes
+			out.WriteString(`{"t":"ok","id":`)
+			fmt.Fprint(out, m.ID)
+			out.WriteString(`,"r":"`)
+			chunk := strings.Repeat("x", 64<<10)
+			for {
+				if _, err := out.WriteString(chunk); err != nil {
+					return 0 // taskd closed the pipe (it kills this worker anyway)
+				}
+			}
+		case "badutf8": // a reply whose result is not valid UTF-8
+			out.WriteString(`{"t":"ok","id":`)
+			fmt.Fprint(out, m.ID)
+			out.WriteString(",\"r\":\"caf\xe9\"}\n")
 			out.Flush()
 		case "badid":
 			ok(m.ID+1000, "wrong id")

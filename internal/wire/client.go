@@ -46,6 +46,7 @@ const (
 	CodeUnknownCheckout  = "unknown_checkout"
 	CodeRemoved          = "interface_removed" // the interface was removed by a reload
 	CodeInvalidConfig    = "invalid_config"    // a reload was refused: the config file is not valid; nothing changed
+	CodeInvalidUTF8      = "invalid_utf8"      // a call or checkout request was not valid UTF-8: refused, not run
 )
 
 // ClientMsg is one message of the client protocol, in either direction. Payload fields stay
@@ -88,10 +89,22 @@ type ClientMsg struct {
 // DecodeClientMsg decodes one line of the client protocol and checks the fields its type
 // requires. Like DecodeWorkerMsg it returns ErrNotObject or a *ProtocolError, accepts
 // unknown types and fields, and leaves payloads (A, R, E, Logs) aliasing line.
+//
+// A line that is a JSON object but not valid UTF-8 gives an error matching
+// ErrInvalidUTF8, with the message decoded as well as it can be (the invalid bytes
+// replaced by U+FFFD, as encoding/json does) so that the caller can tell which request
+// to refuse; its payloads must not be relayed.
 func DecodeClientMsg(line []byte) (ClientMsg, error) {
 	var fbuf [12]field
 	fields, ok := scanObject(line, fbuf[:0])
 	if !ok {
+		if notUTF8(line) {
+			m, err := DecodeClientMsg(bytes.ToValidUTF8(line, []byte("\uFFFD")))
+			if err == nil {
+				err = invalidUTF8(line)
+			}
+			return m, err
+		}
 		return ClientMsg{}, ErrNotObject
 	}
 	var m ClientMsg

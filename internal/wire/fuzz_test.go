@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"testing"
+	"testing/iotest"
+	"unicode/utf8"
 )
 
 // The seed corpora below run on every `go test`; `go test -fuzz=FuzzX` explores further.
@@ -16,6 +18,8 @@ func FuzzDecodeWorkerMsg(f *testing.F) {
 		`{"t":"err","id":2,"e":{"msg":"x","type":"T","trace":"t"}}`, `{"t":"bye"}`, `{"t":"call","id":3,"m":"x","a":[]}`,
 		`{"t":"ok","id":18446744073709551615}`, `{"t":"ok","id":1e3}`, `garbage`,
 		`{"t":"call","id":4,"ep":0,"a":[1,` + "\r" + `2]}`, `{"t":"err","id":5,"e":{},"logs":null}`, `{"t":"ok","id":0,"a":[0],"m":"x"}`, `{`, `{"t":null}`, "\x00",
+		"{\"t\":\"ok\",\"id\":1,\"r\":\"\xff\"}", "{\"t\":\"err\",\"id\":1,\"e\":{\"msg\":\"\xc3\"}}", "{\"t\":\"ok\",\"id\":1,\"logs\":[{\"msg\":\"\xed\xa0\x80\"}]}",
+		"{\"t\":\"call\",\"id\":1,\"m\":\"h\xe9\"}", "\xff{}", "{\"t\":\"ok\",\"id\":1,\"r\":\"\xef\xbf\xbd\"}",
 	} {
 		f.Add([]byte(s))
 	}
@@ -25,10 +29,13 @@ func FuzzDecodeWorkerMsg(f *testing.F) {
 			if !errors.Is(err, ErrNotObject) && !errors.Is(err, ErrProtocol) {
 				t.Fatalf("unexpected error kind %T: %v", err, err)
 			}
+			if errors.Is(err, ErrInvalidUTF8) != (json.Valid(line) && looksLikeObject(line) && !utf8.Valid(line)) {
+				t.Fatalf("%q: %v: ErrInvalidUTF8 is for a JSON object that is not valid UTF-8, and only for it", line, err)
+			}
 			return
 		}
-		if json.Valid(line) == false {
-			t.Fatalf("accepted invalid JSON %q", line)
+		if !json.Valid(line) || !utf8.Valid(line) {
+			t.Fatalf("accepted invalid JSON or UTF-8 %q", line)
 		}
 		for _, raw := range []json.RawMessage{m.A, m.R, m.E, m.Logs} {
 			if len(raw) > 0 && !json.Valid(raw) {
@@ -95,6 +102,8 @@ func FuzzDecodeClientMsg(f *testing.F) {
 		`{"t":"granted","id":1,"co":2,"worker":"w-1","pid":3,"n":1}`, `{"t":"call","co":1,"id":1,"a":5}`, `[]`,
 		`{"t":"call","co":1,"id":2,"ep":3,"m":"x","a":[` + "\r" + `]}`, `{"t":"ok","co":1,"id":2,"r":{"x":1},"logs":[]}`,
 		`{"t":"err","co":1,"id":2,"e":{"msg":"m"},"msg":"dropped"}`, `{"t":"ok","co":1,"id":2,"logs":"x"}`,
+		"{\"t\":\"call\",\"co\":1,\"id\":2,\"m\":\"x\",\"a\":[\"\xff\xfe\"]}", "{\"t\":\"checkout\",\"id\":3,\"iface\":\"e\",\"once\":true,\"a\":[\"\x80\"]}",
+		"{\"t\":\"call\",\"co\":1,\"a\":[\"\xc3\"]}", "{\"t\":\"release\",\"co\":1,\"x\":\"\xf8\"}",
 	} {
 		f.Add([]byte(s))
 	}
@@ -104,7 +113,16 @@ func FuzzDecodeClientMsg(f *testing.F) {
 			if !errors.Is(err, ErrNotObject) && !errors.Is(err, ErrProtocol) {
 				t.Fatalf("unexpected error kind %T: %v", err, err)
 			}
+			if errors.Is(err, ErrInvalidUTF8) {
+				// Refused, but decoded as well as it could be: the caller names the request.
+				if utf8.Valid(line) || m.T == "" || !utf8.ValidString(m.T+m.M+m.Iface+m.Msg) || !utf8.Valid(m.A) {
+					t.Fatalf("%q: %v, with %+v", line, err, m)
+				}
+			}
 			return
+		}
+		if !utf8.Valid(line) {
+			t.Fatalf("accepted invalid UTF-8 %q", line)
 		}
 		out, err := AppendClientMsg(nil, &m)
 		if err != nil {
@@ -128,22 +146,35 @@ func FuzzDecodeClientMsg(f *testing.F) {
 	})
 }
 
+// FuzzLineReader reads in with a small read buffer (so that long lines are common) and a
+// budget: every line within the limit comes back intact and in order until the first one
+// that is too long or finds the budget short, which stops the reader; the budget is given
+// back in full.
 func FuzzLineReader(f *testing.F) {
-	f.Add([]byte("a\nbb\n\nccc"), 2)
-	f.Add([]byte("0123456789\n"), 4)
-	f.Fuzz(func(t *testing.T, in []byte, max int) {
-		if max <= 0 || max > 1<<16 {
+	f.Add([]byte("a\nbb\n\nccc"), 2, 4, 100)
+	f.Add([]byte("0123456789\n"), 4, 4, 100)
+	f.Add([]byte("0123456789\nab\n0123456789abcdef\n"), 20, 3, 16)
+	f.Fuzz(func(t *testing.T, in []byte, max, bufSize, budget int) {
+		if max <= 0 || max > 1<<16 || bufSize <= 0 || bufSize > 64 || budget < 0 {
 			return
 		}
-		lr := NewLineReader(bytes.NewReader(in), max)
+		b := NewBudget(int64(budget))
+		lr := NewLineReader(iotest.HalfReader(bytes.NewReader(in)), max).WithBudget(b)
+		lr.rbuf = lr.rbuf[:bufSize]
 		var got [][]byte
+		var stop error
 		for range len(in) + 2 {
 			line, err := lr.ReadLine()
 			if errors.Is(err, io.EOF) {
 				break
 			}
-			if errors.Is(err, ErrLineTooLong) {
-				continue
+			if errors.Is(err, ErrLineTooLong) || errors.Is(err, ErrLineMemory) {
+				stop = err
+				_, again := lr.ReadLine()
+				if again != err {
+					t.Fatalf("after %v, ReadLine returned %v", err, again)
+				}
+				break
 			}
 			if err != nil {
 				t.Fatal(err)
@@ -151,21 +182,35 @@ func FuzzLineReader(f *testing.F) {
 			if len(line) > max {
 				t.Fatalf("line of %d bytes over max %d", len(line), max)
 			}
+			if b.InUse() > int64(budget) {
+				t.Fatalf("%d bytes taken from a budget of %d", b.InUse(), budget)
+			}
 			got = append(got, append([]byte(nil), line...))
 		}
-		// Every line within the limit comes back intact and in order.
-		var want [][]byte
-		for _, l := range bytes.SplitAfter(in, []byte("\n")) {
-			l = bytes.TrimSuffix(l, []byte("\n"))
-			if len(l) <= max {
-				want = append(want, l)
-			}
+		lr.Release()
+		if b.InUse() != 0 {
+			t.Fatalf("%d bytes of the budget not given back", b.InUse())
 		}
+		var want [][]byte
+		lines := bytes.SplitAfter(in, []byte("\n"))
 		if n := len(in); n == 0 || in[n-1] == '\n' {
-			want = want[:len(want)-1] // nothing after the final newline
+			lines = lines[:len(lines)-1] // nothing after the final newline
+		}
+		for _, l := range lines {
+			l = bytes.TrimSuffix(l, []byte("\n"))
+			if len(l) > max {
+				if !errors.Is(stop, ErrLineTooLong) && !errors.Is(stop, ErrLineMemory) {
+					t.Fatalf("a line of %d bytes over max %d was not refused: %v", len(l), max, stop)
+				}
+				break
+			}
+			want = append(want, l)
+		}
+		if errors.Is(stop, ErrLineMemory) {
+			want = want[:min(len(got), len(want))] // the budget ran out on the line after
 		}
 		if len(got) != len(want) {
-			t.Fatalf("got %d lines, want %d", len(got), len(want))
+			t.Fatalf("got %d lines, want %d (stopped by %v)", len(got), len(want), stop)
 		}
 		for i := range got {
 			if !bytes.Equal(got[i], want[i]) {

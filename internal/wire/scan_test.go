@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -32,6 +33,9 @@ func refWorkerMsg(line []byte) (WorkerMsg, error) {
 	f, ok := refFields(line)
 	if !ok {
 		return WorkerMsg{}, ErrNotObject
+	}
+	if !utf8.Valid(line) { // encoding/json would replace the bytes; taskd refuses them
+		return WorkerMsg{}, NewProtocolError(line, "not UTF-8")
 	}
 	var m WorkerMsg
 	var t *string
@@ -116,6 +120,12 @@ var scanSeeds = []string{
 	`{"t":"ok","id":18446744073709551616}`, `{"t":null}`, `{"t":"ok","id":null}`, `{}`, `{"a":[}`,
 	`{"t":"x","r":"\x"}`, "{\"t\":\"a\tb\"}", `{"t":"ok","id":1}x`, `[{"t":"ok"}]`, `{"t":"ok",}`,
 	`{"t":"ok","id":1,"r":1e}`, `{"t":"ok","id":1,"r":.5}`, `{"t":"ok","id":1,"r":"\u12"}`, "{\"t\":\"\xff\"}",
+	// Not UTF-8 inside strings: a stray continuation byte, a truncated sequence before the
+	// closing quote, an overlong encoding, a surrogate, a code point past U+10FFFF; and
+	// the replacement character itself, which is valid.
+	"{\"t\":\"ok\",\"id\":1,\"r\":[\"a\x80b\"]}", "{\"t\":\"ok\",\"id\":1,\"r\":\"\xe2\x82\"}", "{\"t\":\"ok\",\"id\":1,\"r\":\"\xc0\xaf\"}",
+	"{\"t\":\"ok\",\"id\":1,\"r\":\"\xed\xa0\x80\"}", "{\"t\":\"ok\",\"id\":1,\"r\":\"\xf4\x90\x80\x80\"}", "{\"t\":\"ok\",\"id\":1,\"r\":\"\xef\xbf\xbd\"}",
+	"{\"t\":\"ok\",\"id\":1,\"r\":1}\xff", "{\"t\":\"ok\",\"id\":1,\"r\xff\":1}", `{"t":"ok","id":1,"r":"\ud800"}`,
 	strings.Repeat("[", 10001) + strings.Repeat("]", 10001),
 }
 
@@ -125,9 +135,9 @@ func FuzzScanMatchesEncodingJSON(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, line []byte) {
 		_, ok := scanObject(line, nil)
-		want := json.Valid(line) && looksLikeObject(line)
+		want := json.Valid(line) && looksLikeObject(line) && utf8.Valid(line)
 		if ok != want {
-			t.Fatalf("scanObject(%q) = %v, encoding/json says %v", line, ok, want)
+			t.Fatalf("scanObject(%q) = %v, encoding/json and utf8.Valid say %v", line, ok, want)
 		}
 		got, gerr := DecodeWorkerMsg(line)
 		ref, rerr := refWorkerMsg(line)

@@ -14,31 +14,95 @@ import (
 )
 
 func TestLineReader(t *testing.T) {
-	in := "short\n" + strings.Repeat("x", 100) + "\nnext\r\n" + strings.Repeat("y", 10) + "\nlast-unterminated"
-	for name, r := range map[string]io.Reader{
-		"whole":    strings.NewReader(in),
-		"one byte": iotest.OneByteReader(strings.NewReader(in)),
+	for name, mk := range map[string]func(string) io.Reader{
+		"whole":    func(s string) io.Reader { return strings.NewReader(s) },
+		"one byte": func(s string) io.Reader { return iotest.OneByteReader(strings.NewReader(s)) },
 	} {
 		t.Run(name, func(t *testing.T) {
-			lr := NewLineReader(r, 10)
+			lr := NewLineReader(mk("short\nnext\r\n"+strings.Repeat("y", 10)+"\nlast-unterminated"), 10)
+			for _, want := range []string{"short", "next\r", strings.Repeat("y", 10)} { // exactly max bytes is allowed
+				line, err := lr.ReadLine()
+				require.NoError(t, err)
+				assert.Equal(t, want, string(line))
+			}
+			_, err := lr.ReadLine()
+			require.ErrorIs(t, err, ErrLineTooLong, "unterminated final line over the limit")
+
+			lr = NewLineReader(mk("short\n"+strings.Repeat("x", 100)+"\nnext\n"), 10)
 			line, err := lr.ReadLine()
 			require.NoError(t, err)
 			assert.Equal(t, "short", string(line))
 			_, err = lr.ReadLine()
 			require.ErrorIs(t, err, ErrLineTooLong)
 			assert.Contains(t, err.Error(), `"xxxx`)
-			line, err = lr.ReadLine()
-			require.NoError(t, err, "the reader continues after a long line")
-			assert.Equal(t, "next\r", string(line))
-			line, err = lr.ReadLine()
-			require.NoError(t, err)
-			assert.Equal(t, strings.Repeat("y", 10), string(line), "exactly max bytes is allowed")
+			assert.Contains(t, err.Error(), "longer than 10 bytes")
 			_, err = lr.ReadLine()
-			require.ErrorIs(t, err, ErrLineTooLong, "unterminated final line over the limit")
-			_, err = lr.ReadLine()
-			require.ErrorIs(t, err, io.EOF)
+			require.ErrorIs(t, err, ErrLineTooLong, "the reader stops at a line too long: the rest of it was never read")
 		})
 	}
+}
+
+// limitedSource gives n bytes without a newline, then fails the test if it is read again.
+type limitedSource struct {
+	t    *testing.T
+	left int
+}
+
+func (s *limitedSource) Read(p []byte) (int, error) {
+	if s.left == 0 {
+		s.t.Fatal("the reader asked for more input than the line's first max+1 bytes")
+	}
+	n := min(len(p), s.left, 1000)
+	for i := range n {
+		p[i] = 'x'
+	}
+	s.left -= n
+	return n, nil
+}
+
+// TestLineReaderStopsAtTheLimit: a line is refused as soon as max+1 of its bytes have been
+// read, however long it would be, and its start is quoted without copying it.
+func TestLineReaderStopsAtTheLimit(t *testing.T) {
+	for _, max := range []int{10, 100 << 10, 1 << 20} {
+		lr := NewLineReader(&limitedSource{t: t, left: max + 1}, max)
+		_, err := lr.ReadLine()
+		var tl *LineTooLongError
+		require.ErrorAs(t, err, &tl)
+		assert.Equal(t, max, tl.Limit)
+		assert.LessOrEqual(t, len(tl.Snippet), snippetLen+8)
+	}
+}
+
+// TestLineReaderBudget: a line longer than the read buffer takes its buffer's capacity
+// from the budget, gives it back at the next ReadLine, and is refused when the budget,
+// shared with another reader, has too little left; a short line takes nothing.
+func TestLineReaderBudget(t *testing.T) {
+	long := strings.Repeat("z", 3*ReadBufferSize)
+	b := NewBudget(4 * ReadBufferSize)
+	a := NewLineReader(strings.NewReader(long+"\nshort\n"), 1<<20).WithBudget(b)
+	line, err := a.ReadLine()
+	require.NoError(t, err)
+	assert.Equal(t, long, string(line))
+	held := b.InUse()
+	assert.GreaterOrEqual(t, held, int64(len(long)))
+	assert.LessOrEqual(t, held, b.Limit())
+
+	other := NewLineReader(strings.NewReader(long+"\n"), 1<<20).WithBudget(b)
+	_, err = other.ReadLine()
+	require.ErrorIs(t, err, ErrLineMemory, "the budget is held by a's line")
+	assert.Contains(t, err.Error(), "max_line_memory")
+	assert.Equal(t, held, b.InUse(), "the refused line gave back what it took")
+
+	line, err = a.ReadLine()
+	require.NoError(t, err)
+	assert.Equal(t, "short", string(line))
+	assert.Zero(t, b.InUse(), "the long line's buffer was given back")
+
+	c := NewLineReader(strings.NewReader(long+"\n"), 1<<20).WithBudget(b)
+	_, err = c.ReadLine()
+	require.NoError(t, err)
+	c.Release()
+	assert.Zero(t, b.InUse())
 }
 
 // A final line without its newline is a line, unless the reader is Strict: then it is

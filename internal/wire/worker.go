@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // ProtocolVersion is the worker protocol version this package speaks.
@@ -30,19 +31,51 @@ var ErrNotObject = errors.New("wire: line is not a JSON object")
 // ErrProtocol is matched (errors.Is) by every *ProtocolError.
 var ErrProtocol = errors.New("wire: protocol error")
 
+// ErrInvalidUTF8 is matched (errors.Is), besides ErrProtocol, by the *ProtocolError of a
+// line that is a JSON object but not valid UTF-8. Both protocols carry UTF-8 only, and
+// taskd relays payloads as they are, so it refuses such a line rather than pass it on.
+var ErrInvalidUTF8 = errors.New("wire: not valid UTF-8")
+
 // ProtocolError reports a JSON object that breaks a protocol: a missing or mistyped field,
-// or an unsupported version. It quotes a short snippet of the offending line.
+// an unsupported version, or bytes that are not UTF-8. It quotes a short snippet of the
+// offending line.
 type ProtocolError struct {
 	Reason  string
 	Snippet string
+	utf8    bool // the line is not valid UTF-8 (ErrInvalidUTF8)
 }
 
 func (e *ProtocolError) Error() string {
 	return fmt.Sprintf("protocol error: %s in %s", e.Reason, e.Snippet)
 }
 
-// Is makes errors.Is(err, ErrProtocol) true.
-func (e *ProtocolError) Is(target error) bool { return target == ErrProtocol }
+// Is makes errors.Is(err, ErrProtocol) true, and errors.Is(err, ErrInvalidUTF8) for a
+// line that is not valid UTF-8.
+func (e *ProtocolError) Is(target error) bool {
+	return target == ErrProtocol || e.utf8 && target == ErrInvalidUTF8
+}
+
+// notUTF8 reports whether line, which the scanner refused, would be a JSON object but for
+// bytes that are not UTF-8 (the scanner refuses both alike). It runs only for a refused
+// line, so it may be slow.
+func notUTF8(line []byte) bool {
+	return !utf8.Valid(line) && looksLikeObject(line) && json.Valid(line)
+}
+
+// invalidUTF8 is the error for a line that notUTF8 found.
+func invalidUTF8(line []byte) *ProtocolError {
+	at := 0
+	for at < len(line) {
+		r, n := utf8.DecodeRune(line[at:])
+		if r == utf8.RuneError && n == 1 {
+			break
+		}
+		at += n
+	}
+	e := NewProtocolError(line, "not valid UTF-8 (byte 0x%02x at offset %d): JSON text must be UTF-8; send binary data as base64", line[at], at)
+	e.utf8 = true
+	return e
+}
 
 // NewProtocolError builds a *ProtocolError quoting line.
 func NewProtocolError(line []byte, format string, args ...any) *ProtocolError {
@@ -72,8 +105,9 @@ type WorkerMsg struct {
 
 // DecodeWorkerMsg decodes one line of worker protocol v1 (either direction) and checks that
 // the message has the fields its type requires. It returns ErrNotObject for a line that is
-// not a JSON object and a *ProtocolError for an object that breaks the protocol. Unknown
-// types and unknown fields are accepted (forward compatibility); the caller ignores them.
+// not a JSON object and a *ProtocolError for an object that breaks the protocol, or that
+// is not valid UTF-8 (ErrInvalidUTF8). Unknown types and unknown fields are accepted
+// (forward compatibility); the caller ignores them.
 //
 // The line is validated once and its payloads (A, R, E, Logs) are not decoded: they alias
 // line, so they are valid only until line's buffer is reused. Copy them to keep them.
@@ -81,6 +115,9 @@ func DecodeWorkerMsg(line []byte) (WorkerMsg, error) {
 	var fbuf [12]field
 	fields, ok := scanObject(line, fbuf[:0])
 	if !ok {
+		if notUTF8(line) {
+			return WorkerMsg{}, invalidUTF8(line)
+		}
 		return WorkerMsg{}, ErrNotObject
 	}
 	var m WorkerMsg

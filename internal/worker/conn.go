@@ -70,8 +70,9 @@ type call struct {
 // kill.
 //
 // Goroutines and timers: init starts the send queue's writer (sendq owns it); start
-// starts the stdout reader, the only reader of the protocol, which returns at EOF or
-// when drain closes the pipe. drain also aborts the send queue and waits for its writer.
+// starts the stdout reader, the only reader of the protocol, which returns at EOF, when
+// drain closes the pipe, or at a line over max_message_bytes (having killed the worker).
+// drain also aborts the send queue and waits for its writer.
 // The call_timeout timer is made on the first call and stopped by fail; the cancel_grace
 // timer is made by interrupt (never on the way of a call that nobody gives up) and
 // stopped by the last answer or fail. The Worker's waiter calls drain, then fail.
@@ -285,16 +286,20 @@ func (c *conn) closeInput() { c.in.Close() }
 func (c *conn) readStdout() {
 	defer close(c.outDone)
 	defer crash.OnPanic(c.log, "worker stdout") // replies are routed from here, into the daemon's sessions
+	// No budget: a worker's lines are answers that a caller waits for, and their memory is
+	// bounded by the config (max_workers × max_message_bytes); the budget is for clients.
 	lr := wire.NewLineReader(fdio.NewReader(c.stdout), c.maxBytes)
+	defer lr.Release()
 	for {
 		line, err := lr.ReadLine()
 		if err != nil {
 			var tooLong *wire.LineTooLongError
 			if errors.As(err, &tooLong) {
+				// Refused as soon as it passed the limit: the rest is never read, and the
+				// reader stops here (drain closes the pipe once the worker is reaped).
 				c.protocolError(&wire.ProtocolError{
 					Reason:  fmt.Sprintf("stdout line longer than %d bytes (max_message_bytes)", tooLong.Limit),
 					Snippet: tooLong.Snippet})
-				continue
 			}
 			return
 		}

@@ -24,7 +24,8 @@
 //
 //	goroutine            started by          returns when                       waited for by
 //	stderr reader        process.start       EOF, or the waiter closes stderr   the waiter (process.drain)
-//	stdout reader        conn.start          EOF, or the waiter closes stdout   the waiter (conn.drain)
+//	stdout reader        conn.start          EOF, or the waiter closes stdout,  the waiter (conn.drain)
+//	                                         or a line too long (worker killed)
 //	send-queue writer    conn.init (sendq)   the waiter aborts the queue        the waiter (conn.drain)
 //	waiter               Start               the process is reaped and all      Exited (closed last)
 //	                                         of the above have returned

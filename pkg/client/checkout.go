@@ -353,7 +353,9 @@ func (c *Client) reply(cn *conn, m *wire.ClientMsg) {
 		c.emitLogs(co.info, p.method, m.Logs)
 	}
 	err := c.answerErr(m, p.method)
-	fatal := m.T == wire.TFail && m.Code != wire.CodeAborted
+	// A call that was not run because of what it was (aborted, or not UTF-8) leaves the
+	// checkout usable; any other failure is fatal to it.
+	fatal := m.T == wire.TFail && m.Code != wire.CodeAborted && m.Code != wire.CodeInvalidUTF8
 
 	c.mu.Lock()
 	p.answerLocked(r, err)

@@ -61,7 +61,9 @@ var (
 	ErrShuttingDown = errors.New("client: taskd is shutting down")
 
 	// ErrProtocol: the client protocol or the worker protocol was broken (by taskd, by this
-	// client, or by a worker). A worker protocol error also matches ErrWorkerLost.
+	// client, or by a worker). A worker protocol error also matches ErrWorkerLost. A call
+	// whose arguments are not valid UTF-8 (possible only through a json.RawMessage) fails
+	// with it too, without running; its checkout stays usable.
 	ErrProtocol = errors.New("client: protocol error")
 )
 
@@ -128,6 +130,8 @@ func sentinelsFor(code string) ([]error, string) {
 		return []error{ErrCallTimeout}, "the call ran longer than the interface's call_timeout: make it faster or raise call_timeout; release this checkout and check out again"
 	case wire.CodeProtocol:
 		return []error{ErrProtocol, ErrWorkerLost}, "the worker broke the worker protocol (see docs/worker-protocol.md); release this checkout and check out again"
+	case wire.CodeInvalidUTF8:
+		return []error{ErrProtocol}, "JSON must be UTF-8: send binary data as base64 (encoding/json does that for a []byte); the call was not run, and the checkout is still usable"
 	case wire.CodeUnknownCheckout:
 		return []error{ErrWorkerLost}, "taskd no longer knows this checkout; release it and check out again"
 	}
