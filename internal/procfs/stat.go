@@ -106,6 +106,8 @@ const pfExiting = 0x4
 // it is exiting (PF_EXITING), or it has SIGKILL pending. kill(2) marks SIGKILL pending on
 // every thread before it returns, so a process killed a moment ago is dying at once,
 // though a multi-threaded one can take a while from there to the exit that wait reports.
+// (One window remains: the process has taken SIGKILL off its pending set and not yet
+// set PF_EXITING; it lasts a few instructions, and a read then finds it not dying.)
 func (s Stat) Dying() bool {
 	return s.State == 'Z' || s.State == 'X' || s.State == 'x' ||
 		s.Flags&pfExiting != 0 || s.Signal&(1<<(syscall.SIGKILL-1)) != 0
