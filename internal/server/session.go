@@ -29,6 +29,7 @@ type session struct {
 	s    *Server
 	conn net.Conn
 	log  *zap.Logger
+	peer Peer            // who is at the other end, as the kernel or network says
 	ctx  context.Context // cancelled when the session ends: abandons waiting checkouts
 	stop context.CancelFunc
 
@@ -44,9 +45,10 @@ type session struct {
 
 func newSession(s *Server, conn net.Conn, id uint64) *session {
 	ctx, stop := context.WithCancel(context.Background())
-	log := s.log.With(zap.Uint64("session", id))
+	peer := peerOf(conn)
+	log := s.log.With(append([]zap.Field{zap.Uint64("session", id)}, peer.fields()...)...)
 	return &session{
-		s: s, conn: conn, ctx: ctx, stop: stop,
+		s: s, conn: conn, ctx: ctx, stop: stop, peer: peer,
 		// A write error, or a client that lets replies pile up unread, closes conn: the
 		// reader then ends the session.
 		out: sendq.New(conn, func(err error) {
