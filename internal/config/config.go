@@ -61,6 +61,9 @@ type Interface struct {
 	StderrLineMax *ByteSize `yaml:"stderr_line_max"`
 	StderrRate    *int      `yaml:"stderr_rate"`
 	StderrBurst   int       `yaml:"stderr_burst"` // 0 = default: DefaultStderrBurstFactor × StderrRate
+	// MetricsMaxMethods bounds the method label of the interface's call metrics: methods
+	// past this many distinct ones are counted as "other". 0 = default.
+	MetricsMaxMethods int `yaml:"metrics_max_methods"`
 }
 
 // Defaults filled in by Normalize. docs/config.md lists them too; keep both in step.
@@ -89,6 +92,7 @@ const (
 	// default rate); with stderr_rate 0 (no limit) it is DefaultStderrBurstFactor ×
 	// DefaultStderrRate.
 	DefaultStderrBurstFactor = 10
+	DefaultMetricsMaxMethods = 32
 )
 
 // Limits checked by Validate.
@@ -201,6 +205,9 @@ func (in *Interface) normalize() {
 		if *in.StderrRate > 0 {
 			in.StderrBurst = DefaultStderrBurstFactor * *in.StderrRate
 		}
+	}
+	if in.MetricsMaxMethods == 0 {
+		in.MetricsMaxMethods = DefaultMetricsMaxMethods
 	}
 }
 
@@ -358,6 +365,9 @@ func (in Interface) validate(prefix string) []error {
 	}
 	if in.StderrBurst < 1 {
 		bad("stderr_burst", "must be ≥ 1 line (got %d)", in.StderrBurst)
+	}
+	if in.MetricsMaxMethods < 1 {
+		bad("metrics_max_methods", "must be ≥ 1 (got %d)", in.MetricsMaxMethods)
 	}
 	return errs
 }

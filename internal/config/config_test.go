@@ -54,6 +54,8 @@ func TestNormalize(t *testing.T) {
 				StderrLineMax: sizep(4 * KiB),
 				StderrRate:    intp(20),
 				StderrBurst:   200,
+
+				MetricsMaxMethods: 32,
 			}},
 		}, c)
 		require.NoError(t, c.Validate())
@@ -86,6 +88,8 @@ func TestNormalize(t *testing.T) {
 				StderrLineMax: sizep(0),
 				StderrRate:    intp(0),
 				StderrBurst:   5,
+
+				MetricsMaxMethods: 3,
 			}},
 		}
 		c := set
@@ -161,8 +165,8 @@ func TestValidate(t *testing.T) {
 			c.Interfaces["passwd"] = in
 		}, nil},
 		{"min_idle 0 and equal to max_workers", func(c *Config) {
-			c.Interfaces["a"] = Interface{Command: []string{"a"}, Dir: ".", MinIdle: intp(0), MaxWorkers: 1, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, CancelGrace: durp(1), IdleTimeout: 1, RecycleJitter: pctp(0.1), StderrLineMax: sizep(0), StderrRate: intp(0), StderrBurst: 1}
-			c.Interfaces["b"] = Interface{Command: []string{"b"}, Dir: ".", MinIdle: intp(2), MaxWorkers: 2, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, CancelGrace: durp(1), IdleTimeout: 1, RecycleJitter: pctp(0.1), StderrLineMax: sizep(0), StderrRate: intp(0), StderrBurst: 1}
+			c.Interfaces["a"] = Interface{Command: []string{"a"}, Dir: ".", MinIdle: intp(0), MaxWorkers: 1, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, CancelGrace: durp(1), IdleTimeout: 1, RecycleJitter: pctp(0.1), StderrLineMax: sizep(0), StderrRate: intp(0), StderrBurst: 1, MetricsMaxMethods: 1}
+			c.Interfaces["b"] = Interface{Command: []string{"b"}, Dir: ".", MinIdle: intp(2), MaxWorkers: 2, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, CancelGrace: durp(1), IdleTimeout: 1, RecycleJitter: pctp(0.1), StderrLineMax: sizep(0), StderrRate: intp(0), StderrBurst: 1, MetricsMaxMethods: 1}
 		}, nil},
 		{"metrics on", func(c *Config) { c.MetricsListen = "127.0.0.1:9464" }, nil},
 		{"interface names", func(c *Config) {
@@ -242,6 +246,9 @@ func TestValidate(t *testing.T) {
 			"interfaces.passwd.stderr_rate: must be ≥ 0 lines a second (got -1)",
 			"interfaces.passwd.stderr_burst: must be ≥ 1 line (got 0)",
 		}},
+		{"metrics_max_methods", func(c *Config) { setIface(c, func(in *Interface) { in.MetricsMaxMethods = -1 }) }, []string{
+			"interfaces.passwd.metrics_max_methods: must be ≥ 1 (got -1)",
+		}},
 		{"recycle_jitter not normalized", func(c *Config) { setIface(c, func(in *Interface) { in.RecycleJitter = nil }) }, []string{
 			"interfaces.passwd.recycle_jitter: not set",
 		}},
@@ -260,7 +267,7 @@ func TestValidate(t *testing.T) {
 		}},
 		{"all problems at once, in key order", func(c *Config) {
 			c.Log.Level = "loud"
-			c.Interfaces["b"] = Interface{Command: []string{"b"}, Dir: ".", MinIdle: intp(0), MaxWorkers: 0, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, CancelGrace: durp(1), IdleTimeout: 1, RecycleJitter: pctp(0.1), StderrLineMax: sizep(0), StderrRate: intp(0), StderrBurst: 1}
+			c.Interfaces["b"] = Interface{Command: []string{"b"}, Dir: ".", MinIdle: intp(0), MaxWorkers: 0, MaxQueue: 1, SetupTimeout: 1, CallTimeout: 1, CancelGrace: durp(1), IdleTimeout: 1, RecycleJitter: pctp(0.1), StderrLineMax: sizep(0), StderrRate: intp(0), StderrBurst: 1, MetricsMaxMethods: 1}
 			setIface(c, func(in *Interface) { in.Command = nil })
 		}, []string{
 			"log.level:",

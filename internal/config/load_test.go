@@ -79,6 +79,7 @@ interfaces:
     stderr_line_max: 1KiB
     stderr_rate: 0
     stderr_burst: 50
+    metrics_max_methods: 8
 `, nil, func(t *testing.T, c Config) {
 			zero, empty := 0, ""
 			assert.Equal(t, Config{
@@ -107,6 +108,8 @@ interfaces:
 					StderrLineMax: sizep(KiB),
 					StderrRate:    &zero,
 					StderrBurst:   50,
+
+					MetricsMaxMethods: 8,
 				}},
 			}, c)
 		}},
