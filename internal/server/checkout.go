@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/taskd-dev/taskd/internal/pool"
 	"github.com/taskd-dev/taskd/internal/wire"
@@ -68,6 +69,8 @@ type checkout struct {
 	pipelined bool   // the worker applies the ep rule itself
 	once      bool   // one-shot: never granted; messages answer request req
 	req       uint64 // the checkout request's id
+	im        *ifaceMetrics
+	granted   time.Time
 
 	mu    sync.Mutex
 	state coState
@@ -89,13 +92,15 @@ type pendingCall struct {
 	ep     uint64 // the checkout's error count as the application knew it
 	method string
 	args   json.RawMessage
-	wid    uint64 // the worker's call id, once sent
+	wid    uint64    // the worker's call id, once sent
+	sentAt time.Time // when it was sent (or put first in line) to the worker: for its metrics
 }
 
 // callRef names a call for its answer once its record may be reused.
 type callRef struct {
 	id     uint64
 	method string
+	sentAt time.Time
 }
 
 // address fills in whom m is about: call id of this checkout, or, for a one-shot
@@ -131,11 +136,12 @@ func (co *checkout) call(id, ep uint64, method string, args json.RawMessage) {
 	}
 	if co.behindLocked(ep) {
 		co.mu.Unlock()
-		co.abortCall(callRef{id, method})
+		co.im.observeCall(method, callAborted, time.Time{})
+		co.abortCall(callRef{id: id, method: method})
 		return
 	}
 	pc := co.newCallLocked()
-	*pc = pendingCall{co: co, id: id, ep: ep, method: method, args: args}
+	*pc = pendingCall{co: co, id: id, ep: ep, method: method, args: args, sentAt: time.Now()}
 	if !co.pipelined && len(co.sent) > 0 {
 		pc.args = append(json.RawMessage(nil), args...) // args alias the reader's buffer
 		co.queue = append(co.queue, pc)
@@ -184,6 +190,11 @@ func (pc *pendingCall) OnReply(r worker.Reply) { pc.co.onReply(pc, r) }
 
 func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 	if r.Err != nil {
+		co.mu.Lock()
+		// Calls of a checkout that had ended already were given up with it.
+		o, method, sentAt := lostOutcome(r.Err, co.state == coEnded), pc.method, pc.sentAt
+		co.mu.Unlock()
+		co.im.observeCall(method, o, sentAt)
 		co.lost(r.Err)
 		return
 	}
@@ -193,7 +204,7 @@ func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 		return
 	}
 	delete(co.sent, pc.id)
-	call := callRef{pc.id, pc.method}
+	call := callRef{pc.id, pc.method, pc.sentAt}
 	co.freeLocked(pc) // from here on pc may be reused by the next call
 	if !r.OK && !r.Aborted {
 		co.errs++
@@ -207,10 +218,11 @@ func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 		co.queue[0] = nil
 		co.queue = co.queue[1:]
 		if co.behindLocked(c.ep) {
-			aborted = append(aborted, callRef{c.id, c.method})
+			aborted = append(aborted, callRef{id: c.id, method: c.method})
 			co.freeLocked(c)
 		} else {
 			next = c
+			next.sentAt = time.Now()
 			co.sent[c.id] = c
 		}
 	}
@@ -235,15 +247,19 @@ func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 	var m wire.ClientMsg
 	switch {
 	case r.Aborted:
+		co.im.observeCall(call.method, callAborted, call.sentAt)
 		co.abortCall(call)
 	case r.OK:
+		co.im.observeCall(call.method, callOK, call.sentAt)
 		m = wire.ClientMsg{T: wire.TOK, R: r.Result, Logs: r.Logs}
 		co.ss.send(co.address(&m, call.id))
 	default:
+		co.im.observeCall(call.method, callError, call.sentAt)
 		m = wire.ClientMsg{T: wire.TErr, E: r.Error, Logs: r.Logs}
 		co.ss.send(co.address(&m, call.id))
 	}
 	for _, a := range aborted {
+		co.im.observeCall(a.method, callAborted, time.Time{})
 		co.abortCall(a)
 	}
 	if next != nil {
@@ -261,8 +277,15 @@ func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 		if done {
 			co.writeDone()
 		}
-		co.lease.Release(retire)
+		co.giveBack(retire)
 	}
+}
+
+// giveBack returns the checkout's worker to the pool (retired or not) and records how long
+// the checkout held it.
+func (co *checkout) giveBack(retire bool) {
+	co.im.observeHold(co.granted)
+	co.lease.Release(retire)
 }
 
 // abortCall answers a call that is not run because an earlier call of the checkout raised
@@ -324,7 +347,7 @@ func (co *checkout) abandon(answer *wire.ClientMsg) {
 		co.mu.Unlock()
 		co.ss.forget(co)
 		co.ss.send(answer)
-		co.lease.Release(false)
+		co.giveBack(false)
 		return
 	}
 	co.mu.Unlock()
@@ -355,7 +378,7 @@ func (co *checkout) release(retire bool) {
 	if !retire {
 		co.writeDone()
 	}
-	co.lease.Release(retire)
+	co.giveBack(retire)
 }
 
 // abort ends the checkout for the client (abort, or a one-shot request abandoned while its
@@ -399,7 +422,19 @@ func (co *checkout) end(cause error, answer *wire.ClientMsg) {
 }
 
 // retire gives the lease of an ended checkout back, retired: the worker has settled.
-func (co *checkout) retire() { co.lease.Release(true) }
+func (co *checkout) retire() { co.giveBack(true) }
+
+// lostOutcome is the outcome of a call answered with err (no answer from the worker):
+// ended says the checkout had ended before, so the call was given up with it.
+func lostOutcome(err error, ended bool) callOutcome {
+	switch {
+	case ended:
+		return callAborted
+	case errors.Is(err, worker.ErrCallTimeout):
+		return callTimeout
+	}
+	return callLost
+}
 
 // lostCode maps why a worker ended to the client protocol's code.
 func lostCode(err error) string {

@@ -60,6 +60,10 @@ type Server struct {
 	// stderr_rate (worker.Config.StderrDropped), for the metrics; kept across reloads.
 	stderrDropped sync.Map // string → *atomic.Uint64
 
+	// metrics are the instruments recorded as things happen (see instruments.go), kept
+	// across reloads; recorded whether or not metrics_listen serves them.
+	metrics *metrics
+
 	// lines is max_line_memory: the memory that all client connections' lines longer
 	// than wire.ReadBufferSize share (see session.readLoop).
 	lines *wire.Budget
@@ -75,7 +79,8 @@ func New(cfg config.Config, log *zap.Logger, version string) (*Server, error) {
 		log = zap.NewNop()
 	}
 	s := &Server{cfg: cfg, applied: cfg, log: log, version: version, sessions: make(map[*session]struct{}),
-		removing: make(map[*pool.Pool]string), lines: wire.NewBudget(int64(cfg.MaxLineMemory))}
+		removing: make(map[*pool.Pool]string), lines: wire.NewBudget(int64(cfg.MaxLineMemory)),
+		metrics: newMetrics()}
 	s.grace.Store(int64(cfg.ShutdownGrace))
 	s.halt, s.haltNow = context.WithCancel(context.Background())
 	return s, nil
@@ -133,18 +138,26 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	return nil
 }
 
-// spawner returns the function that starts a worker of interface name as ic says.
+// spawner returns the function that starts a worker of interface name as ic says. It is
+// called whenever ic is applied (start, reload), so it also applies ic's metrics settings.
 func (s *Server) spawner(name string, ic config.Interface) pool.Spawner {
 	log := s.log.Named("worker")
 	maxBytes := int(s.cfg.MaxMessageBytes)
 	stderr, dropped := stderrLimit(ic), s.stderrCounter(name)
+	im := s.metrics.iface(name)
+	im.setMaxMethods(ic.MetricsMaxMethods)
 	return func(ctx context.Context, id string, onExit func(*worker.Worker)) (*worker.Worker, error) {
-		return worker.Start(ctx, worker.Config{
+		start := time.Now()
+		w, err := worker.Start(ctx, worker.Config{
 			Interface: name, ID: id, Command: ic.Command, Dir: ic.Dir, Env: ic.Env,
 			SetupTimeout: ic.SetupTimeout, CallTimeout: ic.CallTimeout, CancelGrace: ic.Grace(),
 			MaxMessageBytes: maxBytes, Logger: log, OnExit: onExit,
 			Stderr: stderr, StderrDropped: dropped,
 		})
+		if err == nil {
+			im.observeSpawn(time.Since(start))
+		}
+		return w, err
 	}
 }
 

@@ -761,7 +761,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	text := string(body)
 	for _, want := range []string{
 		`taskd_workers{interface="echo",state="idle"} 2`,
-		`taskd_checkouts_total{interface="echo"} 1`,
+		`taskd_checkouts_total{interface="echo",outcome="granted"} 1`,
 		`taskd_queued_checkouts{interface="echo"} 0`,
 		`taskd_worker_spawns_total{interface="echo"} 2`,
 		`taskd_worker_exits_total{interface="echo",reason="crashed"} 0`,

@@ -242,6 +242,8 @@ type request struct {
 	method string
 	args   json.RawMessage
 	waited context.Context // set if it waited in the pool: done when it is abandoned
+	asked  time.Time       // when it came, and its interface's metrics
+	im     *ifaceMetrics
 }
 
 func (ss *session) checkout(m *wire.ClientMsg) {
@@ -256,7 +258,8 @@ func (ss *session) checkout(m *wire.ClientMsg) {
 			Msg: fmt.Sprintf("%s; this daemon serves: %s", msg, strings.Join(tab.names, ", "))})
 		return
 	}
-	req := request{id: m.ID, iface: m.Iface, keep: m.Keep, max: m.Max, once: m.Once, method: m.M, args: m.A}
+	req := request{id: m.ID, iface: m.Iface, keep: m.Keep, max: m.Max, once: m.Once, method: m.M, args: m.A,
+		asked: time.Now(), im: ss.s.metrics.iface(m.Iface)}
 	// An idle worker is granted right here; otherwise a goroutine waits in the pool.
 	if lease := p.TryAcquire(); lease != nil {
 		ss.grant(lease, &req)
@@ -271,6 +274,7 @@ func (ss *session) checkout(m *wire.ClientMsg) {
 	if ss.ended {
 		ss.mu.Unlock()
 		cancel()
+		req.im.observeWait(waitAbandoned, req.asked)
 		return
 	}
 	ss.waiting[req.id] = cancel
@@ -286,6 +290,7 @@ func (ss *session) checkout(m *wire.ClientMsg) {
 			delete(ss.waiting, req.id)
 			ss.mu.Unlock()
 			code, msg := refusal(err, req.iface)
+			req.im.observeWait(waitOutcomeOf(code), req.asked)
 			ss.send(&wire.ClientMsg{T: wire.TRefused, ID: req.id, Code: code, Msg: msg})
 			return
 		}
@@ -306,6 +311,7 @@ func (ss *session) grant(lease *pool.Lease, req *request) {
 	if ss.ended || abandoned {
 		ss.mu.Unlock()
 		lease.Release(false) // the worker did nothing
+		req.im.observeWait(waitAbandoned, req.asked)
 		if abandoned && !ss.ended {
 			code, msg := refusal(context.Canceled, req.iface)
 			ss.send(&wire.ClientMsg{T: wire.TRefused, ID: req.id, Code: code, Msg: msg})
@@ -313,12 +319,14 @@ func (ss *session) grant(lease *pool.Lease, req *request) {
 		return
 	}
 	co := &checkout{ss: ss, co: ss.s.newCo(), lease: lease, w: w, keep: req.keep, max: req.max,
-		pipelined: w.Pipelined(), once: req.once, req: req.id, sent: make(map[uint64]*pendingCall)}
+		pipelined: w.Pipelined(), once: req.once, req: req.id, sent: make(map[uint64]*pendingCall),
+		im: req.im, granted: time.Now()}
 	ss.checkouts[co.co] = co
 	if req.once {
 		ss.onceReqs[req.id] = co
 	}
 	ss.mu.Unlock()
+	req.im.observeWait(waitGranted, req.asked)
 	if !req.once {
 		ss.send(&wire.ClientMsg{T: wire.TGranted, ID: req.id, Co: co.co, Worker: w.ID(), PID: w.PID(), N: lease.Checkouts()})
 		return
