@@ -12,7 +12,7 @@ const mod = "github.com/taskd-dev/taskd/"
 
 // allowed lists, for each package, the project packages it may import (outside tests).
 // Imports run one way: server → pool → worker → sendq → fdio, with wire below them all
-// (server also uses config; worker also uses procfs); pkg/worker sees wire only;
+// (server also uses config and procfs; worker also uses procfs); pkg/worker sees wire only;
 // pkg/client sees wire, sendq and fdio.
 var allowed = map[string][]string{
 	"internal":                      {},                                                                       // this test
@@ -26,7 +26,7 @@ var allowed = map[string][]string{
 	"internal/config":               {"internal/wire"},
 	"internal/worker":               {"internal/wire", "internal/sendq", "internal/fdio", "internal/procfs", "internal/crash"},
 	"internal/pool":                 {"internal/worker", "internal/wire", "internal/procfs", "internal/crash"},
-	"internal/server":               {"internal/pool", "internal/worker", "internal/wire", "internal/config", "internal/sendq", "internal/fdio", "internal/crash"},
+	"internal/server":               {"internal/pool", "internal/worker", "internal/wire", "internal/config", "internal/sendq", "internal/fdio", "internal/crash", "internal/procfs"},
 	"internal/taskdtest":            {"internal/procfs", "internal/taskdproc"},
 	"internal/conformance":          {},
 	"internal/conformance/goworker": {"pkg/worker"},

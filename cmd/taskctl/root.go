@@ -89,6 +89,7 @@ worker method by hand (call).`,
 
 	root.AddCommand(newPingCmd(opts), newStatusCmd(opts), newReloadCmd(opts), newCallCmd(opts))
 	root.AddCommand(newBenchCmd(opts))
+	root.AddCommand(newLogsCmd(opts), newTopCmd(opts))
 	return root
 }
 

@@ -153,6 +153,8 @@ type Pool struct {
 	handover     []*entry        // retiring workers kept running until a start ends (recycle.go)
 	doomed       int             // doomed entries in idle
 	exits        [NumExitReasons]uint64
+
+	calls atomic.Uint64 // calls sent to workers of the pool (Lease.CountCall); not guarded by mu
 }
 
 // New creates a pool and starts its MinIdle workers in the background.
@@ -197,6 +199,10 @@ type Lease struct {
 
 // Worker returns the leased worker.
 func (l *Lease) Worker() *worker.Worker { return l.e.w }
+
+// CountCall counts a call sent to the leased worker, for Stats.Calls. It takes no lock
+// and does not allocate: it is called once per call.
+func (l *Lease) CountCall() { l.p.calls.Add(1) }
 
 // Checkouts returns how many checkouts the worker has served, this one included.
 func (l *Lease) Checkouts() int { return l.n }

@@ -20,6 +20,7 @@ type Stats struct {
 	MaxWorkers    int
 	Generation    int // the current generation (see Roll)
 	Checkouts     uint64
+	Calls         uint64 // calls sent to its workers (Lease.CountCall)
 	Spawns        uint64
 	SpawnFailures uint64
 	LastError     string                 // the last failed start; cleared when a worker starts
@@ -42,7 +43,7 @@ func (p *Pool) Stats() Stats {
 	s := Stats{Name: p.cfg.Name, Live: len(p.entries), Retiring: p.retiring, Idle: len(p.idle), Starting: p.starting,
 		Queued: p.waiters.Len(), MinIdle: p.cfg.MinIdle, MaxWorkers: p.cfg.MaxWorkers,
 		Checkouts: p.checkouts, Spawns: p.spawns, SpawnFailures: p.spawnFails, Exits: p.exits,
-		Generation: p.gen}
+		Generation: p.gen, Calls: p.calls.Load()}
 	if p.lastErr != nil {
 		s.LastError = p.lastErr.Error()
 	}

@@ -153,6 +153,15 @@ func (q *Queue) Written(mark uint64) bool {
 	return q.written >= mark
 }
 
+// Unwritten returns how many bytes were accepted and are not yet written to the Conn
+// (all of them, once the queue has failed). Unlike Written it never waits: a sender of
+// its own accord (a log follower) checks it to leave a slow peer's queue short.
+func (q *Queue) Unwritten() uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.accepted - q.written
+}
+
 // Cork holds back the writing of messages appended until the matching Uncork, which
 // writes them all at once: one system call, and one wake-up of the peer, for messages
 // that belong together (a call and the checkout's done; a grant and its answer). Corks

@@ -156,6 +156,7 @@ func (co *checkout) call(id, ep uint64, method string, args json.RawMessage) {
 // start sends pc to the worker. It is called without co.mu held, by one goroutine at a
 // time per checkout (the session reader, or the worker's reader for queued calls).
 func (co *checkout) start(pc *pendingCall) {
+	co.lease.CountCall()
 	wid, err := co.w.CallEp(pc.method, pc.args, pc.ep, pc)
 	if err != nil {
 		co.lost(err)

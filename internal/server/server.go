@@ -19,6 +19,7 @@ import (
 	"github.com/taskd-dev/taskd/internal/config"
 	"github.com/taskd-dev/taskd/internal/crash"
 	"github.com/taskd-dev/taskd/internal/pool"
+	"github.com/taskd-dev/taskd/internal/procfs"
 	"github.com/taskd-dev/taskd/internal/wire"
 	"github.com/taskd-dev/taskd/internal/worker"
 )
@@ -64,6 +65,10 @@ type Server struct {
 	// across reloads; recorded whether or not metrics_listen serves them.
 	metrics *metrics
 
+	// logBook keeps the recent stderr lines of each interface's workers for logs
+	// requests (logring.go); kept across reloads.
+	logBook *logBook
+
 	// lines is max_line_memory: the memory that all client connections' lines longer
 	// than wire.ReadBufferSize share (see session.readLoop).
 	lines *wire.Budget
@@ -80,7 +85,7 @@ func New(cfg config.Config, log *zap.Logger, version string) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, applied: cfg, log: log, version: version, sessions: make(map[*session]struct{}),
 		removing: make(map[*pool.Pool]string), lines: wire.NewBudget(int64(cfg.MaxLineMemory)),
-		metrics: newMetrics()}
+		metrics: newMetrics(), logBook: newLogBook()}
 	s.grace.Store(int64(cfg.ShutdownGrace))
 	s.halt, s.haltNow = context.WithCancel(context.Background())
 	return s, nil
@@ -146,13 +151,15 @@ func (s *Server) spawner(name string, ic config.Interface) pool.Spawner {
 	stderr, dropped := stderrLimit(ic), s.stderrCounter(name)
 	im := s.metrics.iface(name)
 	im.setMaxMethods(ic.MetricsMaxMethods)
+	book := s.logBook
 	return func(ctx context.Context, id string, onExit func(*worker.Worker)) (*worker.Worker, error) {
+		onLine := func(pid int, at time.Time, line string) { book.add(name, id, pid, at, line) }
 		start := time.Now()
 		w, err := worker.Start(ctx, worker.Config{
 			Interface: name, ID: id, Command: ic.Command, Dir: ic.Dir, Env: ic.Env,
 			SetupTimeout: ic.SetupTimeout, CallTimeout: ic.CallTimeout, CancelGrace: ic.Grace(),
 			MaxMessageBytes: maxBytes, Logger: log, OnExit: onExit,
-			Stderr: stderr, StderrDropped: dropped,
+			Stderr: stderr, StderrDropped: dropped, StderrLine: onLine,
 		})
 		if err == nil {
 			im.observeSpawn(time.Since(start))
@@ -427,7 +434,7 @@ func (s *Server) status() *wire.Status {
 		ps := x.p.Stats()
 		is := wire.InterfaceStatus{Name: x.name, Live: ps.Live, Idle: ps.Idle, Busy: ps.Busy,
 			Starting: ps.Starting, Queued: ps.Queued, MinIdle: ps.MinIdle, MaxWorkers: ps.MaxWorkers,
-			Checkouts: ps.Checkouts, Spawns: ps.Spawns, SpawnFailures: ps.SpawnFailures,
+			Checkouts: ps.Checkouts, Calls: ps.Calls, Spawns: ps.Spawns, SpawnFailures: ps.SpawnFailures,
 			LastError: ps.LastError, Retiring: ps.Retiring, Generation: ps.Generation, Removed: x.removed,
 			Workers: make([]wire.WorkerStatus, 0, len(ps.Workers))}
 		for r, n := range ps.Exits {
@@ -443,6 +450,9 @@ func (s *Server) status() *wire.Status {
 				AgeSec: now.Sub(w.Started).Seconds(), Method: w.Method}
 			if !w.CallStarted.IsZero() {
 				ws.CallSec = now.Sub(w.CallStarted).Seconds()
+			}
+			if rss, err := procfs.RSS(w.PID); err == nil { // here only: a status request
+				ws.RSS = rss
 			}
 			is.Workers = append(is.Workers, ws)
 		}

@@ -39,7 +39,7 @@ type session struct {
 	mu        sync.Mutex
 	checkouts map[uint64]*checkout
 	onceReqs  map[uint64]*checkout          // one-shot checkouts by request id (for abandon)
-	waiting   map[uint64]context.CancelFunc // checkout request id → abandon
+	waiting   map[uint64]context.CancelFunc // request id → abandon: a waiting checkout, a logs follow
 	ended     bool
 }
 
@@ -190,6 +190,8 @@ func (ss *session) handle(m *wire.ClientMsg) {
 		ss.send(&wire.ClientMsg{T: wire.TStatus, ID: m.ID, Status: ss.s.status()})
 	case wire.TReload:
 		ss.reload(m.ID)
+	case wire.TLogs:
+		ss.logs(m)
 	default:
 		if panicHook != nil {
 			panicHook(m.T)

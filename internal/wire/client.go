@@ -17,6 +17,7 @@ const (
 	TPing     = "ping"     // {id}
 	TStatus   = "status"   // {id}
 	TReload   = "reload"   // {id}: re-read the config file and apply it (see ReloadReport)
+	TLogs     = "logs"     // {id, iface?, follow?}: workers' recent stderr lines; also the answer {id, lines, dropped?} (see LogLine)
 	// TCall {co, id, m, a} and TCancel {co, id} are shared with the worker protocol.
 
 	// taskd → client
@@ -84,6 +85,14 @@ type ClientMsg struct {
 	Version string        `json:"version,omitempty"`
 	Status  *Status       `json:"status,omitempty"`
 	Reload  *ReloadReport `json:"reload,omitempty"`
+	// Follow, on a logs request, asks for the lines that come after the backlog too, in
+	// more logs messages, until the client sends abandon {id} or disconnects.
+	Follow bool `json:"follow,omitempty"`
+	// Lines, on a logs answer, are stderr lines, oldest first.
+	Lines []LogLine `json:"lines,omitempty"`
+	// Dropped, on a followed logs answer, counts the lines dropped just before Lines
+	// because the client did not read fast enough.
+	Dropped uint64 `json:"dropped,omitempty"`
 }
 
 // DecodeClientMsg decodes one line of the client protocol and checks the fields its type
@@ -157,6 +166,12 @@ func DecodeClientMsg(line []byte) (ClientMsg, error) {
 				m.Status = new(Status)
 				err = json.Unmarshal(f.val, m.Status)
 			}
+		case "follow":
+			m.Follow, err = decodeBool(f.val)
+		case "dropped":
+			m.Dropped, _, err = decodeUint(f.val)
+		case "lines":
+			m.Lines, err = decodeLogLines(f.val)
 		case "reload":
 			m.Reload = nil
 			if string(f.val) != "null" {
@@ -190,7 +205,7 @@ func checkClientMsg(line []byte, m *ClientMsg) error {
 		if err == nil && m.Once {
 			err = callArgs(line, &m.A)
 		}
-	case TAbandon, TPing, TStatus, TPong, TReload:
+	case TAbandon, TPing, TStatus, TPong, TReload, TLogs:
 		err = need(m.ID != 0, `"id"`)
 	case TRelease, TAbort:
 		err = need(m.Co != 0, `"co"`)
@@ -231,7 +246,7 @@ func appendMarshalled(buf []byte, m ClientMsg) ([]byte, error) {
 // field). Only status and reload reports go through encoding/json.
 func AppendClientMsg(buf []byte, m *ClientMsg) ([]byte, error) {
 	switch {
-	case m.Status != nil || m.Reload != nil:
+	case m.Status != nil || m.Reload != nil || m.T == TLogs:
 		return appendMarshalled(buf, *m) // a copy: m itself does not escape to the heap
 	case m.T == TCall:
 		return AppendCall(buf, m.Co, m.ID, m.Ep, m.M, m.A), nil
@@ -327,6 +342,7 @@ type InterfaceStatus struct {
 	MinIdle       int    `json:"min_idle"`
 	MaxWorkers    int    `json:"max_workers"`
 	Checkouts     uint64 `json:"checkouts"` // checkouts served since start
+	Calls         uint64 `json:"calls"`     // calls sent to its workers since start
 	Spawns        uint64 `json:"spawns"`
 	SpawnFailures uint64 `json:"spawn_failures"`
 	LastError     string `json:"last_error,omitempty"`
@@ -352,6 +368,7 @@ type WorkerStatus struct {
 	AgeSec    float64 `json:"age_sec"`
 	Method    string  `json:"method,omitempty"`   // the call running now, if any
 	CallSec   float64 `json:"call_sec,omitempty"` // how long it has run
+	RSS       int64   `json:"rss,omitempty"`      // resident memory in bytes, read at the status request; 0: unknown
 }
 
 // ReloadReport is taskd's answer to a reload that it applied: what changed, per interface,

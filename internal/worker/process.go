@@ -44,7 +44,8 @@ type process struct {
 	stderr  *os.File
 	errDone chan struct{} // closed when the stderr reader returns
 	tail    stderrTail
-	dropped *atomic.Uint64 // Config.StderrDropped
+	dropped *atomic.Uint64                           // Config.StderrDropped
+	onLine  func(pid int, at time.Time, line string) // Config.StderrLine
 	limit   atomic.Pointer[StderrLimit]
 	stat    *procfs.StatFile // /proc/PID/stat for the liveness probe; closed by drain
 
@@ -92,7 +93,7 @@ func (p *process) start(cfg Config) (stdin, stdout *os.File, err error) {
 		return nil, nil, fmt.Errorf("spawn %q: %w", cfg.Command[0], err)
 	}
 	p.cmd, p.pid, p.started = cmd, cmd.Process.Pid, time.Now()
-	p.stderr, p.errDone, p.dropped = errR, make(chan struct{}), cfg.StderrDropped
+	p.stderr, p.errDone, p.dropped, p.onLine = errR, make(chan struct{}), cfg.StderrDropped, cfg.StderrLine
 	p.setStderrLimit(cfg.Stderr)
 	p.stat = procfs.NewStatFile(p.pid)
 	p.log = cfg.Logger.With(zap.String("interface", cfg.Interface), zap.String("worker", cfg.ID), zap.Int("pid", p.pid))

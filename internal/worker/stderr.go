@@ -152,7 +152,9 @@ func (r *stderrReader) keep(c []byte) {
 	}
 	for len(c) > 0 {
 		if len(r.line) == stderrChunk {
-			r.p.log.Info(string(r.line), zap.String("stream", "stderr"), zap.Bool("split", true))
+			msg := string(r.line)
+			r.p.log.Info(msg, zap.String("stream", "stderr"), zap.Bool("split", true))
+			r.passOn(msg)
 			r.line, r.pieces = r.line[:0], true
 		}
 		k := min(stderrChunk-len(r.line), len(c))
@@ -189,6 +191,14 @@ func (r *stderrReader) endLine() {
 		msg = string(cutRune(r.line)) + fmt.Sprintf("… (truncated, %d bytes)", r.n)
 	}
 	r.p.log.Info(msg, fields...)
+	r.passOn(msg)
+}
+
+// passOn gives a logged line to Config.StderrLine, if set.
+func (r *stderrReader) passOn(msg string) {
+	if r.p.onLine != nil {
+		r.p.onLine(r.p.pid, r.clock.now, msg)
+	}
 }
 
 // summary logs how many lines were dropped since the last summary, if any, and clears

@@ -31,6 +31,11 @@ type Config struct {
 	// StderrDropped, if set, counts the stderr lines dropped over Stderr's rate limit. The
 	// workers of an interface may share one counter (a metric).
 	StderrDropped *atomic.Uint64
+	// StderrLine, if set, is called with each stderr line that is logged, as logged (cut
+	// at Stderr's LineMax; with LineMax off, each 4 KiB piece of a long line), the pid,
+	// and the time it was read. Lines dropped over the rate limit are not passed. It is
+	// called on the stderr reader goroutine: it must not block.
+	StderrLine func(pid int, at time.Time, line string)
 	// OnExit, if set, is called once from the waiter goroutine after the process has been
 	// reaped and every outstanding call has been failed. It must not block.
 	OnExit func(*Worker)

@@ -35,6 +35,7 @@ type InterfaceStatus struct {
 	MinIdle       int    `json:"min_idle"`
 	MaxWorkers    int    `json:"max_workers"`
 	Checkouts     uint64 `json:"checkouts"` // checkouts granted since taskd started
+	Calls         uint64 `json:"calls"`     // calls sent to its workers since taskd started (0 from a taskd older than this count)
 	Spawns        uint64 `json:"spawns"`    // worker processes started since taskd started
 	SpawnFailures uint64 `json:"spawn_failures"`
 	LastError     string `json:"last_error,omitempty"` // why the last start failed; cleared when a worker starts
@@ -88,6 +89,9 @@ type WorkerStatus struct {
 	// call has both zero.
 	Method      string        `json:"method,omitempty"`
 	CallRunning time.Duration `json:"-"`
+	// RSS is the worker process's resident memory in bytes, read when taskd answered
+	// the status request (0: unknown).
+	RSS int64 `json:"rss,omitempty"`
 }
 
 // MarshalJSON encodes s with Uptime as "uptime_sec".
@@ -146,14 +150,14 @@ func statusFromWire(ws *wire.Status) DaemonStatus {
 	for _, wi := range ws.Interfaces {
 		is := InterfaceStatus{Name: wi.Name, Live: wi.Live, Idle: wi.Idle, Busy: wi.Busy,
 			Starting: wi.Starting, Queued: wi.Queued, MinIdle: wi.MinIdle, MaxWorkers: wi.MaxWorkers,
-			Checkouts: wi.Checkouts, Spawns: wi.Spawns, SpawnFailures: wi.SpawnFailures,
+			Checkouts: wi.Checkouts, Calls: wi.Calls, Spawns: wi.Spawns, SpawnFailures: wi.SpawnFailures,
 			LastError: wi.LastError, Retiring: wi.Retiring, Generation: wi.Generation,
 			Removed: wi.Removed, Exits: maps.Clone(wi.Exits),
 			Workers: make([]WorkerStatus, 0, len(wi.Workers))}
 		for _, w := range wi.Workers {
 			is.Workers = append(is.Workers, WorkerStatus{ID: w.ID, PID: w.PID, State: w.State,
 				Gen: w.Gen, Checkouts: w.Checkouts, Age: seconds(w.AgeSec), Method: w.Method,
-				CallRunning: seconds(w.CallSec)})
+				CallRunning: seconds(w.CallSec), RSS: w.RSS})
 		}
 		st.Interfaces = append(st.Interfaces, is)
 	}
