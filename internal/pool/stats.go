@@ -19,6 +19,7 @@ type Stats struct {
 	MinIdle       int
 	MaxWorkers    int
 	Generation    int // the current generation (see Roll)
+	Paused        bool // Pause was called, and Resume not since: new checkouts are refused
 	Checkouts     uint64
 	Spawns        uint64
 	SpawnFailures uint64
@@ -42,7 +43,7 @@ func (p *Pool) Stats() Stats {
 	s := Stats{Name: p.cfg.Name, Live: len(p.entries), Retiring: p.retiring, Idle: len(p.idle), Starting: p.starting,
 		Queued: p.waiters.Len(), MinIdle: p.cfg.MinIdle, MaxWorkers: p.cfg.MaxWorkers,
 		Checkouts: p.checkouts, Spawns: p.spawns, SpawnFailures: p.spawnFails, Exits: p.exits,
-		Generation: p.gen}
+		Generation: p.gen, Paused: p.paused != nil}
 	if p.lastErr != nil {
 		s.LastError = p.lastErr.Error()
 	}
