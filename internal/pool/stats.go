@@ -18,7 +18,7 @@ type Stats struct {
 	Queued        int
 	MinIdle       int
 	MaxWorkers    int
-	Generation    int // the current generation (see Roll)
+	Generation    int  // the current generation (see Roll)
 	Paused        bool // Pause was called, and Resume not since: new checkouts are refused
 	Checkouts     uint64
 	Spawns        uint64
