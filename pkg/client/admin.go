@@ -55,6 +55,7 @@ type adminOp struct {
 	// slow, if set, is added to the error when no answer came in time: why the answer
 	// may take long, or not come at all.
 	slow string
+	req  wire.ClientMsg // fields the request carries besides t and id (an admin op's); zero for none
 }
 
 // admin sends an admin request, dialling first if needed (once: failure is reported at
@@ -90,7 +91,9 @@ func (c *Client) admin(ctx context.Context, op adminOp) (wire.ClientMsg, time.Du
 		id := c.nextID
 		req := &adminReq{t: t, done: make(chan struct{})}
 		cn.admin[id] = req
-		c.sendLocked(cn, &wire.ClientMsg{T: t, ID: id})
+		m := op.req // the request's own fields (an admin op's)
+		m.T, m.ID = t, id
+		c.sendLocked(cn, &m)
 		start := time.Now()
 		c.mu.Unlock()
 
