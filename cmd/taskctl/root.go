@@ -89,6 +89,7 @@ worker method by hand (call).`,
 
 	root.AddCommand(newPingCmd(opts), newStatusCmd(opts), newReloadCmd(opts), newCallCmd(opts))
 	root.AddCommand(newBenchCmd(opts))
+	root.AddCommand(newSteerCmds(opts)...) // drain, resume, retire, kill, scale
 	return root
 }
 
