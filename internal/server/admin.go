@@ -104,7 +104,7 @@ func (s *Server) admin(m *wire.ClientMsg, log *zap.Logger) (string, error) {
 		case wire.OpDrain:
 			p.Pause(&DrainedError{Interface: m.Iface})
 			log.Info("interface drained by an admin request", zap.String("interface", m.Iface))
-			return fmt.Sprintf("interface %q drained: new checkouts are refused (interface_draining), %d held ones go on; `taskctl resume %s` undoes it",
+			return fmt.Sprintf("interface %q drained: new checkouts are refused (interface_draining), held ones go on (%d now); `taskctl resume %s` undoes it",
 				m.Iface, p.Busy(), m.Iface), nil
 		case wire.OpResume:
 			if !p.Resume() {
