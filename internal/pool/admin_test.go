@@ -62,7 +62,8 @@ func TestRetireAndKillWorker(t *testing.T) {
 	pidOf(t, l) // it still serves its checkout
 	l.Release(false)
 	taskdtest.RequireGone(t, []int{pid}, 5*time.Second)
-	assert.EqualValues(t, 1, p.Stats().Exits[pool.ExitAdmin])
+	require.Eventually(t, func() bool { return p.Stats().Exits[pool.ExitAdmin] == 1 }, 10*time.Second, time.Millisecond,
+		"counted once reaped")
 
 	// Idle, by pid: retired now, and replaced (min_idle).
 	l = acquire(t, p)
