@@ -90,6 +90,7 @@ worker method by hand (call).`,
 	root.AddCommand(newPingCmd(opts), newStatusCmd(opts), newReloadCmd(opts), newCallCmd(opts))
 	root.AddCommand(newBenchCmd(opts))
 	root.AddCommand(newLogsCmd(opts), newTopCmd(opts))
+	root.AddCommand(newSteerCmds(opts)...) // drain, resume, retire, kill, scale
 	return root
 }
 

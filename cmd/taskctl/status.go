@@ -44,7 +44,8 @@ func newStatusCmd(opts *options) *cobra.Command {
 }
 
 // renderStatus writes st as tables: a summary line, one row per interface (with its
-// generation, and "(removed)" after the name of one a reload removed), and one row per
+// generation, and "(removed)" after the name of one a reload removed, "(drained)" after
+// one that taskctl drain drained), and one row per
 // worker (with the generation it was started for).
 func renderStatus(w io.Writer, st client.DaemonStatus) error {
 	draining := ""
@@ -59,6 +60,9 @@ func renderStatus(w io.Writer, st client.DaemonStatus) error {
 		name := is.Name
 		if is.Removed {
 			name += " (removed)"
+		}
+		if is.Draining {
+			name += " (drained)" // taskctl drain: refusing new checkouts until taskctl resume
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", name, fmtGen(is.Generation), is.Live, is.Idle,
 			is.Busy, is.Starting, is.Queued, is.Checkouts, orDash(fmtExits(is.Exits)), orDash(oneLine(is.LastError, 60)))

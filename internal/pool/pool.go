@@ -104,6 +104,9 @@ type entry struct {
 	// doomed: recycled (max_age, max_rss) while idle, it serves on until a replacement is
 	// ready, out of the MaxWorkers cap (counted); see recycleIdleLocked.
 	doomed bool
+	// retire: an admin request (RetireWorker) asked for it to be retired at release;
+	// killed: KillWorker killed it (its exit counts under ExitAdmin). See admin.go.
+	retire, killed bool
 }
 
 type result struct {
@@ -138,6 +141,7 @@ type Pool struct {
 	waiters      list.List
 	starting     int
 	draining     bool
+	paused       error // set by Pause (admin.go): what Acquire fails with until Resume
 	closed       bool
 	nextID       uint64
 	failures     int
@@ -221,7 +225,7 @@ func (l *Lease) Release(retire bool) {
 
 // Acquire waits for a worker, first in, first out. It fails at once with ErrOverloaded when
 // MaxQueue checkouts are waiting, with an *UnavailableError when the worker cannot start,
-// and with Drain's error after Drain.
+// with Drain's error after Drain, and with Pause's error while paused.
 func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 	for {
 		if l := p.TryAcquire(); l != nil {
@@ -231,6 +235,10 @@ func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 		if p.draining {
 			p.mu.Unlock()
 			return nil, p.drainErr
+		}
+		if p.paused != nil {
+			p.mu.Unlock()
+			return nil, p.paused
 		}
 		if len(p.idle) > 0 && p.waiters.Len() == 0 {
 			p.mu.Unlock()
@@ -276,7 +284,7 @@ func (p *Pool) TryAcquire() *Lease {
 	for {
 		p.mu.Lock()
 		n := len(p.idle)
-		if p.draining || n == 0 || p.waiters.Len() > 0 {
+		if p.draining || p.paused != nil || n == 0 || p.waiters.Len() > 0 {
 			p.mu.Unlock()
 			return nil
 		}
@@ -380,6 +388,8 @@ func (p *Pool) release(e *entry, retire bool) {
 	switch {
 	case p.closed:
 		retire, why, reason = true, ExitShutdown, "pool closed"
+	case e.retire:
+		retire, why, reason = true, ExitAdmin, "retired by an admin request"
 	case retire:
 	case w.ByeRequested():
 		retire, why, reason = true, ExitBye, "worker sent bye"

@@ -44,12 +44,13 @@ const (
 	ExitCrashed                         // it ended on its own (a crash, an exit, a signal from outside taskd)
 	ExitShutdown                        // stopped because the pool closed
 	ExitReload                          // a reload replaced its generation, or lowered max_workers
+	ExitAdmin                           // retired or killed by an admin request (RetireWorker, KillWorker)
 	NumExitReasons                      // how many reasons there are
 )
 
 var exitNames = [NumExitReasons]string{
 	"max_checkouts", "max_age", "max_rss", "bye", "idle_timeout", "released", "call_timeout", "protocol_error",
-	"killed", "crashed", "shutdown", "reload",
+	"killed", "crashed", "shutdown", "reload", "admin",
 }
 
 // String returns the reason's name as status reports show it, such as "max_checkouts".
@@ -111,6 +112,8 @@ func (p *Pool) exitedLocked(e *entry) {
 // retired it, else it ended on its own.
 func exitReason(e *entry, err error) ExitReason {
 	switch {
+	case e.killed: // by KillWorker: whatever the kill made of it
+		return ExitAdmin
 	case errors.Is(err, worker.ErrCallTimeout):
 		return ExitCallTimeout
 	case errors.Is(err, wire.ErrProtocol):

@@ -18,7 +18,8 @@ type Stats struct {
 	Queued        int
 	MinIdle       int
 	MaxWorkers    int
-	Generation    int // the current generation (see Roll)
+	Generation    int  // the current generation (see Roll)
+	Paused        bool // Pause was called, and Resume not since: new checkouts are refused
 	Checkouts     uint64
 	Calls         uint64 // calls sent to its workers (Lease.CountCall)
 	Spawns        uint64
@@ -43,7 +44,7 @@ func (p *Pool) Stats() Stats {
 	s := Stats{Name: p.cfg.Name, Live: len(p.entries), Retiring: p.retiring, Idle: len(p.idle), Starting: p.starting,
 		Queued: p.waiters.Len(), MinIdle: p.cfg.MinIdle, MaxWorkers: p.cfg.MaxWorkers,
 		Checkouts: p.checkouts, Spawns: p.spawns, SpawnFailures: p.spawnFails, Exits: p.exits,
-		Generation: p.gen, Calls: p.calls.Load()}
+		Generation: p.gen, Calls: p.calls.Load(), Paused: p.paused != nil}
 	if p.lastErr != nil {
 		s.LastError = p.lastErr.Error()
 	}

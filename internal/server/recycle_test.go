@@ -129,7 +129,8 @@ func TestExitReasonsInStatus(t *testing.T) {
 // The names taskd reports are the ones pkg/client documents.
 func TestExitReasonNamesMatchClient(t *testing.T) {
 	documented := []string{client.ExitMaxCheckouts, client.ExitMaxAge, client.ExitMaxRSS, client.ExitBye, client.ExitIdleTimeout, client.ExitReleased,
-		client.ExitCallTimeout, client.ExitProtocolError, client.ExitKilled, client.ExitCrashed, client.ExitShutdown, client.ExitReload}
+		client.ExitCallTimeout, client.ExitProtocolError, client.ExitKilled, client.ExitCrashed, client.ExitShutdown, client.ExitReload,
+		client.ExitAdmin}
 	var names []string
 	for r := range pool.NumExitReasons {
 		names = append(names, r.String())

@@ -177,6 +177,7 @@ func (s *Server) applyInterfaces(cfg *config.Config, rep *wire.ReloadReport) (ro
 		oi, had := old[name]
 		ni, has := cfg.Interfaces[name]
 		ch := wire.InterfaceChange{Name: name}
+		scaled := s.steer.unscale(name) // a scale lasts until the next reload
 		switch {
 		case !had:
 			p := pool.New(s.poolConfig(name, ni), s.spawner(name, ni))
@@ -208,6 +209,10 @@ func (s *Server) applyInterfaces(cfg *config.Config, rep *wire.ReloadReport) (ro
 					rolls = append(rolls, rollJob{name: name, p: p, ic: ni, running: running, index: len(rep.Interfaces)})
 				}
 				p.Reconfigure(s.poolConfig(name, running), s.spawner(name, running))
+			} else if scaled {
+				// Scaled by an admin request (admin.go): the file's sizes apply again.
+				ch.Change, ch.Keys = wire.ChangeResized, []string{"min_idle", "max_workers"}
+				p.Reconfigure(s.poolConfig(name, ni), nil)
 			}
 			ch.Generation = p.Generation()
 		}

@@ -40,6 +40,7 @@ type Server struct {
 	// reloadMu serializes reloads; applied is guarded by it.
 	reloadMu sync.Mutex
 	applied  config.Config // what the last reload applied (as started, before the first)
+	steer    steering      // what admin requests changed until the next reload (admin.go)
 	grace    atomic.Int64  // shutdown_grace as last applied (a time.Duration)
 
 	// halt is cancelled when the shutdown begins: background work of the server's own
@@ -437,6 +438,7 @@ func (s *Server) status() *wire.Status {
 			Checkouts: ps.Checkouts, Calls: ps.Calls, Spawns: ps.Spawns, SpawnFailures: ps.SpawnFailures,
 			LastError: ps.LastError, Retiring: ps.Retiring, Generation: ps.Generation, Removed: x.removed,
 			Workers: make([]wire.WorkerStatus, 0, len(ps.Workers))}
+		is.Draining = ps.Paused // drained by an admin request (admin.go)
 		for r, n := range ps.Exits {
 			if n > 0 {
 				if is.Exits == nil {

@@ -189,9 +189,13 @@ func (ss *session) handle(m *wire.ClientMsg) {
 	case wire.TStatus:
 		ss.send(&wire.ClientMsg{T: wire.TStatus, ID: m.ID, Status: ss.s.status()})
 	case wire.TReload:
-		ss.reload(m.ID)
+		if !ss.refuseNotAdmin(m) {
+			ss.reload(m.ID)
+		}
 	case wire.TLogs:
 		ss.logs(m)
+	case wire.TAdmin:
+		ss.admin(m) // admin.go
 	default:
 		if panicHook != nil {
 			panicHook(m.T)
@@ -375,6 +379,8 @@ func refusal(err error, iface string) (code, msg string) {
 		return wire.CodeOverloaded, fmt.Sprintf("interface %q is overloaded: max_queue checkouts are already waiting; retry later or raise max_queue/max_workers", iface)
 	case errors.Is(err, pool.ErrUnavailable):
 		return wire.CodeUnavailable, err.Error()
+	case errors.As(err, new(*DrainedError)):
+		return wire.CodeDraining, err.Error() + "; held checkouts finish"
 	case errors.As(err, new(*RemovedError)):
 		return wire.CodeRemoved, err.Error() + "; its held checkouts finish, new ones are refused"
 	case errors.Is(err, pool.ErrShuttingDown):

@@ -18,6 +18,7 @@ const (
 	TStatus   = "status"   // {id}
 	TReload   = "reload"   // {id}: re-read the config file and apply it (see ReloadReport)
 	TLogs     = "logs"     // {id, iface?, follow?}: workers' recent stderr lines; also the answer {id, lines, dropped?} (see LogLine)
+	TAdmin    = "admin"    // {id, op, iface?, worker?, min_idle?, max_workers?}: steer a live daemon (the Op* constants)
 	// TCall {co, id, m, a} and TCancel {co, id} are shared with the worker protocol.
 
 	// taskd → client
@@ -28,6 +29,7 @@ const (
 	TPong     = "pong"     // {id, version}
 	TFatal    = "fatal"    // {msg}: the connection broke the protocol; taskd closes it
 	TReloaded = "reloaded" // {id, reload}: the reload was applied; a config that is not valid is refused (invalid_config)
+	TAdminOK  = "adminok"  // {id, msg}: the admin request was done; msg says what it did
 	// TOK {co, id, r, logs}, TErr {co, id, e, logs} and TStatus {id, status} are replies too.
 	// A one-shot checkout request (once) is never granted: its answer is the call's ok,
 	// err or lost, addressed to the request by its id, without co.
@@ -48,6 +50,23 @@ const (
 	CodeRemoved          = "interface_removed" // the interface was removed by a reload
 	CodeInvalidConfig    = "invalid_config"    // a reload was refused: the config file is not valid; nothing changed
 	CodeInvalidUTF8      = "invalid_utf8"      // a call or checkout request was not valid UTF-8: refused, not run
+)
+
+// Error codes of admin requests (and of the checkouts of a drained interface).
+const (
+	CodeDraining       = "interface_draining" // an admin drained the interface: no new checkouts until it is resumed
+	CodeNotPermitted   = "not_permitted"      // an admin request (or reload) from a peer that is not root or taskd's own user
+	CodeUnknownWorker  = "unknown_worker"     // an admin request named no worker of the daemon's
+	CodeInvalidRequest = "invalid_request"    // an admin request with an unknown op, or values that are not valid
+)
+
+// Admin operations (ClientMsg.Op of an "admin" request).
+const (
+	OpDrain  = "drain"  // {iface}: refuse new checkouts of the interface; held ones finish
+	OpResume = "resume" // {iface}: undo drain
+	OpRetire = "retire" // {worker}: retire the worker (id or pid) when its checkout ends, or now if idle
+	OpKill   = "kill"   // {worker}: kill the worker now
+	OpScale  = "scale"  // {iface, min_idle, max_workers}: resize the pool until the next reload
 )
 
 // ClientMsg is one message of the client protocol, in either direction. Payload fields stay
@@ -93,6 +112,12 @@ type ClientMsg struct {
 	// Dropped, on a followed logs answer, counts the lines dropped just before Lines
 	// because the client did not read fast enough.
 	Dropped uint64 `json:"dropped,omitempty"`
+
+	// Op, MinIdle and MaxWorkers are an admin request's (TAdmin): the operation (one of
+	// the Op* constants), and a scale's new pool size.
+	Op         string `json:"op,omitempty"`
+	MinIdle    int    `json:"min_idle,omitempty"`
+	MaxWorkers int    `json:"max_workers,omitempty"`
 }
 
 // DecodeClientMsg decodes one line of the client protocol and checks the fields its type
@@ -140,6 +165,12 @@ func DecodeClientMsg(line []byte) (ClientMsg, error) {
 			m.Worker, _, err = decodeName(f.val)
 		case "version":
 			m.Version, _, err = decodeString(f.val)
+		case "op":
+			m.Op, _, err = decodeName(f.val)
+		case "min_idle":
+			m.MinIdle, _, err = decodeInt(f.val)
+		case "max_workers":
+			m.MaxWorkers, _, err = decodeInt(f.val)
 		case "pid":
 			m.PID, _, err = decodeInt(f.val)
 		case "n":
@@ -205,8 +236,10 @@ func checkClientMsg(line []byte, m *ClientMsg) error {
 		if err == nil && m.Once {
 			err = callArgs(line, &m.A)
 		}
-	case TAbandon, TPing, TStatus, TPong, TReload, TLogs:
+	case TAbandon, TPing, TStatus, TPong, TReload, TLogs, TAdminOK:
 		err = need(m.ID != 0, `"id"`)
+	case TAdmin:
+		err = need(m.ID != 0 && m.Op != "", `"id" and "op"`)
 	case TRelease, TAbort:
 		err = need(m.Co != 0, `"co"`)
 	case TLost: // a checkout's, or a one-shot request's
@@ -288,6 +321,13 @@ func AppendClientMsg(buf []byte, m *ClientMsg) ([]byte, error) {
 	}
 	buf = appendStringField(buf, `,"version":`, m.Version)
 	buf = appendUintField(buf, `,"ep":`, m.Ep)
+	buf = appendStringField(buf, `,"op":`, m.Op)
+	if m.MinIdle != 0 {
+		buf = strconv.AppendInt(append(buf, `,"min_idle":`...), int64(m.MinIdle), 10)
+	}
+	if m.MaxWorkers != 0 {
+		buf = strconv.AppendInt(append(buf, `,"max_workers":`...), int64(m.MaxWorkers), 10)
+	}
 	return append(buf, "}\n"...), nil
 }
 
@@ -350,6 +390,9 @@ type InterfaceStatus struct {
 	// Generation counts the reloads that changed what this interface's workers are
 	// (command, dir, env): 1 until the first. Each worker reports its own (WorkerStatus.Gen).
 	Generation int `json:"generation"`
+	// Draining: an admin request drained the interface (refusing new checkouts with
+	// interface_draining) and no resume has undone it.
+	Draining bool `json:"draining,omitempty"`
 	// Removed: a reload removed the interface; its held checkouts finish, then it is gone.
 	Removed bool `json:"removed,omitempty"`
 	// Exits counts the workers that ended since start, by reason ("max_checkouts",

@@ -104,6 +104,8 @@ func FuzzDecodeClientMsg(f *testing.F) {
 		`{"t":"err","co":1,"id":2,"e":{"msg":"m"},"msg":"dropped"}`, `{"t":"ok","co":1,"id":2,"logs":"x"}`,
 		"{\"t\":\"call\",\"co\":1,\"id\":2,\"m\":\"x\",\"a\":[\"\xff\xfe\"]}", "{\"t\":\"checkout\",\"id\":3,\"iface\":\"e\",\"once\":true,\"a\":[\"\x80\"]}",
 		"{\"t\":\"call\",\"co\":1,\"a\":[\"\xc3\"]}", "{\"t\":\"release\",\"co\":1,\"x\":\"\xf8\"}",
+		`{"t":"admin","id":4,"op":"scale","iface":"e","min_idle":0,"max_workers":3}`, `{"t":"admin","id":5,"op":"kill","worker":"e-3"}`,
+		`{"t":"adminok","id":4,"msg":"done"}`, `{"t":"admin","id":6}`,
 	} {
 		f.Add([]byte(s))
 	}

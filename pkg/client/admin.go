@@ -55,6 +55,7 @@ type adminOp struct {
 	// slow, if set, is added to the error when no answer came in time: why the answer
 	// may take long, or not come at all.
 	slow string
+	req  wire.ClientMsg // fields the request carries besides t and id (an admin op's); zero for none
 }
 
 // admin sends an admin request, dialling first if needed (once: failure is reported at
@@ -63,7 +64,10 @@ type adminOp struct {
 func (c *Client) admin(ctx context.Context, op adminOp) (wire.ClientMsg, time.Duration, error) {
 	ctx, cancel := withTimeout(ctx, op.timeout)
 	defer cancel()
-	t := op.t
+	t, what := op.t, op.t // what names the request in errors: "admin drain"
+	if op.req.Op != "" {
+		what += " " + op.req.Op
+	}
 	for attempt := 0; ; attempt++ {
 		c.mu.Lock()
 		if c.closed {
@@ -73,7 +77,7 @@ func (c *Client) admin(ctx context.Context, op adminOp) (wire.ClientMsg, time.Du
 		cn := c.conn
 		if cn == nil {
 			if attempt >= 3 { // connected, then lost the connection, three times
-				err := &unreachableError{addr: c.cfg.Addr, last: c.lastErr, waiting: t}
+				err := &unreachableError{addr: c.cfg.Addr, last: c.lastErr, waiting: what}
 				c.mu.Unlock()
 				return wire.ClientMsg{}, 0, err
 			}
@@ -81,16 +85,18 @@ func (c *Client) admin(ctx context.Context, op adminOp) (wire.ClientMsg, time.Du
 			c.dialWaiters = append(c.dialWaiters, ch)
 			c.wantConnLocked()
 			c.mu.Unlock()
-			if err := c.awaitDial(ctx, ch, t); err != nil {
+			if err := c.awaitDial(ctx, ch, what); err != nil {
 				return wire.ClientMsg{}, 0, err
 			}
 			continue
 		}
 		c.nextID++
 		id := c.nextID
-		req := &adminReq{t: t, done: make(chan struct{})}
+		req := &adminReq{t: what, done: make(chan struct{})}
 		cn.admin[id] = req
-		c.sendLocked(cn, &wire.ClientMsg{T: t, ID: id})
+		m := op.req // the request's own fields (an admin op's)
+		m.T, m.ID = t, id
+		c.sendLocked(cn, &m)
 		start := time.Now()
 		c.mu.Unlock()
 
@@ -105,7 +111,7 @@ func (c *Client) admin(ctx context.Context, op adminOp) (wire.ClientMsg, time.Du
 			if op.slow != "" {
 				slow = " (" + op.slow + ")"
 			}
-			return wire.ClientMsg{}, 0, fmt.Errorf("client: %s: no answer from taskd at %s: %w%s", t, c.cfg.Addr, ctx.Err(), slow)
+			return wire.ClientMsg{}, 0, fmt.Errorf("client: %s: no answer from taskd at %s: %w%s", what, c.cfg.Addr, ctx.Err(), slow)
 		}
 	}
 }

@@ -357,7 +357,7 @@ func (c *Client) dispatch(cn *conn, m *wire.ClientMsg) {
 			co.fatalLocked(daemonError("checkout of "+co.describe(), m.Code, m.Msg), false)
 		}
 		c.mu.Unlock()
-	case wire.TPong, wire.TStatus, wire.TReloaded: // answers to admin requests
+	case wire.TPong, wire.TStatus, wire.TReloaded, wire.TAdminOK: // answers to admin requests
 		c.mu.Lock()
 		if a := cn.admin[m.ID]; a != nil {
 			delete(cn.admin, m.ID)

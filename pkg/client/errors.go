@@ -135,6 +135,9 @@ func sentinelsFor(code string) ([]error, string) {
 	case wire.CodeUnknownCheckout:
 		return []error{ErrWorkerLost}, "taskd no longer knows this checkout; release it and check out again"
 	}
+	if is, hint := steerSentinels(code); is != nil { // steer.go
+		return is, hint
+	}
 	return []error{ErrProtocol}, "unexpected error code from taskd"
 }
 

@@ -51,6 +51,9 @@ type InterfaceStatus struct {
 	// it (ErrInterfaceRemoved), and once the held ones are released its workers stop and
 	// it leaves the status.
 	Removed bool `json:"removed,omitempty"`
+	// Draining means that an admin drained the interface (Client.Drain, taskctl drain):
+	// taskd refuses new checkouts of it (ErrDraining) until it is resumed; held ones go on.
+	Draining bool `json:"draining,omitempty"`
 	// Exits counts the workers that ended since taskd started, by reason; reasons with no
 	// exit are left out. The reasons are the Exit* constants; taskd may add more.
 	Exits   map[string]uint64 `json:"exits,omitempty"`
@@ -71,6 +74,7 @@ const (
 	ExitCrashed       = "crashed"        // it ended on its own (a crash, an exit, a signal from outside taskd)
 	ExitShutdown      = "shutdown"       // stopped because taskd shut down
 	ExitReload        = "reload"         // retired by a reload: it was of a replaced generation, or max_workers shrank
+	ExitAdmin         = "admin"          // retired or killed by an admin request (RetireWorker, KillWorker)
 )
 
 // WorkerStatus describes one worker process.
@@ -152,7 +156,7 @@ func statusFromWire(ws *wire.Status) DaemonStatus {
 			Starting: wi.Starting, Queued: wi.Queued, MinIdle: wi.MinIdle, MaxWorkers: wi.MaxWorkers,
 			Checkouts: wi.Checkouts, Calls: wi.Calls, Spawns: wi.Spawns, SpawnFailures: wi.SpawnFailures,
 			LastError: wi.LastError, Retiring: wi.Retiring, Generation: wi.Generation,
-			Removed: wi.Removed, Exits: maps.Clone(wi.Exits),
+			Removed: wi.Removed, Draining: wi.Draining, Exits: maps.Clone(wi.Exits),
 			Workers: make([]WorkerStatus, 0, len(wi.Workers))}
 		for _, w := range wi.Workers {
 			is.Workers = append(is.Workers, WorkerStatus{ID: w.ID, PID: w.PID, State: w.State,
