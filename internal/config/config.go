@@ -61,6 +61,10 @@ type Interface struct {
 	StderrLineMax *ByteSize `yaml:"stderr_line_max"`
 	StderrRate    *int      `yaml:"stderr_rate"`
 	StderrBurst   int       `yaml:"stderr_burst"` // 0 = default: DefaultStderrBurstFactor × StderrRate
+	// Who holds what: a checkout held longer than CheckoutWarnAfter, and a call that runs
+	// longer than SlowCall, are logged and counted. 0 = off (the default).
+	CheckoutWarnAfter time.Duration `yaml:"checkout_warn_after"`
+	SlowCall          time.Duration `yaml:"slow_call"`
 }
 
 // Defaults filled in by Normalize. docs/config.md lists them too; keep both in step.
@@ -358,6 +362,12 @@ func (in Interface) validate(prefix string) []error {
 	}
 	if in.StderrBurst < 1 {
 		bad("stderr_burst", "must be ≥ 1 line (got %d)", in.StderrBurst)
+	}
+	if in.CheckoutWarnAfter < 0 {
+		bad("checkout_warn_after", "must be ≥ 0 (got %s); 0 means no warning", in.CheckoutWarnAfter)
+	}
+	if in.SlowCall < 0 {
+		bad("slow_call", "must be ≥ 0 (got %s); 0 means no slow-call log", in.SlowCall)
 	}
 	return errs
 }
