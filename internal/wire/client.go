@@ -17,6 +17,12 @@ const (
 	TPing     = "ping"     // {id}
 	TStatus   = "status"   // {id}
 	TReload   = "reload"   // {id}: re-read the config file and apply it (see ReloadReport)
+	// THello {name?}: the client names itself (the program's name by default) for taskd's
+	// logs and the checkouts report. Sent first on a connection; needs no answer.
+	THello = "hello"
+	// TCheckouts {id, iface?}: who holds which worker (see CheckoutInfo); read-only. Its
+	// answer is {t:"checkouts", id, checkouts}, or refused (unknown_interface).
+	TCheckouts = "checkouts"
 	// TCall {co, id, m, a} and TCancel {co, id} are shared with the worker protocol.
 
 	// taskd → client
@@ -84,6 +90,10 @@ type ClientMsg struct {
 	Version string        `json:"version,omitempty"`
 	Status  *Status       `json:"status,omitempty"`
 	Reload  *ReloadReport `json:"reload,omitempty"`
+	// Name, on a hello, is the name the client gives itself.
+	Name string `json:"name,omitempty"`
+	// Checkouts, on a checkouts answer, lists the checkouts held.
+	Checkouts []CheckoutInfo `json:"checkouts,omitempty"`
 }
 
 // DecodeClientMsg decodes one line of the client protocol and checks the fields its type
@@ -131,6 +141,8 @@ func DecodeClientMsg(line []byte) (ClientMsg, error) {
 			m.Worker, _, err = decodeName(f.val)
 		case "version":
 			m.Version, _, err = decodeString(f.val)
+		case "name":
+			m.Name, _, err = decodeString(f.val)
 		case "pid":
 			m.PID, _, err = decodeInt(f.val)
 		case "n":
@@ -163,6 +175,11 @@ func DecodeClientMsg(line []byte) (ClientMsg, error) {
 				m.Reload = new(ReloadReport)
 				err = json.Unmarshal(f.val, m.Reload)
 			}
+		case "checkouts":
+			m.Checkouts = nil
+			if string(f.val) != "null" {
+				err = json.Unmarshal(f.val, &m.Checkouts)
+			}
 		}
 		if err != nil {
 			return ClientMsg{}, NewProtocolError(line, "field %s: %v", unquoteKey(f.key), err)
@@ -190,7 +207,7 @@ func checkClientMsg(line []byte, m *ClientMsg) error {
 		if err == nil && m.Once {
 			err = callArgs(line, &m.A)
 		}
-	case TAbandon, TPing, TStatus, TPong, TReload:
+	case TAbandon, TPing, TStatus, TPong, TReload, TCheckouts:
 		err = need(m.ID != 0, `"id"`)
 	case TRelease, TAbort:
 		err = need(m.Co != 0, `"co"`)
@@ -228,10 +245,10 @@ func appendMarshalled(buf []byte, m ClientMsg) ([]byte, error) {
 // produce). Calls and replies are written by AppendCall, AppendOK and AppendErr, the
 // encoders the worker protocol shares, so only the fields those messages have are
 // written for them (a one-shot answer, which also names its worker, is written field by
-// field). Only status and reload reports go through encoding/json.
+// field). Only status, reload and checkouts reports go through encoding/json.
 func AppendClientMsg(buf []byte, m *ClientMsg) ([]byte, error) {
 	switch {
-	case m.Status != nil || m.Reload != nil:
+	case m.Status != nil || m.Reload != nil || m.Checkouts != nil:
 		return appendMarshalled(buf, *m) // a copy: m itself does not escape to the heap
 	case m.T == TCall:
 		return AppendCall(buf, m.Co, m.ID, m.Ep, m.M, m.A), nil
@@ -273,6 +290,7 @@ func AppendClientMsg(buf []byte, m *ClientMsg) ([]byte, error) {
 	}
 	buf = appendStringField(buf, `,"version":`, m.Version)
 	buf = appendUintField(buf, `,"ep":`, m.Ep)
+	buf = appendStringField(buf, `,"name":`, m.Name)
 	return append(buf, "}\n"...), nil
 }
 
@@ -340,6 +358,10 @@ type InterfaceStatus struct {
 	// "crashed", ...; see pool.ExitReason); reasons with no exit are left out.
 	Exits   map[string]uint64 `json:"exits,omitempty"`
 	Workers []WorkerStatus    `json:"workers"`
+	// HeldTooLong counts the checkouts held longer than checkout_warn_after, and
+	// SlowCalls the calls that ran longer than slow_call, since start.
+	HeldTooLong uint64 `json:"held_too_long,omitempty"`
+	SlowCalls   uint64 `json:"slow_calls,omitempty"`
 }
 
 // WorkerStatus describes one worker process.
@@ -378,4 +400,30 @@ type InterfaceChange struct {
 	Keys       []string `json:"keys,omitempty"`       // the keys that changed, such as "max_workers", "env"
 	Generation int      `json:"generation,omitempty"` // the interface's generation after the reload
 	Error      string   `json:"error,omitempty"`      // for ChangeFailed: why the new generation did not start
+}
+
+// CheckoutInfo describes one checkout held now, in the answer to a "checkouts" request.
+type CheckoutInfo struct {
+	Co        uint64  `json:"co"` // the checkout id
+	Interface string  `json:"interface"`
+	Worker    string  `json:"worker"`
+	PID       int     `json:"pid"` // the worker's
+	Holder    Holder  `json:"holder"`
+	Once      bool    `json:"once,omitempty"` // a one-shot call (Client.Call), not a held checkout
+	HeldSec   float64 `json:"held_sec"`       // since it was granted
+	Calls     uint64  `json:"calls"`          // calls made on it so far
+	Method    string  `json:"method,omitempty"`
+	CallSec   float64 `json:"call_sec,omitempty"` // how long the call running now has run (0: none)
+	Warn      bool    `json:"warn,omitempty"`     // held longer than checkout_warn_after
+}
+
+// Holder is the client connection that holds a checkout: the name it gave in its hello,
+// and what the kernel (unix socket) or the network (TCP) says of it.
+type Holder struct {
+	Name string `json:"name,omitempty"`
+	PID  int    `json:"pid,omitempty"` // 0: unknown (TCP)
+	UID  int    `json:"uid"`           // -1: unknown (TCP)
+	GID  int    `json:"gid"`           // -1: unknown (TCP)
+	Comm string `json:"comm,omitempty"`
+	Addr string `json:"addr,omitempty"` // the remote address of a TCP connection
 }
