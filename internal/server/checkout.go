@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/taskd-dev/taskd/internal/pool"
 	"github.com/taskd-dev/taskd/internal/wire"
@@ -68,6 +69,9 @@ type checkout struct {
 	pipelined bool   // the worker applies the ep rule itself
 	once      bool   // one-shot: never granted; messages answer request req
 	req       uint64 // the checkout request's id
+	iface     string
+	watch     *watch    // the interface's checkout_warn_after and slow_call (holders.go)
+	granted   time.Time // for the checkouts report and checkout_warn_after
 
 	mu    sync.Mutex
 	state coState
@@ -80,6 +84,8 @@ type checkout struct {
 	// slot is the record of one call, reused from call to call (see newCallLocked).
 	slot     pendingCall
 	slotBusy bool
+	calls    uint64 // calls made on it, for the checkouts report
+	warned   bool   // logged as held longer than checkout_warn_after
 }
 
 // pendingCall is a call of a checkout. It receives its reply from the worker (OnReply).
@@ -89,7 +95,8 @@ type pendingCall struct {
 	ep     uint64 // the checkout's error count as the application knew it
 	method string
 	args   json.RawMessage
-	wid    uint64 // the worker's call id, once sent
+	wid    uint64    // the worker's call id, once sent
+	sentAt time.Time // when it was sent, if slow_call was set then (zero otherwise)
 }
 
 // callRef names a call for its answer once its record may be reused.
@@ -134,6 +141,7 @@ func (co *checkout) call(id, ep uint64, method string, args json.RawMessage) {
 		co.abortCall(callRef{id, method})
 		return
 	}
+	co.calls++
 	pc := co.newCallLocked()
 	*pc = pendingCall{co: co, id: id, ep: ep, method: method, args: args}
 	if !co.pipelined && len(co.sent) > 0 {
@@ -150,6 +158,9 @@ func (co *checkout) call(id, ep uint64, method string, args json.RawMessage) {
 // start sends pc to the worker. It is called without co.mu held, by one goroutine at a
 // time per checkout (the session reader, or the worker's reader for queued calls).
 func (co *checkout) start(pc *pendingCall) {
+	if co.watch.slowCall.Load() > 0 { // before the send: the reply may come at once
+		pc.sentAt = time.Now()
+	}
 	wid, err := co.w.CallEp(pc.method, pc.args, pc.ep, pc)
 	if err != nil {
 		co.lost(err)
@@ -194,6 +205,12 @@ func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 	}
 	delete(co.sent, pc.id)
 	call := callRef{pc.id, pc.method}
+	var slow time.Duration // how long the call ran, if longer than slow_call
+	if !pc.sentAt.IsZero() && !r.Aborted {
+		if d := time.Since(pc.sentAt); d > time.Duration(co.watch.slowCall.Load()) {
+			slow = d
+		}
+	}
 	co.freeLocked(pc) // from here on pc may be reused by the next call
 	if !r.OK && !r.Aborted {
 		co.errs++
@@ -232,6 +249,9 @@ func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 	}
 	co.mu.Unlock()
 
+	if slow > 0 && co.watch.slowCall.Load() > 0 {
+		co.logSlowCall(call.method, slow, r)
+	}
 	var m wire.ClientMsg
 	switch {
 	case r.Aborted:
