@@ -51,6 +51,7 @@ type adminReq struct {
 // adminOp describes an admin request for admin.
 type adminOp struct {
 	t       string        // the request's type: wire.TPing, wire.TStatus or wire.TReload
+	iface   string        // the interface the request is about, if any
 	timeout time.Duration // bounds the request if ctx has no deadline; 0: no bound
 	// slow, if set, is added to the error when no answer came in time: why the answer
 	// may take long, or not come at all.
@@ -90,7 +91,7 @@ func (c *Client) admin(ctx context.Context, op adminOp) (wire.ClientMsg, time.Du
 		id := c.nextID
 		req := &adminReq{t: t, done: make(chan struct{})}
 		cn.admin[id] = req
-		c.sendLocked(cn, &wire.ClientMsg{T: t, ID: id})
+		c.sendLocked(cn, &wire.ClientMsg{T: t, ID: id, Iface: op.iface})
 		start := time.Now()
 		c.mu.Unlock()
 
