@@ -89,6 +89,7 @@ worker method by hand (call).`,
 
 	root.AddCommand(newPingCmd(opts), newStatusCmd(opts), newReloadCmd(opts), newCallCmd(opts))
 	root.AddCommand(newBenchCmd(opts))
+	root.AddCommand(newCheckoutsCmd(opts))
 	return root
 }
 
