@@ -178,7 +178,9 @@ func DecodeClientMsg(line []byte) (ClientMsg, error) {
 		case "checkouts":
 			m.Checkouts = nil
 			if string(f.val) != "null" {
-				err = json.Unmarshal(f.val, &m.Checkouts)
+				var list []CheckoutInfo // not &m.Checkouts: m would escape, on every decode
+				err = json.Unmarshal(f.val, &list)
+				m.Checkouts = list
 			}
 		}
 		if err != nil {
