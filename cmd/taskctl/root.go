@@ -91,6 +91,7 @@ worker method by hand (call).`,
 	root.AddCommand(newBenchCmd(opts))
 	root.AddCommand(newLogsCmd(opts), newTopCmd(opts))
 	root.AddCommand(newSteerCmds(opts)...) // drain, resume, retire, kill, scale
+	root.AddCommand(newCheckoutsCmd(opts))
 	return root
 }
 

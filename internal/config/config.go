@@ -64,6 +64,10 @@ type Interface struct {
 	// MetricsMaxMethods bounds the method label of the interface's call metrics: methods
 	// past this many distinct ones are counted as "other". 0 = default.
 	MetricsMaxMethods int `yaml:"metrics_max_methods"`
+	// Who holds what: a checkout held longer than CheckoutWarnAfter, and a call that runs
+	// longer than SlowCall, are logged and counted. 0 = off (the default).
+	CheckoutWarnAfter time.Duration `yaml:"checkout_warn_after"`
+	SlowCall          time.Duration `yaml:"slow_call"`
 }
 
 // Defaults filled in by Normalize. docs/config.md lists them too; keep both in step.
@@ -368,6 +372,12 @@ func (in Interface) validate(prefix string) []error {
 	}
 	if in.MetricsMaxMethods < 1 {
 		bad("metrics_max_methods", "must be ≥ 1 (got %d)", in.MetricsMaxMethods)
+	}
+	if in.CheckoutWarnAfter < 0 {
+		bad("checkout_warn_after", "must be ≥ 0 (got %s); 0 means no warning", in.CheckoutWarnAfter)
+	}
+	if in.SlowCall < 0 {
+		bad("slow_call", "must be ≥ 0 (got %s); 0 means no slow-call log", in.SlowCall)
 	}
 	return errs
 }

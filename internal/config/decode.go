@@ -72,7 +72,8 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, key, env string) {
 
 // field decodes the value of one struct field and notes a 0 given for a number or duration
 // that Normalize would replace with its default: someone who writes max_workers: 0 means
-// something other than 8. max_checkouts, max_age and max_rss (0 = never) are the keys
+// something other than 8. max_checkouts, max_age and max_rss (0 = never), and
+// checkout_warn_after and slow_call (0 = off), are the keys
 // where 0 has a meaning of its own; min_idle and recycle_jitter are pointers for the same
 // reason.
 func (d *decoder) field(n *yaml.Node, v reflect.Value, key, env string) {
@@ -90,7 +91,7 @@ func (d *decoder) field(n *yaml.Node, v reflect.Value, key, env string) {
 
 // zeroMeansNever reports whether key is one where 0 means "never" rather than "default".
 func zeroMeansNever(key string) bool {
-	for _, k := range []string{".max_checkouts", ".max_age", ".max_rss"} {
+	for _, k := range []string{".max_checkouts", ".max_age", ".max_rss", ".checkout_warn_after", ".slow_call"} {
 		if strings.HasSuffix(key, k) {
 			return true
 		}

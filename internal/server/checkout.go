@@ -70,7 +70,9 @@ type checkout struct {
 	once      bool   // one-shot: never granted; messages answer request req
 	req       uint64 // the checkout request's id
 	im        *ifaceMetrics
-	granted   time.Time
+	iface     string
+	watch     *watch    // the interface's checkout_warn_after and slow_call (holders.go)
+	granted   time.Time // for the metrics, the checkouts report and checkout_warn_after
 
 	mu    sync.Mutex
 	state coState
@@ -83,6 +85,8 @@ type checkout struct {
 	// slot is the record of one call, reused from call to call (see newCallLocked).
 	slot     pendingCall
 	slotBusy bool
+	calls    uint64 // calls made on it, for the checkouts report
+	warned   bool   // logged as held longer than checkout_warn_after
 }
 
 // pendingCall is a call of a checkout. It receives its reply from the worker (OnReply).
@@ -140,6 +144,7 @@ func (co *checkout) call(id, ep uint64, method string, args json.RawMessage) {
 		co.abortCall(callRef{id: id, method: method})
 		return
 	}
+	co.calls++
 	pc := co.newCallLocked()
 	*pc = pendingCall{co: co, id: id, ep: ep, method: method, args: args, sentAt: time.Now()}
 	if !co.pipelined && len(co.sent) > 0 {
@@ -206,6 +211,12 @@ func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 	}
 	delete(co.sent, pc.id)
 	call := callRef{pc.id, pc.method, pc.sentAt}
+	var slow time.Duration // how long the call ran, if longer than slow_call
+	if sc := time.Duration(co.watch.slowCall.Load()); sc > 0 && !r.Aborted {
+		if d := time.Since(pc.sentAt); d > sc {
+			slow = d
+		}
+	}
 	co.freeLocked(pc) // from here on pc may be reused by the next call
 	if !r.OK && !r.Aborted {
 		co.errs++
@@ -245,6 +256,9 @@ func (co *checkout) onReply(pc *pendingCall, r worker.Reply) {
 	}
 	co.mu.Unlock()
 
+	if slow > 0 && co.watch.slowCall.Load() > 0 {
+		co.logSlowCall(call.method, slow, r)
+	}
 	var m wire.ClientMsg
 	switch {
 	case r.Aborted:

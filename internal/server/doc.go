@@ -8,7 +8,8 @@
 //
 // Ownership: Run owns everything it starts — the accept loops, one session per
 // connection, accepted or a probe's (a reader goroutine, a writer goroutine, and one
-// goroutine per checkout waiting for a worker), and the pools. Run returns only after all
+// goroutine per checkout waiting for a worker), the pools, and one sweeper of held
+// checkouts for checkout_warn_after (holders.go). Run returns only after all
 // of them are gone and every worker process has been reaped.
 //
 // Shutdown (ctx cancelled, e.g. SIGTERM): stop accepting; refuse new and waiting

@@ -84,7 +84,7 @@ func (s *Server) serveMetrics(addr string) (stop func(), err error) {
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newPoolCollector(s), collectors.NewGoCollector(),
+	reg.MustRegister(newPoolCollector(s), newWatchCollector(s), collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(s.metrics.collectors()...)
 	mux := http.NewServeMux()

@@ -107,6 +107,7 @@ func (s *Server) Reload(ctx context.Context) (*wire.ReloadReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.setWatches(cfg.Interfaces)
 
 	// New generations, side by side: each returns when its workers have taken over.
 	var wg sync.WaitGroup

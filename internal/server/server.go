@@ -70,6 +70,10 @@ type Server struct {
 	// requests (logring.go); kept across reloads.
 	logBook *logBook
 
+	// watches is each interface's checkout_warn_after and slow_call, and their counts
+	// (holders.go); kept across reloads.
+	watches sync.Map // string → *watch
+
 	// lines is max_line_memory: the memory that all client connections' lines longer
 	// than wire.ReadBufferSize share (see session.readLoop).
 	lines *wire.Budget
@@ -108,6 +112,7 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	}
 	sort.Strings(tab.names)
 	s.tab.Store(tab)
+	s.setWatches(s.cfg.Interfaces)
 	stopMetrics := func() {}
 	if addr := s.cfg.MetricsListen; addr != "" {
 		stop, err := s.serveMetrics(addr)
@@ -124,6 +129,8 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	}
 	s.mu.Lock()
 	s.listeners = lns
+	s.wg.Add(1)
+	go s.watchHeld()
 	for _, ln := range lns {
 		s.wg.Add(1)
 		go s.accept(ln)
@@ -439,6 +446,7 @@ func (s *Server) status() *wire.Status {
 			LastError: ps.LastError, Retiring: ps.Retiring, Generation: ps.Generation, Removed: x.removed,
 			Workers: make([]wire.WorkerStatus, 0, len(ps.Workers))}
 		is.Draining = ps.Paused // drained by an admin request (admin.go)
+		is.HeldTooLong, is.SlowCalls = s.watchCounts(x.name)
 		for r, n := range ps.Exits {
 			if n > 0 {
 				if is.Exits == nil {

@@ -41,6 +41,8 @@ type session struct {
 	onceReqs  map[uint64]*checkout          // one-shot checkouts by request id (for abandon)
 	waiting   map[uint64]context.CancelFunc // request id → abandon: a waiting checkout, a logs follow
 	ended     bool
+	name      string // given by the client in its hello (holders.go)
+	named     bool   // a hello came
 }
 
 func newSession(s *Server, conn net.Conn, id uint64) *session {
@@ -153,7 +155,7 @@ func (ss *session) refuseNotUTF8(m *wire.ClientMsg, err error) bool {
 }
 
 func (ss *session) fatal(msg string) {
-	ss.log.Warn("client broke the protocol; closing its connection", zap.String("error", msg))
+	ss.log.Warn("client broke the protocol; closing its connection", zap.String("error", msg), zap.String("client", ss.clientName()))
 	ss.send(&wire.ClientMsg{T: wire.TFatal, Msg: msg})
 }
 
@@ -196,6 +198,10 @@ func (ss *session) handle(m *wire.ClientMsg) {
 		ss.logs(m)
 	case wire.TAdmin:
 		ss.admin(m) // admin.go
+	case wire.THello:
+		ss.hello(m.Name)
+	case wire.TCheckouts:
+		ss.listCheckouts(m)
 	default:
 		if panicHook != nil {
 			panicHook(m.T)
@@ -326,7 +332,7 @@ func (ss *session) grant(lease *pool.Lease, req *request) {
 	}
 	co := &checkout{ss: ss, co: ss.s.newCo(), lease: lease, w: w, keep: req.keep, max: req.max,
 		pipelined: w.Pipelined(), once: req.once, req: req.id, sent: make(map[uint64]*pendingCall),
-		im: req.im, granted: time.Now()}
+		im: req.im, iface: req.iface, watch: ss.s.watchOf(req.iface), granted: time.Now()}
 	ss.checkouts[co.co] = co
 	if req.once {
 		ss.onceReqs[req.id] = co

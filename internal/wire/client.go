@@ -19,6 +19,12 @@ const (
 	TReload   = "reload"   // {id}: re-read the config file and apply it (see ReloadReport)
 	TLogs     = "logs"     // {id, iface?, follow?}: workers' recent stderr lines; also the answer {id, lines, dropped?} (see LogLine)
 	TAdmin    = "admin"    // {id, op, iface?, worker?, min_idle?, max_workers?}: steer a live daemon (the Op* constants)
+	// THello {name?}: the client names itself (the program's name by default) for taskd's
+	// logs and the checkouts report. Sent first on a connection; needs no answer.
+	THello = "hello"
+	// TCheckouts {id, iface?}: who holds which worker (see CheckoutInfo); read-only. Its
+	// answer is {t:"checkouts", id, checkouts}, or refused (unknown_interface).
+	TCheckouts = "checkouts"
 	// TCall {co, id, m, a} and TCancel {co, id} are shared with the worker protocol.
 
 	// taskd → client
@@ -118,6 +124,11 @@ type ClientMsg struct {
 	Op         string `json:"op,omitempty"`
 	MinIdle    int    `json:"min_idle,omitempty"`
 	MaxWorkers int    `json:"max_workers,omitempty"`
+
+	// Name, on a hello, is the name the client gives itself.
+	Name string `json:"name,omitempty"`
+	// Checkouts, on a checkouts answer, lists the checkouts held.
+	Checkouts []CheckoutInfo `json:"checkouts,omitempty"`
 }
 
 // DecodeClientMsg decodes one line of the client protocol and checks the fields its type
@@ -171,6 +182,8 @@ func DecodeClientMsg(line []byte) (ClientMsg, error) {
 			m.MinIdle, _, err = decodeInt(f.val)
 		case "max_workers":
 			m.MaxWorkers, _, err = decodeInt(f.val)
+		case "name":
+			m.Name, _, err = decodeString(f.val)
 		case "pid":
 			m.PID, _, err = decodeInt(f.val)
 		case "n":
@@ -209,6 +222,13 @@ func DecodeClientMsg(line []byte) (ClientMsg, error) {
 				m.Reload = new(ReloadReport)
 				err = json.Unmarshal(f.val, m.Reload)
 			}
+		case "checkouts":
+			m.Checkouts = nil
+			if string(f.val) != "null" {
+				var list []CheckoutInfo // not &m.Checkouts: m would escape, on every decode
+				err = json.Unmarshal(f.val, &list)
+				m.Checkouts = list
+			}
 		}
 		if err != nil {
 			return ClientMsg{}, NewProtocolError(line, "field %s: %v", unquoteKey(f.key), err)
@@ -236,7 +256,7 @@ func checkClientMsg(line []byte, m *ClientMsg) error {
 		if err == nil && m.Once {
 			err = callArgs(line, &m.A)
 		}
-	case TAbandon, TPing, TStatus, TPong, TReload, TLogs, TAdminOK:
+	case TAbandon, TPing, TStatus, TPong, TReload, TLogs, TAdminOK, TCheckouts:
 		err = need(m.ID != 0, `"id"`)
 	case TAdmin:
 		err = need(m.ID != 0 && m.Op != "", `"id" and "op"`)
@@ -276,10 +296,10 @@ func appendMarshalled(buf []byte, m ClientMsg) ([]byte, error) {
 // produce). Calls and replies are written by AppendCall, AppendOK and AppendErr, the
 // encoders the worker protocol shares, so only the fields those messages have are
 // written for them (a one-shot answer, which also names its worker, is written field by
-// field). Only status and reload reports go through encoding/json.
+// field). Only status, reload and checkouts reports go through encoding/json.
 func AppendClientMsg(buf []byte, m *ClientMsg) ([]byte, error) {
 	switch {
-	case m.Status != nil || m.Reload != nil || m.T == TLogs:
+	case m.Status != nil || m.Reload != nil || m.T == TLogs || m.Checkouts != nil:
 		return appendMarshalled(buf, *m) // a copy: m itself does not escape to the heap
 	case m.T == TCall:
 		return AppendCall(buf, m.Co, m.ID, m.Ep, m.M, m.A), nil
@@ -328,6 +348,7 @@ func AppendClientMsg(buf []byte, m *ClientMsg) ([]byte, error) {
 	if m.MaxWorkers != 0 {
 		buf = strconv.AppendInt(append(buf, `,"max_workers":`...), int64(m.MaxWorkers), 10)
 	}
+	buf = appendStringField(buf, `,"name":`, m.Name)
 	return append(buf, "}\n"...), nil
 }
 
@@ -399,6 +420,10 @@ type InterfaceStatus struct {
 	// "crashed", ...; see pool.ExitReason); reasons with no exit are left out.
 	Exits   map[string]uint64 `json:"exits,omitempty"`
 	Workers []WorkerStatus    `json:"workers"`
+	// HeldTooLong counts the checkouts held longer than checkout_warn_after, and
+	// SlowCalls the calls that ran longer than slow_call, since start.
+	HeldTooLong uint64 `json:"held_too_long,omitempty"`
+	SlowCalls   uint64 `json:"slow_calls,omitempty"`
 }
 
 // WorkerStatus describes one worker process.
@@ -438,4 +463,30 @@ type InterfaceChange struct {
 	Keys       []string `json:"keys,omitempty"`       // the keys that changed, such as "max_workers", "env"
 	Generation int      `json:"generation,omitempty"` // the interface's generation after the reload
 	Error      string   `json:"error,omitempty"`      // for ChangeFailed: why the new generation did not start
+}
+
+// CheckoutInfo describes one checkout held now, in the answer to a "checkouts" request.
+type CheckoutInfo struct {
+	Co        uint64  `json:"co"` // the checkout id
+	Interface string  `json:"interface"`
+	Worker    string  `json:"worker"`
+	PID       int     `json:"pid"` // the worker's
+	Holder    Holder  `json:"holder"`
+	Once      bool    `json:"once,omitempty"` // a one-shot call (Client.Call), not a held checkout
+	HeldSec   float64 `json:"held_sec"`       // since it was granted
+	Calls     uint64  `json:"calls"`          // calls made on it so far
+	Method    string  `json:"method,omitempty"`
+	CallSec   float64 `json:"call_sec,omitempty"` // how long the call running now has run (0: none)
+	Warn      bool    `json:"warn,omitempty"`     // held longer than checkout_warn_after
+}
+
+// Holder is the client connection that holds a checkout: the name it gave in its hello,
+// and what the kernel (unix socket) or the network (TCP) says of it.
+type Holder struct {
+	Name string `json:"name,omitempty"`
+	PID  int    `json:"pid,omitempty"` // 0: unknown (TCP)
+	UID  int    `json:"uid"`           // -1: unknown (TCP)
+	GID  int    `json:"gid"`           // -1: unknown (TCP)
+	Comm string `json:"comm,omitempty"`
+	Addr string `json:"addr,omitempty"` // the remote address of a TCP connection
 }

@@ -51,6 +51,7 @@ type adminReq struct {
 // adminOp describes an admin request for admin.
 type adminOp struct {
 	t       string        // the request's type: wire.TPing, wire.TStatus or wire.TReload
+	iface   string        // the interface the request is about, if any
 	timeout time.Duration // bounds the request if ctx has no deadline; 0: no bound
 	// slow, if set, is added to the error when no answer came in time: why the answer
 	// may take long, or not come at all.
@@ -96,6 +97,9 @@ func (c *Client) admin(ctx context.Context, op adminOp) (wire.ClientMsg, time.Du
 		cn.admin[id] = req
 		m := op.req // the request's own fields (an admin op's)
 		m.T, m.ID = t, id
+		if op.iface != "" {
+			m.Iface = op.iface
+		}
 		c.sendLocked(cn, &m)
 		start := time.Now()
 		c.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -32,6 +33,11 @@ type Config struct {
 	// be empty for a client used only for Ping, DaemonStatus and Reload; Checkout then
 	// fails.
 	Interface string
+
+	// Name is how this application names itself to taskd: taskd logs it with what the
+	// application does, and `taskctl checkouts` shows it beside the pid and uid of each
+	// checkout's holder. Empty means the program's name (the base name of os.Args[0]).
+	Name string
 
 	// MaxWorkers caps the checkouts this Client holds at once; further Checkout calls wait,
 	// served strictly first come, first served. 0 means no client-side cap (taskd's
@@ -142,6 +148,9 @@ func New(cfg Config) (*Client, error) {
 		kick: make(chan struct{}, 1),
 	}
 	c.cfg.Addr = addr.String()
+	if c.cfg.Name == "" && len(os.Args) > 0 {
+		c.cfg.Name = filepath.Base(os.Args[0])
+	}
 	if c.cfg.TLS != nil {
 		c.cfg.TLS = c.cfg.TLS.Clone()
 	}

@@ -212,6 +212,7 @@ func (c *Client) attach(nc net.Conn) *conn {
 		return nil
 	}
 	c.conn = cn
+	c.sendLocked(cn, &wire.ClientMsg{T: wire.THello, Name: c.cfg.Name}) // first, before any request
 	c.wg.Add(1)
 	go c.read(cn)
 	for r := c.unsent.pop(); r != nil; r = c.unsent.pop() {
@@ -357,7 +358,7 @@ func (c *Client) dispatch(cn *conn, m *wire.ClientMsg) {
 			co.fatalLocked(daemonError("checkout of "+co.describe(), m.Code, m.Msg), false)
 		}
 		c.mu.Unlock()
-	case wire.TPong, wire.TStatus, wire.TReloaded, wire.TAdminOK: // answers to admin requests
+	case wire.TPong, wire.TStatus, wire.TReloaded, wire.TAdminOK, wire.TCheckouts: // answers to admin requests
 		c.mu.Lock()
 		if a := cn.admin[m.ID]; a != nil {
 			delete(cn.admin, m.ID)

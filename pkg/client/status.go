@@ -58,6 +58,11 @@ type InterfaceStatus struct {
 	// exit are left out. The reasons are the Exit* constants; taskd may add more.
 	Exits   map[string]uint64 `json:"exits,omitempty"`
 	Workers []WorkerStatus    `json:"workers"` // oldest first
+	// HeldTooLong counts the checkouts held longer than the interface's
+	// checkout_warn_after, and SlowCalls the calls that ran longer than its slow_call,
+	// since taskd started (both 0 while those keys are off).
+	HeldTooLong uint64 `json:"held_too_long,omitempty"`
+	SlowCalls   uint64 `json:"slow_calls,omitempty"`
 }
 
 // Reasons a worker ends, the keys of InterfaceStatus.Exits.
@@ -156,7 +161,7 @@ func statusFromWire(ws *wire.Status) DaemonStatus {
 			Starting: wi.Starting, Queued: wi.Queued, MinIdle: wi.MinIdle, MaxWorkers: wi.MaxWorkers,
 			Checkouts: wi.Checkouts, Calls: wi.Calls, Spawns: wi.Spawns, SpawnFailures: wi.SpawnFailures,
 			LastError: wi.LastError, Retiring: wi.Retiring, Generation: wi.Generation,
-			Removed: wi.Removed, Draining: wi.Draining, Exits: maps.Clone(wi.Exits),
+			Removed: wi.Removed, Draining: wi.Draining, Exits: maps.Clone(wi.Exits), HeldTooLong: wi.HeldTooLong, SlowCalls: wi.SlowCalls,
 			Workers: make([]WorkerStatus, 0, len(wi.Workers))}
 		for _, w := range wi.Workers {
 			is.Workers = append(is.Workers, WorkerStatus{ID: w.ID, PID: w.PID, State: w.State,
