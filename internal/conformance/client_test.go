@@ -855,7 +855,8 @@ func TestStats(t *testing.T) {
 		require.ErrorIs(t, err, context.DeadlineExceeded)
 		st = c.Stats()
 		assert.EqualValues(t, 4, st.WaitCount)
-		assert.GreaterOrEqual(t, st.WaitDuration-base-waited, 50*time.Millisecond)
+		// The deadline counts from ctxFor, a moment before the wait began: not a full 50ms.
+		assert.GreaterOrEqual(t, st.WaitDuration-base-waited, 40*time.Millisecond)
 
 		b.Release()
 		third.Release()
