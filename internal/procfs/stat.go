@@ -107,7 +107,8 @@ const pfExiting = 0x4
 // every thread before it returns, so a process killed a moment ago is dying at once,
 // though a multi-threaded one can take a while from there to the exit that wait reports.
 // (One window remains: the process has taken SIGKILL off its pending set and not yet
-// set PF_EXITING; it lasts a few instructions, and a read then finds it not dying.)
+// set PF_EXITING; it lasts a few instructions, unless the machine is preempted there, and a
+// read then finds it running, 'R', and not dying. StatFile.Dying closes it.)
 func (s Stat) Dying() bool {
 	return s.State == 'Z' || s.State == 'X' || s.State == 'x' ||
 		s.Flags&pfExiting != 0 || s.Signal&(1<<(syscall.SIGKILL-1)) != 0
@@ -138,15 +139,19 @@ func statPath(pid int) string { return fmt.Sprintf("/proc/%d/stat", pid) }
 type StatFile struct {
 	pid int
 
-	mu     sync.Mutex // guards the fields below; held across the pread, never across a wait
-	fd     int        // -1 until opened
-	closed bool
-	buf    [1024]byte // a stat line is about 300 bytes
+	mu sync.Mutex // guards the fields below; held across the pread, never across a wait
+	fd int        // -1 until opened
+	// statusFD (-1 until opened) and status: /proc/PID/status, read only when the stat
+	// line cannot tell (killPendingLocked).
+	statusFD int
+	status   []byte
+	closed   bool
+	buf      [1024]byte // a stat line is about 300 bytes
 }
 
 // NewStatFile returns a StatFile for process pid. It opens nothing yet.
 func NewStatFile(pid int) *StatFile {
-	return &StatFile{pid: pid, fd: -1}
+	return &StatFile{pid: pid, fd: -1, statusFD: -1}
 }
 
 // Dying reports whether the process has exited or is on its way out (see Stat.Dying). A
@@ -173,8 +178,75 @@ func (f *StatFile) Dying() bool {
 		return true // ESRCH: the process has been reaped
 	}
 	s, ok := ParseStat(f.buf[:n])
+	if ok && s.State == 'R' && !s.Dying() {
+		// Running: it may be in the window Stat.Dying leaves, between taking SIGKILL off
+		// its own pending set and PF_EXITING. kill(2) left SIGKILL in the process's shared
+		// pending set too, where it stays until the process is reaped: /proc/PID/status
+		// shows it. A worker waiting for its next message sleeps, so this costlier read is
+		// rare.
+		return f.killPendingLocked()
+	}
 	return ok && s.Dying()
 }
+
+// killPendingLocked reports whether /proc/PID/status shows SIGKILL in the process's shared
+// pending set (ShdPnd). A file that cannot be read means the process is gone. f.mu is
+// held. Like Dying, it opens the file and makes its buffer on the first call only.
+func (f *StatFile) killPendingLocked() bool {
+	if f.statusFD < 0 {
+		fd, err := unix.Open(statusPath(f.pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return true
+		}
+		f.statusFD, f.status = fd, make([]byte, 4096) // a status file is about 1.5 KiB
+	}
+	n, _, e := unix.RawSyscall6(unix.SYS_PREAD64, uintptr(f.statusFD), uintptr(unsafe.Pointer(&f.status[0])), uintptr(len(f.status)), 0, 0, 0)
+	if n == 0 || e != 0 {
+		return true
+	}
+	pend, ok := ParseShdPnd(f.status[:n])
+	return ok && pend&(1<<(syscall.SIGKILL-1)) != 0
+}
+
+// ParseShdPnd returns the shared pending signals of a /proc/PID/status file: the mask
+// of its "ShdPnd:" line (bit n-1 for signal n). ok is false without such a line, or when
+// its value is not hexadecimal or longer than 16 digits. It does not allocate.
+func ParseShdPnd(b []byte) (mask uint64, ok bool) {
+	const key = "ShdPnd:"
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		if !bytes.HasPrefix(line, []byte(key)) {
+			continue
+		}
+		v := bytes.TrimLeft(line[len(key):], " \t")
+		if len(v) == 0 || len(v) > 16 {
+			return 0, false
+		}
+		for _, c := range v {
+			var d byte
+			switch {
+			case '0' <= c && c <= '9':
+				d = c - '0'
+			case 'a' <= c && c <= 'f':
+				d = c - 'a' + 10
+			case 'A' <= c && c <= 'F':
+				d = c - 'A' + 10
+			default:
+				return 0, false
+			}
+			mask = mask<<4 | uint64(d)
+		}
+		return mask, true
+	}
+	return 0, false
+}
+
+func statusPath(pid int) string { return fmt.Sprintf("/proc/%d/status", pid) }
 
 // Close closes the file. Call it once the process has been reaped, before its pid can
 // be reused: a StatFile must not read another process's file. Close is idempotent.
@@ -184,6 +256,10 @@ func (f *StatFile) Close() {
 	if f.fd >= 0 {
 		_ = unix.Close(f.fd)
 		f.fd = -1
+	}
+	if f.statusFD >= 0 {
+		_ = unix.Close(f.statusFD)
+		f.statusFD = -1
 	}
 	f.closed = true
 }

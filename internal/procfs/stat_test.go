@@ -184,3 +184,82 @@ func TestRSSAndHost(t *testing.T) {
 		t.Errorf("CPU %q, kernel %q", CPUModel(), KernelRelease())
 	}
 }
+
+func TestParseShdPnd(t *testing.T) {
+	status := func(v string) []byte {
+		return []byte("Name:\tw\nState:\tR (running)\nSigQ:\t1/63\nSigPnd:\t0000000000000000\nShdPnd:\t" + v + "\nSigBlk:\t0\n")
+	}
+	cases := []struct {
+		in   []byte
+		mask uint64
+		ok   bool
+	}{
+		{status("0000000000000100"), 1 << (9 - 1), true}, // SIGKILL
+		{status("0000000000000000"), 0, true},
+		{status("FFFFFFFFFFFFFFFF"), ^uint64(0), true},
+		{status("00000000000000000"), 0, false}, // 17 digits
+		{status("00x0"), 0, false},
+		{status(""), 0, false},
+		{[]byte("ShdPnd:\t100"), 0x100, true}, // no final newline
+		{[]byte("Name:\tw\n"), 0, false},
+		{nil, 0, false},
+	}
+	for _, c := range cases {
+		mask, ok := ParseShdPnd(c.in)
+		if mask != c.mask || ok != c.ok {
+			t.Errorf("ParseShdPnd(%q) = %#x, %v; want %#x, %v", c.in, mask, ok, c.mask, c.ok)
+		}
+	}
+	self, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mask, ok := ParseShdPnd(self); !ok || mask&(1<<(9-1)) != 0 {
+		t.Errorf("this process's status: ShdPnd %#x, %v", mask, ok)
+	}
+	if n := testing.AllocsPerRun(100, func() { ParseShdPnd(self) }); n != 0 {
+		t.Errorf("ParseShdPnd allocates %v times", n)
+	}
+}
+
+// TestKillPending: a live process has no SIGKILL pending; a pid with no process reads as
+// gone (dying).
+func TestKillPending(t *testing.T) {
+	f := NewStatFile(os.Getpid())
+	defer f.Close()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.killPendingLocked() {
+		t.Error("this process has SIGKILL pending")
+	}
+	gone := NewStatFile(1 << 30) // above pid_max
+	defer gone.Close()
+	if !gone.killPendingLocked() {
+		t.Error("a process that does not exist is not dying")
+	}
+}
+
+// FuzzParseShdPnd checks ParseShdPnd against strconv on the line it finds.
+func FuzzParseShdPnd(f *testing.F) {
+	f.Add([]byte("SigPnd:\t0\nShdPnd:\t0000000000000100\n"))
+	f.Add([]byte("ShdPnd: ff"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		mask, ok := ParseShdPnd(b)
+		for _, line := range strings.Split(string(b), "\n") {
+			v, found := strings.CutPrefix(line, "ShdPnd:")
+			if !found {
+				continue
+			}
+			v = strings.TrimLeft(v, " \t")
+			want, err := strconv.ParseUint(v, 16, 64)
+			wantOK := err == nil && len(v) <= 16 && !strings.HasPrefix(v, "+") && !strings.Contains(v, "_") && !strings.HasPrefix(strings.ToLower(v), "0x")
+			if ok != wantOK || (ok && mask != want) {
+				t.Fatalf("ParseShdPnd(%q) = %#x, %v; strconv: %#x, %v", b, mask, ok, want, wantOK)
+			}
+			return
+		}
+		if ok {
+			t.Fatalf("ParseShdPnd(%q) = %#x, true without a ShdPnd line", b, mask)
+		}
+	})
+}
