@@ -28,6 +28,14 @@ func (p *Pool) Pause(err error) {
 	p.mu.Unlock()
 }
 
+// Scale sets MinIdle and MaxWorkers by hand, as Reconfigure would (the other fields kept);
+// workers it retires by lowering MaxWorkers exit with ExitAdmin.
+func (p *Pool) Scale(minIdle, maxWorkers int) {
+	cfg := p.Config()
+	cfg.MinIdle, cfg.MaxWorkers = minIdle, maxWorkers
+	p.reconfigure(cfg, nil, shrinkByAdmin)
+}
+
 // Resume undoes Pause: new checkouts are served again. It returns false if the pool was
 // not paused.
 func (p *Pool) Resume() bool {

@@ -72,9 +72,28 @@ func (cfg Config) withDefaults() Config {
 // and busy ones at release; raising MinIdle starts workers; new recycling limits are drawn
 // again for every worker; CallTimeout, CancelGrace and Stderr are given to every running worker.
 func (p *Pool) Reconfigure(cfg Config, spawn Spawner) {
+	p.reconfigure(cfg, spawn, shrinkByReload)
+}
+
+// shrink says who lowered MaxWorkers last, for the exits of the workers it retires.
+type shrink struct {
+	why    ExitReason
+	reason string
+}
+
+var (
+	shrinkByReload = shrink{ExitReload, "max_workers lowered by a reload"}
+	shrinkByAdmin  = shrink{ExitAdmin, "max_workers lowered by an admin (scale)"}
+)
+
+// reconfigure is Reconfigure, with by the one who changed cfg.
+func (p *Pool) reconfigure(cfg Config, spawn Spawner, by shrink) {
 	cfg = cfg.withDefaults()
 	p.mu.Lock()
 	old := p.cfg
+	if cfg.MaxWorkers < old.MaxWorkers {
+		p.shrunkBy = by
+	}
 	p.cfg.MinIdle, p.cfg.MaxWorkers, p.cfg.MaxQueue = cfg.MinIdle, cfg.MaxWorkers, cfg.MaxQueue
 	p.cfg.MaxCheckouts, p.cfg.IdleTimeout, p.cfg.CallTimeout = cfg.MaxCheckouts, cfg.IdleTimeout, cfg.CallTimeout
 	p.cfg.CancelGrace = cfg.CancelGrace
@@ -105,7 +124,7 @@ func (p *Pool) Reconfigure(cfg Config, spawn Spawner) {
 		e := p.idle[0] // idle longest
 		p.idle = p.idle[1:]
 		p.unidleLocked(e)
-		if p.retireLocked(e, ExitReload, "max_workers lowered by a reload") {
+		if p.retireLocked(e, p.shrunkBy.why, p.shrunkBy.reason) {
 			stop = append(stop, e)
 		}
 	}

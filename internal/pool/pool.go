@@ -134,6 +134,7 @@ type Pool struct {
 	spawn        Spawner            // starts workers of generation gen
 	gen          int                // the current generation: 1, then one more per Roll
 	pending      *rollout           // a new generation warming up (generation.go), or nil
+	shrunkBy     shrink             // who last lowered MaxWorkers: the exit reason of the workers above it
 	bgStop       context.CancelFunc // stops the idle reaper and the recycler of the current cfg
 	drainErr     error              // what Acquire fails with once draining
 	entries      map[*worker.Worker]*entry
@@ -164,7 +165,7 @@ type Pool struct {
 // New creates a pool and starts its MinIdle workers in the background.
 func New(cfg Config, spawn Spawner) *Pool {
 	cfg = cfg.withDefaults()
-	p := &Pool{cfg: cfg, spawn: spawn, gen: 1, log: cfg.Logger.With(zap.String("interface", cfg.Name)),
+	p := &Pool{cfg: cfg, spawn: spawn, gen: 1, shrunkBy: shrinkByReload, log: cfg.Logger.With(zap.String("interface", cfg.Name)),
 		entries: make(map[*worker.Worker]*entry)}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.mu.Lock()
@@ -312,36 +313,6 @@ func (p *Pool) TryAcquire() *Lease {
 	}
 }
 
-// unleaseLocked counts a lease as given back and wakes WaitIdle when none is left.
-func (p *Pool) unleaseLocked() {
-	p.leased--
-	if p.leased == 0 {
-		for _, ch := range p.idleWaiters {
-			close(ch)
-		}
-		p.idleWaiters = nil
-	}
-}
-
-// WaitIdle waits until no checkout of this pool is held, or ctx ends (then it returns
-// ctx's error).
-func (p *Pool) WaitIdle(ctx context.Context) error {
-	p.mu.Lock()
-	if p.leased == 0 {
-		p.mu.Unlock()
-		return nil
-	}
-	ch := make(chan struct{})
-	p.idleWaiters = append(p.idleWaiters, ch)
-	p.mu.Unlock()
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // unavailableAfter is how many starts in a row must fail before checkouts that nothing
 // else can serve fail with an *UnavailableError.
 const unavailableAfter = 2
@@ -404,7 +375,7 @@ func (p *Pool) release(e *entry, retire bool) {
 	case e.gen != p.gen:
 		retire, why, reason = true, ExitReload, "replaced by a new generation (reload)"
 	case p.servingLocked() > p.cfg.MaxWorkers:
-		retire, why, reason = true, ExitReload, "max_workers lowered by a reload"
+		retire, why, reason = true, p.shrunkBy.why, p.shrunkBy.reason
 	}
 	if retire {
 		stop := p.retireLocked(e, why, reason)

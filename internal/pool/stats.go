@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"context"
 	"slices"
 
 	"github.com/taskd-dev/taskd/internal/worker"
@@ -66,4 +67,34 @@ func (p *Pool) Stats() Stats {
 	}
 	slices.SortFunc(s.Workers, func(a, b WorkerStats) int { return a.Started.Compare(b.Started) })
 	return s
+}
+
+// unleaseLocked counts a lease as given back and wakes WaitIdle when none is left.
+func (p *Pool) unleaseLocked() {
+	p.leased--
+	if p.leased == 0 {
+		for _, ch := range p.idleWaiters {
+			close(ch)
+		}
+		p.idleWaiters = nil
+	}
+}
+
+// WaitIdle waits until no checkout of this pool is held, or ctx ends (then it returns
+// ctx's error).
+func (p *Pool) WaitIdle(ctx context.Context) error {
+	p.mu.Lock()
+	if p.leased == 0 {
+		p.mu.Unlock()
+		return nil
+	}
+	ch := make(chan struct{})
+	p.idleWaiters = append(p.idleWaiters, ch)
+	p.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -151,8 +151,7 @@ func (s *Server) scale(p *pool.Pool, name string, minIdle, maxWorkers int, log *
 	}
 	cfg := p.Config()
 	oldMin, oldMax := cfg.MinIdle, cfg.MaxWorkers
-	cfg.MinIdle, cfg.MaxWorkers = minIdle, maxWorkers
-	p.Reconfigure(cfg, nil)
+	p.Scale(minIdle, maxWorkers)
 	if s.steer.scaled == nil {
 		s.steer.scaled = make(map[string]bool)
 	}

@@ -130,6 +130,14 @@ func TestScaleUntilReload(t *testing.T) {
 		return is.MinIdle == 2 && is.MaxWorkers == 4 && is.Idle == 2
 	}, 10*time.Second, 5*time.Millisecond)
 
+	_, err = c.Scale(ctxT(t), "echo", 0, 1)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		is := status(t, c, "echo")
+		return is.Live == 1 && is.Exits[client.ExitAdmin] == 1
+	}, 10*time.Second, 5*time.Millisecond, "the worker above the lowered max_workers exits as the admin's doing")
+	assert.Zero(t, status(t, c, "echo").Exits[client.ExitReload])
+
 	rep, err := c.Reload(ctxT(t))
 	require.NoError(t, err)
 	assert.Equal(t, client.ChangeResized, change(t, rep, "echo").Change)
