@@ -23,7 +23,8 @@ func newTopCmd(opts *options) *cobra.Command {
 		Use:   "top",
 		Short: "Watch taskd's interfaces and workers, refreshed every second",
 		Long: `top shows, refreshed every --interval, each interface's workers by state, its queue,
-and its checkouts and calls per second over the last interval, then each worker's state,
+its checkouts and calls per second over the last interval and the p50/p99 time of the calls
+that ended in it (estimated from taskd's latency histogram), then each worker's state,
 running call, RSS and checkouts. On a terminal it redraws the screen; otherwise (or with
 TERM=dumb) it prints one snapshot per interval, separated by a blank line. -n stops after
 that many snapshots.`,
@@ -95,7 +96,8 @@ func watch(ctx context.Context, c *client.Client, w io.Writer, interval time.Dur
 
 // renderTop writes one snapshot of cur: a summary line, a row per interface with its
 // workers by state, queue, and checkouts and calls per second since prev (the previous
-// snapshot; nil for the first: "-"), and a row per worker. The rates divide the counters'
+// snapshot; nil for the first: "-"), the median and 99th percentile of the calls that
+// ended in between ("-" when none did), and a row per worker. The rates divide the counters'
 // growth by the daemon's own uptime between the two snapshots; a daemon that restarted
 // meanwhile shows "-".
 func renderTop(w io.Writer, prev *client.DaemonStatus, cur client.DaemonStatus) error {
@@ -120,17 +122,30 @@ func renderTop(w io.Writer, prev *client.DaemonStatus, cur client.DaemonStatus) 
 		return fmt.Sprintf("%.1f", float64(now-then(old))/dt)
 	}
 
+	quantile := func(name string, h *client.LatencyHistogram, q float64) string {
+		old, ok := before[name]
+		if !ok || dt <= 0 {
+			return "-"
+		}
+		d, ok := h.Quantile(q, old.CallLatency)
+		if !ok {
+			return "-"
+		}
+		return fmtLatency(d)
+	}
+
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "INTERFACE\tLIVE\tIDLE\tBUSY\tSTARTING\tRETIRING\tQUEUED\tCHECKOUTS/S\tCALLS/S")
+	fmt.Fprintln(tw, "INTERFACE\tLIVE\tIDLE\tBUSY\tSTARTING\tRETIRING\tQUEUED\tCHECKOUTS/S\tCALLS/S\tP50\tP99")
 	for _, is := range cur.Interfaces {
 		name := is.Name
 		if is.Removed {
 			name += " (removed)"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", name, is.Live, is.Idle, is.Busy, is.Starting,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n", name, is.Live, is.Idle, is.Busy, is.Starting,
 			is.Retiring, is.Queued,
 			rate(is.Name, is.Checkouts, func(o client.InterfaceStatus) uint64 { return o.Checkouts }),
-			rate(is.Name, is.Calls, func(o client.InterfaceStatus) uint64 { return o.Calls }))
+			rate(is.Name, is.Calls, func(o client.InterfaceStatus) uint64 { return o.Calls }),
+			quantile(is.Name, is.CallLatency, .5), quantile(is.Name, is.CallLatency, .99))
 	}
 	if len(cur.Interfaces) == 0 {
 		fmt.Fprintln(tw, "(no interfaces)")
@@ -162,6 +177,16 @@ func renderTop(w io.Writer, prev *client.DaemonStatus, cur client.DaemonStatus) 
 		fmt.Fprintln(tw, "(no workers running)")
 	}
 	return tw.Flush()
+}
+
+// fmtLatency formats a call time to about three significant digits ("180µs", "2.35ms").
+func fmtLatency(d time.Duration) string {
+	for unit := time.Microsecond; unit < time.Second; unit *= 10 {
+		if d < 1000*unit {
+			return d.Round(unit).String()
+		}
+	}
+	return fmtDur(d)
 }
 
 // fmtBytes formats a size in binary units with one decimal ("12.3 MiB"); "-" for 0.

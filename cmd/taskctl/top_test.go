@@ -18,10 +18,12 @@ import (
 
 func TestRenderTop(t *testing.T) {
 	prev := client.DaemonStatus{Version: "1.0.0", PID: 7, Uptime: 10 * time.Second, Interfaces: []client.InterfaceStatus{
-		{Name: "passwd", Checkouts: 100, Calls: 300},
+		{Name: "passwd", Checkouts: 100, Calls: 300, CallLatency: &client.LatencyHistogram{Bounds: []float64{.001, .01, .1}, Counts: []uint64{10, 20, 20}, Total: 20}},
+		{Name: "thumbs"},
 	}}
 	cur := client.DaemonStatus{Version: "1.0.0", PID: 7, Uptime: 12 * time.Second, Interfaces: []client.InterfaceStatus{
-		{Name: "passwd", Live: 2, Idle: 1, Busy: 1, Queued: 3, Checkouts: 110, Calls: 340, Workers: []client.WorkerStatus{
+		{Name: "passwd", Live: 2, Idle: 1, Busy: 1, Queued: 3, Checkouts: 110, Calls: 340,
+			CallLatency: &client.LatencyHistogram{Bounds: []float64{.001, .01, .1}, Counts: []uint64{30, 58, 60}, Total: 60}, Workers: []client.WorkerStatus{
 			{ID: "passwd-1", PID: 101, State: "busy", Method: "hash", CallRunning: 1500 * time.Millisecond, RSS: 12 << 20, Checkouts: 9},
 			{ID: "passwd-2", PID: 102, State: "idle", Checkouts: 4},
 		}},
@@ -31,9 +33,9 @@ func TestRenderTop(t *testing.T) {
 	require.NoError(t, renderTop(&buf, &prev, cur))
 	want := `taskd 1.0.0, pid 7, up 12s
 
-INTERFACE  LIVE  IDLE  BUSY  STARTING  RETIRING  QUEUED  CHECKOUTS/S  CALLS/S
-passwd     2     1     1     0         0         3       5.0          20.0
-thumbs     0     0     0     1         0         0       -            -
+INTERFACE  LIVE  IDLE  BUSY  STARTING  RETIRING  QUEUED  CHECKOUTS/S  CALLS/S  P50  P99
+passwd     2     1     1     0         0         3       5.0          20.0     1ms  82ms
+thumbs     0     0     0     1         0         0       0.0          0.0      -    -
 
 INTERFACE  WORKER    PID  STATE  METHOD  RUNNING FOR  RSS       CHECKOUTS
 passwd     passwd-1  101  busy   hash    1.5s         12.0 MiB  9
@@ -50,7 +52,7 @@ passwd     passwd-2  102  idle   -       -            -         4
 	restarted.PID = 8
 	buf.Reset()
 	require.NoError(t, renderTop(&buf, &prev, restarted))
-	assert.Regexp(t, `(?m)^passwd\s+2\s+1\s+1\s+0\s+0\s+3\s+-\s+-$`, buf.String(), "no rates across a restart")
+	assert.Regexp(t, `(?m)^passwd\s+2\s+1\s+1\s+0\s+0\s+3\s+-\s+-\s+-\s+-$`, buf.String(), "no rates across a restart")
 }
 
 // TestTopAndLogsRealDaemon: `taskctl top -n 2` against a real taskd prints two snapshots
@@ -66,6 +68,14 @@ func TestTopAndLogsRealDaemon(t *testing.T) {
 	var pid int
 	require.NoError(t, c.Call(ctx, "pid", &pid))
 	require.NoError(t, c.Call(ctx, "stderr", nil, 9))
+	st, err := c.DaemonStatus(ctx)
+	require.NoError(t, err)
+	require.Len(t, st.Interfaces, 1)
+	require.NotNil(t, st.Interfaces[0].CallLatency, "the daemon reports its call-time histogram")
+	assert.Equal(t, uint64(2), st.Interfaces[0].CallLatency.Total)
+	p50, ok := st.Interfaces[0].CallLatency.Quantile(.5, nil)
+	assert.True(t, ok)
+	assert.Positive(t, p50)
 
 	taskctl := func(args ...string) (int, string, string) {
 		var out, errb bytes.Buffer
@@ -78,8 +88,8 @@ func TestTopAndLogsRealDaemon(t *testing.T) {
 	assert.NotContains(t, out, "\x1b[", "no escapes when not on a terminal")
 	snaps := strings.Split(out, "\n\ntaskd ")
 	require.Len(t, snaps, 2, out)
-	assert.Regexp(t, `(?m)^echo\s+1\s+1\s+0\s+0\s+0\s+0\s+-\s+-$`, snaps[0], "the first snapshot has no rates")
-	assert.Regexp(t, `(?m)^echo\s+1\s+1\s+0\s+0\s+0\s+0\s+\d+\.\d\s+\d+\.\d$`, snaps[1], "the second has rates")
+	assert.Regexp(t, `(?m)^echo\s+1\s+1\s+0\s+0\s+0\s+0\s+-\s+-\s+-\s+-$`, snaps[0], "the first snapshot has no rates")
+	assert.Regexp(t, `(?m)^echo\s+1\s+1\s+0\s+0\s+0\s+0\s+\d+\.\d\s+\d+\.\d\s+\S+\s+\S+$`, snaps[1], "the second has rates")
 	assert.Regexp(t, `(?m)^echo\s+echo-\d+\s+\d+\s+idle\s+-\s+-\s+\d+\.\d [KMG]iB\s+\d+$`, snaps[1])
 
 	var lines string

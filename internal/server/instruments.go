@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/taskd-dev/taskd/internal/config"
 	"github.com/taskd-dev/taskd/internal/wire"
@@ -208,4 +209,40 @@ func waitOutcomeOf(code string) waitOutcome {
 		return waitAbandoned
 	}
 	return waitRefused
+}
+
+// callLatency returns the interface's call-duration histogram summed over its methods and
+// outcomes: the cumulative count of calls at or under each of latencyBuckets, and the total.
+// It reads the Prometheus children (a status request's cost, not the relay's); nil before
+// the interface's first timed call.
+func (im *ifaceMetrics) callLatency() *wire.LatencyHistogram {
+	var h *wire.LatencyHistogram
+	add := func(mm *methodMetrics) {
+		for o := range mm.out {
+			ci := mm.out[o].Load()
+			if ci == nil {
+				continue
+			}
+			var m dto.Metric
+			if err := ci.dur.(prometheus.Metric).Write(&m); err != nil || m.Histogram == nil {
+				continue
+			}
+			if h == nil {
+				h = &wire.LatencyHistogram{Bounds: latencyBuckets, Counts: make([]uint64, len(latencyBuckets))}
+			}
+			for i, b := range m.Histogram.GetBucket() {
+				if i < len(h.Counts) {
+					h.Counts[i] += b.GetCumulativeCount()
+				}
+			}
+			h.Total += m.Histogram.GetSampleCount()
+		}
+	}
+	im.mu.RLock()
+	for _, mm := range im.methods {
+		add(mm)
+	}
+	im.mu.RUnlock()
+	add(im.other)
+	return h
 }

@@ -43,6 +43,35 @@ func TestMethodLabelBounded(t *testing.T) {
 	assert.Equal(t, map[string]float64{"a/ok": 2, "b/ok": 1, "other/ok": 2, "b/error": 1, "other/error": 1}, counts(t, m.calls))
 }
 
+// TestCallLatency: the status's histogram sums every method's and outcome's durations,
+// "other" included, with the buckets of taskd_call_duration_seconds.
+func TestCallLatency(t *testing.T) {
+	im := newMetrics().iface("x")
+	assert.Nil(t, im.callLatency(), "no call yet")
+	im.setMaxMethods(1)
+	now := time.Now()
+	im.observeCall("a", callOK, now)
+	im.observeCall("a", callError, now.Add(-30*time.Millisecond))
+	im.observeCall("b", callTimeout, now.Add(-2*time.Minute)) // "other", past the last bound
+	im.observeCall("a", callAborted, time.Time{})             // never sent: not timed
+	h := im.callLatency()
+	require.NotNil(t, h)
+	assert.Equal(t, latencyBuckets, h.Bounds)
+	assert.Equal(t, uint64(3), h.Total)
+	at := func(bound float64) uint64 {
+		for i, b := range h.Bounds {
+			if b == bound {
+				return h.Counts[i]
+			}
+		}
+		t.Fatalf("no bound %v", bound)
+		return 0
+	}
+	assert.Equal(t, uint64(1), at(.01))
+	assert.Equal(t, uint64(2), at(.05))
+	assert.Equal(t, uint64(2), at(60))
+}
+
 func TestObserveCallAllocatesNothing(t *testing.T) {
 	im := newMetrics().iface("x")
 	method := string([]byte("hash")) // not a constant: as decoded from a client's line

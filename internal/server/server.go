@@ -447,6 +447,7 @@ func (s *Server) status() *wire.Status {
 			Workers: make([]wire.WorkerStatus, 0, len(ps.Workers))}
 		is.Draining = ps.Paused // drained by an admin request (admin.go)
 		is.HeldTooLong, is.SlowCalls = s.watchCounts(x.name)
+		is.CallLatency = s.metrics.iface(x.name).callLatency()
 		for r, n := range ps.Exits {
 			if n > 0 {
 				if is.Exits == nil {

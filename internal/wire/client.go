@@ -424,6 +424,17 @@ type InterfaceStatus struct {
 	// SlowCalls the calls that ran longer than slow_call, since start.
 	HeldTooLong uint64 `json:"held_too_long,omitempty"`
 	SlowCalls   uint64 `json:"slow_calls,omitempty"`
+	// CallLatency is the histogram of its calls' durations since start (all methods and
+	// outcomes, as taskd_call_duration_seconds); absent before the first call.
+	CallLatency *LatencyHistogram `json:"call_latency,omitempty"`
+}
+
+// LatencyHistogram is a cumulative histogram of durations: Counts[i] observations took at
+// most Bounds[i] seconds, and Total were observed in all (the last bucket, +Inf).
+type LatencyHistogram struct {
+	Bounds []float64 `json:"bounds"`
+	Counts []uint64  `json:"counts"`
+	Total  uint64    `json:"total"`
 }
 
 // WorkerStatus describes one worker process.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"maps"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/taskd-dev/taskd/internal/wire"
@@ -63,6 +64,71 @@ type InterfaceStatus struct {
 	// since taskd started (both 0 while those keys are off).
 	HeldTooLong uint64 `json:"held_too_long,omitempty"`
 	SlowCalls   uint64 `json:"slow_calls,omitempty"`
+	// CallLatency is the histogram of the interface's call durations since taskd started,
+	// over all methods and outcomes (the sum of taskd_call_duration_seconds); nil before its
+	// first call, or from a taskd older than it. Two snapshots give the quantiles of the
+	// calls between them (LatencyHistogram.Quantile).
+	CallLatency *LatencyHistogram `json:"call_latency,omitempty"`
+}
+
+// LatencyHistogram is a cumulative histogram of durations: Counts[i] observations took at
+// most Bounds[i] seconds, and Total were observed in all (the rest took longer than the
+// last bound). Bounds are taskd's histogram buckets, the same in every snapshot of one
+// daemon.
+type LatencyHistogram struct {
+	Bounds []float64 `json:"bounds"`
+	Counts []uint64  `json:"counts"`
+	Total  uint64    `json:"total"`
+}
+
+// Quantile estimates the q-quantile (0 < q < 1) of the durations observed after since (an
+// earlier snapshot of the same histogram; nil: since taskd started), interpolating
+// linearly inside a bucket as Prometheus's histogram_quantile does. ok is false when no
+// duration was observed in between, or since is not an earlier snapshot of h (taskd
+// restarted). A quantile past the last bound is reported as the last bound.
+func (h *LatencyHistogram) Quantile(q float64, since *LatencyHistogram) (d time.Duration, ok bool) {
+	if h == nil || q <= 0 || q >= 1 || len(h.Counts) != len(h.Bounds) {
+		return 0, false
+	}
+	count := func(i int) (uint64, bool) { // observations ≤ Bounds[i] in the interval; i == len: all
+		now, then := h.Total, uint64(0)
+		if i < len(h.Counts) {
+			now = h.Counts[i]
+		}
+		if since != nil {
+			if i < len(since.Counts) {
+				then = since.Counts[i]
+			} else {
+				then = since.Total
+			}
+		}
+		return now - then, now >= then
+	}
+	if since != nil && (len(since.Bounds) != len(h.Bounds) || len(since.Counts) != len(h.Counts)) {
+		return 0, false
+	}
+	total, good := count(len(h.Counts))
+	if !good || total == 0 {
+		return 0, false
+	}
+	rank := q * float64(total)
+	lower, below := 0.0, uint64(0)
+	for i, upper := range h.Bounds {
+		n, good := count(i)
+		if !good {
+			return 0, false
+		}
+		if float64(n) >= rank {
+			in := n - below
+			frac := 1.0
+			if in > 0 {
+				frac = (rank - float64(below)) / float64(in)
+			}
+			return seconds(lower + (upper-lower)*frac), true
+		}
+		lower, below = upper, n
+	}
+	return seconds(h.Bounds[len(h.Bounds)-1]), true
 }
 
 // Reasons a worker ends, the keys of InterfaceStatus.Exits.
@@ -162,7 +228,8 @@ func statusFromWire(ws *wire.Status) DaemonStatus {
 			Checkouts: wi.Checkouts, Calls: wi.Calls, Spawns: wi.Spawns, SpawnFailures: wi.SpawnFailures,
 			LastError: wi.LastError, Retiring: wi.Retiring, Generation: wi.Generation,
 			Removed: wi.Removed, Draining: wi.Draining, Exits: maps.Clone(wi.Exits), HeldTooLong: wi.HeldTooLong, SlowCalls: wi.SlowCalls,
-			Workers: make([]WorkerStatus, 0, len(wi.Workers))}
+			CallLatency: latencyFromWire(wi.CallLatency),
+			Workers:     make([]WorkerStatus, 0, len(wi.Workers))}
 		for _, w := range wi.Workers {
 			is.Workers = append(is.Workers, WorkerStatus{ID: w.ID, PID: w.PID, State: w.State,
 				Gen: w.Gen, Checkouts: w.Checkouts, Age: seconds(w.AgeSec), Method: w.Method,
@@ -171,6 +238,13 @@ func statusFromWire(ws *wire.Status) DaemonStatus {
 		st.Interfaces = append(st.Interfaces, is)
 	}
 	return st
+}
+
+func latencyFromWire(h *wire.LatencyHistogram) *LatencyHistogram {
+	if h == nil {
+		return nil
+	}
+	return &LatencyHistogram{Bounds: slices.Clone(h.Bounds), Counts: slices.Clone(h.Counts), Total: h.Total}
 }
 
 // seconds converts seconds with a fraction, as the client protocol carries durations.
