@@ -63,9 +63,12 @@ func newRootCmd(opts *options, started *bool) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "taskctl",
 		Short: "Ping, inspect and reload a running taskd, and call its workers by hand",
-		Long: `taskctl talks to a running taskd daemon: it checks that the daemon answers (ping),
-shows its worker pools (status), makes it re-read its config file (reload), and calls a
-worker method by hand (call).`,
+		Long: `taskctl talks to a running taskd daemon. It checks that the daemon answers (ping),
+shows its worker pools (status, top), who holds which worker (checkouts) and the workers'
+stderr (logs); it calls a worker method by hand (call, bench); and, for root or taskd's own
+user, it steers the daemon: re-read the config file (reload), stop and restart granting an
+interface's checkouts (drain, resume), resize a pool (scale), and retire or kill a worker
+(retire, kill). docs/operations.md shows each with sample output.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
