@@ -24,6 +24,9 @@ type Peer struct {
 	GID  int    // -1 if unknown (TCP)
 	Comm string // the peer process's name (/proc/PID/comm), "" if unknown
 	Addr string // the remote address of a TCP connection; "" on a unix socket
+	// TLSNames are the SAN DNS names and URIs of the peer's client certificate, verified
+	// against tls.client_ca_file; nil without TLS or without a verified certificate.
+	TLSNames []string
 }
 
 // peerOf identifies the process at the other end of conn. It never fails: what cannot be
