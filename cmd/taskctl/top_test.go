@@ -24,9 +24,9 @@ func TestRenderTop(t *testing.T) {
 	cur := client.DaemonStatus{Version: "1.0.0", PID: 7, Uptime: 12 * time.Second, Interfaces: []client.InterfaceStatus{
 		{Name: "passwd", Live: 2, Idle: 1, Busy: 1, Queued: 3, Checkouts: 110, Calls: 340,
 			CallLatency: &client.LatencyHistogram{Bounds: []float64{.001, .01, .1}, Counts: []uint64{30, 58, 60}, Total: 60}, Workers: []client.WorkerStatus{
-			{ID: "passwd-1", PID: 101, State: "busy", Method: "hash", CallRunning: 1500 * time.Millisecond, RSS: 12 << 20, Checkouts: 9},
-			{ID: "passwd-2", PID: 102, State: "idle", Checkouts: 4},
-		}},
+				{ID: "passwd-1", PID: 101, State: "busy", Method: "hash", CallRunning: 1500 * time.Millisecond, RSS: 12 << 20, Checkouts: 9},
+				{ID: "passwd-2", PID: 102, State: "idle", Checkouts: 4},
+			}},
 		{Name: "thumbs", Starting: 1},
 	}}
 	var buf bytes.Buffer
