@@ -77,6 +77,9 @@ type Server struct {
 	// lines is max_line_memory: the memory that all client connections' lines longer
 	// than wire.ReadBufferSize share (see session.readLoop).
 	lines *wire.Budget
+
+	// tls serves the tls:// listeners (tls.go); nil when the tls key has no certificate.
+	tls *tlsServing
 }
 
 // New checks cfg (it must have been normalized) and returns a server that has not started
@@ -93,6 +96,13 @@ func New(cfg config.Config, log *zap.Logger, version string) (*Server, error) {
 		metrics: newMetrics(), logBook: newLogBook()}
 	s.grace.Store(int64(cfg.ShutdownGrace))
 	s.halt, s.haltNow = context.WithCancel(context.Background())
+	if cfg.TLS.Configured() {
+		files, err := cfg.TLS.Load()
+		if err != nil {
+			return nil, err
+		}
+		s.tls = newTLSServing(files, log.Named("tls"))
+	}
 	return s, nil
 }
 
@@ -240,28 +250,39 @@ func (s *Server) listen() ([]net.Listener, error) {
 			// systemd's socket: not replaced, not chmodded (the socket unit's SocketMode=
 			// applies), not unlinked on shutdown.
 			s.log.Info("using the socket passed by systemd", zap.String("listen", a))
-			lns = append(lns, ln)
+			lns = append(lns, s.secure(ln, addr))
 			continue
 		}
 		var ln net.Listener
 		if addr.Network == "unix" {
 			ln, err = s.listenUnix(addr.Address)
 		} else {
-			if !addr.IsLoopback() {
-				return fail(fmt.Errorf("listen %s: TCP without TLS is only allowed on loopback addresses (127.0.0.1, ::1, localhost); TLS is not supported yet", a))
+			if !addr.IsLoopback() && !addr.TLS {
+				return fail(fmt.Errorf("listen %s: plain TCP is only allowed on loopback addresses (127.0.0.1, ::1, localhost); use tls://%s with the tls key", a, addr.Address))
+			}
+			if addr.TLS && s.tls == nil {
+				return fail(fmt.Errorf("listen %s: a tls:// address needs tls.cert_file and tls.key_file", a))
 			}
 			ln, err = net.Listen("tcp", addr.Address)
 		}
 		if err != nil {
 			return fail(fmt.Errorf("listen %s: %w", a, err))
 		}
-		lns = append(lns, ln)
+		lns = append(lns, s.secure(ln, addr))
 	}
 	extra, err := s.extraInherited(ins)
 	if err != nil {
 		return fail(err)
 	}
 	return append(lns, extra...), nil
+}
+
+// secure returns ln as it is, or, for a tls:// address, marked for TLS (tlsListener).
+func (s *Server) secure(ln net.Listener, addr wire.Addr) net.Listener {
+	if addr.TLS {
+		return &tlsListener{ln}
+	}
+	return ln
 }
 
 // listenUnix replaces a stale socket file left by a dead daemon, and refuses to start if a
@@ -316,6 +337,10 @@ func (s *Server) accept(ln net.Listener) {
 			continue
 		}
 		delay = 0
+		if _, isTLS := ln.(*tlsListener); isTLS {
+			s.handshake(conn) // on a goroutine of its own: a slow client holds up no other
+			continue
+		}
 		if !s.serveConn(conn) {
 			conn.Close()
 		}
