@@ -106,6 +106,8 @@ func (t TLS) load() (*TLSFiles, []error) {
 			switch {
 			case err != nil && strings.Contains(err.Error(), "does not match"):
 				bad("key_file", "%v: %s is not the private key of the certificate in %s; give the key it was issued for", err, t.KeyFile, t.CertFile)
+			case err != nil && (strings.Contains(err.Error(), "key input") || strings.Contains(err.Error(), "private key")):
+				bad("key_file", "%s holds no private key taskd can use: %v; give the PEM private key (BEGIN ... PRIVATE KEY) of the certificate in %s", t.KeyFile, err, t.CertFile)
 			case err != nil:
 				bad("cert_file", "%s and %s do not make a certificate and key: %v; give PEM files (BEGIN CERTIFICATE, then BEGIN ... PRIVATE KEY)", t.CertFile, t.KeyFile, err)
 			case cert.Leaf != nil && time.Now().After(cert.Leaf.NotAfter):

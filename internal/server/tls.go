@@ -128,9 +128,9 @@ func (s *Server) handshake(raw net.Conn) {
 	}()
 }
 
-// failed counts and logs a failed handshake on raw, and closes raw. A client that spoke
-// the client protocol in plaintext (its first byte opens a JSON object) is told so in a
-// fatal message before the close.
+// failed counts and logs a failed handshake on raw, and closes raw, cleanly (below). A
+// client that spoke the client protocol in plaintext (its first byte opens a JSON object)
+// is told so in a fatal message before the close.
 func (t *tlsServing) failed(raw net.Conn, err error, timedOut bool) {
 	defer raw.Close()
 	reason := failReason(err, timedOut)
@@ -143,20 +143,24 @@ func (t *tlsServing) failed(raw net.Conn, err error, timedOut bool) {
 		t.suppressed.Add(1)
 		t.log.Debug("TLS handshake failed; connection closed", fields...)
 	}
+	if reason == failTimeout {
+		return
+	}
+	// A clean close: what the client is owed (a TLS alert, which crypto/tls has sent, or
+	// the message below), then a FIN, reading what it sent on meanwhile, so that the close
+	// is not a reset that may lose what it was sent (a TLS 1.3 client learns that its
+	// certificate was refused only from the alert, after its own writes).
+	_ = raw.SetDeadline(time.Now().Add(time.Second))
 	var rhe tls.RecordHeaderError
 	if errors.As(err, &rhe) && rhe.Conn != nil && rhe.RecordHeader[0] == '{' {
 		line, _ := wire.AppendClientMsg(nil, &wire.ClientMsg{T: wire.TFatal, Msg: "this is a TLS port of taskd: " +
 			"connect with TLS (address tls://HOST:PORT; pkg/client Config.TLS; taskctl --tls-ca, --tls-cert, --tls-key)"})
-		_ = raw.SetDeadline(time.Now().Add(time.Second))
-		if _, err := raw.Write(line); err == nil {
-			// Close the sending side and read what the client sent on, so that the close
-			// is a clean FIN that lets it read the message, not a reset that may lose it.
-			if tc, ok := raw.(*net.TCPConn); ok {
-				_ = tc.CloseWrite()
-			}
-			_, _ = io.Copy(io.Discard, io.LimitReader(raw, 64<<10))
-		}
+		_, _ = raw.Write(line)
 	}
+	if tc, ok := raw.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(raw, 64<<10))
 }
 
 // failReason classifies a handshake error.
