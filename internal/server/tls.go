@@ -118,7 +118,11 @@ func (s *Server) handshake(raw net.Conn) {
 		err := conn.HandshakeContext(ctx)
 		timedOut := ctx.Err() != nil
 		cancel()
-		if err != nil {
+		switch {
+		case err != nil && s.halt.Err() != nil:
+			raw.Close() // interrupted by the shutdown: not the client's failure
+			return
+		case err != nil:
 			s.tls.failed(raw, err, timedOut)
 			return
 		}
