@@ -96,12 +96,9 @@ func New(cfg config.Config, log *zap.Logger, version string) (*Server, error) {
 		metrics: newMetrics(), logBook: newLogBook()}
 	s.grace.Store(int64(cfg.ShutdownGrace))
 	s.halt, s.haltNow = context.WithCancel(context.Background())
-	if cfg.TLS.Configured() {
-		files, err := cfg.TLS.Load()
-		if err != nil {
-			return nil, err
-		}
-		s.tls = newTLSServing(files, log.Named("tls"))
+	var err error
+	if s.tls, err = serveTLS(cfg.TLS, log); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -257,13 +254,7 @@ func (s *Server) listen() ([]net.Listener, error) {
 		if addr.Network == "unix" {
 			ln, err = s.listenUnix(addr.Address)
 		} else {
-			if !addr.IsLoopback() && !addr.TLS {
-				return fail(fmt.Errorf("listen %s: plain TCP is only allowed on loopback addresses (127.0.0.1, ::1, localhost); use tls://%s with the tls key", a, addr.Address))
-			}
-			if addr.TLS && s.tls == nil {
-				return fail(fmt.Errorf("listen %s: a tls:// address needs tls.cert_file and tls.key_file", a))
-			}
-			ln, err = net.Listen("tcp", addr.Address)
+			ln, err = s.listenTCP(addr) // tls.go
 		}
 		if err != nil {
 			return fail(fmt.Errorf("listen %s: %w", a, err))
@@ -275,14 +266,6 @@ func (s *Server) listen() ([]net.Listener, error) {
 		return fail(err)
 	}
 	return append(lns, extra...), nil
-}
-
-// secure returns ln as it is, or, for a tls:// address, marked for TLS (tlsListener).
-func (s *Server) secure(ln net.Listener, addr wire.Addr) net.Listener {
-	if addr.TLS {
-		return &tlsListener{ln}
-	}
-	return ln
 }
 
 // listenUnix replaces a stale socket file left by a dead daemon, and refuses to start if a
@@ -337,13 +320,7 @@ func (s *Server) accept(ln net.Listener) {
 			continue
 		}
 		delay = 0
-		if _, isTLS := ln.(*tlsListener); isTLS {
-			s.handshake(conn) // on a goroutine of its own: a slow client holds up no other
-			continue
-		}
-		if !s.serveConn(conn) {
-			conn.Close()
-		}
+		s.serveAccepted(ln, conn) // tls.go
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -90,12 +91,54 @@ func (t *tlsServing) set(f *config.TLSFiles) {
 	}
 }
 
+// serveTLS returns the TLS of a daemon whose tls key is t: nil if t has no certificate.
+func serveTLS(t config.TLS, log *zap.Logger) (*tlsServing, error) {
+	if !t.Configured() {
+		return nil, nil
+	}
+	files, err := t.Load()
+	if err != nil {
+		return nil, err
+	}
+	return newTLSServing(files, log.Named("tls")), nil
+}
+
+// listenTCP listens on a tcp:// or tls:// address: plain TCP on loopback only.
+func (s *Server) listenTCP(addr wire.Addr) (net.Listener, error) {
+	switch {
+	case !addr.IsLoopback() && !addr.TLS:
+		return nil, fmt.Errorf("plain TCP is only allowed on loopback addresses (127.0.0.1, ::1, localhost); use tls://%s with the tls key", addr.Address)
+	case addr.TLS && s.tls == nil:
+		return nil, errors.New("a tls:// address needs tls.cert_file and tls.key_file")
+	}
+	return net.Listen("tcp", addr.Address)
+}
+
+// secure returns ln as it is, or, for a tls:// address, marked for TLS (tlsListener).
+func (s *Server) secure(ln net.Listener, addr wire.Addr) net.Listener {
+	if addr.TLS {
+		return &tlsListener{ln}
+	}
+	return ln
+}
+
 // loadTLS reads the tls key's files of cfg for a reload: nil if the daemon serves no TLS.
 func (s *Server) loadTLS(cfg *config.Config) (*config.TLSFiles, error) {
 	if s.tls == nil || !cfg.TLS.Configured() {
 		return nil, nil // no tls:// listener (listen needs a restart); or none left in the file
 	}
 	return cfg.TLS.Load()
+}
+
+// serveAccepted serves conn, accepted on ln: as a session at once, or, on a tls://
+// listener, once its handshake is done on a goroutine of its own, so that a slow client
+// holds up no other.
+func (s *Server) serveAccepted(ln net.Listener, conn net.Conn) {
+	if _, isTLS := ln.(*tlsListener); isTLS {
+		s.handshake(conn)
+	} else if !s.serveConn(conn) {
+		conn.Close()
+	}
 }
 
 // handshake serves a connection accepted on a tls:// listener: on a goroutine of the

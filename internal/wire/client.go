@@ -500,7 +500,6 @@ type Holder struct {
 	GID  int    `json:"gid"`           // -1: unknown (TCP)
 	Comm string `json:"comm,omitempty"`
 	Addr string `json:"addr,omitempty"` // the remote address of a TCP connection
-	// TLSNames are the SAN DNS names and URIs of the client certificate that taskd
-	// verified on a tls:// listener with client_ca_file.
-	TLSNames []string `json:"tls_names,omitempty"`
+
+	TLSNames []string `json:"tls_names,omitempty"` // SAN DNS names and URIs of a verified TLS client certificate
 }
