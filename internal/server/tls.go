@@ -78,8 +78,11 @@ func newTLSServing(f *config.TLSFiles, log *zap.Logger) *tlsServing {
 }
 
 // set makes f's certificate, client CAs and minimum version those of new connections.
+// Session resumption is off: a resumed session would skip verifying the client's
+// certificate against the client CAs of now (a CA dropped by a reload would still let its
+// clients in), and clients keep their connection for long anyway.
 func (t *tlsServing) set(f *config.TLSFiles) {
-	c := &tls.Config{Certificates: []tls.Certificate{f.Cert}, MinVersion: f.MinVersion}
+	c := &tls.Config{Certificates: []tls.Certificate{f.Cert}, MinVersion: f.MinVersion, SessionTicketsDisabled: true}
 	if f.ClientCAs != nil {
 		c.ClientCAs, c.ClientAuth = f.ClientCAs, tls.RequireAndVerifyClientCert
 	}

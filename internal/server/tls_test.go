@@ -218,8 +218,8 @@ func TestTLSMutualAuth(t *testing.T) {
 }
 
 // TestTLSRotationByReload: a reload reads the certificate files again: new connections get
-// the new certificate, while a checkout held over TLS keeps working on its connection; a
-// reload whose files do not load is refused and the certificate in use stays.
+// the new certificate (and client CA), while a checkout held over TLS keeps working on its
+// connection; a reload whose files do not load is refused and the certificate in use stays.
 func TestTLSRotationByReload(t *testing.T) {
 	td := startTLS(t, "", false)
 	c := td.client(t, td.good(t))
@@ -264,6 +264,19 @@ func TestTLSRotationByReload(t *testing.T) {
 		return cn == "server-3"
 	}, 10*time.Second, 20*time.Millisecond)
 	assert.Equal(t, before, pid(t, co))
+
+	// The client CA is read again too: clients of a CA dropped by a reload are refused
+	// from then on, those of the new one served.
+	next := taskdtest.NewCA(t, "next")
+	nextCert, nextKey := next.Issue(t, taskdtest.Leaf{Name: "next-app", Client: true, SANs: []string{"spiffe://example.org/next"}})
+	copyFile(t, next.CertFile, td.CA.CertFile)
+	_, err = admin.Reload(ctxT(t))
+	require.NoError(t, err)
+	_, err = td.client(t, td.good(t)).Ping(ctxT(t))
+	assert.ErrorContains(t, err, "taskd refused the TLS handshake")
+	_, err = td.client(t, taskdtest.ClientTLS(t, td.CA, nextCert, nextKey)).Ping(ctxT(t))
+	require.NoError(t, err)
+	assert.Equal(t, before, pid(t, co), "the held checkout works on")
 }
 
 // TestTLSMinVersion: with min_version 1.3 a TLS 1.2 client is refused; without
