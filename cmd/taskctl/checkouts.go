@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -18,7 +19,8 @@ func newCheckoutsCmd(opts *options) *cobra.Command {
 		Short: "Show who holds which worker: the checkouts held now",
 		Long: `checkouts lists the checkouts that taskd's clients hold now, of every interface or of
 IFACE: the checkout's id, its worker (id and pid), its holder (the name the application
-gave, its pid and uid, or its TCP address), how long it has been held, how many calls
+gave, its pid and uid, or its TCP address, and the names of its verified TLS client
+certificate in parentheses), how long it has been held, how many calls
 were made on it, and the call running now and for how long. A checkout held longer than
 its interface's checkout_warn_after is marked "!" in the first column.`,
 		Args: args(cobra.MaximumNArgs(1)),
@@ -78,15 +80,20 @@ func renderCheckouts(w io.Writer, list []client.CheckoutInfo) error {
 }
 
 // holderName is the holder's name as the application gave it, else the process name the
-// kernel knows, else "-".
+// kernel knows, else "-"; followed by the names of its verified TLS client certificate,
+// if it has one: "webapp (spiffe://example.org/web)".
 func holderName(h client.Holder) string {
+	name := "-"
 	switch {
 	case h.Name != "":
-		return h.Name
+		name = h.Name
 	case h.Comm != "":
-		return h.Comm
+		name = h.Comm
 	}
-	return "-"
+	if len(h.TLSNames) > 0 {
+		name += " (" + strings.Join(h.TLSNames, ",") + ")"
+	}
+	return name
 }
 
 // holderPID is the holder's pid, or its TCP address if it has none.

@@ -27,7 +27,10 @@ func TestRenderCheckouts(t *testing.T) {
 			Held: 95 * time.Second, Calls: 12, Method: "hash", CallRunning: 1500 * time.Millisecond, Warn: true},
 		{ID: 9, Interface: "passwd", Worker: "passwd-4", PID: 4243, Holder: client.Holder{UID: -1, Addr: "127.0.0.1:5000"},
 			Once: true, Held: 20 * time.Millisecond},
+		{ID: 11, Interface: "passwd", Worker: "passwd-5", PID: 4244, Held: time.Second,
+			Holder: client.Holder{Name: "web", UID: -1, Addr: "10.0.0.7:5000", TLSNames: []string{"web.example.org", "spiffe://example.org/web"}}},
 	}))
+	assert.Regexp(t, `(?m)^\s+11\s+passwd\s+passwd-5\s+4244\s+web \(web.example.org,spiffe://example.org/web\)\s+10.0.0.7:5000\s+-\s+1s\s+0\s+-\s+-$`, buf.String())
 	assert.Regexp(t, `(?m)^!\s+7\s+passwd\s+passwd-3\s+4242\s+webapp\s+900\s+33\s+1m35s\s+12\s+hash\s+1.5s$`, buf.String())
 	assert.Regexp(t, `(?m)^\s+9 \(call\)\s+passwd\s+passwd-4\s+4243\s+-\s+127.0.0.1:5000\s+-\s+20ms\s+0\s+-\s+-$`, buf.String())
 }

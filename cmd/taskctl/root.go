@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -25,6 +26,7 @@ type options struct {
 	addr    string
 	output  string // "table" or "json"
 	timeout time.Duration
+	tls     tlsOptions // --tls-ca, --tls-cert, --tls-key, --tls-server-name (tls.go)
 	stdout  io.Writer
 }
 
@@ -86,8 +88,9 @@ interface's checkouts (drain, resume), resize a pool (scale), and retire or kill
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	pf := root.PersistentFlags()
-	pf.StringVar(&opts.addr, "addr", "", "taskd address: unix:/path.sock or tcp://host:port (default $TASKD_ADDR, else "+wire.DefaultAddr()+")")
+	pf.StringVar(&opts.addr, "addr", "", "taskd address: unix:/path.sock, tcp://host:port or tls://host:port (default $TASKD_ADDR, else "+wire.DefaultAddr()+")")
 	pf.StringVarP(&opts.output, "output", "o", "table", "output format: table or json")
+	opts.tls.addFlags(pf.StringVar)
 	pf.DurationVar(&opts.timeout, "timeout", 10*time.Second, "give up after this long (reload, unless this is set: after "+client.DefaultReloadTimeout.String()+")")
 
 	root.AddCommand(newPingCmd(opts), newStatusCmd(opts), newReloadCmd(opts), newCallCmd(opts))
@@ -102,7 +105,15 @@ interface's checkouts (drain, resume), resize a pool (scale), and retire or kill
 // --timeout: it bounds each ping, status request, checkout and call made with a context
 // without a deadline (a one-shot Client.Call as a whole). The caller closes the client.
 func (o *options) newClient(iface string) (*client.Client, error) {
-	c, err := client.New(client.Config{Addr: o.addr, Interface: iface, Timeout: o.timeout})
+	addr := o.addr
+	if addr == "" {
+		addr = os.Getenv("TASKD_ADDR")
+	}
+	tlsCfg, err := o.tls.config(addr)
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.New(client.Config{Addr: o.addr, Interface: iface, Timeout: o.timeout, TLS: tlsCfg})
 	if err != nil {
 		return nil, &usageError{err}
 	}

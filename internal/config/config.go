@@ -26,6 +26,7 @@ type Config struct {
 	MaxLineMemory   ByteSize             `yaml:"max_line_memory"` // 0 = LineMemoryFactor × max_message_bytes
 	MetricsListen   string               `yaml:"metrics_listen"`  // "" = off (the default)
 	Log             Log                  `yaml:"log"`
+	TLS             TLS                  `yaml:"tls"` // for tls:// listeners (tls.go)
 	Interfaces      map[string]Interface `yaml:"interfaces"`
 }
 
@@ -146,6 +147,7 @@ func (c *Config) Normalize() {
 	if c.Log.Format == "" {
 		c.Log.Format = DefaultLogFormat
 	}
+	c.TLS.normalize()
 	if c.Interfaces == nil {
 		return
 	}
@@ -236,16 +238,17 @@ func (c Config) Validate() error {
 			bad(key, "%v", err)
 			continue
 		}
-		if j, dup := seen[a.String()]; dup {
+		if j, dup := seen[a.Network+" "+a.Address]; dup { // tcp:// and tls:// on one port too
 			bad(key, "%s is already listen[%d]", a, j)
 			continue
 		}
-		seen[a.String()] = i
-		if !a.IsLoopback() {
-			bad(key, "%s is not a loopback address; TLS is not supported yet, so only loopback TCP "+
-				"(tcp://127.0.0.1:PORT, tcp://[::1]:PORT, tcp://localhost:PORT) or a unix socket is allowed", a)
+		seen[a.Network+" "+a.Address] = i
+		if !a.IsLoopback() && !a.TLS {
+			bad(key, "%s is not a loopback address: plain TCP is only allowed on loopback "+
+				"(tcp://127.0.0.1:PORT, tcp://[::1]:PORT, tcp://localhost:PORT); use tls://%s with the tls key to serve other hosts", a, a.Address)
 		}
 	}
+	errs = append(errs, c.validateTLS()...)
 
 	if mode, err := strconv.ParseUint(c.SocketMode, 8, 32); err != nil {
 		bad("socket_mode", "%q is not an octal file mode — write it as a quoted string such as \"0660\"", c.SocketMode)

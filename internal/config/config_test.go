@@ -39,6 +39,7 @@ func TestNormalize(t *testing.T) {
 			MaxLineMemory:   64 << 20, // 4 × max_message_bytes
 			MetricsListen:   "",
 			Log:             Log{Level: "info", Format: "json"},
+			TLS:             TLS{MinVersion: "1.2"},
 			Interfaces: map[string]Interface{"echo": {
 				Command:      []string{"echo"},
 				Dir:          ".",
@@ -70,6 +71,7 @@ func TestNormalize(t *testing.T) {
 			MaxLineMemory:   4 * KiB,
 			MetricsListen:   "127.0.0.1:9464",
 			Log:             Log{Level: "debug", Format: "console"},
+			TLS:             TLS{MinVersion: "1.3"},
 			Interfaces: map[string]Interface{"x": {
 				Command:       []string{"w"},
 				Dir:           "/srv",
@@ -179,7 +181,7 @@ func TestValidate(t *testing.T) {
 		}},
 		{"relative unix", func(c *Config) { c.Listen = []string{"unix:taskd.sock"} }, []string{`listen[0]: address "unix:taskd.sock": a unix socket path must be absolute`}},
 		{"non-loopback tcp", func(c *Config) { c.Listen = []string{"tcp://0.0.0.0:7000"} }, []string{
-			"listen[0]: tcp://0.0.0.0:7000 is not a loopback address; TLS is not supported yet, so only loopback TCP",
+			"listen[0]: tcp://0.0.0.0:7000 is not a loopback address: plain TCP is only allowed on loopback",
 		}},
 		{"duplicate listen", func(c *Config) { c.Listen = []string{"unix:/a.sock", "unix:///a.sock"} }, []string{
 			"listen[1]: unix:/a.sock is already listen[0]",

@@ -90,6 +90,7 @@ interfaces:
 				MaxLineMemory:   8 * MiB,
 				MetricsListen:   empty,
 				Log:             Log{Level: "debug", Format: "console"},
+				TLS:             TLS{MinVersion: "1.2"},
 				Interfaces: map[string]Interface{"passwd": {
 					Command:       []string{"python3", "worker.py"},
 					Dir:           "/srv",
@@ -276,7 +277,7 @@ interfaces:
 			"line 6: interfaces.passwd.max_workers: 0 is not allowed",
 			"line 7: interfaces.passwd.idle_timeout: 0 is not allowed: leave the key out to get the default (docs/config.md), or give a negative value",
 			"line 8: interfaces.passwd.setup_timeout: 0 is not allowed: leave the key out to get the default (docs/config.md)",
-			"line 2: listen[0]: tcp://0.0.0.0:7000 is not a loopback address; TLS is not supported yet",
+			"line 2: listen[0]: tcp://0.0.0.0:7000 is not a loopback address: plain TCP is only allowed on loopback",
 		}},
 		{"zero from env", minimal, map[string]string{"TASKD_SHUTDOWN_GRACE": "0s"}, []string{
 			"shutdown_grace (from TASKD_SHUTDOWN_GRACE): 0 is not allowed",

@@ -33,7 +33,8 @@ func (r Reload) String() string {
 // The keys whose reload is not the default of their level: a daemon key needs a restart
 // unless listed here; an interface key reloads live unless listed here.
 var (
-	daemonLive       = map[string]bool{"shutdown_grace": true, "log.level": true, "interfaces": true}
+	daemonLive = map[string]bool{"shutdown_grace": true, "log.level": true, "interfaces": true,
+		"tls.cert_file": true, "tls.key_file": true, "tls.client_ca_file": true, "tls.min_version": true}
 	interfaceNewGens = map[string]bool{"command": true, "dir": true, "env": true}
 )
 

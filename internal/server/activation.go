@@ -113,7 +113,8 @@ func boundTo(la net.Addr, addr wire.Addr) bool {
 }
 
 // extraInherited returns the inherited listeners that no address of `listen` took, after
-// checking that taskd may serve them (TCP only on loopback), and logs each one.
+// checking that taskd may serve them (plain TCP only on loopback: a socket for TLS must
+// match a tls:// address), and logs each one.
 func (s *Server) extraInherited(ins []*inherited) ([]net.Listener, error) {
 	var lns []net.Listener
 	for _, in := range ins {
@@ -122,7 +123,7 @@ func (s *Server) extraInherited(ins []*inherited) ([]net.Listener, error) {
 		}
 		a := in.ln.Addr()
 		if ta, ok := a.(*net.TCPAddr); ok && !ta.IP.IsLoopback() {
-			return nil, fmt.Errorf("socket %q passed by systemd listens on %s: TCP without TLS is only allowed on loopback addresses; change the socket unit's ListenStream=", in.name, ta)
+			return nil, fmt.Errorf("socket %q passed by systemd listens on %s: plain TCP is only allowed on loopback addresses; list it in listen as tls://%s (with the tls key) to serve it with TLS, or change the socket unit's ListenStream=", in.name, ta, ta)
 		}
 		s.log.Info("serving a socket passed by systemd that is not in listen", zap.String("name", in.name),
 			zap.String("addr", a.Network()+":"+a.String()))

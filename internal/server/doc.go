@@ -3,13 +3,16 @@
 // connection, and shuts down in order. Sockets that systemd passes (socket activation,
 // Server.Inherit) are served in place of the `listen` addresses they are bound to, and
 // left to systemd — not chmodded, replaced or unlinked — so that a restart refuses no
-// connection. Probes are the health checks that cmd/taskd runs before it feeds systemd's
-// watchdog: a ping through a session of the daemon's own, and each pool's lock.
+// connection. A tls:// listener serves TLS (tls.go): each connection does its handshake on
+// a goroutine of its own, and every reload reads the certificate files again. Probes are
+// the health checks that cmd/taskd runs before it feeds systemd's watchdog: a ping through
+// a session of the daemon's own, and each pool's lock.
 //
 // Ownership: Run owns everything it starts — the accept loops, one session per
-// connection, accepted or a probe's (a reader goroutine, a writer goroutine, and one
-// goroutine per checkout waiting for a worker), the pools, and one sweeper of held
-// checkouts for checkout_warn_after (holders.go). Run returns only after all
+// connection, accepted or a probe's (after a handshake goroutine on a tls:// listener; a
+// reader goroutine, a writer goroutine, and one goroutine per checkout waiting for a
+// worker), the pools, and one sweeper of held checkouts for checkout_warn_after
+// (holders.go). Run returns only after all
 // of them are gone and every worker process has been reaped.
 //
 // Shutdown (ctx cancelled, e.g. SIGTERM): stop accepting; refuse new and waiting

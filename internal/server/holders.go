@@ -83,7 +83,7 @@ func (ss *session) clientName() string {
 // holder describes the session's client for the checkouts report.
 func (ss *session) holder() wire.Holder {
 	return wire.Holder{Name: ss.clientName(), PID: ss.peer.PID, UID: ss.peer.UID, GID: ss.peer.GID,
-		Comm: ss.peer.Comm, Addr: ss.peer.Addr}
+		Comm: ss.peer.Comm, Addr: ss.peer.Addr, TLSNames: ss.peer.TLSNames}
 }
 
 // held returns the session's checkouts.

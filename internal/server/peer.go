@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -24,6 +25,7 @@ type Peer struct {
 	GID  int    // -1 if unknown (TCP)
 	Comm string // the peer process's name (/proc/PID/comm), "" if unknown
 	Addr string // the remote address of a TCP connection; "" on a unix socket
+	TLS  bool   // a TLS connection (a tls:// listener), its handshake done
 	// TLSNames are the SAN DNS names and URIs of the peer's client certificate, verified
 	// against tls.client_ca_file; nil without TLS or without a verified certificate.
 	TLSNames []string
@@ -52,7 +54,29 @@ func peerOf(conn net.Conn) Peer {
 	if conn.RemoteAddr() != nil {
 		p.Addr = conn.RemoteAddr().String()
 	}
+	if tc, isTLS := conn.(*tls.Conn); isTLS {
+		p.TLS = true
+		p.TLSNames = tlsNames(tc.ConnectionState())
+	}
 	return p
+}
+
+// tlsNames returns the SAN DNS names and URIs of the client certificate that the handshake
+// verified (against tls.client_ca_file), or nil if it verified none.
+func tlsNames(st tls.ConnectionState) []string {
+	if len(st.VerifiedChains) == 0 || len(st.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	leaf := st.VerifiedChains[0][0]
+	names := make([]string, 0, len(leaf.DNSNames)+len(leaf.URIs))
+	names = append(names, leaf.DNSNames...)
+	for _, u := range leaf.URIs {
+		names = append(names, u.String())
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	return names
 }
 
 // Admin reports whether the peer may make admin requests (reload, and the ones that steer
@@ -61,10 +85,15 @@ func (p Peer) Admin() bool {
 	return p.Unix && (p.UID == 0 || p.UID == os.Getuid())
 }
 
-// String describes the peer for logs and errors: "pid 4242 (php-fpm) uid 33" or
-// "tcp 127.0.0.1:50312".
+// String describes the peer for logs and errors: "pid 4242 (php-fpm) uid 33",
+// "tcp 127.0.0.1:50312", or "tls 10.0.0.7:50312 (spiffe://example.org/web)" with the
+// names of its verified client certificate.
 func (p Peer) String() string {
 	switch {
+	case p.TLS && len(p.TLSNames) > 0:
+		return "tls " + p.Addr + " (" + strings.Join(p.TLSNames, ", ") + ")"
+	case p.TLS:
+		return "tls " + p.Addr
 	case !p.Unix:
 		return "tcp " + p.Addr
 	case p.PID == 0:
@@ -77,6 +106,9 @@ func (p Peer) String() string {
 
 // fields are the peer's log fields.
 func (p Peer) fields() []zap.Field {
+	if p.TLS {
+		return []zap.Field{zap.String("peer", p.Addr), zap.Strings("peer_tls_names", p.TLSNames)}
+	}
 	if !p.Unix {
 		return []zap.Field{zap.String("peer", p.Addr)}
 	}

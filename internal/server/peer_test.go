@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"net"
 	"os"
 	"path/filepath"
@@ -8,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/taskd-dev/taskd/internal/taskdtest"
 )
 
 func TestPeerOf(t *testing.T) {
@@ -45,4 +48,41 @@ func TestPeerOf(t *testing.T) {
 	assert.Equal(t, -1, p.UID)
 	assert.False(t, p.Admin(), "a TCP peer cannot be told apart")
 	assert.Equal(t, "tcp "+p.Addr, p.String())
+}
+
+// TestPeerOfTLS: a TLS peer is known by the names of its verified client certificate.
+func TestPeerOfTLS(t *testing.T) {
+	ca := taskdtest.NewCA(t, "peer")
+	srvCert, srvKey := ca.Issue(t, taskdtest.ServerLeaf("srv"))
+	cliCert, cliKey := ca.Issue(t, taskdtest.Leaf{Name: "cli", Client: true, SANs: []string{"app.example.org", "spiffe://example.org/app"}})
+	pair, err := tls.LoadX509KeyPair(srvCert, srvKey)
+	require.NoError(t, err)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	cliTLS := taskdtest.ClientTLS(t, ca, cliCert, cliKey)
+	done := make(chan error, 1)
+	go func() {
+		c, err := tls.Dial("tcp", ln.Addr().String(), cliTLS)
+		if err == nil {
+			_, err = c.Read(make([]byte, 1)) // until the server closes
+			c.Close()
+		}
+		done <- err
+	}()
+	raw, err := ln.Accept()
+	require.NoError(t, err)
+	sc := tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: ca.Pool(), ClientAuth: tls.RequireAndVerifyClientCert})
+	require.NoError(t, sc.Handshake())
+	p := peerOf(sc)
+	sc.Close()
+	<-done
+	assert.True(t, p.TLS)
+	assert.False(t, p.Unix)
+	assert.Equal(t, []string{"app.example.org", "spiffe://example.org/app"}, p.TLSNames)
+	assert.Equal(t, "tls "+p.Addr+" (app.example.org, spiffe://example.org/app)", p.String())
+	assert.False(t, p.Admin(), "a TLS peer is not admin")
+	assert.Nil(t, Peer{TLS: true}.TLSNames)
+	assert.Equal(t, "tls 10.0.0.1:5", Peer{TLS: true, Addr: "10.0.0.1:5"}.String())
 }

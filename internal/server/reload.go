@@ -95,6 +95,13 @@ func (s *Server) Reload(ctx context.Context) (*wire.ReloadReport, error) {
 		return nil, err
 	}
 
+	tlsFiles, err := s.loadTLS(cfg) // read again even if unchanged: certificate rotation
+	if err != nil {
+		err = &InvalidConfigError{Err: err}
+		s.log.Error("reload refused: the TLS files do not load; still running the previous config and certificates", zap.Error(err))
+		return nil, err
+	}
+
 	rep := &wire.ReloadReport{}
 	for _, k := range config.ChangedDaemonKeys(s.cfg, *cfg) {
 		if config.DaemonKeyReload(k) == config.ReloadRestart || (k == "log.level" && s.reload.Level == nil) {
@@ -108,6 +115,9 @@ func (s *Server) Reload(ctx context.Context) (*wire.ReloadReport, error) {
 		return nil, err
 	}
 	s.setWatches(cfg.Interfaces)
+	if tlsFiles != nil {
+		s.tls.set(tlsFiles) // new connections get it; open ones keep theirs
+	}
 
 	// New generations, side by side: each returns when its workers have taken over.
 	var wg sync.WaitGroup

@@ -77,6 +77,9 @@ type Server struct {
 	// lines is max_line_memory: the memory that all client connections' lines longer
 	// than wire.ReadBufferSize share (see session.readLoop).
 	lines *wire.Budget
+
+	// tls serves the tls:// listeners (tls.go); nil when the tls key has no certificate.
+	tls *tlsServing
 }
 
 // New checks cfg (it must have been normalized) and returns a server that has not started
@@ -93,6 +96,10 @@ func New(cfg config.Config, log *zap.Logger, version string) (*Server, error) {
 		metrics: newMetrics(), logBook: newLogBook()}
 	s.grace.Store(int64(cfg.ShutdownGrace))
 	s.halt, s.haltNow = context.WithCancel(context.Background())
+	var err error
+	if s.tls, err = serveTLS(cfg.TLS, log); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -240,22 +247,19 @@ func (s *Server) listen() ([]net.Listener, error) {
 			// systemd's socket: not replaced, not chmodded (the socket unit's SocketMode=
 			// applies), not unlinked on shutdown.
 			s.log.Info("using the socket passed by systemd", zap.String("listen", a))
-			lns = append(lns, ln)
+			lns = append(lns, s.secure(ln, addr))
 			continue
 		}
 		var ln net.Listener
 		if addr.Network == "unix" {
 			ln, err = s.listenUnix(addr.Address)
 		} else {
-			if !addr.IsLoopback() {
-				return fail(fmt.Errorf("listen %s: TCP without TLS is only allowed on loopback addresses (127.0.0.1, ::1, localhost); TLS is not supported yet", a))
-			}
-			ln, err = net.Listen("tcp", addr.Address)
+			ln, err = s.listenTCP(addr) // tls.go
 		}
 		if err != nil {
 			return fail(fmt.Errorf("listen %s: %w", a, err))
 		}
-		lns = append(lns, ln)
+		lns = append(lns, s.secure(ln, addr))
 	}
 	extra, err := s.extraInherited(ins)
 	if err != nil {
@@ -316,9 +320,7 @@ func (s *Server) accept(ln net.Listener) {
 			continue
 		}
 		delay = 0
-		if !s.serveConn(conn) {
-			conn.Close()
-		}
+		s.serveAccepted(ln, conn) // tls.go
 	}
 }
 

@@ -16,6 +16,11 @@
 // use its own test binary as a worker process (WorkerYAML), in modes that behave well or
 // badly on purpose (crash, hang, print garbage, never get ready...), as os/exec's tests do.
 //
+// TLS: NewCA makes a certificate authority at test time, and CA.Issue server and client
+// certificates of it (SAN DNS names, IPs and URIs such as SPIFFE IDs), as PEM files in the
+// test's temp dir, for a daemon's tls key and a client's tls.Config (ClientTLS). No
+// certificate is committed.
+//
 // Nothing here is safe for use outside tests. Binary, Start and the other functions are
 // safe for concurrent use by parallel tests.
 package taskdtest

@@ -24,13 +24,19 @@ func DefaultAddr() string {
 
 // Addr is a parsed taskd address.
 type Addr struct {
-	Network string // "unix" or "tcp"
+	Network string // "unix" or "tcp": the network to dial or listen on (tls:// is "tcp")
 	Address string // socket path, or host:port
+	// TLS is set for a tls://host:port address: TCP with TLS, which taskd serves on any
+	// address and clients must speak (docs/security.md).
+	TLS bool
 }
 
 func (a Addr) String() string {
-	if a.Network == "unix" {
+	switch {
+	case a.Network == "unix":
 		return "unix:" + a.Address
+	case a.TLS:
+		return "tls://" + a.Address
 	}
 	return "tcp://" + a.Address
 }
@@ -52,7 +58,8 @@ func (a Addr) IsLoopback() bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// ParseAddr parses "unix:/abs/path", "unix:///abs/path" or "tcp://host:port".
+// ParseAddr parses "unix:/abs/path", "unix:///abs/path", "tcp://host:port" or
+// "tls://host:port".
 func ParseAddr(s string) (Addr, error) {
 	switch {
 	case strings.HasPrefix(s, "unix://"):
@@ -66,8 +73,15 @@ func ParseAddr(s string) (Addr, error) {
 			return Addr{}, fmt.Errorf("address %q: want tcp://host:port", s)
 		}
 		return Addr{Network: "tcp", Address: hp}, nil
+	case strings.HasPrefix(s, "tls://"):
+		hp := strings.TrimPrefix(s, "tls://")
+		_, port, err := net.SplitHostPort(hp)
+		if err != nil || port == "" {
+			return Addr{}, fmt.Errorf("address %q: want tls://host:port", s)
+		}
+		return Addr{Network: "tcp", Address: hp, TLS: true}, nil
 	}
-	return Addr{}, fmt.Errorf("address %q: want unix:/absolute/path.sock or tcp://host:port", s)
+	return Addr{}, fmt.Errorf("address %q: want unix:/absolute/path.sock, tcp://host:port or tls://host:port", s)
 }
 
 func unixAddr(orig, path string) (Addr, error) {

@@ -500,4 +500,6 @@ type Holder struct {
 	GID  int    `json:"gid"`           // -1: unknown (TCP)
 	Comm string `json:"comm,omitempty"`
 	Addr string `json:"addr,omitempty"` // the remote address of a TCP connection
+
+	TLSNames []string `json:"tls_names,omitempty"` // SAN DNS names and URIs of a verified TLS client certificate
 }

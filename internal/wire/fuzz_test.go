@@ -221,3 +221,25 @@ func FuzzLineReader(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseAddr: ParseAddr never panics, and an address it accepts prints (String) as one
+// it parses back to the same Addr.
+func FuzzParseAddr(f *testing.F) {
+	for _, s := range []string{"unix:/run/taskd/taskd.sock", "unix:///a/b", "tcp://127.0.0.1:7000",
+		"tls://0.0.0.0:7443", "tls://[::1]:1", "tls://x", "tcp://:", "unix:", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := ParseAddr(s)
+		if err != nil {
+			return
+		}
+		b, err := ParseAddr(a.String())
+		if err != nil {
+			t.Fatalf("%q parsed as %+v, whose String %q does not parse: %v", s, a, a.String(), err)
+		}
+		if a != b {
+			t.Fatalf("%q parsed as %+v, but its String %q as %+v", s, a, a.String(), b)
+		}
+	})
+}

@@ -321,6 +321,11 @@ func TestParseAddr(t *testing.T) {
 		{in: "tcp://0.0.0.0:7000", want: "tcp://0.0.0.0:7000", loop: false},
 		{in: "tcp://example.com:7000", want: "tcp://example.com:7000", loop: false},
 		{in: "tcp://nohost", bad: true},
+		{in: "tls://0.0.0.0:7443", want: "tls://0.0.0.0:7443", loop: false},
+		{in: "tls://127.0.0.1:7443", want: "tls://127.0.0.1:7443", loop: true},
+		{in: "tls://[::1]:7443", want: "tls://[::1]:7443", loop: true},
+		{in: "tls://nohost", bad: true},
+		{in: "tls://host:", bad: true},
 		{in: "/run/taskd.sock", bad: true},
 	} {
 		t.Run(tc.in, func(t *testing.T) {

@@ -43,6 +43,10 @@ type Holder struct {
 	GID  int    `json:"gid"`            // -1 if unknown (TCP)
 	Comm string `json:"comm,omitempty"` // the process's name as the kernel knows it
 	Addr string `json:"addr,omitempty"` // the remote address of a TCP connection
+	// TLSNames are the SAN DNS names and URIs (such as SPIFFE IDs) of the client
+	// certificate that taskd verified, for a connection to a tls:// address with client
+	// certificates required (taskd's tls.client_ca_file); nil otherwise.
+	TLSNames []string `json:"tls_names,omitempty"`
 }
 
 // Checkouts asks taskd who holds which worker: the checkouts held now by all its clients,
@@ -66,7 +70,7 @@ func checkoutsFromWire(ws []wire.CheckoutInfo) []CheckoutInfo {
 	for _, w := range ws {
 		list = append(list, CheckoutInfo{ID: w.Co, Interface: w.Interface, Worker: w.Worker, PID: w.PID,
 			Holder: Holder{Name: w.Holder.Name, PID: w.Holder.PID, UID: w.Holder.UID, GID: w.Holder.GID,
-				Comm: w.Holder.Comm, Addr: w.Holder.Addr},
+				Comm: w.Holder.Comm, Addr: w.Holder.Addr, TLSNames: w.Holder.TLSNames},
 			Once: w.Once, Held: seconds(w.HeldSec), Calls: w.Calls, Method: w.Method,
 			CallRunning: seconds(w.CallSec), Warn: w.Warn})
 	}

@@ -24,8 +24,9 @@ const DefaultTimeout = 30 * time.Second
 // Config configures a Client. The zero value of every field means its default. New copies
 // the Config; changing it afterwards has no effect, and New never writes into it.
 type Config struct {
-	// Addr is taskd's address: "unix:/abs/path.sock", "unix:///abs/path.sock" or
-	// "tcp://host:port". Empty means $TASKD_ADDR, else the documented default socket
+	// Addr is taskd's address: "unix:/abs/path.sock", "unix:///abs/path.sock",
+	// "tcp://host:port" (plain TCP: taskd serves it on loopback only) or "tls://host:port"
+	// (TLS, see Config.TLS). Empty means $TASKD_ADDR, else the documented default socket
 	// (see wire.DefaultAddr).
 	Addr string
 
@@ -64,9 +65,13 @@ type Config struct {
 	// errors are returned, never logged. nil means zap.NewNop().
 	Logger *zap.Logger
 
-	// TLS, if set, is used for tcp:// addresses (it is ignored for unix sockets). It is
-	// cloned by New. taskd itself does not serve TLS yet (it refuses non-loopback tcp://
-	// listeners): TLS is for a TLS-terminating proxy in front of a loopback listener.
+	// TLS configures TLS to a tls:// address: the CAs that taskd's certificate must chain
+	// to (RootCAs; nil means the system's), the name it must be valid for (ServerName;
+	// empty means the host of Addr), and the client certificate to present when taskd
+	// requires one (Certificates; taskd's tls.client_ca_file). nil means a default
+	// tls.Config: the system's roots and no client certificate. With a tcp:// address, a
+	// TLS that is not nil makes the Client speak TLS too (for a TLS-terminating proxy);
+	// with a unix socket it is ignored. It is cloned by New.
 	TLS *tls.Config
 }
 
@@ -153,6 +158,8 @@ func New(cfg Config) (*Client, error) {
 	}
 	if c.cfg.TLS != nil {
 		c.cfg.TLS = c.cfg.TLS.Clone()
+	} else if addr.TLS {
+		c.cfg.TLS = &tls.Config{} // the system's roots, ServerName from the address
 	}
 	if c.log == nil {
 		c.log = zap.NewNop()

@@ -186,9 +186,10 @@ func (c *Client) dial() (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(c.ctx, dialTimeout)
 	defer cancel()
 	nd := &net.Dialer{}
-	if c.addr.Network == "tcp" && c.cfg.TLS != nil {
+	if c.usesTLS() { // tls.go
 		td := &tls.Dialer{NetDialer: nd, Config: c.cfg.TLS}
-		return td.DialContext(ctx, "tcp", c.addr.Address)
+		nc, err := td.DialContext(ctx, "tcp", c.addr.Address)
+		return nc, c.tlsError(err)
 	}
 	return nd.DialContext(ctx, c.addr.Network, c.addr.Address)
 }
@@ -260,6 +261,8 @@ func (c *Client) read(cn *conn) {
 		}
 	} else if errors.Is(err, io.EOF) {
 		err = errors.New("taskd closed the connection")
+	} else {
+		err = c.tlsError(err) // a TLS 1.3 server refuses a client certificate after the dial
 	}
 	c.lastErr = err
 	lost := &wrapped{
