@@ -2,6 +2,7 @@ package config
 
 import (
 	"reflect"
+	"strings"
 )
 
 // Reload says what a reload (SIGHUP, `taskctl reload`) does with a key whose value changed
@@ -34,7 +35,8 @@ func (r Reload) String() string {
 // unless listed here; an interface key reloads live unless listed here.
 var (
 	daemonLive       = map[string]bool{"shutdown_grace": true, "log.level": true, "interfaces": true}
-	interfaceNewGens = map[string]bool{"command": true, "dir": true, "env": true}
+	interfaceNewGens = map[string]bool{"command": true, "dir": true, "env": true,
+		"user": true, "group": true, "umask": true, "rlimits": true}
 )
 
 // DaemonKeyReload returns what a reload does with a changed daemon (top-level) key, such
@@ -48,9 +50,11 @@ func DaemonKeyReload(key string) Reload {
 }
 
 // InterfaceKeyReload returns what a reload does with a changed key of an interface, such
-// as "max_workers" or "env".
+// as "max_workers" or "env". A key inside a mapping ("rlimits.nofile") reloads as the
+// mapping does.
 func InterfaceKeyReload(key string) Reload {
-	if interfaceNewGens[key] {
+	top, _, _ := strings.Cut(key, ".")
+	if interfaceNewGens[key] || interfaceNewGens[top] {
 		return ReloadNewGeneration
 	}
 	return ReloadLive

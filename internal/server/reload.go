@@ -206,6 +206,7 @@ func (s *Server) applyInterfaces(cfg *config.Config, rep *wire.ReloadReport) (ro
 				running := ni
 				if newGen {
 					running.Command, running.Dir, running.Env = oi.Command, oi.Dir, oi.Env
+					running.User, running.Group, running.Umask, running.Rlimits = oi.User, oi.Group, oi.Umask, oi.Rlimits
 					ch.Change = wire.ChangeNewGeneration
 					rolls = append(rolls, rollJob{name: name, p: p, ic: ni, running: running, index: len(rep.Interfaces)})
 				}
