@@ -70,8 +70,8 @@ var ErrNoReload = errors.New("reload is not available: taskd was not given a con
 // a time. A config that is not valid changes nothing (*InvalidConfigError). Otherwise,
 // per interface: an added one starts; a removed one refuses new checkouts
 // (*RemovedError) and stops once its held checkouts end; a changed one takes its pool
-// keys in place, and if command, dir or env changed, gets a new generation of workers
-// (pool.Roll). Reload returns once every new generation has taken over or failed to
+// keys in place, and if command, dir, env, user, group, umask or rlimits changed, gets a
+// new generation of workers (pool.Roll). Reload returns once every new generation has taken over or failed to
 // start, not when old workers are gone. Daemon keys that only a restart applies are
 // listed in the report's NeedsRestart; the others apply.
 //
