@@ -1,9 +1,11 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"os/user"
+	"regexp"
 	"strconv"
 	"testing"
 	"time"
@@ -163,4 +165,25 @@ func FuzzParseUmask(f *testing.F) {
 			assert.LessOrEqual(t, m, uint32(0o777))
 		}
 	})
+}
+
+// TestSecurityDocExampleLoads keeps the hardened interface of docs/security.md valid (its
+// user, made for the example, stands in as nobody).
+func TestSecurityDocExampleLoads(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the example sets user, which is refused when taskd is not root")
+	}
+	doc, err := os.ReadFile("../../docs/security.md")
+	require.NoError(t, err)
+	n := 0
+	for _, b := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllSubmatch(doc, -1) {
+		if !bytes.Contains(b[1], []byte("rlimits:")) {
+			continue // another section's example
+		}
+		n++
+		y := regexp.MustCompile(`user: \S+`).ReplaceAll(b[1], []byte("user: nobody"))
+		_, err := parse(y, nil)
+		require.NoError(t, err, "example:\n%s", y)
+	}
+	assert.Equal(t, 1, n, "the hardened interface example")
 }

@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,11 +25,17 @@ import (
 // to root). It returns the directory and the copy's path; both go when the test ends.
 func workerCopy(t *testing.T) (dir, bin string) {
 	t.Helper()
+	return publicCopy(t, os.Args[0])
+}
+
+// publicCopy copies the executable at path as workerCopy does.
+func publicCopy(t *testing.T, path string) (dir, bin string) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "taskd-iso-")
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	require.NoError(t, os.Chmod(dir, 0o755))
-	src, err := os.Open(os.Args[0])
+	src, err := os.Open(path)
 	require.NoError(t, err)
 	defer src.Close()
 	bin = filepath.Join(dir, "worker")
@@ -175,4 +184,31 @@ func TestIsolatedWorkerCannotStart(t *testing.T) {
 	require.Error(t, err)
 	assert.ErrorIs(t, err, client.ErrUnavailable)
 	assert.Contains(t, err.Error(), "permission denied")
+}
+
+// TestCheckConfigRefusesUserWhenNotRoot: `taskd --check-config`, run as a user other
+// than root, refuses user with the key's line and says why and what to do.
+func TestCheckConfigRefusesUserWhenNotRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: it runs taskd --check-config as nobody")
+	}
+	nobody, err := user.Lookup("nobody")
+	require.NoError(t, err)
+	dir, bin := publicCopy(t, taskdtest.Binary(t, "cmd/taskd"))
+	cfg := filepath.Join(dir, "taskd.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("interfaces:\n  iso:\n    command: [w]\n    user: nobody\n"), 0o644))
+	uid, err := strconv.ParseUint(nobody.Uid, 10, 32)
+	require.NoError(t, err)
+	gid, err := strconv.ParseUint(nobody.Gid, 10, 32)
+	require.NoError(t, err)
+	cmd := exec.Command(bin, "--check-config", "-c", cfg)
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, "%s", out)
+	assert.Equal(t, 1, ee.ExitCode())
+	assert.Contains(t, string(out), fmt.Sprintf("line 4: interfaces.iso.user: taskd is not running as root (euid %d), "+
+		"so it cannot start workers as another user or group — run taskd as root (docs/security.md has the systemd drop-in), "+
+		"or remove user and group", uid))
 }
