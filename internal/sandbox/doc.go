@@ -24,7 +24,7 @@
 // into the worker's environment; the worker's argv is its own.
 //
 // The helper costs a start of taskd's executable per spawn (package initialization
-// included: about 10 ms on a loaded 2-core machine, see docs/security.md), so
+// included: about 25 ms on a loaded 2-core machine, see docs/security.md), so
 // internal/worker uses it only for workers whose interface sets umask or rlimits
 // (Spec.Empty reports when it is not needed).
 //
