@@ -186,3 +186,28 @@ func FuzzParseArgs(f *testing.F) {
 		assert.Equal(t, h, h2)
 	})
 }
+
+// BenchmarkStart is what the helper adds to a process start: /bin/true run directly, and
+// through the helper (this test binary; taskd's own executable initializes more packages
+// and costs more, see docs/security.md for figures measured with it).
+func BenchmarkStart(b *testing.B) {
+	for _, helper := range []bool{false, true} {
+		name := "direct"
+		if helper {
+			name = "helper"
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				cmd := exec.Command("/bin/true")
+				if helper {
+					if err := Wrap(cmd, Spec{Umask: u32(0o22)}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := cmd.Run(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
