@@ -71,9 +71,9 @@ var ErrNoReload = errors.New("reload is not available: taskd was not given a con
 // per interface: an added one starts; a removed one refuses new checkouts
 // (*RemovedError) and stops once its held checkouts end; a changed one takes its pool
 // keys in place, and if command, dir, env, user, group, umask or rlimits changed, gets a
-// new generation of workers (pool.Roll). Reload returns once every new generation has taken over or failed to
-// start, not when old workers are gone. Daemon keys that only a restart applies are
-// listed in the report's NeedsRestart; the others apply.
+// new generation of workers (pool.Roll). Reload returns once every new generation has
+// taken over or failed to start, not when old workers are gone. Daemon keys that only a
+// restart applies are listed in the report's NeedsRestart; the others apply.
 //
 // Reload is safe for concurrent use with everything else; during a shutdown it fails
 // with pool.ErrShuttingDown.
