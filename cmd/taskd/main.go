@@ -16,12 +16,21 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/taskd-dev/taskd/internal/config"
+	"github.com/taskd-dev/taskd/internal/sandbox"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
 func main() {
+	// First: this executable also starts workers that have a umask or rlimits (the
+	// helper, which never returns), and no_new_privs is set for all workers by
+	// re-executing once. See internal/sandbox.
+	sandbox.Main()
+	if err := sandbox.RestrictSelf(); err != nil {
+		fmt.Fprintln(os.Stderr, "taskd: "+err.Error())
+		os.Exit(1)
+	}
 	if err := newCommand(os.Stdout, os.Environ()).Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "taskd: "+strings.ReplaceAll(err.Error(), "\n", "\n  "))
 		os.Exit(1)

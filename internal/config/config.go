@@ -69,6 +69,12 @@ type Interface struct {
 	// longer than SlowCall, are logged and counted. 0 = off (the default).
 	CheckoutWarnAfter time.Duration `yaml:"checkout_warn_after"`
 	SlowCall          time.Duration `yaml:"slow_call"`
+	// Isolation (isolation.go): whom the workers run as (names or numeric ids; "" =
+	// taskd's own), their umask (octal, "" = taskd's) and resource limits.
+	User    string  `yaml:"user"`
+	Group   string  `yaml:"group"`
+	Umask   string  `yaml:"umask"`
+	Rlimits Rlimits `yaml:"rlimits"`
 }
 
 // Defaults filled in by Normalize. docs/config.md lists them too; keep both in step.
@@ -288,6 +294,7 @@ func (c Config) Validate() error {
 			bad(key, "the name %q may only use letters, digits, '_', '.' and '-'", name)
 		}
 		errs = append(errs, c.Interfaces[name].validate(key)...)
+		errs = append(errs, c.Interfaces[name].validateIsolation(key, thisHost())...)
 	}
 	return errors.Join(errs...)
 }

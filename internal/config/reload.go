@@ -2,6 +2,7 @@ package config
 
 import (
 	"reflect"
+	"strings"
 )
 
 // Reload says what a reload (SIGHUP, `taskctl reload`) does with a key whose value changed
@@ -35,7 +36,8 @@ func (r Reload) String() string {
 var (
 	daemonLive = map[string]bool{"shutdown_grace": true, "log.level": true, "interfaces": true,
 		"tls.cert_file": true, "tls.key_file": true, "tls.client_ca_file": true, "tls.min_version": true}
-	interfaceNewGens = map[string]bool{"command": true, "dir": true, "env": true}
+	interfaceNewGens = map[string]bool{"command": true, "dir": true, "env": true,
+		"user": true, "group": true, "umask": true, "rlimits": true}
 )
 
 // DaemonKeyReload returns what a reload does with a changed daemon (top-level) key, such
@@ -49,9 +51,11 @@ func DaemonKeyReload(key string) Reload {
 }
 
 // InterfaceKeyReload returns what a reload does with a changed key of an interface, such
-// as "max_workers" or "env".
+// as "max_workers" or "env". A key inside a mapping ("rlimits.nofile") reloads as the
+// mapping does.
 func InterfaceKeyReload(key string) Reload {
-	if interfaceNewGens[key] {
+	top, _, _ := strings.Cut(key, ".")
+	if interfaceNewGens[key] || interfaceNewGens[top] {
 		return ReloadNewGeneration
 	}
 	return ReloadLive

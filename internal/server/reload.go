@@ -70,10 +70,10 @@ var ErrNoReload = errors.New("reload is not available: taskd was not given a con
 // a time. A config that is not valid changes nothing (*InvalidConfigError). Otherwise,
 // per interface: an added one starts; a removed one refuses new checkouts
 // (*RemovedError) and stops once its held checkouts end; a changed one takes its pool
-// keys in place, and if command, dir or env changed, gets a new generation of workers
-// (pool.Roll). Reload returns once every new generation has taken over or failed to
-// start, not when old workers are gone. Daemon keys that only a restart applies are
-// listed in the report's NeedsRestart; the others apply.
+// keys in place, and if command, dir, env, user, group, umask or rlimits changed, gets a
+// new generation of workers (pool.Roll). Reload returns once every new generation has
+// taken over or failed to start, not when old workers are gone. Daemon keys that only a
+// restart applies are listed in the report's NeedsRestart; the others apply.
 //
 // Reload is safe for concurrent use with everything else; during a shutdown it fails
 // with pool.ErrShuttingDown.
@@ -216,6 +216,7 @@ func (s *Server) applyInterfaces(cfg *config.Config, rep *wire.ReloadReport) (ro
 				running := ni
 				if newGen {
 					running.Command, running.Dir, running.Env = oi.Command, oi.Dir, oi.Env
+					running.User, running.Group, running.Umask, running.Rlimits = oi.User, oi.Group, oi.Umask, oi.Rlimits
 					ch.Change = wire.ChangeNewGeneration
 					rolls = append(rolls, rollJob{name: name, p: p, ic: ni, running: running, index: len(rep.Interfaces)})
 				}

@@ -167,7 +167,11 @@ func (s *Server) spawner(name string, ic config.Interface) pool.Spawner {
 	im := s.metrics.iface(name)
 	im.setMaxMethods(ic.MetricsMaxMethods)
 	book := s.logBook
+	ident, box, isoErr := isolation(ic) // user, group, umask, rlimits: isolation.go
 	return func(ctx context.Context, id string, onExit func(*worker.Worker)) (*worker.Worker, error) {
+		if isoErr != nil {
+			return nil, &worker.StartError{Interface: name, ID: id, Reason: isoErr.Error(), Err: isoErr}
+		}
 		onLine := func(pid int, at time.Time, line string) { book.add(name, id, pid, at, line) }
 		start := time.Now()
 		w, err := worker.Start(ctx, worker.Config{
@@ -175,6 +179,7 @@ func (s *Server) spawner(name string, ic config.Interface) pool.Spawner {
 			SetupTimeout: ic.SetupTimeout, CallTimeout: ic.CallTimeout, CancelGrace: ic.Grace(),
 			MaxMessageBytes: maxBytes, Logger: log, OnExit: onExit,
 			Stderr: stderr, StderrDropped: dropped, StderrLine: onLine,
+			Identity: ident, Sandbox: box,
 		})
 		if err == nil {
 			im.observeSpawn(time.Since(start))

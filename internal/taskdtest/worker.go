@@ -10,14 +10,19 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/taskd-dev/taskd/internal/sandbox"
 )
 
 // modeEnv selects the worker mode when a test binary runs as a worker.
 const modeEnv = "TASKD_TEST_WORKER"
 
 // MaybeRunWorker turns the test binary into a worker process when it was started as one
-// (see WorkerYAML). Main calls it; a TestMain that is not Main calls it first thing.
+// (see WorkerYAML), or into internal/sandbox's helper when a worker with a umask or
+// rlimits was started from it (sandbox.Main). Main calls it; a TestMain that is not Main
+// calls it first thing.
 func MaybeRunWorker() {
+	sandbox.Main()
 	mode := os.Getenv(modeEnv)
 	if mode == "" {
 		return

@@ -86,6 +86,10 @@ func (p *process) start(cfg Config) (stdin, stdout *os.File, err error) {
 		Setpgid:   true,            // own process group: kill(-pid) reaches its children
 		Pdeathsig: syscall.SIGKILL, // dies with taskd, even on SIGKILL of taskd
 	}
+	if err := isolate(cmd, cfg); err != nil { // user, umask, rlimits: isolation.go
+		closeAll(inR, inW, outR, outW, errR, errW)
+		return nil, nil, err
+	}
 	err = cmd.Start()
 	closeAll(inR, outW, errW) // the child's ends
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/taskd-dev/taskd/internal/sandbox"
 )
 
 // drainWait bounds how long the waiter waits for a dead worker's pipes to reach EOF (a
@@ -36,6 +38,13 @@ type Config struct {
 	// and the time it was read. Lines dropped over the rate limit are not passed. It is
 	// called on the stderr reader goroutine: it must not block.
 	StderrLine func(pid int, at time.Time, line string)
+	// Identity, if set, is the user and groups the worker runs as (isolation.go); nil:
+	// taskd's own.
+	Identity *Identity
+	// Sandbox is the umask and rlimits the worker runs under. Unless it is empty, the
+	// worker is started through sandbox's helper, taskd's own executable: its main must
+	// call sandbox.Main first thing.
+	Sandbox sandbox.Spec
 	// OnExit, if set, is called once from the waiter goroutine after the process has been
 	// reaped and every outstanding call has been failed. It must not block.
 	OnExit func(*Worker)
