@@ -26,8 +26,9 @@ var allowed = map[string][]string{
 	"internal/config":               {"internal/wire"},
 	"internal/worker":               {"internal/wire", "internal/sendq", "internal/fdio", "internal/procfs", "internal/crash"},
 	"internal/pool":                 {"internal/worker", "internal/wire", "internal/procfs", "internal/crash"},
-	"internal/server":               {"internal/pool", "internal/worker", "internal/wire", "internal/config", "internal/sendq", "internal/fdio", "internal/crash", "internal/procfs"},
-	"internal/taskdtest":            {"internal/procfs", "internal/taskdproc"},
+	"internal/server":               {"internal/pool", "internal/worker", "internal/wire", "internal/config", "internal/sendq", "internal/fdio", "internal/crash", "internal/procfs", "internal/cgroup"},
+	"internal/cgroup":               {}, // worker cgroups; worker sees it only as worker.Cgroup
+	"internal/taskdtest":            {"internal/procfs", "internal/taskdproc", "internal/cgroup"},
 	"internal/conformance":          {},
 	"internal/conformance/goworker": {"pkg/worker"},
 	"pkg/client":                    {"internal/wire", "internal/sendq", "internal/fdio"},

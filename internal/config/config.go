@@ -68,6 +68,8 @@ type Interface struct {
 	// longer than SlowCall, are logged and counted. 0 = off (the default).
 	CheckoutWarnAfter time.Duration `yaml:"checkout_warn_after"`
 	SlowCall          time.Duration `yaml:"slow_call"`
+	// Cgroup: cgroup v2 limits of the interface's workers (cgroup.go).
+	Cgroup Cgroup `yaml:"cgroup"`
 }
 
 // Defaults filled in by Normalize. docs/config.md lists them too; keep both in step.
@@ -379,5 +381,6 @@ func (in Interface) validate(prefix string) []error {
 	if in.SlowCall < 0 {
 		bad("slow_call", "must be ≥ 0 (got %s); 0 means no slow-call log", in.SlowCall)
 	}
+	errs = append(errs, in.Cgroup.validate(prefix)...)
 	return errs
 }

@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/taskd-dev/taskd/internal/cgroup"
 	"github.com/taskd-dev/taskd/internal/config"
 	"github.com/taskd-dev/taskd/internal/crash"
 	"github.com/taskd-dev/taskd/internal/pool"
@@ -77,6 +78,11 @@ type Server struct {
 	// lines is max_line_memory: the memory that all client connections' lines longer
 	// than wire.ReadBufferSize share (see session.readLoop).
 	lines *wire.Budget
+
+	// cgroups is the workers' cgroup tree, nil when taskd runs without a delegated
+	// cgroup (cgroupsOff says why); set by Run before the pools start (cgroups.go).
+	cgroups    *cgroup.Tree
+	cgroupsOff string
 }
 
 // New checks cfg (it must have been normalized) and returns a server that has not started
@@ -105,6 +111,7 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	if err != nil {
 		return err
 	}
+	s.setupCgroups()
 	tab := &table{pools: make(map[string]*pool.Pool, len(s.cfg.Interfaces))}
 	for name, ic := range s.cfg.Interfaces {
 		tab.pools[name] = pool.New(s.poolConfig(name, ic), s.spawner(name, ic))
@@ -123,6 +130,7 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 			for _, p := range tab.pools {
 				p.Close()
 			}
+			s.closeCgroups()
 			return fmt.Errorf("metrics_listen %s: %w", addr, err)
 		}
 		stopMetrics = stop
@@ -147,6 +155,7 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	}
 	<-ctx.Done()
 	s.shutdown()
+	s.closeCgroups()
 	stopMetrics()
 	return nil
 }
@@ -160,14 +169,19 @@ func (s *Server) spawner(name string, ic config.Interface) pool.Spawner {
 	im := s.metrics.iface(name)
 	im.setMaxMethods(ic.MetricsMaxMethods)
 	book := s.logBook
+	cg := s.interfaceCgroup(name, ic)
 	return func(ctx context.Context, id string, onExit func(*worker.Worker)) (*worker.Worker, error) {
 		onLine := func(pid int, at time.Time, line string) { book.add(name, id, pid, at, line) }
 		start := time.Now()
+		wcg, err := workerCgroup(cg, name, id)
+		if err != nil {
+			return nil, err
+		}
 		w, err := worker.Start(ctx, worker.Config{
 			Interface: name, ID: id, Command: ic.Command, Dir: ic.Dir, Env: ic.Env,
 			SetupTimeout: ic.SetupTimeout, CallTimeout: ic.CallTimeout, CancelGrace: ic.Grace(),
 			MaxMessageBytes: maxBytes, Logger: log, OnExit: onExit,
-			Stderr: stderr, StderrDropped: dropped, StderrLine: onLine,
+			Stderr: stderr, StderrDropped: dropped, StderrLine: onLine, Cgroup: wcg,
 		})
 		if err == nil {
 			im.observeSpawn(time.Since(start))

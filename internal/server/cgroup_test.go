@@ -1,0 +1,144 @@
+package server_test
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/taskd-dev/taskd/internal/taskdtest"
+	"github.com/taskd-dev/taskd/pkg/client"
+)
+
+// Worker cgroups: taskd started in a cgroup of its own (taskdtest.Cgroup, the stand-in
+// for systemd's Delegate=yes) puts each worker in a cgroup of its own and kills it whole.
+
+// cgroupOf returns the cgroup v2 path of pid ("/taskdtest-1-1/workers/cg/cg-1").
+func cgroupOf(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	require.NoError(t, err)
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			return p
+		}
+	}
+	t.Fatalf("pid %d has no cgroup v2 entry:\n%s", pid, b)
+	return ""
+}
+
+// startInCgroup starts taskd in a fresh test cgroup and returns the daemon and the cgroup's
+// directory and path (relative to the cgroup2 mount).
+func startInCgroup(t *testing.T, yaml string) (*taskdtest.Daemon, string, string) {
+	t.Helper()
+	dir, f := taskdtest.Cgroup(t)
+	d := taskdtest.StartWith(t, yaml, taskdtest.Options{Wait: true, Cgroup: f})
+	return d, dir, "/" + filepath.Base(dir)
+}
+
+// orphan checks out a worker of c, has it double-fork a grandchild that calls setsid,
+// and returns the worker and the grandchild's pid; the checkout is released.
+func orphan(t *testing.T, c *client.Client) (client.WorkerInfo, int) {
+	t.Helper()
+	co, err := c.Checkout(ctxT(t))
+	require.NoError(t, err)
+	var gc int
+	require.NoError(t, co.Call(ctxT(t), "orphan", &gc))
+	w := co.Worker()
+	co.Release()
+	require.True(t, taskdtest.Alive(gc), "the grandchild %d runs", gc)
+	require.NotContains(t, taskdtest.Descendants(w.PID), gc, "the grandchild's parent has exited: it is not the worker's descendant")
+	return w, gc
+}
+
+func TestCgroupWorkersInOwnCgroups(t *testing.T) {
+	d, dir, rel := startInCgroup(t, "interfaces:\n"+taskdtest.WorkerYAML("cg", "raw", "min_idle: 2"))
+	c := newClient(t, d, "cg")
+	require.Eventually(t, func() bool { return status(t, c, "cg").Idle == 2 }, 20*time.Second, 5*time.Millisecond)
+
+	assert.Equal(t, rel+"/supervisor", cgroupOf(t, d.PID()), "taskd moved itself into its supervisor leaf")
+	seen := map[string]bool{}
+	for _, w := range status(t, c, "cg").Workers {
+		cg := cgroupOf(t, w.PID)
+		assert.Equal(t, rel+"/workers/cg/"+w.ID, cg, "worker %s runs in its own cgroup", w.ID)
+		assert.False(t, seen[cg], "one cgroup per worker")
+		seen[cg] = true
+		procs, err := os.ReadFile(filepath.Join(dir, "workers/cg", w.ID, "cgroup.procs"))
+		require.NoError(t, err)
+		assert.Equal(t, strconv.Itoa(w.PID), strings.TrimSpace(string(procs)), "the worker alone is in its cgroup")
+	}
+	assert.Contains(t, d.Logs(), "cgroups on: each worker runs in a cgroup of its own")
+
+	require.NoError(t, d.Stop(30*time.Second))
+	_, err := os.Stat(filepath.Join(dir, "workers"))
+	assert.True(t, os.IsNotExist(err), "taskd removed the workers' cgroups when it stopped (%v)", err)
+}
+
+// TestCgroupKillsGrandchild: a worker's grandchild that left its process group and
+// session (double fork, setsid) dies with the worker's cgroup when the worker is killed or
+// retired, and the worker's cgroup is removed.
+func TestCgroupKillsGrandchild(t *testing.T) {
+	for _, how := range []string{"kill", "max_checkouts"} {
+		t.Run(how, func(t *testing.T) {
+			extra := "min_idle: 1"
+			if how == "max_checkouts" {
+				extra += "\nmax_checkouts: 1"
+			}
+			d, dir, rel := startInCgroup(t, "interfaces:\n"+taskdtest.WorkerYAML("cg", "raw", extra))
+			c := newClient(t, d, "cg")
+			w, gc := orphan(t, c)
+			assert.Equal(t, rel+"/workers/cg/"+w.ID, cgroupOf(t, gc), "the grandchild is in its worker's cgroup")
+			if how == "kill" {
+				_, err := c.KillWorker(ctxT(t), w.ID)
+				require.NoError(t, err)
+			} // with max_checkouts: 1 the release retired it
+			taskdtest.RequireGone(t, []int{w.PID, gc}, 10*time.Second)
+			require.Eventually(t, func() bool {
+				_, err := os.Stat(filepath.Join(dir, "workers/cg", w.ID))
+				return os.IsNotExist(err)
+			}, 10*time.Second, 5*time.Millisecond, "the worker's cgroup is removed")
+			// The interface still serves, from a new worker in a new cgroup.
+			var pid int
+			require.NoError(t, c.Call(ctxT(t), "pid", &pid))
+			assert.NotEqual(t, w.PID, pid)
+		})
+	}
+}
+
+// TestCgroupOffGrandchildSurvives is the behaviour without a delegated cgroup (and before
+// worker cgroups): taskd logs once that cgroup limits are off and why, warns for the
+// interface that sets limits, serves as before — and a grandchild that left the worker's
+// process group and session outlives the worker's kill. taskd runs in a cgroup named like
+// a systemd service's that systemd did not delegate (no trusted.delegate attribute).
+func TestCgroupOffGrandchildSurvives(t *testing.T) {
+	dir, _ := taskdtest.Cgroup(t)
+	svc := filepath.Join(dir, "taskd.service")
+	require.NoError(t, os.Mkdir(svc, 0o755))
+	f, err := os.Open(svc)
+	require.NoError(t, err)
+	defer f.Close()
+	d := taskdtest.StartWith(t, "interfaces:\n"+taskdtest.WorkerYAML("cg", "raw", "cgroup: {pids_max: 100, memory_max: 1GiB}"),
+		taskdtest.Options{Wait: true, Cgroup: f})
+	c := newClient(t, d, "cg")
+	w, gc := orphan(t, c)
+	t.Cleanup(func() { syscall.Kill(gc, syscall.SIGKILL) })
+	assert.Equal(t, "/"+filepath.Base(dir)+"/taskd.service", cgroupOf(t, w.PID), "the worker runs in taskd's own cgroup")
+
+	_, err = c.KillWorker(ctxT(t), w.ID)
+	require.NoError(t, err)
+	taskdtest.RequireGone(t, []int{w.PID}, 10*time.Second)
+	var pid int
+	require.NoError(t, c.Call(ctxT(t), "pid", &pid), "taskd serves as without cgroups")
+	assert.True(t, taskdtest.Alive(gc), "without a cgroup of its own, the grandchild of a killed worker survives")
+
+	logs := d.Logs()
+	assert.Equal(t, 1, strings.Count(logs, "cgroup limits are off"), "logged once why (and once in the interface's warning):\n%s", logs)
+	assert.Contains(t, logs, "which did not delegate it (set Delegate=yes")
+	assert.Contains(t, logs, "the interface sets cgroup limits, which do not apply")
+}
