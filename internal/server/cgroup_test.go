@@ -142,3 +142,81 @@ func TestCgroupOffGrandchildSurvives(t *testing.T) {
 	assert.Contains(t, logs, "which did not delegate it (set Delegate=yes")
 	assert.Contains(t, logs, "the interface sets cgroup limits, which do not apply")
 }
+
+// TestCgroupCleansUpLeftovers: the worker cgroups of a taskd that was SIGKILLed — whose
+// workers died with it (their parent-death signal) but whose grandchildren did not — are
+// killed and removed by the next taskd started in the same cgroup. The next one starts
+// in the supervisor leaf, as systemd's DelegateSubgroup=supervisor starts it.
+func TestCgroupCleansUpLeftovers(t *testing.T) {
+	d, dir, rel := startInCgroup(t, "interfaces:\n"+taskdtest.WorkerYAML("cg", "raw", "min_idle: 1"))
+	c := newClient(t, d, "cg")
+	w, gc := orphan(t, c)
+	t.Cleanup(func() { syscall.Kill(gc, syscall.SIGKILL) })
+	require.NoError(t, d.Signal(syscall.SIGKILL))
+	<-d.Exited()
+	taskdtest.RequireGone(t, []int{w.PID}, 10*time.Second)
+	require.True(t, taskdtest.Alive(gc), "the grandchild outlives a SIGKILLed taskd")
+	assert.Equal(t, rel+"/workers/cg/"+w.ID, cgroupOf(t, gc))
+
+	sup, err := os.Open(filepath.Join(dir, "supervisor"))
+	require.NoError(t, err)
+	defer sup.Close()
+	d2 := taskdtest.StartWith(t, "interfaces:\n"+taskdtest.WorkerYAML("cg", "raw", "min_idle: 1"),
+		taskdtest.Options{Wait: true, Cgroup: sup})
+	taskdtest.RequireGone(t, []int{gc}, 10*time.Second)
+	_, err = os.Stat(filepath.Join(dir, "workers/cg", w.ID))
+	assert.True(t, os.IsNotExist(err), "the old worker's cgroup is removed (%v)", err)
+	assert.Contains(t, d2.Logs(), "killed and removed the worker cgroups a previous taskd left")
+	c2 := newClient(t, d2, "cg")
+	var pid int
+	require.NoError(t, c2.Call(ctxT(t), "pid", &pid))
+	assert.Equal(t, rel+"/workers/cg/", filepath.Dir(cgroupOf(t, pid))+"/")
+}
+
+// TestCgroupLimits: memory_max and pids_max are written to each worker's cgroup and
+// cpu_weight to the interface's, and a reload changes them live, for the running workers.
+// It needs the memory, pids and cpu controllers in the test's cgroup, that is, enabled in
+// the cgroup2 root's cgroup.subtree_control (a host booted with the unified hierarchy).
+func TestCgroupLimits(t *testing.T) {
+	dir, f := taskdtest.Cgroup(t)
+	have, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+	require.NoError(t, err)
+	for _, c := range []string{"memory", "pids", "cpu"} {
+		if !strings.Contains(" "+strings.TrimSpace(string(have))+" ", " "+c+" ") {
+			t.Skipf("needs the %s controller in a cgroup under the cgroup2 mount (this host offers %q: it binds the "+
+				"controllers to cgroup v1); placement and cgroup.kill are tested without it", c, strings.TrimSpace(string(have)))
+		}
+	}
+	yaml := func(mem string, pids, weight int) string {
+		return "interfaces:\n" + taskdtest.WorkerYAML("cg", "raw", "min_idle: 2\ncgroup: {memory_max: "+mem+
+			", pids_max: "+strconv.Itoa(pids)+", cpu_weight: "+strconv.Itoa(weight)+"}")
+	}
+	d := taskdtest.StartWith(t, yaml("256MiB", 64, 50), taskdtest.Options{Wait: true, Cgroup: f})
+	c := newClient(t, d, "cg")
+	require.Eventually(t, func() bool { return status(t, c, "cg").Idle == 2 }, 20*time.Second, 5*time.Millisecond)
+	read := func(p ...string) string {
+		b, err := os.ReadFile(filepath.Join(append([]string{dir, "workers", "cg"}, p...)...))
+		require.NoError(t, err)
+		return strings.TrimSpace(string(b))
+	}
+	workers := status(t, c, "cg").Workers
+	for _, w := range workers {
+		assert.Equal(t, strconv.Itoa(256<<20), read(w.ID, "memory.max"))
+		assert.Equal(t, "64", read(w.ID, "pids.max"))
+	}
+	assert.Equal(t, "50", read("cpu.weight"))
+
+	require.NoError(t, os.WriteFile(d.Config, []byte("listen: [\""+d.Addr+"\"]\nlog: {level: debug, format: json}\n"+yaml("512MiB", 0, 0)), 0o600))
+	_, err = c.Reload(ctxT(t))
+	require.NoError(t, err)
+	for _, w := range workers {
+		assert.Equal(t, strconv.Itoa(512<<20), read(w.ID, "memory.max"), "reloaded live into the running worker's cgroup")
+		assert.Equal(t, "max", read(w.ID, "pids.max"), "0: no limit")
+	}
+	assert.Equal(t, "100", read("cpu.weight"), "0: the default weight")
+	after := status(t, c, "cg").Workers
+	require.Len(t, after, len(workers))
+	for i := range workers {
+		assert.Equal(t, workers[i].PID, after[i].PID, "no worker was restarted")
+	}
+}
