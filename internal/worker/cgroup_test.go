@@ -22,7 +22,7 @@ type fakeCgroup struct {
 	released atomic.Int32
 }
 
-func (c *fakeCgroup) FD() int   { return c.fd }
+func (c *fakeCgroup) FD() int  { return c.fd }
 func (c *fakeCgroup) Release() { c.released.Add(1) }
 
 // TestCgroupPlacementAndRelease: a worker with a Cgroup is started in it, and the cgroup
