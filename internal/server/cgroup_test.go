@@ -161,7 +161,8 @@ func TestCgroupCleansUpLeftovers(t *testing.T) {
 	sup, err := os.Open(filepath.Join(dir, "supervisor"))
 	require.NoError(t, err)
 	defer sup.Close()
-	d2 := taskdtest.StartWith(t, "interfaces:\n"+taskdtest.WorkerYAML("cg", "raw", "min_idle: 1"),
+	// min_idle 0: its first worker, cg-1 again, starts only at the call below.
+	d2 := taskdtest.StartWith(t, "interfaces:\n"+taskdtest.WorkerYAML("cg", "raw", "min_idle: 0"),
 		taskdtest.Options{Wait: true, Cgroup: sup})
 	taskdtest.RequireGone(t, []int{gc}, 10*time.Second)
 	_, err = os.Stat(filepath.Join(dir, "workers/cg", w.ID))
