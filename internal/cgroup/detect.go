@@ -54,10 +54,10 @@ func Detect() (*Found, error) {
 	if err != nil {
 		return nil, off("reading /proc/self/cgroup: %v", err)
 	}
-	return detect(mountinfo, self, os.Geteuid())
+	return detect(mountinfo, self, os.Geteuid(), os.Getpid())
 }
 
-func detect(mountinfo, self []byte, euid int) (*Found, error) {
+func detect(mountinfo, self []byte, euid, pid int) (*Found, error) {
 	mount, root, ok := ParseMountinfo(mountinfo)
 	if !ok {
 		return nil, off("no cgroup2 filesystem is mounted (cgroup v1 only); cgroup limits need the unified hierarchy (cgroup v2)")
@@ -93,6 +93,20 @@ func detect(mountinfo, self []byte, euid int) (*Found, error) {
 		euid == 0 && !delegated(f.Dir) {
 		return nil, off("taskd's cgroup %s belongs to systemd, which did not delegate it (set Delegate=yes in the unit; "+
 			"systemd 251 or later marks a delegated cgroup with the trusted.delegate attribute)", f.Dir)
+	}
+	// A delegated cgroup is taskd's alone: it purges workers/ at start. Processes beside it
+	// (a shell's session scope, a test runner, a taskd started before it) mean it is not.
+	for _, d := range []string{f.Dir, filepath.Join(f.Dir, supervisor)} {
+		raw, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+		if err != nil {
+			continue // no supervisor/ yet
+		}
+		for _, p := range ParseProcs(raw) {
+			if p != pid {
+				return nil, off("taskd's cgroup %s is not its own: process %d is in %s too (another taskd, or the "+
+					"session taskd was started from); give taskd a cgroup of its own (systemd: Delegate=yes)", f.Dir, p, d)
+			}
+		}
 	}
 	have, err := os.ReadFile(filepath.Join(f.Dir, "cgroup.controllers"))
 	if err != nil {

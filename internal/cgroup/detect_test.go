@@ -70,6 +70,12 @@ func TestDetect(t *testing.T) {
 	svc := fakeCgroup(t, mount, "svc", "cpuset cpu io memory pids")
 	fakeCgroup(t, mount, "system.slice/taskd.service", "memory")
 	fakeCgroup(t, mount, "plain", "")
+	require.NoError(t, os.WriteFile(filepath.Join(svc, "cgroup.procs"), []byte("42\n"), 0o644))
+	shared := fakeCgroup(t, mount, "shared", "")
+	require.NoError(t, os.WriteFile(filepath.Join(shared, "cgroup.procs"), []byte("42\n4242\n"), 0o644))
+	busy := fakeCgroup(t, mount, "busy", "")
+	fakeCgroup(t, busy, "supervisor", "")
+	require.NoError(t, os.WriteFile(filepath.Join(busy, "supervisor", "cgroup.procs"), []byte("4343\n"), 0o644))
 
 	for _, tc := range []struct {
 		name, mountinfo, self string
@@ -87,11 +93,13 @@ func TestDetect(t *testing.T) {
 		{name: "systemd unit, root, not marked", mountinfo: string(mi), self: "0::/system.slice/taskd.service\n", why: "did not delegate it (set Delegate=yes"},
 		{name: "systemd unit, its user's", mountinfo: string(mi), self: "0::/system.slice/taskd.service\n", euid: 1000,
 			dir: filepath.Join(mount, "system.slice/taskd.service"), available: []string{"memory"}},
+		{name: "shared with another process", mountinfo: string(mi), self: "0::/shared\n", why: "process 4242 is in " + shared + " too"},
+		{name: "another taskd in supervisor", mountinfo: string(mi), self: "0::/busy\n", why: "process 4343 is in " + filepath.Join(busy, "supervisor")},
 		{name: "missing", mountinfo: string(mi), self: "0::/nonexistent\n", why: "not writable"},
 		{name: "outside the mount's root", mountinfo: "40 30 0:37 /sub " + mount + " rw - cgroup2 cgroup2 rw\n", self: "0::/other\n", why: "is not under the cgroup2 mount"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f, err := detect([]byte(tc.mountinfo), []byte(tc.self), tc.euid)
+			f, err := detect([]byte(tc.mountinfo), []byte(tc.self), tc.euid, 42)
 			if tc.dir == "" {
 				require.Error(t, err)
 				var off *OffError

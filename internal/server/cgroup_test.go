@@ -221,3 +221,24 @@ func TestCgroupLimits(t *testing.T) {
 		assert.Equal(t, workers[i].PID, after[i].PID, "no worker was restarted")
 	}
 }
+
+// TestCgroupNotShared: a taskd started in a cgroup where another taskd runs does not take
+// it over (it would purge the other's worker cgroups): it runs without cgroups, and says
+// why.
+func TestCgroupNotShared(t *testing.T) {
+	d, dir, _ := startInCgroup(t, "interfaces:\n"+taskdtest.WorkerYAML("cg", "raw", "min_idle: 1"))
+	c := newClient(t, d, "cg")
+	var pid int
+	require.NoError(t, c.Call(ctxT(t), "pid", &pid))
+
+	f, err := os.Open(dir)
+	require.NoError(t, err)
+	defer f.Close()
+	d2 := taskdtest.StartWith(t, "interfaces:\n"+taskdtest.WorkerYAML("cg", "raw", "min_idle: 1"), taskdtest.Options{Wait: true, Cgroup: f})
+	c2 := newClient(t, d2, "cg")
+	var pid2 int
+	require.NoError(t, c2.Call(ctxT(t), "pid", &pid2))
+	assert.Contains(t, d2.Logs(), "is not its own: process "+strconv.Itoa(d.PID())+" is in "+filepath.Join(dir, "supervisor"))
+	assert.True(t, taskdtest.Alive(pid), "the first taskd's worker lives on")
+	assert.Equal(t, "/"+filepath.Base(dir), cgroupOf(t, pid2), "the second taskd's worker runs in its cgroup")
+}
