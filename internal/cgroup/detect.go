@@ -40,11 +40,11 @@ func off(format string, args ...any) *OffError {
 }
 
 // Detect finds the calling process's cgroup v2 and whether it is delegated to it: a
-// cgroup of its own (not the root), writable (its directory, cgroup.procs and
-// cgroup.subtree_control), and, if it is a systemd unit's (*.service, *.scope), one that
-// systemd delegated (Delegate=yes: systemd marks it with the trusted.delegate or
-// user.delegate extended attribute, or made it the unprivileged service user's). It
-// returns an *OffError saying why not otherwise.
+// cgroup of its own (not the root, and no other process in it or its supervisor leaf),
+// writable (its directory, cgroup.procs and cgroup.subtree_control), and, if it is a
+// systemd unit's (*.service, *.scope), one that systemd delegated (Delegate=yes: systemd
+// marks it with the trusted.delegate or user.delegate extended attribute, or made it the
+// unprivileged service user's). It returns an *OffError saying why not otherwise.
 func Detect() (*Found, error) {
 	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
