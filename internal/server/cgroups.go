@@ -58,14 +58,17 @@ func (s *Server) closeCgroups() {
 func (s *Server) interfaceCgroup(name string, ic config.Interface) *cgroup.Interface {
 	l := cgroup.Limits{MemoryMax: int64(ic.Cgroup.MemoryMax), PidsMax: int64(ic.Cgroup.PidsMax), CPUWeight: ic.Cgroup.CPUWeight}
 	log := s.log.Named("cgroup").With(zap.String("interface", name))
+	// Warn once per setting: a reload that rolls an interface applies it twice.
+	last, seen := s.cgroupWarned.Swap(name, ic.Cgroup)
+	warn := !seen || last.(config.Cgroup) != ic.Cgroup
 	if s.cgroups == nil {
-		if ic.Cgroup.IsSet() {
+		if ic.Cgroup.IsSet() && warn {
 			log.Warn("the interface sets cgroup limits, which do not apply: taskd runs without cgroups", zap.String("why", s.cgroupsOff),
 				zap.Int64("memory_max", l.MemoryMax), zap.Int64("pids_max", l.PidsMax), zap.Int("cpu_weight", l.CPUWeight))
 		}
 		return nil
 	}
-	if missing := s.cgroups.Missing(l); len(missing) > 0 {
+	if missing := s.cgroups.Missing(l); len(missing) > 0 && warn {
 		log.Warn("cgroup limits of the interface do not apply: their controllers are not available in taskd's cgroup "+
 			"(with systemd, Delegate=yes delegates them)", zap.String("controllers", strings.Join(missing, ", ")))
 	}

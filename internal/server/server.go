@@ -81,8 +81,9 @@ type Server struct {
 
 	// cgroups is the workers' cgroup tree, nil when taskd runs without a delegated
 	// cgroup (cgroupsOff says why); set by Run before the pools start (cgroups.go).
-	cgroups    *cgroup.Tree
-	cgroupsOff string
+	cgroups      *cgroup.Tree
+	cgroupsOff   string
+	cgroupWarned sync.Map // interface name → the config.Cgroup last applied (cgroups.go)
 }
 
 // New checks cfg (it must have been normalized) and returns a server that has not started
