@@ -54,7 +54,28 @@ func Detect() (*Found, error) {
 	if err != nil {
 		return nil, off("reading /proc/self/cgroup: %v", err)
 	}
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err == nil {
+		if rel := unix.ByteSliceToString(uts.Release[:]); !KernelAtLeast(rel, 5, 7) {
+			return nil, off("Linux %s is older than 5.7, which starting a process into a cgroup (CLONE_INTO_CGROUP) needs", rel)
+		}
+	}
 	return detect(mountinfo, self, os.Geteuid(), os.Getpid())
+}
+
+// KernelAtLeast reports whether a kernel release such as "6.1.0-13-amd64" is at least
+// major.minor; a release it cannot read counts as new enough.
+func KernelAtLeast(release string, major, minor int) bool {
+	parts := strings.SplitN(release, ".", 3)
+	if len(parts) < 2 {
+		return true
+	}
+	ma, err1 := strconv.Atoi(parts[0])
+	mi, err2 := strconv.Atoi(strings.TrimRightFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
+	if err1 != nil || err2 != nil {
+		return true
+	}
+	return ma > major || (ma == major && mi >= minor)
 }
 
 func detect(mountinfo, self []byte, euid, pid int) (*Found, error) {

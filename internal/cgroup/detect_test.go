@@ -168,3 +168,12 @@ func FuzzParseProcs(f *testing.F) {
 		}
 	})
 }
+
+func TestKernelAtLeast(t *testing.T) {
+	for rel, want := range map[string]bool{
+		"6.18.44-fc-v1272": true, "5.7.0": true, "5.14.21-150400": true, "5.6.19": false, "4.19.0-26-amd64": false,
+		"5.10": true, "junk": true, "": true, "5.x": true,
+	} {
+		assert.Equal(t, want, KernelAtLeast(rel, 5, 7), rel)
+	}
+}

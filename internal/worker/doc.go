@@ -10,7 +10,8 @@
 //
 // A Worker is made of two parts, and of the goroutine that joins their ends:
 //
-//   - the process (process.go, stderr.go): spawn and environment, the stderr reader and
+//   - the process (process.go, stderr.go): spawn and environment (into its cgroup, if
+//     Config.Cgroup gives one, which is killed whole once it is reaped), the stderr reader and
 //     the tail it keeps for error messages, Kill and Stop's SIGTERM/SIGKILL escalation,
 //     reaping, exit classification, and the liveness probe (waitid, and /proc/PID/stat
 //     through internal/procfs);
