@@ -16,7 +16,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/taskd-dev/taskd/internal/cgroup"
 	"github.com/taskd-dev/taskd/internal/config"
 	"github.com/taskd-dev/taskd/internal/crash"
 	"github.com/taskd-dev/taskd/internal/pool"
@@ -78,12 +77,7 @@ type Server struct {
 	// lines is max_line_memory: the memory that all client connections' lines longer
 	// than wire.ReadBufferSize share (see session.readLoop).
 	lines *wire.Budget
-
-	// cgroups is the workers' cgroup tree, nil when taskd runs without a delegated
-	// cgroup (cgroupsOff says why); set by Run before the pools start (cgroups.go).
-	cgroups      *cgroup.Tree
-	cgroupsOff   string
-	cgroupWarned sync.Map // interface name → the config.Cgroup last applied (cgroups.go)
+	cg    cgroups // the workers' cgroups (cgroups.go); set up by Run before the pools start
 }
 
 // New checks cfg (it must have been normalized) and returns a server that has not started
@@ -113,6 +107,7 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 		return err
 	}
 	s.setupCgroups()
+	defer s.closeCgroups() // once the pools are closed
 	tab := &table{pools: make(map[string]*pool.Pool, len(s.cfg.Interfaces))}
 	for name, ic := range s.cfg.Interfaces {
 		tab.pools[name] = pool.New(s.poolConfig(name, ic), s.spawner(name, ic))
@@ -131,7 +126,6 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 			for _, p := range tab.pools {
 				p.Close()
 			}
-			s.closeCgroups()
 			return fmt.Errorf("metrics_listen %s: %w", addr, err)
 		}
 		stopMetrics = stop
@@ -156,7 +150,6 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	}
 	<-ctx.Done()
 	s.shutdown()
-	s.closeCgroups()
 	stopMetrics()
 	return nil
 }
@@ -170,19 +163,15 @@ func (s *Server) spawner(name string, ic config.Interface) pool.Spawner {
 	im := s.metrics.iface(name)
 	im.setMaxMethods(ic.MetricsMaxMethods)
 	book := s.logBook
-	cg := s.interfaceCgroup(name, ic)
+	ci := s.interfaceCgroup(name, ic)
 	return func(ctx context.Context, id string, onExit func(*worker.Worker)) (*worker.Worker, error) {
 		onLine := func(pid int, at time.Time, line string) { book.add(name, id, pid, at, line) }
 		start := time.Now()
-		wcg, err := workerCgroup(cg, name, id)
-		if err != nil {
-			return nil, err
-		}
-		w, err := worker.Start(ctx, worker.Config{
+		w, err := startWorker(ctx, ci, worker.Config{
 			Interface: name, ID: id, Command: ic.Command, Dir: ic.Dir, Env: ic.Env,
 			SetupTimeout: ic.SetupTimeout, CallTimeout: ic.CallTimeout, CancelGrace: ic.Grace(),
 			MaxMessageBytes: maxBytes, Logger: log, OnExit: onExit,
-			Stderr: stderr, StderrDropped: dropped, StderrLine: onLine, Cgroup: wcg,
+			Stderr: stderr, StderrDropped: dropped, StderrLine: onLine,
 		})
 		if err == nil {
 			im.observeSpawn(time.Since(start))
