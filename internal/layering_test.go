@@ -27,8 +27,9 @@ var allowed = map[string][]string{
 	"internal/worker":               {"internal/wire", "internal/sendq", "internal/fdio", "internal/procfs", "internal/crash", "internal/sandbox"},
 	"internal/sandbox":              {}, // the re-exec helper that applies umask and rlimits to workers
 	"internal/pool":                 {"internal/worker", "internal/wire", "internal/procfs", "internal/crash"},
-	"internal/server":               {"internal/pool", "internal/worker", "internal/wire", "internal/config", "internal/sendq", "internal/fdio", "internal/crash", "internal/procfs", "internal/sandbox"},
-	"internal/taskdtest":            {"internal/procfs", "internal/taskdproc", "internal/sandbox"},
+	"internal/server":               {"internal/pool", "internal/worker", "internal/wire", "internal/config", "internal/sendq", "internal/fdio", "internal/crash", "internal/procfs", "internal/sandbox", "internal/cgroup"},
+	"internal/cgroup":               {}, // worker cgroups; worker sees it only as worker.Cgroup
+	"internal/taskdtest":            {"internal/procfs", "internal/taskdproc", "internal/sandbox", "internal/cgroup"},
 	"internal/conformance":          {},
 	"internal/conformance/goworker": {"pkg/worker"},
 	"pkg/client":                    {"internal/wire", "internal/sendq", "internal/fdio"},

@@ -289,6 +289,9 @@ func checkUnits(t *testing.T, root string) {
 		if strings.HasSuffix(u, ".service") {
 			assert.Contains(t, text, "ExecStart=/usr/bin/taskd ", "the service runs the package's taskd")
 			assert.Contains(t, text, " -c /etc/taskd/taskd.yaml", "the service reads the package's config")
+			// Worker cgroups need the service's cgroup delegated, and writable.
+			assert.Contains(t, text, "\nDelegate=yes\n", "the service delegates its cgroup to taskd")
+			assert.NotContains(t, text, "\nProtectControlGroups=yes\n", "a read-only /sys/fs/cgroup turns worker cgroups off")
 		}
 	}
 

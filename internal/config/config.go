@@ -75,6 +75,8 @@ type Interface struct {
 	Group   string  `yaml:"group"`
 	Umask   string  `yaml:"umask"`
 	Rlimits Rlimits `yaml:"rlimits"`
+	// Cgroup: cgroup v2 limits of the interface's workers (cgroup.go).
+	Cgroup Cgroup `yaml:"cgroup"`
 }
 
 // Defaults filled in by Normalize. docs/config.md lists them too; keep both in step.
@@ -389,5 +391,6 @@ func (in Interface) validate(prefix string) []error {
 	if in.SlowCall < 0 {
 		bad("slow_call", "must be ≥ 0 (got %s); 0 means no slow-call log", in.SlowCall)
 	}
+	errs = append(errs, in.Cgroup.validate(prefix)...)
 	return errs
 }

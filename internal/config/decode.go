@@ -91,7 +91,8 @@ func (d *decoder) field(n *yaml.Node, v reflect.Value, key, env string) {
 
 // zeroMeansNever reports whether key is one where 0 means "never" rather than "default".
 func zeroMeansNever(key string) bool {
-	for _, k := range []string{".max_checkouts", ".max_age", ".max_rss", ".checkout_warn_after", ".slow_call"} {
+	for _, k := range []string{".max_checkouts", ".max_age", ".max_rss", ".checkout_warn_after", ".slow_call",
+		".cgroup.memory_max", ".cgroup.pids_max", ".cgroup.cpu_weight"} {
 		if strings.HasSuffix(key, k) {
 			return true
 		}

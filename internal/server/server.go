@@ -80,6 +80,7 @@ type Server struct {
 
 	// tls serves the tls:// listeners (tls.go); nil when the tls key has no certificate.
 	tls *tlsServing
+	cg  cgroups // the workers' cgroups (cgroups.go); set up by Run before the pools start
 }
 
 // New checks cfg (it must have been normalized) and returns a server that has not started
@@ -112,6 +113,8 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	if err != nil {
 		return err
 	}
+	s.setupCgroups()
+	defer s.closeCgroups() // once the pools are closed
 	tab := &table{pools: make(map[string]*pool.Pool, len(s.cfg.Interfaces))}
 	for name, ic := range s.cfg.Interfaces {
 		tab.pools[name] = pool.New(s.poolConfig(name, ic), s.spawner(name, ic))
@@ -168,13 +171,14 @@ func (s *Server) spawner(name string, ic config.Interface) pool.Spawner {
 	im.setMaxMethods(ic.MetricsMaxMethods)
 	book := s.logBook
 	ident, box, isoErr := isolation(ic) // user, group, umask, rlimits: isolation.go
+	ci := s.interfaceCgroup(name, ic)
 	return func(ctx context.Context, id string, onExit func(*worker.Worker)) (*worker.Worker, error) {
 		if isoErr != nil {
 			return nil, &worker.StartError{Interface: name, ID: id, Reason: isoErr.Error(), Err: isoErr}
 		}
 		onLine := func(pid int, at time.Time, line string) { book.add(name, id, pid, at, line) }
 		start := time.Now()
-		w, err := worker.Start(ctx, worker.Config{
+		w, err := startWorker(ctx, ci, worker.Config{
 			Interface: name, ID: id, Command: ic.Command, Dir: ic.Dir, Env: ic.Env,
 			SetupTimeout: ic.SetupTimeout, CallTimeout: ic.CallTimeout, CancelGrace: ic.Grace(),
 			MaxMessageBytes: maxBytes, Logger: log, OnExit: onExit,

@@ -44,6 +44,11 @@ type Options struct {
 	// and exec). They stay the caller's: it keeps them open across restarts, as systemd
 	// does, and closes them.
 	Sockets []*os.File
+
+	// Cgroup, if set, is an open cgroup v2 directory that taskd is started in, atomically
+	// (CLONE_INTO_CGROUP): a stand-in for the cgroup systemd delegates to the service
+	// (Delegate=yes), for tests of taskd's worker cgroups. It stays the caller's.
+	Cgroup *os.File
 }
 
 // Daemon is a taskd process started by Start. Its fields are set by Start and must not be
@@ -140,6 +145,9 @@ func Start(ctx context.Context, o Options) (*Daemon, error) {
 		// sh sets LISTEN_PID to its own pid, which exec gives to taskd.
 		d.cmd = exec.Command("/bin/sh", "-c", `export LISTEN_PID=$$; exec "$0" "$@"`, o.Bin, "-c", d.Config)
 		d.cmd.ExtraFiles = o.Sockets
+	}
+	if o.Cgroup != nil {
+		d.cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(o.Cgroup.Fd())}
 	}
 	d.cmd.Dir = cmp.Or(o.WorkDir, d.Dir)
 	d.cmd.Env = append(env, o.Env...)

@@ -47,6 +47,10 @@ type Options struct {
 	// Sockets are handed to taskd as systemd's socket activation does (see
 	// taskdproc.Options.Sockets and ListeningSocket); they stay the caller's.
 	Sockets []*os.File
+
+	// Cgroup, if set, is a cgroup v2 directory taskd is started in (see
+	// taskdproc.Options.Cgroup and CgroupForTest); it stays the caller's.
+	Cgroup *os.File
 }
 
 // Start runs taskd with the given YAML interfaces section and top-level settings and waits

@@ -248,6 +248,7 @@ func start(yaml string, o Options) (*taskdproc.Daemon, error) {
 		Env:     o.Env,
 		NoWait:  !o.Wait,
 		Sockets: o.Sockets,
+		Cgroup:  o.Cgroup,
 	})
 	if err != nil {
 		if o.Dir == "" {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/taskd-dev/taskd/internal/sandbox"
@@ -49,7 +50,9 @@ func MaybeRunWorker() {
 // call is cancelled), stderr [n] (writes an n-byte stderr line), stderrflood [n, size]
 // (writes n numbered stderr lines of size bytes: "flood line 000001 xxx"), logs, alloc [n] (allocates
 // and touches n MiB, kept until it exits), alloclater [n] (the same after its reply),
-// childalloc [n] (starts a child process that holds n MiB until the worker exits).
+// childalloc [n] (starts a child process that holds n MiB until the worker exits), orphan
+// (double-forks a grandchild that calls setsid and sleeps an hour: it left the worker's
+// process group and session, and its parent has exited; returns its pid).
 func WorkerYAML(name, mode, extra string, env ...string) string {
 	var b strings.Builder
 	// GORACE: a race-enabled binary otherwise sleeps 1s at exit, which would make every
@@ -95,6 +98,19 @@ func runWorker(mode string) int {
 		return 1
 	case "slowready":
 		time.Sleep(300 * time.Millisecond)
+	case "detach": // not a worker: the child of orphan; starts the grandchild, prints its pid, exits
+		gc := exec.Command(os.Args[0])
+		gc.Env = append(os.Environ(), modeEnv+"=sleeper")
+		gc.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // leaves the worker's process group and session
+		if err := gc.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Println(gc.Process.Pid)
+		return 0
+	case "sleeper": // not a worker: the grandchild of orphan, in a session of its own
+		time.Sleep(time.Hour)
+		return 0
 	case "hog": // not a worker: the child of childalloc, holding memory until stdin closes
 		var mib int
 		fmt.Sscan(os.Getenv("TASKD_TEST_HOG_MIB"), &mib)
@@ -252,6 +268,17 @@ func runWorker(mode string) int {
 			if m.M == "alloc" {
 				ok(m.ID, true)
 			}
+		case "orphan": // double fork: a child starts a grandchild that calls setsid, and exits; returns the grandchild's pid
+			cmd := exec.Command(os.Args[0])
+			cmd.Env = append(os.Environ(), modeEnv+"=detach")
+			cmd.Stderr = os.Stderr
+			outb, err := cmd.Output()
+			var pid int
+			if _, serr := fmt.Sscan(string(outb), &pid); err != nil || serr != nil {
+				send(map[string]any{"t": "err", "id": m.ID, "e": map[string]any{"msg": fmt.Sprintf("orphan: %v %v", err, serr)}})
+				continue
+			}
+			ok(m.ID, pid)
 		case "childalloc": // starts a child (in this worker's process group) that holds n MiB
 			cmd := exec.Command(os.Args[0])
 			cmd.Env = append(os.Environ(), modeEnv+"=hog", fmt.Sprintf("TASKD_TEST_HOG_MIB=%d", num(0)))

@@ -10,11 +10,12 @@
 //
 // A Worker is made of two parts, and of the goroutine that joins their ends:
 //
-//   - the process (process.go, stderr.go, isolation.go): spawn and environment, the
-//     user it runs as and the umask and rlimits it runs under (through internal/sandbox's
-//     re-exec helper), the stderr reader and the tail it keeps for error messages, Kill
-//     and Stop's SIGTERM/SIGKILL escalation, reaping, exit classification, and the
-//     liveness probe (waitid, and /proc/PID/stat through internal/procfs);
+//   - the process (process.go, stderr.go, isolation.go): spawn and environment (into its
+//     cgroup, if Config.Cgroup gives one, which is killed whole once it is reaped), the user
+//     it runs as and the umask and rlimits it runs under (through internal/sandbox's re-exec
+//     helper), the stderr reader and the tail it keeps for error messages, Kill and Stop's
+//     SIGTERM/SIGKILL escalation, reaping, exit classification, and the liveness probe
+//     (waitid, and /proc/PID/stat through internal/procfs);
 //   - the protocol connection (conn.go): the calls outstanding, call_timeout, the stdout
 //     decoder, the stdin send queue (Cork/Uncork), cancel and done, and what the worker
 //     announced (ready, pipeline, bye);

@@ -48,6 +48,7 @@ type process struct {
 	onLine  func(pid int, at time.Time, line string) // Config.StderrLine
 	limit   atomic.Pointer[StderrLimit]
 	stat    *procfs.StatFile // /proc/PID/stat for the liveness probe; closed by drain
+	cgroup  Cgroup           // Config.Cgroup: released by reap
 
 	mu        sync.Mutex
 	cause     error       // why taskd wants it gone (the first reason given wins); see classify
@@ -90,6 +91,10 @@ func (p *process) start(cfg Config) (stdin, stdout *os.File, err error) {
 		closeAll(inR, inW, outR, outW, errR, errW)
 		return nil, nil, err
 	}
+	if cfg.Cgroup != nil {
+		// Started straight into its cgroup (clone3 with CLONE_INTO_CGROUP, Linux 5.7).
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, cfg.Cgroup.FD()
+	}
 	err = cmd.Start()
 	closeAll(inR, outW, errW) // the child's ends
 	if err != nil {
@@ -97,6 +102,7 @@ func (p *process) start(cfg Config) (stdin, stdout *os.File, err error) {
 		return nil, nil, fmt.Errorf("spawn %q: %w", cfg.Command[0], err)
 	}
 	p.cmd, p.pid, p.started = cmd, cmd.Process.Pid, time.Now()
+	p.cgroup = cfg.Cgroup
 	p.stderr, p.errDone, p.dropped, p.onLine = errR, make(chan struct{}), cfg.StderrDropped, cfg.StderrLine
 	p.setStderrLimit(cfg.Stderr)
 	p.stat = procfs.NewStatFile(p.pid)
@@ -249,8 +255,9 @@ func (p *process) exited() bool {
 }
 
 // reap waits for the process to exit (the waiter calls it, once), stops Stop's
-// escalation, and kills what is left of the process group: a child of the worker may
-// outlive it and hold its pipes, and must not outlive the pool.
+// escalation, and kills what is left of the process group, and of its cgroup if it has
+// one (Config.Cgroup): a child of the worker may outlive it and hold its pipes, and must
+// not outlive the pool.
 func (p *process) reap() (waitErr error) {
 	waitErr = p.cmd.Wait() // the pipes are *os.File: Wait starts no copiers and closes none of ours
 	p.mu.Lock()
@@ -260,6 +267,9 @@ func (p *process) reap() (waitErr error) {
 	}
 	p.mu.Unlock()
 	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+	if p.cgroup != nil {
+		p.cgroup.Release() // and whatever left the process group: the whole cgroup
+	}
 	return waitErr
 }
 

@@ -48,6 +48,18 @@ type Config struct {
 	// OnExit, if set, is called once from the waiter goroutine after the process has been
 	// reaped and every outstanding call has been failed. It must not block.
 	OnExit func(*Worker)
+	// Cgroup, if set, is the cgroup v2 the worker is started in, atomically
+	// (CLONE_INTO_CGROUP): the worker and all it starts are in it from their first
+	// instruction. Start takes it over: the waiter calls its Release once the process has
+	// been reaped (killing whatever the worker left in it, grandchildren in sessions of
+	// their own included), or Start does at once if the process could not be spawned.
+	Cgroup Cgroup
+}
+
+// Cgroup is the cgroup a worker runs in (internal/cgroup.Worker is the daemon's).
+type Cgroup interface {
+	FD() int  // an open descriptor of the cgroup's directory, valid until Release
+	Release() // kills every process left in the cgroup and removes it; may block briefly
 }
 
 // Info is a snapshot of a worker for status reports.
@@ -76,6 +88,9 @@ type Worker struct {
 // *StartError carrying the tail of its stderr.
 func Start(ctx context.Context, cfg Config) (*Worker, error) {
 	if len(cfg.Command) == 0 {
+		if cfg.Cgroup != nil {
+			cfg.Cgroup.Release()
+		}
 		return nil, &StartError{Interface: cfg.Interface, ID: cfg.ID, Reason: "no command configured"}
 	}
 	if cfg.Logger == nil {
@@ -87,6 +102,9 @@ func Start(ctx context.Context, cfg Config) (*Worker, error) {
 	w := &Worker{cfg: cfg, exited: make(chan struct{})}
 	stdin, stdout, err := w.p.start(cfg)
 	if err != nil {
+		if cfg.Cgroup != nil {
+			cfg.Cgroup.Release()
+		}
 		return nil, &StartError{Interface: cfg.Interface, ID: cfg.ID, Reason: err.Error(), Err: err}
 	}
 	w.log = w.p.log
