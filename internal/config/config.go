@@ -27,6 +27,11 @@ type Config struct {
 	MetricsListen   string               `yaml:"metrics_listen"`  // "" = off (the default)
 	Log             Log                  `yaml:"log"`
 	Interfaces      map[string]Interface `yaml:"interfaces"`
+	// Who may steer the daemon, and what the limits on client connections are (access.go).
+	Admin         *Access       `yaml:"admin"`          // nil: root and taskd's own user only
+	HideForbidden bool          `yaml:"hide_forbidden"` // leave interfaces a peer may not use out of what it sees
+	MaxClients    int           `yaml:"max_clients"`    // client connections served at once
+	HelloTimeout  time.Duration `yaml:"hello_timeout"`  // for a new connection's first request; negative = none
 }
 
 // Log configures the daemon's zap logger.
@@ -68,6 +73,9 @@ type Interface struct {
 	// longer than SlowCall, are logged and counted. 0 = off (the default).
 	CheckoutWarnAfter time.Duration `yaml:"checkout_warn_after"`
 	SlowCall          time.Duration `yaml:"slow_call"`
+	// Allow names the peers that may check out the interface's workers (access.go);
+	// nil: anyone who can connect.
+	Allow *Access `yaml:"allow"`
 }
 
 // Defaults filled in by Normalize. docs/config.md lists them too; keep both in step.
@@ -146,6 +154,7 @@ func (c *Config) Normalize() {
 	if c.Log.Format == "" {
 		c.Log.Format = DefaultLogFormat
 	}
+	c.normalizeAccess()
 	if c.Interfaces == nil {
 		return
 	}
@@ -274,6 +283,7 @@ func (c Config) Validate() error {
 	if !slices.Contains(LogFormats, c.Log.Format) {
 		bad("log.format", "%q is not one of %s", c.Log.Format, strings.Join(LogFormats, ", "))
 	}
+	errs = append(errs, c.validateAccess()...)
 
 	if len(c.Interfaces) == 0 {
 		bad("interfaces", "none configured — taskd needs at least one, e.g.\n"+
@@ -379,5 +389,6 @@ func (in Interface) validate(prefix string) []error {
 	if in.SlowCall < 0 {
 		bad("slow_call", "must be ≥ 0 (got %s); 0 means no slow-call log", in.SlowCall)
 	}
+	errs = append(errs, in.Allow.validate(prefix+".allow")...)
 	return errs
 }

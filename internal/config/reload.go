@@ -33,7 +33,8 @@ func (r Reload) String() string {
 // The keys whose reload is not the default of their level: a daemon key needs a restart
 // unless listed here; an interface key reloads live unless listed here.
 var (
-	daemonLive       = map[string]bool{"shutdown_grace": true, "log.level": true, "interfaces": true}
+	daemonLive = map[string]bool{"shutdown_grace": true, "log.level": true, "interfaces": true,
+		"admin": true, "hide_forbidden": true, "max_clients": true, "hello_timeout": true}
 	interfaceNewGens = map[string]bool{"command": true, "dir": true, "env": true}
 )
 

@@ -52,7 +52,7 @@ func (s *Server) pingSelf(ctx context.Context) error {
 		return fmt.Errorf("cannot open a socket pair (out of file descriptors?): %w", err)
 	}
 	defer ours.Close()
-	if !s.serveConn(theirs) {
+	if !s.serveConn(theirs, false) {
 		theirs.Close()
 		return errors.New("taskd is draining and serves no new connection")
 	}

@@ -87,6 +87,7 @@ func (s *Server) serveMetrics(addr string) (stop func(), err error) {
 	reg.MustRegister(newPoolCollector(s), newWatchCollector(s), collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(s.metrics.collectors()...)
+	reg.MustRegister(s.guard.collectors()...)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}

@@ -77,6 +77,10 @@ type Server struct {
 	// lines is max_line_memory: the memory that all client connections' lines longer
 	// than wire.ReadBufferSize share (see session.readLoop).
 	lines *wire.Budget
+
+	// guard is who may call what, and the limits on client connections (access.go).
+	guard   *guard
+	clients int // accepted connections being served, for max_clients; guarded by mu
 }
 
 // New checks cfg (it must have been normalized) and returns a server that has not started
@@ -90,7 +94,8 @@ func New(cfg config.Config, log *zap.Logger, version string) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, applied: cfg, log: log, version: version, sessions: make(map[*session]struct{}),
 		removing: make(map[*pool.Pool]string), lines: wire.NewBudget(int64(cfg.MaxLineMemory)),
-		metrics: newMetrics(), logBook: newLogBook()}
+		metrics: newMetrics(), logBook: newLogBook(), guard: newGuard()}
+	s.setAccess(cfg)
 	s.grace.Store(int64(cfg.ShutdownGrace))
 	s.halt, s.haltNow = context.WithCancel(context.Background())
 	return s, nil
@@ -316,7 +321,7 @@ func (s *Server) accept(ln net.Listener) {
 			continue
 		}
 		delay = 0
-		if !s.serveConn(conn) {
+		if !s.serveConn(conn, true) {
 			conn.Close()
 		}
 	}
@@ -324,16 +329,27 @@ func (s *Server) accept(ln net.Listener) {
 
 // serveConn starts a session on conn, owned by the server (Server.wg), and reports
 // whether it did: a draining server serves no new connection, and the caller closes it.
-// Every connection goes through here: the accepted ones, and the health check's own.
-func (s *Server) serveConn(conn net.Conn) bool {
+// Every connection goes through here: the accepted ones (client: counted against
+// max_clients, refused past it, and held to hello_timeout), and the health check's own.
+func (s *Server) serveConn(conn net.Conn, client bool) bool {
 	s.mu.Lock()
 	if s.draining {
 		s.mu.Unlock()
 		return false
 	}
+	if client && int64(s.clients) >= s.guard.maxClients.Load() {
+		open := s.clients
+		s.mu.Unlock()
+		s.refuseClient(conn, open) // closes conn
+		return true
+	}
 	s.nextSess++
 	sess := newSession(s, conn, s.nextSess)
+	sess.client = client
 	s.sessions[sess] = struct{}{}
+	if client {
+		s.clients++
+	}
 	s.wg.Add(1)
 	s.mu.Unlock()
 	go func() {
@@ -342,6 +358,9 @@ func (s *Server) serveConn(conn net.Conn) bool {
 		sess.serve()
 		s.mu.Lock()
 		delete(s.sessions, sess)
+		if client {
+			s.clients--
+		}
 		s.mu.Unlock()
 	}()
 	return true
@@ -444,7 +463,7 @@ func (s *Server) status() *wire.Status {
 			Starting: ps.Starting, Queued: ps.Queued, MinIdle: ps.MinIdle, MaxWorkers: ps.MaxWorkers,
 			Checkouts: ps.Checkouts, Calls: ps.Calls, Spawns: ps.Spawns, SpawnFailures: ps.SpawnFailures,
 			LastError: ps.LastError, Retiring: ps.Retiring, Generation: ps.Generation, Removed: x.removed,
-			Workers: make([]wire.WorkerStatus, 0, len(ps.Workers))}
+			Workers: make([]wire.WorkerStatus, 0, len(ps.Workers)), Allow: s.allowOf(x.name)}
 		is.Draining = ps.Paused // drained by an admin request (admin.go)
 		is.HeldTooLong, is.SlowCalls = s.watchCounts(x.name)
 		is.CallLatency = s.metrics.iface(x.name).callLatency()

@@ -49,8 +49,9 @@ type conn struct {
 	// draining is taskd's message once it refused a checkout with shutting_down: later
 	// checkouts are not sent on this connection but parked until the next one, so that a
 	// daemon restart is invisible to the application.
-	draining string
-	fatal    string // msg of a "fatal" message from taskd, if any
+	draining  string
+	fatal     string // msg of a "fatal" message from taskd, if any
+	fatalCode string // its code: why taskd refused or closed the connection, if it said
 }
 
 // wantConnLocked notes that something waits for a connection: starts the manager if
@@ -253,7 +254,11 @@ func (c *Client) read(cn *conn) {
 	<-cn.out.Done()
 
 	c.mu.Lock()
-	if cn.fatal != "" {
+	if cn.fatalCode == wire.CodeTooManyClients || cn.fatalCode == wire.CodeHelloTimeout {
+		// Not a protocol error: taskd refused the connection (max_clients), or closed an
+		// idle one; requests waiting for a connection are sent on the next.
+		err = fmt.Errorf("taskd closed the connection (%s): %s", cn.fatalCode, cn.fatal)
+	} else if cn.fatal != "" {
 		err = &wrapped{
 			text: fmt.Sprintf("%v: taskd closed the connection: %q", ErrProtocol, cn.fatal),
 			errs: []error{ErrProtocol},
@@ -368,7 +373,7 @@ func (c *Client) dispatch(cn *conn, m *wire.ClientMsg) {
 		c.mu.Unlock()
 	case wire.TFatal:
 		c.mu.Lock()
-		cn.fatal = m.Msg
+		cn.fatal, cn.fatalCode = m.Msg, m.Code
 		if cn.fatal == "" {
 			cn.fatal = "(no message)"
 		}
