@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"slices"
@@ -30,7 +31,8 @@ type guard struct {
 	helloTimeout atomic.Int64                // hello_timeout, a time.Duration; ≤ 0: none
 	users        *userCache
 
-	forbidLog boundedSet // (peer, interface) pairs whose refusal was logged
+	forbidLog boundedSet    // (peer, interface) pairs whose refusal was logged
+	lingering chan struct{} // a slot per refused connection lingering (lingerClose)
 
 	// full rate-limits the log of connections refused over max_clients.
 	fullMu      sync.Mutex
@@ -75,12 +77,18 @@ const (
 	fullLogEvery = 10 * time.Second
 	// refuseWriteWait bounds the write of a refusal on a new connection.
 	refuseWriteWait = 100 * time.Millisecond
+	// A refused connection lingers (lingerClose) at most lingerWait, reading at most
+	// lingerMax bytes; at most maxLingering do at once.
+	lingerWait   = time.Second
+	lingerMax    = 64 << 10
+	maxLingering = 64
 )
 
 func newGuard() *guard {
 	return &guard{
 		users:     newUserCache(lookupUser),
 		forbidLog: boundedSet{max: forbidLogMax},
+		lingering: make(chan struct{}, maxLingering),
 		forbidden: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskd_checkouts_forbidden_total",
 			Help: "Checkout requests refused because the interface's allow list does not name the peer."}, []string{"interface"}),
 		adminRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "taskd_admin_refused_total",
@@ -190,7 +198,7 @@ func (g *guard) describe(p Peer) string {
 		if name := g.users.get(p.UID).name; name != "" {
 			s += " (" + name + ")"
 		}
-		s += fmt.Sprintf(" gid %d", p.GID)
+		s += fmt.Sprintf(", gid %d", p.GID)
 		if p.PID > 0 {
 			s += fmt.Sprintf(", pid %d", p.PID)
 			if p.Comm != "" {
@@ -335,7 +343,7 @@ func (s *Server) refuseClient(conn net.Conn, open int) {
 			"retry later, close idle connections, or raise max_clients", max, open)})
 	_ = conn.SetWriteDeadline(time.Now().Add(refuseWriteWait))
 	_, _ = conn.Write(line)
-	_ = conn.Close()
+	s.lingerClose(conn)
 
 	g.fullMu.Lock()
 	g.fullRefused++
@@ -349,6 +357,37 @@ func (s *Server) refuseClient(conn net.Conn, open int) {
 		s.log.Warn("refusing client connections: max_clients are open (logged at most every 10s)",
 			zap.Int64("max_clients", max), zap.Int("open", open), zap.Int("refused", n), zap.String("peer", describeAddr(conn)))
 	}
+}
+
+// lingerClose closes a refused connection so that its client reads the refusal: a
+// client writes its hello (and requests) as soon as it connects, and a socket closed
+// with those unread, or before they are written, makes the client's write or read fail
+// (EPIPE, ECONNRESET) before it has read why. So the write side is shut first, and what
+// the client sends is read and dropped until it closes its end or lingerWait passes, on a
+// goroutine of the server's. At most maxLingering connections linger at once; past that,
+// conn is closed at once.
+func (s *Server) lingerClose(conn net.Conn) {
+	cw, ok := conn.(interface{ CloseWrite() error })
+	select {
+	case s.guard.lingering <- struct{}{}:
+	default:
+		ok = false
+	}
+	if !ok || cw.CloseWrite() != nil {
+		if ok {
+			<-s.guard.lingering
+		}
+		_ = conn.Close()
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-s.guard.lingering }()
+		defer conn.Close()
+		_ = conn.SetReadDeadline(time.Now().Add(lingerWait))
+		_, _ = io.Copy(io.Discard, io.LimitReader(conn, lingerMax))
+	}()
 }
 
 func describeAddr(conn net.Conn) string {

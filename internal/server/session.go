@@ -221,6 +221,13 @@ func (ss *session) handle(m *wire.ClientMsg) {
 		if panicHook != nil {
 			panicHook(m.T)
 		}
+		// A request (it has an id) of a type this taskd does not know is answered, so
+		// that its client does not wait for nothing; other messages are ignored, for
+		// forward compatibility.
+		if m.ID != 0 {
+			ss.send(&wire.ClientMsg{T: wire.TRefused, ID: m.ID, Code: wire.CodeInvalidRequest,
+				Msg: fmt.Sprintf("unknown request type %q: this taskd (%s) does not know it; the client is newer than taskd, or broken", m.T, ss.s.version)})
+		}
 	}
 }
 

@@ -72,7 +72,7 @@ const (
 	CodeDraining       = "interface_draining" // an admin drained the interface: no new checkouts until it is resumed
 	CodeNotPermitted   = "not_permitted"      // an admin request (or reload) from a peer that is not root or taskd's own user
 	CodeUnknownWorker  = "unknown_worker"     // an admin request named no worker of the daemon's
-	CodeInvalidRequest = "invalid_request"    // an admin request with an unknown op, or values that are not valid
+	CodeInvalidRequest = "invalid_request"    // a request of an unknown type, an admin request with an unknown op, or values that are not valid
 )
 
 // Admin operations (ClientMsg.Op of an "admin" request).

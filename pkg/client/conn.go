@@ -254,7 +254,7 @@ func (c *Client) read(cn *conn) {
 	<-cn.out.Done()
 
 	c.mu.Lock()
-	if cn.fatalCode == wire.CodeTooManyClients || cn.fatalCode == wire.CodeHelloTimeout {
+	if cn.unserved() {
 		// Not a protocol error: taskd refused the connection (max_clients), or closed an
 		// idle one; requests waiting for a connection are sent on the next.
 		err = fmt.Errorf("taskd closed the connection (%s): %s", cn.fatalCode, cn.fatal)
@@ -275,6 +275,13 @@ func (c *Client) read(cn *conn) {
 	c.failConnLocked(cn, lost, admin, err)
 	c.mu.Unlock()
 	close(cn.dead)
+}
+
+// unserved reports whether taskd closed cn saying that it acted on nothing sent on it: it
+// refused the connection (max_clients), or closed it before a whole request came
+// (hello_timeout). One-shot calls written on it are resent then: they cannot have run.
+func (cn *conn) unserved() bool {
+	return cn.fatalCode == wire.CodeTooManyClients || cn.fatalCode == wire.CodeHelloTimeout
 }
 
 // failConnLocked detaches cn: its held checkouts fail with lost, its admin requests with
@@ -304,7 +311,7 @@ func (c *Client) failConnLocked(cn *conn, lost, adminErr, lostCause error) {
 			// abandoned: taskd releases it with the connection
 		case c.closed:
 			failReqLocked(r, lost)
-		case r.once != nil && r.state == reqSent && cn.out.Written(r.once.mark):
+		case r.once != nil && r.state == reqSent && cn.out.Written(r.once.mark) && !cn.unserved():
 			// It reached taskd, so its call may have run: sending it again could run it
 			// twice. (One that was not written whole, or that taskd refused — parked —
 			// was never acted on, and is resent.)
