@@ -90,6 +90,8 @@ interfaces:
 				MaxLineMemory:   8 * MiB,
 				MetricsListen:   empty,
 				Log:             Log{Level: "debug", Format: "console"},
+				MaxClients:      DefaultMaxClients, // access keys: access_test.go
+				HelloTimeout:    DefaultHelloTimeout,
 				Interfaces: map[string]Interface{"passwd": {
 					Command:       []string{"python3", "worker.py"},
 					Dir:           "/srv",

@@ -276,7 +276,7 @@ func statusFromWire(ws *wire.Status) DaemonStatus {
 			LastError: wi.LastError, Retiring: wi.Retiring, Generation: wi.Generation,
 			Removed: wi.Removed, Draining: wi.Draining, Exits: maps.Clone(wi.Exits), HeldTooLong: wi.HeldTooLong, SlowCalls: wi.SlowCalls,
 			CallLatency: latencyFromWire(wi.CallLatency), Allow: accessFromWire(wi.Allow),
-			Workers:     make([]WorkerStatus, 0, len(wi.Workers))}
+			Workers: make([]WorkerStatus, 0, len(wi.Workers))}
 		for _, w := range wi.Workers {
 			is.Workers = append(is.Workers, WorkerStatus{ID: w.ID, PID: w.PID, State: w.State,
 				Gen: w.Gen, Checkouts: w.Checkouts, Age: seconds(w.AgeSec), Method: w.Method,
