@@ -96,3 +96,24 @@ func TestLookupUser(t *testing.T) {
 	assert.Contains(t, u.gids, 0)
 	assert.Equal(t, userInfo{}, lookupUser(2147480000))
 }
+
+// BenchmarkAllows is the cost of an allow check, which every checkout request pays
+// (calls pay nothing): no rule; a rule that names the uid; and a rule that names only a
+// supplementary group, found in the user cache.
+func BenchmarkAllows(b *testing.B) {
+	g := newGuard()
+	g.users = newUserCache(func(uid int) userInfo { return userInfo{name: "alice", gids: []int{1000, 27}} })
+	p := Peer{Unix: true, PID: 1, UID: 1000, GID: 1000}
+	byUID, _ := compileRule(&config.Access{UIDs: []int{1000}})
+	byGroup, _ := compileRule(&config.Access{GIDs: []int{27}})
+	for name, r := range map[string]*rule{"none": nil, "uid": byUID, "supplementary": byGroup} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if !g.allows(r, p) {
+					b.Fatal("refused")
+				}
+			}
+		})
+	}
+}
