@@ -264,4 +264,17 @@ func TestMaxClientsThroughTheClient(t *testing.T) {
 	var got []string
 	require.NoError(t, c.Call(ctxT(t), "echo", &got, "served"), "the client kept trying, and got the freed slot")
 	assert.Equal(t, []string{"served"}, got)
+
+	// Both reload live, for the connections accepted from then on: one more slot, and
+	// silent connections closed again.
+	rewrite(t, d, "max_clients: 3\nhello_timeout: 500ms\ninterfaces:\n"+taskdtest.WorkerYAML("echo", "raw", "min_idle: 1"))
+	_, err = c.Reload(ctxT(t)) // c holds the only slot
+	require.NoError(t, err)
+	silent, err := net.Dial("unix", d.Socket) // a second one: served now
+	require.NoError(t, err)
+	defer silent.Close()
+	fatal, _, _ := readFatal(t, silent)
+	require.NotNil(t, fatal)
+	assert.Equal(t, "hello_timeout", fatal["code"], "served, then closed for its silence")
+	assert.Contains(t, fatal["msg"], "within 500ms")
 }
