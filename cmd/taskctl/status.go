@@ -73,6 +73,9 @@ func renderStatus(w io.Writer, st client.DaemonStatus) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := renderAccess(w, st); err != nil {
+		return err
+	}
 
 	var rows int
 	for _, is := range st.Interfaces {
@@ -98,6 +101,21 @@ func renderStatus(w io.Writer, st client.DaemonStatus) error {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", is.Name, ws.ID, ws.PID, fmtGen(ws.Gen),
 				ws.State, ws.Checkouts, fmtDur(ws.Age), method, running)
 		}
+	}
+	return tw.Flush()
+}
+
+// renderAccess writes who may use each interface (its allow rule), if any interface has
+// one: with none, anyone who can connect may use them all, and nothing is written.
+func renderAccess(w io.Writer, st client.DaemonStatus) error {
+	if !slices.ContainsFunc(st.Interfaces, func(is client.InterfaceStatus) bool { return is.Allow != nil }) {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "INTERFACE\tALLOW")
+	for _, is := range st.Interfaces {
+		fmt.Fprintf(tw, "%s\t%s\n", is.Name, is.Allow)
 	}
 	return tw.Flush()
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // Steering a live daemon: drain, resume, retire, kill and scale. taskd allows them only to
-// root and to its own user, over its unix socket.
+// root and to its own user over its unix socket, and to the peers its admin setting names.
 
 // newSteerCmds returns the commands that steer a live daemon.
 func newSteerCmds(opts *options) []*cobra.Command {

@@ -28,6 +28,11 @@ type Config struct {
 	Log             Log                  `yaml:"log"`
 	TLS             TLS                  `yaml:"tls"` // for tls:// listeners (tls.go)
 	Interfaces      map[string]Interface `yaml:"interfaces"`
+	// Who may steer the daemon, and what the limits on client connections are (access.go).
+	Admin         *Access       `yaml:"admin"`          // nil: root and taskd's own user only
+	HideForbidden bool          `yaml:"hide_forbidden"` // leave interfaces a peer may not use out of what it sees
+	MaxClients    int           `yaml:"max_clients"`    // client connections served at once
+	HelloTimeout  time.Duration `yaml:"hello_timeout"`  // for a new connection's first request; negative = none
 }
 
 // Log configures the daemon's zap logger.
@@ -77,6 +82,9 @@ type Interface struct {
 	Rlimits Rlimits `yaml:"rlimits"`
 	// Cgroup: cgroup v2 limits of the interface's workers (cgroup.go).
 	Cgroup Cgroup `yaml:"cgroup"`
+	// Allow names the peers that may check out the interface's workers (access.go);
+	// nil: anyone who can connect.
+	Allow *Access `yaml:"allow"`
 }
 
 // Defaults filled in by Normalize. docs/config.md lists them too; keep both in step.
@@ -156,6 +164,7 @@ func (c *Config) Normalize() {
 		c.Log.Format = DefaultLogFormat
 	}
 	c.TLS.normalize()
+	c.normalizeAccess()
 	if c.Interfaces == nil {
 		return
 	}
@@ -285,6 +294,7 @@ func (c Config) Validate() error {
 	if !slices.Contains(LogFormats, c.Log.Format) {
 		bad("log.format", "%q is not one of %s", c.Log.Format, strings.Join(LogFormats, ", "))
 	}
+	errs = append(errs, c.validateAccess()...)
 
 	if len(c.Interfaces) == 0 {
 		bad("interfaces", "none configured — taskd needs at least one, e.g.\n"+
@@ -392,5 +402,6 @@ func (in Interface) validate(prefix string) []error {
 		bad("slow_call", "must be ≥ 0 (got %s); 0 means no slow-call log", in.SlowCall)
 	}
 	errs = append(errs, in.Cgroup.validate(prefix)...)
+	errs = append(errs, in.Allow.validate(prefix+".allow")...)
 	return errs
 }

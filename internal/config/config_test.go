@@ -38,6 +38,8 @@ func TestNormalize(t *testing.T) {
 			MaxMessageBytes: 16 << 20,
 			MaxLineMemory:   64 << 20, // 4 × max_message_bytes
 			MetricsListen:   "",
+			MaxClients:      1024,
+			HelloTimeout:    10 * time.Second,
 			Log:             Log{Level: "info", Format: "json"},
 			TLS:             TLS{MinVersion: "1.2"},
 			Interfaces: map[string]Interface{"echo": {
@@ -72,6 +74,8 @@ func TestNormalize(t *testing.T) {
 			MetricsListen:   "127.0.0.1:9464",
 			Log:             Log{Level: "debug", Format: "console"},
 			TLS:             TLS{MinVersion: "1.3"},
+			MaxClients:      7, // access keys: access_test.go
+			HelloTimeout:    -time.Second,
 			Interfaces: map[string]Interface{"x": {
 				Command:       []string{"w"},
 				Dir:           "/srv",

@@ -173,7 +173,7 @@ func (d *decoder) entries(n *yaml.Node, v reflect.Value, key string) {
 	v.Set(m)
 }
 
-// list decodes a sequence of scalars into the []string v. A single string is refused:
+// list decodes a sequence of scalars into the []string (or []int) v. A single string is refused:
 // lists such as command are argv lists, never a string for a shell to split.
 func (d *decoder) list(n *yaml.Node, v reflect.Value, key, env string) {
 	at := source{line: n.Line, env: env}
@@ -186,20 +186,21 @@ func (d *decoder) list(n *yaml.Node, v reflect.Value, key, env string) {
 		d.bad(at, key, "want a list, got %s", describe(n))
 		return
 	}
-	list := make([]string, 0, len(n.Content))
+	list := reflect.MakeSlice(v.Type(), 0, len(n.Content))
 	for i, item := range n.Content {
 		item = deref(item)
 		path := fmt.Sprintf("%s[%d]", key, i)
 		if env == "" {
 			d.src[path] = source{line: item.Line}
 		}
-		if item.Kind != yaml.ScalarNode {
-			d.bad(source{line: item.Line, env: env}, path, "want a string, got %s", describe(item))
+		x, err := scalar(item, v.Type().Elem()) // a string, or a whole number (uids, gids)
+		if err != nil {
+			d.bad(source{line: item.Line, env: env}, path, "%v", err)
 			continue
 		}
-		list = append(list, item.Value)
+		list = reflect.Append(list, x)
 	}
-	v.Set(reflect.ValueOf(list))
+	v.Set(list)
 }
 
 // pairs returns the key and value nodes of a mapping in order, then those that its YAML
@@ -274,6 +275,11 @@ func scalar(n *yaml.Node, t reflect.Type) (reflect.Value, error) {
 		x, err = parsePercent(n)
 	case t.Kind() == reflect.String:
 		x = n.Value
+	case t.Kind() == reflect.Bool:
+		x, err = strconv.ParseBool(n.Value)
+		if err != nil {
+			err = fmt.Errorf("want true or false, got %q", n.Value)
+		}
 	case t.Kind() == reflect.Int:
 		x, err = strconv.Atoi(n.Value)
 		if err != nil {
@@ -326,6 +332,8 @@ func kindName(t reflect.Type) string {
 		return `a percentage such as "10%"`
 	case t.Kind() == reflect.Int:
 		return "a whole number"
+	case t.Kind() == reflect.Bool:
+		return "true or false"
 	}
 	return "a string"
 }

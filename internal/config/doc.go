@@ -14,7 +14,9 @@
 // a Config is a plain value that nothing in taskd modifies after Validate. Other packages
 // and tests may build one directly as a Go value, then Normalize and Validate it. The
 // inputs besides the arguments are the default listen address, which depends on the user
-// and $XDG_RUNTIME_DIR (wire.DefaultAddr), and, for an interface's user, group and
-// rlimits (isolation.go), the system's user and group databases, whether the checking
-// process is root, and its own hard resource limits: check a config as taskd runs.
+// and $XDG_RUNTIME_DIR (wire.DefaultAddr), and the system's user and group databases: in
+// them Validate looks up the names that allow and admin give (access.go) and an
+// interface's user and group (isolation.go); for user, group and rlimits it also asks
+// whether the checking process is root, and its own hard resource limits. Check a config
+// as taskd runs.
 package config

@@ -37,6 +37,8 @@ func TestDocsNameEveryKey(t *testing.T) {
 			switch f := typ.Field(i).Type; {
 			case f.Kind() == reflect.Struct:
 				walk(f, k, e)
+			case f.Kind() == reflect.Pointer && f.Elem().Kind() == reflect.Struct: // allow, admin
+				walk(f.Elem(), k, e)
 			case f.Kind() == reflect.Map && f.Elem().Kind() == reflect.Struct:
 				walk(f.Elem(), "", e+"_PASSWD")
 			default:

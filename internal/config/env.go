@@ -22,6 +22,10 @@ func (d *decoder) applyEnv(v reflect.Value, env map[string]string, prefix, key s
 			continue
 		}
 		f, path, name := v.Field(i), join(key, tag), prefix+envWord(tag)
+		if f.Kind() == reflect.Pointer && f.Type().Elem().Kind() == reflect.Struct {
+			d.applyEnvPointer(f, env, name, path) // allow, admin
+			continue
+		}
 		switch f.Kind() {
 		case reflect.Struct:
 			d.applyEnv(f, env, name+"_", path)
@@ -64,6 +68,27 @@ func (d *decoder) applyEnv(v reflect.Value, env map[string]string, prefix, key s
 			d.field(n, f, path, name)
 		}
 	}
+}
+
+// applyEnvPointer is applyEnv for a field that points to a struct (such as an access
+// rule): it is made, if it is nil, only when a variable sets one of its keys.
+func (d *decoder) applyEnvPointer(f reflect.Value, env map[string]string, name, path string) {
+	set := false
+	for k := range env {
+		if strings.HasPrefix(k, name+"_") {
+			set = true
+			break
+		}
+	}
+	if !set {
+		return
+	}
+	p := reflect.New(f.Type().Elem())
+	if !f.IsNil() {
+		p.Elem().Set(f.Elem())
+	}
+	d.applyEnv(p.Elem(), env, name+"_", path)
+	f.Set(p)
 }
 
 // envVars returns the TASKD_* variables of environ that are set and not empty. As with

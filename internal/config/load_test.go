@@ -91,6 +91,8 @@ interfaces:
 				MetricsListen:   empty,
 				Log:             Log{Level: "debug", Format: "console"},
 				TLS:             TLS{MinVersion: "1.2"},
+				MaxClients:      DefaultMaxClients, // access keys: access_test.go
+				HelloTimeout:    DefaultHelloTimeout,
 				Interfaces: map[string]Interface{"passwd": {
 					Command:       []string{"python3", "worker.py"},
 					Dir:           "/srv",

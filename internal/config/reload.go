@@ -35,7 +35,8 @@ func (r Reload) String() string {
 // unless listed here; an interface key reloads live unless listed here.
 var (
 	daemonLive = map[string]bool{"shutdown_grace": true, "log.level": true, "interfaces": true,
-		"tls.cert_file": true, "tls.key_file": true, "tls.client_ca_file": true, "tls.min_version": true}
+		"tls.cert_file": true, "tls.key_file": true, "tls.client_ca_file": true, "tls.min_version": true,
+		"admin": true, "hide_forbidden": true, "max_clients": true, "hello_timeout": true}
 	interfaceNewGens = map[string]bool{"command": true, "dir": true, "env": true,
 		"user": true, "group": true, "umask": true, "rlimits": true}
 )

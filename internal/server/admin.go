@@ -3,7 +3,6 @@ package server
 import (
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 
 	"go.uber.org/zap"
@@ -46,17 +45,19 @@ func (st *steering) unscale(name string) bool {
 // refuseNotAdmin refuses request m (reload, or an admin request) if the peer may not make
 // it, and reports whether it did.
 func (ss *session) refuseNotAdmin(m *wire.ClientMsg) bool {
-	if ss.peer.Admin() {
+	if ss.isAdmin() {
 		return false
 	}
 	what := m.T
 	if m.T == wire.TAdmin {
 		what = m.Op
 	}
-	ss.log.Warn("refused an admin request: the peer is not root or taskd's own user", zap.String("op", what))
+	ss.s.guard.adminRefused.Inc()
+	who := ss.s.guard.describe(ss.peer)
+	ss.log.Warn("refused an admin request: the peer is not an admin", zap.String("op", what), zap.String("who", who))
 	ss.send(&wire.ClientMsg{T: wire.TRefused, ID: m.ID, Code: wire.CodeNotPermitted,
-		Msg: fmt.Sprintf("%s is an admin request: only root and taskd's own user (uid %d), over a unix socket, may make it, and the peer is %s; "+
-			"run taskctl as one of them on taskd's host", what, os.Getuid(), ss.peer)})
+		Msg: fmt.Sprintf("%s is an admin request: only %s, and the peers that taskd's admin setting names, may make it, and the peer is %s; "+
+			"run taskctl as one of them, or ask taskd's admin to add this user to admin", what, builtinAdmins(), who)})
 	return true
 }
 

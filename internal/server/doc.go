@@ -8,6 +8,13 @@
 // the health checks that cmd/taskd runs before it feeds systemd's watchdog: a ping through
 // a session of the daemon's own, and each pool's lock.
 //
+// Who may call what (access.go, docs/security.md): each connection's peer is identified
+// once, at accept (SO_PEERCRED on a unix socket; a verified TLS certificate's names); each
+// checkout request is checked against its interface's allow rule and each admin request
+// against admin, never a call; hide_forbidden filters what a peer sees. Accepted
+// connections are counted against max_clients and must send a request within
+// hello_timeout. The rules are replaced whole by a reload and read without a lock.
+//
 // Ownership: Run owns everything it starts — the accept loops, one session per
 // connection, accepted or a probe's (after a handshake goroutine on a tls:// listener; a
 // reader goroutine, a writer goroutine, and one goroutine per checkout waiting for a

@@ -52,7 +52,7 @@ func (s *Server) pingSelf(ctx context.Context) error {
 		return fmt.Errorf("cannot open a socket pair (out of file descriptors?): %w", err)
 	}
 	defer ours.Close()
-	if !s.serveConn(theirs) {
+	if !s.serveConn(theirs, false) {
 		theirs.Close()
 		return errors.New("taskd is draining and serves no new connection")
 	}
@@ -110,4 +110,26 @@ func fileConn(fd int, name string) (net.Conn, error) {
 	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
 	return net.FileConn(f)
+}
+
+// Summary returns a one-line summary of the daemon for systemd's STATUS= (what
+// `systemctl status` shows): interfaces, live workers, checkouts held and waiting. It is
+// safe for concurrent use once Run has called ready, and cheap enough to call every few
+// seconds.
+func (s *Server) Summary() string {
+	var live, idle, held, queued int
+	s.mu.Lock()
+	pools := s.allPoolsLocked()
+	draining := s.draining
+	s.mu.Unlock()
+	for _, p := range pools {
+		ps := p.Stats()
+		live, idle, held, queued = live+ps.Live, idle+ps.Idle, held+ps.Busy, queued+ps.Queued
+	}
+	state := "serving"
+	if draining {
+		state = "draining"
+	}
+	return fmt.Sprintf("%s: interfaces %d, workers %d (%d idle), checkouts %d held, %d waiting",
+		state, len(s.tab.Load().names), live, idle, held, queued)
 }

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -262,13 +261,13 @@ func (co *checkout) fields(wi worker.Info) []zap.Field {
 // listCheckouts answers a "checkouts" request. Like status it is read-only: any peer
 // that may connect may ask.
 func (ss *session) listCheckouts(m *wire.ClientMsg) {
-	if m.Iface != "" && !ss.s.known(m.Iface) {
+	if m.Iface != "" && (!ss.s.known(m.Iface) || !ss.sees(m.Iface)) {
 		tab := ss.s.tab.Load()
 		ss.send(&wire.ClientMsg{T: wire.TRefused, ID: m.ID, Code: wire.CodeUnknownInterface,
-			Msg: fmt.Sprintf("unknown interface %q; this daemon serves: %s", m.Iface, strings.Join(tab.names, ", "))})
+			Msg: fmt.Sprintf("unknown interface %q; this daemon serves: %s", m.Iface, ss.visibleNames(tab))})
 		return
 	}
-	ss.send(&wire.ClientMsg{T: wire.TCheckouts, ID: m.ID, Checkouts: ss.s.checkouts(m.Iface)})
+	ss.send(&wire.ClientMsg{T: wire.TCheckouts, ID: m.ID, Checkouts: ss.filterCheckouts(ss.s.checkouts(m.Iface))})
 }
 
 // watchCollector reports what checkout_warn_after and slow_call counted, per interface.

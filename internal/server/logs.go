@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/taskd-dev/taskd/internal/crash"
@@ -26,17 +25,23 @@ const (
 func (ss *session) logs(m *wire.ClientMsg) {
 	if m.Iface != "" {
 		tab := ss.s.tab.Load()
-		if tab.pools[m.Iface] == nil && !ss.s.logBook.has(m.Iface) {
+		if (tab.pools[m.Iface] == nil && !ss.s.logBook.has(m.Iface)) || !ss.sees(m.Iface) {
 			ss.send(&wire.ClientMsg{T: wire.TRefused, ID: m.ID, Code: wire.CodeUnknownInterface,
-				Msg: fmt.Sprintf("unknown interface %q; this daemon serves: %s", m.Iface, strings.Join(tab.names, ", "))})
+				Msg: fmt.Sprintf("unknown interface %q; this daemon serves: %s", m.Iface, ss.visibleNames(tab))})
+			return
+		}
+		if !ss.mayRead(m.Iface) {
+			ss.send(&wire.ClientMsg{T: wire.TRefused, ID: m.ID, Code: wire.CodeForbidden,
+				Msg: forbiddenMsg(m.Iface, ss.s.guard.describe(ss.peer)) + " (its workers' logs are for the peers that may use it, and admins)"})
 			return
 		}
 	}
 	if !m.Follow {
-		ss.send(&wire.ClientMsg{T: wire.TLogs, ID: m.ID, Lines: ss.s.logBook.backlog(m.Iface)})
+		ss.send(&wire.ClientMsg{T: wire.TLogs, ID: m.ID, Lines: ss.filterLines(ss.s.logBook.backlog(m.Iface))})
 		return
 	}
 	backlog, f := ss.s.logBook.follow(m.Iface)
+	backlog = ss.filterLines(backlog)
 	ctx, cancel := context.WithCancel(ss.ctx)
 	id := m.ID
 	ss.mu.Lock()
@@ -95,6 +100,7 @@ func (ss *session) followLogs(ctx context.Context, id uint64, f *follower) {
 			}
 		}
 		lines, dropped := ss.s.logBook.take(f)
+		lines = ss.filterLines(lines) // the rules as they are now: a reload applies
 		if len(lines) == 0 && dropped == 0 {
 			select {
 			case <-ctx.Done():

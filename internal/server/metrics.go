@@ -90,6 +90,7 @@ func (s *Server) serveMetrics(addr string) (stop func(), err error) {
 	if s.tls != nil {
 		reg.MustRegister(s.tls) // tls.go
 	}
+	reg.MustRegister(s.guard.collectors()...)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}

@@ -110,6 +110,7 @@ func (s *Server) Reload(ctx context.Context) (*wire.ReloadReport, error) {
 	}
 	applied := *cfg
 	applied.Interfaces = maps.Clone(cfg.Interfaces)
+	s.setAccess(*cfg) // before the interfaces: one added is never served without its allow
 	rolls, err := s.applyInterfaces(cfg, rep)
 	if err != nil {
 		return nil, err

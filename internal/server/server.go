@@ -81,6 +81,9 @@ type Server struct {
 	// tls serves the tls:// listeners (tls.go); nil when the tls key has no certificate.
 	tls *tlsServing
 	cg  cgroups // the workers' cgroups (cgroups.go); set up by Run before the pools start
+	// guard is who may call what, and the limits on client connections (access.go).
+	guard   *guard
+	clients int // accepted connections being served, for max_clients; guarded by mu
 }
 
 // New checks cfg (it must have been normalized) and returns a server that has not started
@@ -94,7 +97,8 @@ func New(cfg config.Config, log *zap.Logger, version string) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, applied: cfg, log: log, version: version, sessions: make(map[*session]struct{}),
 		removing: make(map[*pool.Pool]string), lines: wire.NewBudget(int64(cfg.MaxLineMemory)),
-		metrics: newMetrics(), logBook: newLogBook()}
+		metrics: newMetrics(), logBook: newLogBook(), guard: newGuard()}
+	s.setAccess(cfg)
 	s.grace.Store(int64(cfg.ShutdownGrace))
 	s.halt, s.haltNow = context.WithCancel(context.Background())
 	var err error
@@ -335,16 +339,27 @@ func (s *Server) accept(ln net.Listener) {
 
 // serveConn starts a session on conn, owned by the server (Server.wg), and reports
 // whether it did: a draining server serves no new connection, and the caller closes it.
-// Every connection goes through here: the accepted ones, and the health check's own.
-func (s *Server) serveConn(conn net.Conn) bool {
+// Every connection goes through here: the accepted ones (client: counted against
+// max_clients, refused past it, and held to hello_timeout), and the health check's own.
+func (s *Server) serveConn(conn net.Conn, client bool) bool {
 	s.mu.Lock()
 	if s.draining {
 		s.mu.Unlock()
 		return false
 	}
+	if client && int64(s.clients) >= s.guard.maxClients.Load() {
+		open := s.clients
+		s.mu.Unlock()
+		s.refuseClient(conn, open) // closes conn
+		return true
+	}
 	s.nextSess++
 	sess := newSession(s, conn, s.nextSess)
+	sess.client = client
 	s.sessions[sess] = struct{}{}
+	if client {
+		s.clients++
+	}
 	s.wg.Add(1)
 	s.mu.Unlock()
 	go func() {
@@ -353,6 +368,9 @@ func (s *Server) serveConn(conn net.Conn) bool {
 		sess.serve()
 		s.mu.Lock()
 		delete(s.sessions, sess)
+		if client {
+			s.clients--
+		}
 		s.mu.Unlock()
 	}()
 	return true
@@ -455,7 +473,7 @@ func (s *Server) status() *wire.Status {
 			Starting: ps.Starting, Queued: ps.Queued, MinIdle: ps.MinIdle, MaxWorkers: ps.MaxWorkers,
 			Checkouts: ps.Checkouts, Calls: ps.Calls, Spawns: ps.Spawns, SpawnFailures: ps.SpawnFailures,
 			LastError: ps.LastError, Retiring: ps.Retiring, Generation: ps.Generation, Removed: x.removed,
-			Workers: make([]wire.WorkerStatus, 0, len(ps.Workers))}
+			Workers: make([]wire.WorkerStatus, 0, len(ps.Workers)), Allow: s.allowOf(x.name)}
 		is.Draining = ps.Paused // drained by an admin request (admin.go)
 		is.HeldTooLong, is.SlowCalls = s.watchCounts(x.name)
 		is.CallLatency = s.metrics.iface(x.name).callLatency()
@@ -481,26 +499,4 @@ func (s *Server) status() *wire.Status {
 		st.Interfaces = append(st.Interfaces, is)
 	}
 	return st
-}
-
-// Summary returns a one-line summary of the daemon for systemd's STATUS= (what
-// `systemctl status` shows): interfaces, live workers, checkouts held and waiting. It is
-// safe for concurrent use once Run has called ready, and cheap enough to call every few
-// seconds.
-func (s *Server) Summary() string {
-	var live, idle, held, queued int
-	s.mu.Lock()
-	pools := s.allPoolsLocked()
-	draining := s.draining
-	s.mu.Unlock()
-	for _, p := range pools {
-		ps := p.Stats()
-		live, idle, held, queued = live+ps.Live, idle+ps.Idle, held+ps.Busy, queued+ps.Queued
-	}
-	state := "serving"
-	if draining {
-		state = "draining"
-	}
-	return fmt.Sprintf("%s: interfaces %d, workers %d (%d idle), checkouts %d held, %d waiting",
-		state, len(s.tab.Load().names), live, idle, held, queued)
 }

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strings"
+	"os"
 	"sync"
 	"time"
 
@@ -43,6 +43,8 @@ type session struct {
 	ended     bool
 	name      string // given by the client in its hello (holders.go)
 	named     bool   // a hello came
+
+	client bool // an accepted connection (not the health check's): held to hello_timeout; set before serve
 }
 
 func newSession(s *Server, conn net.Conn, id uint64) *session {
@@ -104,10 +106,21 @@ func (ss *session) readLoop() {
 	// soon as that is known, without reading the rest of it, and ends the session.
 	lr := wire.NewLineReader(fdio.NewReader(ss.conn), int(ss.s.cfg.MaxMessageBytes)).Strict().WithBudget(ss.s.lines)
 	defer lr.Release()
+	// A client must send its first request within hello_timeout (access.go).
+	waitHello := false
+	if dl := ss.s.helloDeadline(); ss.client && !dl.IsZero() {
+		waitHello = ss.conn.SetReadDeadline(dl) == nil
+	}
 	for {
 		line, err := lr.ReadLine()
+		if waitHello && err == nil {
+			waitHello = false
+			err = ss.conn.SetReadDeadline(time.Time{})
+		}
 		if err != nil {
 			switch {
+			case waitHello && errors.Is(err, os.ErrDeadlineExceeded):
+				ss.helloTimedOut()
 			case errors.Is(err, wire.ErrLineTooLong):
 				ss.fatal(err.Error() + "; send less in one message, or raise taskd's max_message_bytes")
 			case errors.Is(err, wire.ErrLineMemory):
@@ -189,7 +202,9 @@ func (ss *session) handle(m *wire.ClientMsg) {
 	case wire.TPing:
 		ss.send(&wire.ClientMsg{T: wire.TPong, ID: m.ID, Version: ss.s.version})
 	case wire.TStatus:
-		ss.send(&wire.ClientMsg{T: wire.TStatus, ID: m.ID, Status: ss.s.status()})
+		st := ss.s.status()
+		ss.filterStatus(st) // hide_forbidden
+		ss.send(&wire.ClientMsg{T: wire.TStatus, ID: m.ID, Status: st})
 	case wire.TReload:
 		if !ss.refuseNotAdmin(m) {
 			ss.reload(m.ID)
@@ -205,6 +220,13 @@ func (ss *session) handle(m *wire.ClientMsg) {
 	default:
 		if panicHook != nil {
 			panicHook(m.T)
+		}
+		// A request (it has an id) of a type this taskd does not know is answered, so
+		// that its client does not wait for nothing; other messages are ignored, for
+		// forward compatibility.
+		if m.ID != 0 {
+			ss.send(&wire.ClientMsg{T: wire.TRefused, ID: m.ID, Code: wire.CodeInvalidRequest,
+				Msg: fmt.Sprintf("unknown request type %q: this taskd (%s) does not know it; the client is newer than taskd, or broken", m.T, ss.s.version)})
 		}
 	}
 }
@@ -267,7 +289,10 @@ func (ss *session) checkout(m *wire.ClientMsg) {
 			code, msg = wire.CodeRemoved, (&RemovedError{Interface: m.Iface}).Error()
 		}
 		ss.send(&wire.ClientMsg{T: wire.TRefused, ID: m.ID, Code: code,
-			Msg: fmt.Sprintf("%s; this daemon serves: %s", msg, strings.Join(tab.names, ", "))})
+			Msg: fmt.Sprintf("%s; this daemon serves: %s", msg, ss.visibleNames(tab))})
+		return
+	}
+	if ss.refuseForbidden(m, tab) { // allow: once per checkout request, one-shot or held
 		return
 	}
 	req := request{id: m.ID, iface: m.Iface, keep: m.Keep, max: m.Max, once: m.Once, method: m.M, args: m.A,

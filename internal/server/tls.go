@@ -139,7 +139,7 @@ func (s *Server) loadTLS(cfg *config.Config) (*config.TLSFiles, error) {
 func (s *Server) serveAccepted(ln net.Listener, conn net.Conn) {
 	if _, isTLS := ln.(*tlsListener); isTLS {
 		s.handshake(conn)
-	} else if !s.serveConn(conn) {
+	} else if !s.serveConn(conn, true) {
 		conn.Close()
 	}
 }
@@ -172,7 +172,7 @@ func (s *Server) handshake(raw net.Conn) {
 			s.tls.failed(raw, err, timedOut)
 			return
 		}
-		if !s.serveConn(conn) {
+		if !s.serveConn(conn, true) {
 			conn.Close()
 		}
 	}()

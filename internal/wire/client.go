@@ -33,7 +33,7 @@ const (
 	TFail     = "fail"     // {co, id, code, msg}: one call failed without running (e.g. aborted)
 	TLost     = "lost"     // {co, code, msg}: the checkout is dead; every outstanding call fails
 	TPong     = "pong"     // {id, version}
-	TFatal    = "fatal"    // {msg}: the connection broke the protocol; taskd closes it
+	TFatal    = "fatal"    // {msg, code?}: the connection broke the protocol, or is refused (code); taskd closes it
 	TReloaded = "reloaded" // {id, reload}: the reload was applied; a config that is not valid is refused (invalid_config)
 	TAdminOK  = "adminok"  // {id, msg}: the admin request was done; msg says what it did
 	// TOK {co, id, r, logs}, TErr {co, id, e, logs} and TStatus {id, status} are replies too.
@@ -56,6 +56,15 @@ const (
 	CodeRemoved          = "interface_removed" // the interface was removed by a reload
 	CodeInvalidConfig    = "invalid_config"    // a reload was refused: the config file is not valid; nothing changed
 	CodeInvalidUTF8      = "invalid_utf8"      // a call or checkout request was not valid UTF-8: refused, not run
+	// CodeForbidden: the interface's allow list does not name the peer (checkouts, and
+	// logs of the interface).
+	CodeForbidden = "forbidden"
+)
+
+// Codes of the fatal message that refuses or ends a connection (docs/security.md).
+const (
+	CodeTooManyClients = "too_many_clients" // max_clients connections are open: this one is refused
+	CodeHelloTimeout   = "hello_timeout"    // the connection sent no request within hello_timeout
 )
 
 // Error codes of admin requests (and of the checkouts of a drained interface).
@@ -63,7 +72,7 @@ const (
 	CodeDraining       = "interface_draining" // an admin drained the interface: no new checkouts until it is resumed
 	CodeNotPermitted   = "not_permitted"      // an admin request (or reload) from a peer that is not root or taskd's own user
 	CodeUnknownWorker  = "unknown_worker"     // an admin request named no worker of the daemon's
-	CodeInvalidRequest = "invalid_request"    // an admin request with an unknown op, or values that are not valid
+	CodeInvalidRequest = "invalid_request"    // a request of an unknown type, an admin request with an unknown op, or values that are not valid
 )
 
 // Admin operations (ClientMsg.Op of an "admin" request).
@@ -427,6 +436,19 @@ type InterfaceStatus struct {
 	// CallLatency is the histogram of its calls' durations since start (all methods and
 	// outcomes, as taskd_call_duration_seconds); absent before the first call.
 	CallLatency *LatencyHistogram `json:"call_latency,omitempty"`
+	// Allow is the interface's allow rule: who may check it out. Absent: anyone who can
+	// connect; present and empty: nobody.
+	Allow *Access `json:"allow,omitempty"`
+}
+
+// Access is an access rule (the config's allow) as status reports it: a peer is allowed
+// if any list names it.
+type Access struct {
+	Users    []string `json:"users,omitempty"`
+	Groups   []string `json:"groups,omitempty"`
+	UIDs     []int    `json:"uids,omitempty"`
+	GIDs     []int    `json:"gids,omitempty"`
+	TLSNames []string `json:"tls_names,omitempty"`
 }
 
 // LatencyHistogram is a cumulative histogram of durations: Counts[i] observations took at

@@ -27,7 +27,8 @@ func TestMain(m *testing.M) {
 }
 
 // withExampleDaemon runs the package's tests and examples with a real taskd serving
-// interface "echo" (the conformance suite's Go worker) and TASKD_ADDR pointing at it, so that
+// interface "echo" (the conformance suite's Go worker), interface "locked" that nobody
+// may use (allow: {}), and TASKD_ADDR pointing at it, so that
 // the Example functions (example_test.go) run against it with a Config that names only the
 // interface. The daemon is stopped before goleak looks for leaked goroutines.
 type withExampleDaemon struct{ m *testing.M }
@@ -44,7 +45,11 @@ func (w withExampleDaemon) Run() int {
     min_idle: 1
     max_workers: 4
     call_timeout: 1s
-`, worker))
+  locked:
+    command: [%q]
+    min_idle: 0
+    allow: {}
+`, worker, worker))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

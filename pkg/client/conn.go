@@ -49,8 +49,9 @@ type conn struct {
 	// draining is taskd's message once it refused a checkout with shutting_down: later
 	// checkouts are not sent on this connection but parked until the next one, so that a
 	// daemon restart is invisible to the application.
-	draining string
-	fatal    string // msg of a "fatal" message from taskd, if any
+	draining  string
+	fatal     string // msg of a "fatal" message from taskd, if any
+	fatalCode string // its code: why taskd refused or closed the connection, if it said
 }
 
 // wantConnLocked notes that something waits for a connection: starts the manager if
@@ -254,7 +255,11 @@ func (c *Client) read(cn *conn) {
 	<-cn.out.Done()
 
 	c.mu.Lock()
-	if cn.fatal != "" {
+	if cn.unserved() {
+		// Not a protocol error: taskd refused the connection (max_clients), or closed an
+		// idle one; requests waiting for a connection are sent on the next.
+		err = fmt.Errorf("taskd closed the connection (%s): %s", cn.fatalCode, cn.fatal)
+	} else if cn.fatal != "" {
 		err = &wrapped{
 			text: fmt.Sprintf("%v: taskd closed the connection: %q", ErrProtocol, cn.fatal),
 			errs: []error{ErrProtocol},
@@ -273,6 +278,13 @@ func (c *Client) read(cn *conn) {
 	c.failConnLocked(cn, lost, admin, err)
 	c.mu.Unlock()
 	close(cn.dead)
+}
+
+// unserved reports whether taskd closed cn saying that it acted on nothing sent on it: it
+// refused the connection (max_clients), or closed it before a whole request came
+// (hello_timeout). One-shot calls written on it are resent then: they cannot have run.
+func (cn *conn) unserved() bool {
+	return cn.fatalCode == wire.CodeTooManyClients || cn.fatalCode == wire.CodeHelloTimeout
 }
 
 // failConnLocked detaches cn: its held checkouts fail with lost, its admin requests with
@@ -302,7 +314,7 @@ func (c *Client) failConnLocked(cn *conn, lost, adminErr, lostCause error) {
 			// abandoned: taskd releases it with the connection
 		case c.closed:
 			failReqLocked(r, lost)
-		case r.once != nil && r.state == reqSent && cn.out.Written(r.once.mark):
+		case r.once != nil && r.state == reqSent && cn.out.Written(r.once.mark) && !cn.unserved():
 			// It reached taskd, so its call may have run: sending it again could run it
 			// twice. (One that was not written whole, or that taskd refused — parked —
 			// was never acted on, and is resent.)
@@ -371,7 +383,7 @@ func (c *Client) dispatch(cn *conn, m *wire.ClientMsg) {
 		c.mu.Unlock()
 	case wire.TFatal:
 		c.mu.Lock()
-		cn.fatal = m.Msg
+		cn.fatal, cn.fatalCode = m.Msg, m.Code
 		if cn.fatal == "" {
 			cn.fatal = "(no message)"
 		}

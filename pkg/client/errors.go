@@ -60,6 +60,13 @@ var (
 	// the restarted daemon and fails with this error only when its deadline passes.
 	ErrShuttingDown = errors.New("client: taskd is shutting down")
 
+	// ErrForbidden: the interface's allow list in taskd's config does not name this
+	// client's user (its uid, its groups) or its TLS client certificate, so taskd refuses
+	// its checkouts (and one-shot calls, and the logs of the interface). Final: the
+	// checkout is not retried. The error's text names the interface and the identity
+	// taskd saw.
+	ErrForbidden = errors.New("client: forbidden by the interface's allow list")
+
 	// ErrProtocol: the client protocol or the worker protocol was broken (by taskd, by this
 	// client, or by a worker). A worker protocol error also matches ErrWorkerLost. A call
 	// whose arguments are not valid UTF-8 (possible only through a json.RawMessage) fails
@@ -132,6 +139,8 @@ func sentinelsFor(code string) ([]error, string) {
 		return []error{ErrProtocol, ErrWorkerLost}, "the worker broke the worker protocol (see docs/worker-protocol.md); release this checkout and check out again"
 	case wire.CodeInvalidUTF8:
 		return []error{ErrProtocol}, "JSON must be UTF-8: send binary data as base64 (encoding/json does that for a []byte); the call was not run, and the checkout is still usable"
+	case wire.CodeForbidden:
+		return []error{ErrForbidden}, "taskd's config (interfaces.NAME.allow) decides who may use an interface: run as an allowed user or group, or ask taskd's admin to allow this one"
 	case wire.CodeUnknownCheckout:
 		return []error{ErrWorkerLost}, "taskd no longer knows this checkout; release it and check out again"
 	}

@@ -5,6 +5,8 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/taskd-dev/taskd/internal/wire"
@@ -69,6 +71,51 @@ type InterfaceStatus struct {
 	// first call, or from a taskd older than it. Two snapshots give the quantiles of the
 	// calls between them (LatencyHistogram.Quantile).
 	CallLatency *LatencyHistogram `json:"call_latency,omitempty"`
+	// Allow is the interface's allow rule in taskd's config: who may check it out. nil
+	// means anyone who can connect to taskd (Access.String says "anyone").
+	Allow *Access `json:"allow,omitempty"`
+}
+
+// Access is an access rule of taskd's config (an interface's allow): a client may use
+// the interface if any list names it: its user or one of the user's groups (on taskd's
+// unix socket), its uid or gid, or a name of its verified TLS client certificate. An
+// empty Access allows nobody. It is a plain value, owned by the caller.
+type Access struct {
+	Users    []string `json:"users,omitempty"`
+	Groups   []string `json:"groups,omitempty"`
+	UIDs     []int    `json:"uids,omitempty"`
+	GIDs     []int    `json:"gids,omitempty"`
+	TLSNames []string `json:"tls_names,omitempty"`
+}
+
+// String describes the rule for a human: "anyone" for nil, "nobody" for an empty rule,
+// else its lists, as "users www-data, app; groups web; uids 33".
+func (a *Access) String() string {
+	if a == nil {
+		return "anyone"
+	}
+	var parts []string
+	add := func(what string, list []string) {
+		if len(list) > 0 {
+			parts = append(parts, what+" "+strings.Join(list, ", "))
+		}
+	}
+	ints := func(ids []int) []string {
+		s := make([]string, len(ids))
+		for i, id := range ids {
+			s[i] = strconv.Itoa(id)
+		}
+		return s
+	}
+	add("users", a.Users)
+	add("groups", a.Groups)
+	add("uids", ints(a.UIDs))
+	add("gids", ints(a.GIDs))
+	add("tls_names", a.TLSNames)
+	if len(parts) == 0 {
+		return "nobody"
+	}
+	return strings.Join(parts, "; ")
 }
 
 // LatencyHistogram is a cumulative histogram of durations: Counts[i] observations took at
@@ -228,8 +275,8 @@ func statusFromWire(ws *wire.Status) DaemonStatus {
 			Checkouts: wi.Checkouts, Calls: wi.Calls, Spawns: wi.Spawns, SpawnFailures: wi.SpawnFailures,
 			LastError: wi.LastError, Retiring: wi.Retiring, Generation: wi.Generation,
 			Removed: wi.Removed, Draining: wi.Draining, Exits: maps.Clone(wi.Exits), HeldTooLong: wi.HeldTooLong, SlowCalls: wi.SlowCalls,
-			CallLatency: latencyFromWire(wi.CallLatency),
-			Workers:     make([]WorkerStatus, 0, len(wi.Workers))}
+			CallLatency: latencyFromWire(wi.CallLatency), Allow: accessFromWire(wi.Allow),
+			Workers: make([]WorkerStatus, 0, len(wi.Workers))}
 		for _, w := range wi.Workers {
 			is.Workers = append(is.Workers, WorkerStatus{ID: w.ID, PID: w.PID, State: w.State,
 				Gen: w.Gen, Checkouts: w.Checkouts, Age: seconds(w.AgeSec), Method: w.Method,
@@ -238,6 +285,14 @@ func statusFromWire(ws *wire.Status) DaemonStatus {
 		st.Interfaces = append(st.Interfaces, is)
 	}
 	return st
+}
+
+func accessFromWire(a *wire.Access) *Access {
+	if a == nil {
+		return nil
+	}
+	return &Access{Users: slices.Clone(a.Users), Groups: slices.Clone(a.Groups), UIDs: slices.Clone(a.UIDs),
+		GIDs: slices.Clone(a.GIDs), TLSNames: slices.Clone(a.TLSNames)}
 }
 
 func latencyFromWire(h *wire.LatencyHistogram) *LatencyHistogram {

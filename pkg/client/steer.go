@@ -23,8 +23,9 @@ var (
 	ErrDraining = errors.New("client: interface drained by an admin")
 
 	// ErrNotPermitted: the request is an admin request (drain, resume, retire, kill,
-	// scale, reload) and the client is not root or taskd's own user on its unix socket
-	// (a TCP client never is). Read-only requests, such as DaemonStatus, are open to all.
+	// scale, reload) and the client is not an admin: root or taskd's own user on its unix
+	// socket, or a peer that taskd's admin setting names (a plain TCP client never is).
+	// Read-only requests, such as DaemonStatus, are open to all.
 	ErrNotPermitted = errors.New("client: admin request not permitted")
 
 	// ErrUnknownWorker: RetireWorker or KillWorker named no worker of the daemon's.
@@ -42,7 +43,7 @@ func steerSentinels(code string) ([]error, string) {
 	case wire.CodeDraining:
 		return []error{ErrDraining}, "an admin drained it (taskctl drain): wait for `taskctl resume`, or use another interface"
 	case wire.CodeNotPermitted:
-		return []error{ErrNotPermitted}, "run it as root or as taskd's user, over taskd's unix socket"
+		return []error{ErrNotPermitted}, "run it as root or as taskd's user over taskd's unix socket, or as a user that taskd's admin setting names"
 	case wire.CodeUnknownWorker:
 		return []error{ErrUnknownWorker}, "taskctl status lists the workers by id and pid; the worker may have ended meanwhile"
 	case wire.CodeInvalidRequest:

@@ -11,7 +11,8 @@ import (
 
 // Draining an interface for maintenance: taskd refuses new checkouts of it at once with
 // ErrDraining (checkouts already held go on), until Resume. Admin requests such as these
-// are allowed to root and to taskd's own user only (ErrNotPermitted for anyone else).
+// are allowed to root, to taskd's own user, and to the peers that taskd's admin setting
+// names (ErrNotPermitted for anyone else).
 func ExampleClient_Drain() {
 	c, err := client.New(client.Config{Interface: "echo"})
 	if err != nil {
