@@ -19,8 +19,10 @@ func newReloadCmd(opts *options) *cobra.Command {
 		Short: "Make taskd re-read its config file and apply it; print what changed",
 		Long: `reload makes taskd re-read the config file it was started with and apply it, as
 SIGHUP and 'systemctl reload taskd' do, and prints what changed per interface: added,
-removed, resized (pool keys applied in place), new generation (new workers took over),
-unchanged, or FAILED (the new workers did not start; the old ones keep serving).
+removed, resized (pool keys applied in place), access changed (only allow: the new rule
+applies to the next request; no worker touched), new generation (new workers took over),
+unchanged, or FAILED (the new workers did not start; the old ones keep serving); then the
+top-level keys applied live (such as admin or hide_forbidden) and those that need a restart.
 
 taskd answers once the reload is applied, when the new workers are ready, so reload waits
 up to ` + client.DefaultReloadTimeout.String() + ` unless --timeout is given. It exits with status 1 if the file is not
@@ -59,8 +61,8 @@ valid (nothing changed; taskd's problems are printed) or if an interface failed.
 	}
 }
 
-// renderReload writes rep as a table, one row per interface, followed by the keys that
-// need a restart, if any.
+// renderReload writes rep as a table, one row per interface, followed by the top-level keys
+// applied live and those that need a restart, if any.
 func renderReload(w io.Writer, rep client.ReloadReport) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "INTERFACE\tCHANGE\tGEN\tKEYS\tERROR")
@@ -73,6 +75,11 @@ func renderReload(w io.Writer, rep client.ReloadReport) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if len(rep.Live) > 0 {
+		if _, err := fmt.Fprintf(w, "applied live: %s\n", strings.Join(rep.Live, ", ")); err != nil {
+			return err
+		}
 	}
 	if len(rep.NeedsRestart) > 0 {
 		_, err := fmt.Fprintf(w, "needs restart: %s (changed in the file; restart taskd to apply them)\n",
@@ -87,6 +94,8 @@ func changeLabel(change string) string {
 	switch change {
 	case client.ChangeNewGeneration:
 		return "new generation"
+	case client.ChangeAccess:
+		return "access changed"
 	case client.ChangeFailed:
 		return "FAILED"
 	}

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -26,7 +28,9 @@ func TestRenderReload(t *testing.T) {
 			{Name: "passwd", Change: client.ChangeNewGeneration, Keys: []string{"env", "dir"}, Generation: 3},
 			{Name: "same", Change: client.ChangeUnchanged, Generation: 1},
 			{Name: "thumbs", Change: client.ChangeResized, Keys: []string{"max_workers", "min_idle"}, Generation: 1},
+			{Name: "vault", Change: client.ChangeAccess, Keys: []string{"allow"}, Generation: 1},
 		},
+		Live:         []string{"admin", "hide_forbidden"},
 		NeedsRestart: []string{"listen", "socket_mode"},
 	}
 	var buf bytes.Buffer
@@ -38,6 +42,8 @@ gone       removed         -    -                     -
 passwd     new generation  3    env,dir               -
 same       unchanged       1    -                     -
 thumbs     resized         1    max_workers,min_idle  -
+vault      access changed  1    allow                 -
+applied live: admin, hide_forbidden
 needs restart: listen, socket_mode (changed in the file; restart taskd to apply them)
 `
 	assert.Equal(t, want, buf.String())
@@ -135,6 +141,25 @@ func TestReloadRealDaemon(t *testing.T) {
 	assert.Equal(t, exitOK, code, errs)
 	assert.Regexp(t, `(?m)^echo\s+resized\s+1\s+max_workers\s+-$`, out)
 
+	// Only who may use it: reported as what it is, and the workers stay.
+	pidBefore := echoPID(t, d.Addr)
+	write(yaml("max_workers: 3\nallow: {uids: [" + strconv.Itoa(os.Getuid()) + "]}"))
+	code, out, errs = reload()
+	assert.Equal(t, exitOK, code, errs)
+	assert.Regexp(t, `(?m)^echo\s+access changed\s+1\s+allow\s+-$`, out)
+	assert.NotContains(t, out, "applied live")
+	assert.Equal(t, pidBefore, echoPID(t, d.Addr), "no worker was touched")
+
+	// A top-level access key: listed as applied live.
+	write("hide_forbidden: true\nmax_clients: 50\n" + yaml("max_workers: 3\nallow: {uids: ["+strconv.Itoa(os.Getuid())+"]}"))
+	code, out, errs = reload()
+	assert.Equal(t, exitOK, code, errs)
+	assert.Regexp(t, `(?m)^echo\s+unchanged\s+1\s+-\s+-$`, out)
+	assert.Contains(t, out, "applied live: hide_forbidden, max_clients\n")
+	code, out, errs = reload()
+	assert.Equal(t, exitOK, code, errs)
+	assert.NotContains(t, out, "applied live", "only what changed since the last reload")
+
 	write(yaml("max_workers: 3\nmax_wrokers: 2"))
 	code, out, errs = reload()
 	assert.Equal(t, exitError, code)
@@ -146,4 +171,16 @@ func TestReloadRealDaemon(t *testing.T) {
 	var st client.DaemonStatus
 	require.NoError(t, json.Unmarshal(buf.Bytes(), &st))
 	assert.Equal(t, 3, st.Interfaces[0].MaxWorkers, "the invalid file changed nothing")
+}
+
+// echoPID returns the pid of the worker that a checkout of echo at addr gets (min_idle 1,
+// so the same idle worker each time while nothing retires it).
+func echoPID(t *testing.T, addr string) int {
+	t.Helper()
+	c, err := client.New(client.Config{Addr: addr, Interface: "echo", Timeout: 10 * time.Second})
+	require.NoError(t, err)
+	defer c.Close()
+	var pid int
+	require.NoError(t, c.Call(context.Background(), "pid", &pid))
+	return pid
 }

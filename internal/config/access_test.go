@@ -132,6 +132,11 @@ func TestAccessReloadsLive(t *testing.T) {
 		assert.Equal(t, ReloadLive, DaemonKeyReload(k), k)
 	}
 	assert.Equal(t, ReloadLive, InterfaceKeyReload("allow"))
+	assert.True(t, IsAccessKey("allow"))
+	assert.True(t, IsAccessKey("allow.users"))
+	for _, k := range []string{"max_workers", "cgroup.memory_max", "user", "allowed"} {
+		assert.False(t, IsAccessKey(k), k)
+	}
 	a, err := parse([]byte(minimal), nil)
 	require.NoError(t, err)
 	b := *a

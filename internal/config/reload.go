@@ -62,6 +62,14 @@ func InterfaceKeyReload(key string) Reload {
 	return ReloadLive
 }
 
+// IsAccessKey reports whether an interface key (such as "allow" or "allow.users") says who
+// may use the interface rather than what its workers are or how its pool runs: a reload
+// that changes only such keys touches no worker and no pool setting.
+func IsAccessKey(key string) bool {
+	top, _, _ := strings.Cut(key, ".")
+	return top == "allow"
+}
+
 // ChangedDaemonKeys returns the daemon keys (key paths such as "log.level"; interfaces
 // left out) whose values differ between a and b, in the order of the Config type.
 func ChangedDaemonKeys(a, b Config) []string {

@@ -71,9 +71,11 @@ var ErrNoReload = errors.New("reload is not available: taskd was not given a con
 // per interface: an added one starts; a removed one refuses new checkouts
 // (*RemovedError) and stops once its held checkouts end; a changed one takes its pool
 // keys in place, and if command, dir, env, user, group, umask or rlimits changed, gets a
-// new generation of workers (pool.Roll). Reload returns once every new generation has
-// taken over or failed to start, not when old workers are gone. Daemon keys that only a
-// restart applies are listed in the report's NeedsRestart; the others apply.
+// new generation of workers (pool.Roll); one whose only change is allow keeps its pool
+// as it is (wire.ChangeAccess). Reload returns once every new generation has taken over
+// or failed to start, not when old workers are gone. Daemon keys that only a restart
+// applies are listed in the report's NeedsRestart; the others apply, and those changed
+// since the last reload are listed in its Live.
 //
 // Reload is safe for concurrent use with everything else; during a shutdown it fails
 // with pool.ErrShuttingDown.
@@ -103,9 +105,17 @@ func (s *Server) Reload(ctx context.Context) (*wire.ReloadReport, error) {
 	}
 
 	rep := &wire.ReloadReport{}
-	for _, k := range config.ChangedDaemonKeys(s.cfg, *cfg) {
-		if config.DaemonKeyReload(k) == config.ReloadRestart || (k == "log.level" && s.reload.Level == nil) {
+	live := func(k string) bool {
+		return config.DaemonKeyReload(k) == config.ReloadLive && (k != "log.level" || s.reload.Level != nil)
+	}
+	for _, k := range config.ChangedDaemonKeys(s.cfg, *cfg) { // since the start: until a restart
+		if !live(k) {
 			rep.NeedsRestart = append(rep.NeedsRestart, k)
+		}
+	}
+	for _, k := range config.ChangedDaemonKeys(s.applied, *cfg) { // since the last reload
+		if live(k) {
+			rep.Live = append(rep.Live, k)
 		}
 	}
 	applied := *cfg
@@ -212,7 +222,9 @@ func (s *Server) applyInterfaces(cfg *config.Config, rep *wire.ReloadReport) (ro
 			newGen := slices.ContainsFunc(ch.Keys, func(k string) bool {
 				return config.InterfaceKeyReload(k) == config.ReloadNewGeneration
 			})
-			if len(ch.Keys) > 0 {
+			accessOnly := !slices.ContainsFunc(ch.Keys, func(k string) bool { return !config.IsAccessKey(k) })
+			switch {
+			case len(ch.Keys) > 0 && !accessOnly:
 				ch.Change = wire.ChangeResized
 				running := ni
 				if newGen {
@@ -222,10 +234,14 @@ func (s *Server) applyInterfaces(cfg *config.Config, rep *wire.ReloadReport) (ro
 					rolls = append(rolls, rollJob{name: name, p: p, ic: ni, running: running, index: len(rep.Interfaces)})
 				}
 				p.Reconfigure(s.poolConfig(name, running), s.spawner(name, running))
-			} else if scaled {
+			case scaled:
 				// Scaled by an admin request (admin.go): the file's sizes apply again.
-				ch.Change, ch.Keys = wire.ChangeResized, []string{"min_idle", "max_workers"}
+				ch.Change, ch.Keys = wire.ChangeResized, append(ch.Keys, "min_idle", "max_workers")
 				p.Reconfigure(s.poolConfig(name, ni), nil)
+			case len(ch.Keys) > 0:
+				// Only allow: its new rule (setAccess, above) applies to the next request
+				// of every connection; the pool and its workers stay as they are.
+				ch.Change = wire.ChangeAccess
 			}
 			ch.Generation = p.Generation()
 		}

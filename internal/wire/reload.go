@@ -4,9 +4,11 @@ package wire
 // that carries it).
 
 // ReloadReport is taskd's answer to a reload that it applied: what changed, per interface,
-// and the top-level keys that changed but take effect only at the next restart.
+// the top-level keys that changed and were applied, and those that take effect only at
+// the next restart.
 type ReloadReport struct {
 	Interfaces   []InterfaceChange `json:"interfaces"`              // sorted by name, the removed ones included
+	Live         []string          `json:"live,omitempty"`          // changed top-level keys applied in place, such as "admin"
 	NeedsRestart []string          `json:"needs_restart,omitempty"` // changed keys a reload does not apply, such as "listen"
 }
 
@@ -15,6 +17,7 @@ const (
 	ChangeAdded         = "added"          // new: its workers are starting
 	ChangeRemoved       = "removed"        // refuses new checkouts; held ones finish, then its workers stop
 	ChangeResized       = "resized"        // pool keys changed and apply in place; no worker restarted
+	ChangeAccess        = "access_changed" // only allow changed: applies to the next request of every connection; no worker touched
 	ChangeNewGeneration = "new_generation" // command, dir or env changed: new workers took over, old ones retire as their checkouts end
 	ChangeUnchanged     = "unchanged"
 	ChangeFailed        = "failed" // the new generation could not start; the old one keeps serving, with the old command, dir and env

@@ -21,6 +21,10 @@ type ReloadReport struct {
 	// Interfaces has one entry per interface of the old or the new config, sorted by
 	// name: the removed ones and the unchanged ones are included.
 	Interfaces []InterfaceChange `json:"interfaces"`
+	// Live lists the top-level keys that changed in the file since the last reload and
+	// were applied in place, such as "admin", "hide_forbidden" or "tls.cert_file". Empty
+	// if there are none.
+	Live []string `json:"live,omitempty"`
 	// NeedsRestart lists the top-level keys that changed in the file but that a reload
 	// does not apply, such as "listen" or "socket_mode": they take effect when taskd is
 	// restarted. Empty if there are none.
@@ -49,10 +53,15 @@ const (
 	// it (ErrInterfaceRemoved); the checkouts held at the reload finish, then its workers
 	// stop.
 	ChangeRemoved = "removed"
-	// ChangeResized: pool keys (such as min_idle, max_workers, timeouts) changed and apply
-	// in place; no worker was restarted for it (a smaller max_workers retires the workers
-	// beyond it, with exit reason ExitReload).
+	// ChangeResized: pool keys (such as min_idle, max_workers, timeouts) or cgroup limits
+	// changed, maybe with allow, and apply in place; no worker was restarted for it (a
+	// smaller max_workers retires the workers beyond it, with exit reason ExitReload).
 	ChangeResized = "resized"
+	// ChangeAccess: only who may use the interface changed (its allow rule). The new rule
+	// applies to the next request of every connection, those open before the reload
+	// included (a checkout already granted is not taken back); no worker and no pool
+	// setting was touched. Keys lists "allow".
+	ChangeAccess = "access_changed"
 	// ChangeNewGeneration: what the workers run changed (command, dir or env). The new
 	// generation's workers were started and took over; the old ones retire as their
 	// checkouts end.
@@ -111,7 +120,7 @@ func (c *Client) reloadTimeout() time.Duration {
 // client protocol's report becomes ReloadReport.
 func reportFromWire(wr *wire.ReloadReport) ReloadReport {
 	r := ReloadReport{Interfaces: make([]InterfaceChange, 0, len(wr.Interfaces)),
-		NeedsRestart: slices.Clone(wr.NeedsRestart)}
+		Live: slices.Clone(wr.Live), NeedsRestart: slices.Clone(wr.NeedsRestart)}
 	for _, wi := range wr.Interfaces {
 		r.Interfaces = append(r.Interfaces, InterfaceChange{Name: wi.Name, Change: wi.Change,
 			Keys: slices.Clone(wi.Keys), Generation: wi.Generation, Error: wi.Error})

@@ -38,7 +38,9 @@ func TestReload(t *testing.T) {
 			{Name: "passwd", Change: wire.ChangeNewGeneration, Keys: []string{"env", "dir"}, Generation: 3},
 			{Name: "same", Change: wire.ChangeUnchanged, Generation: 1},
 			{Name: "thumbs", Change: wire.ChangeResized, Keys: []string{"max_workers"}, Generation: 1},
+			{Name: "vault", Change: wire.ChangeAccess, Keys: []string{"allow"}, Generation: 1},
 		},
+		Live:         []string{"admin", "hide_forbidden"},
 		NeedsRestart: []string{"listen", "socket_mode"},
 	}
 	onReload(d, wire.ClientMsg{T: wire.TReloaded, Reload: wr})
@@ -56,7 +58,9 @@ func TestReload(t *testing.T) {
 			{Name: "passwd", Change: ChangeNewGeneration, Keys: []string{"env", "dir"}, Generation: 3},
 			{Name: "same", Change: ChangeUnchanged, Generation: 1},
 			{Name: "thumbs", Change: ChangeResized, Keys: []string{"max_workers"}, Generation: 1},
+			{Name: "vault", Change: ChangeAccess, Keys: []string{"allow"}, Generation: 1},
 		},
+		Live:         []string{"admin", "hide_forbidden"},
 		NeedsRestart: []string{"listen", "socket_mode"},
 	}, rep)
 	reqs := d.received(wire.TReload)
