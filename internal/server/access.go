@@ -295,13 +295,23 @@ func (ss *session) refuseForbidden(m *wire.ClientMsg, tab *table) bool {
 			Msg: fmt.Sprintf("unknown interface %q; this daemon serves: %s", m.Iface, ss.visibleNames(tab))})
 		return true
 	}
-	ss.send(&wire.ClientMsg{T: wire.TRefused, ID: m.ID, Code: wire.CodeForbidden, Msg: forbiddenMsg(m.Iface, who)})
+	ss.send(&wire.ClientMsg{T: wire.TRefused, ID: m.ID, Code: wire.CodeForbidden, Msg: forbiddenMsg(m.Iface, who, ss.peer)})
 	return true
 }
 
-func forbiddenMsg(iface, who string) string {
-	return fmt.Sprintf("interface %q may not be used by %s: its allow list (interfaces.%s.allow in taskd's config) does not name this user, "+
-		"its groups or its TLS name; run the program as an allowed user, or ask taskd's admin to allow it", iface, who, iface)
+// forbiddenMsg says why peer p (described as who) may not use iface, and what would
+// let it: what an allow list can name depends on how the peer connected.
+func forbiddenMsg(iface, who string, p Peer) string {
+	rule := fmt.Sprintf("interface %q may not be used by %s: its allow list (interfaces.%s.allow in taskd's config)", iface, who, iface)
+	switch {
+	case p.Unix:
+		return rule + " does not name this user or its groups; run the program as an allowed user, or ask taskd's admin to allow it"
+	case len(p.TLSNames) > 0:
+		return rule + " names none of this client certificate's names under tls_names; connect with a certificate " +
+			"whose SAN (DNS name or URI) allow.tls_names lists, or ask taskd's admin to add one of its names"
+	}
+	return rule + " cannot name a connection without a verified client certificate; connect over tls:// with a client " +
+		"certificate (taskd needs tls.client_ca_file) whose name allow.tls_names lists, or over taskd's unix socket"
 }
 
 // filterStatus leaves out of st the interfaces that the peer does not see

@@ -32,7 +32,7 @@ func (ss *session) logs(m *wire.ClientMsg) {
 		}
 		if !ss.mayRead(m.Iface) {
 			ss.send(&wire.ClientMsg{T: wire.TRefused, ID: m.ID, Code: wire.CodeForbidden,
-				Msg: forbiddenMsg(m.Iface, ss.s.guard.describe(ss.peer)) + " (its workers' logs are for the peers that may use it, and admins)"})
+				Msg: forbiddenMsg(m.Iface, ss.s.guard.describe(ss.peer), ss.peer) + " (its workers' logs are for the peers that may use it, and admins)"})
 			return
 		}
 	}

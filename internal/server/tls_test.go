@@ -34,11 +34,18 @@ type tlsDaemon struct {
 	ServerKey   string
 	ClientCert  string // a good client's: SANs app.example.org and spiffe://example.org/app
 	ClientKey   string
+	head        string // the config file up to its interfaces (listen, log, metrics_listen, tls)
 }
 
-// startTLS starts taskd with tls:// on a free loopback port; tlsYAML is added under the
-// tls key (client_ca_file: the test CA's file unless noClientCA).
+// startTLS starts taskd with tls:// on a free loopback port and interface echo; tlsYAML
+// is added under the tls key (client_ca_file: the test CA's file unless noClientCA).
 func startTLS(t *testing.T, tlsYAML string, noClientCA bool) *tlsDaemon {
+	t.Helper()
+	return startTLSWith(t, tlsYAML, noClientCA, taskdtest.WorkerYAML("echo", "raw", "min_idle: 1"))
+}
+
+// startTLSWith is startTLS with the interfaces ifaces (YAML under the interfaces key).
+func startTLSWith(t *testing.T, tlsYAML string, noClientCA bool, ifaces string) *tlsDaemon {
 	t.Helper()
 	td := &tlsDaemon{CA: taskdtest.NewCA(t, "taskd-test"), Port: freePort(t), MetricsPort: freePort(t)}
 	td.TLSAddr = fmt.Sprintf("tls://127.0.0.1:%d", td.Port)
@@ -50,10 +57,13 @@ func startTLS(t *testing.T, tlsYAML string, noClientCA bool) *tlsDaemon {
 		ca = ""
 	}
 	dir := t.TempDir()
-	yaml := fmt.Sprintf("metrics_listen: \"127.0.0.1:%d\"\ntls:\n  cert_file: %q\n  key_file: %q\n%s%s\ninterfaces:\n%s",
-		td.MetricsPort, td.ServerCert, td.ServerKey, ca, tlsYAML, taskdtest.WorkerYAML("echo", "raw", "min_idle: 1"))
-	td.Daemon = taskdtest.StartWith(t, yaml, taskdtest.Options{Dir: dir, Wait: true,
+	yaml := fmt.Sprintf("metrics_listen: \"127.0.0.1:%d\"\ntls:\n  cert_file: %q\n  key_file: %q\n%s%s\ninterfaces:\n",
+		td.MetricsPort, td.ServerCert, td.ServerKey, ca, tlsYAML)
+	td.Daemon = taskdtest.StartWith(t, yaml+ifaces, taskdtest.Options{Dir: dir, Wait: true,
 		Env: []string{"TASKD_LISTEN=unix:" + filepath.Join(dir, "taskd.sock") + "," + td.TLSAddr}})
+	file, err := os.ReadFile(td.Config)
+	require.NoError(t, err)
+	td.head = string(file[:strings.Index(string(file), yaml)+len(yaml)])
 	return td
 }
 
@@ -355,4 +365,99 @@ func copyFile(t *testing.T, from, to string) {
 	b, err := os.ReadFile(from)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(to, b, 0o600))
+}
+
+// TestTLSNamesAllow: over mTLS, an interface's allow.tls_names admits the clients whose
+// verified certificate carries a listed SAN, a DNS name or a URI (a SPIFFE ID), and no
+// other; a refusal is ErrForbidden naming the interface and the peer by its certificate,
+// logged once per peer and interface and counted. A unix socket client of the same
+// daemon is judged by its uid, never by tls_names, and a TLS client never by a uid. A
+// reload that changes only allow is reported as such, and applies to open connections.
+func TestTLSNamesAllow(t *testing.T) {
+	me := os.Getuid()
+	ifaces := func(appAllow string) string {
+		return echoIface("byname", `allow: {tls_names: ["web.example.org"]}`) +
+			echoIface("byspiffe", `allow: {tls_names: [`+appAllow+`]}`) +
+			echoIface("mixed", fmt.Sprintf(`allow: {tls_names: ["spiffe://example.org/app"], uids: [%d]}`, me))
+	}
+	td := startTLSWith(t, "", false, ifaces(`"spiffe://example.org/app"`))
+	issue := func(name string, sans ...string) *tls.Config {
+		cert, key := td.CA.Issue(t, taskdtest.Leaf{Name: name, Client: true, SANs: sans})
+		return taskdtest.ClientTLS(t, td.CA, cert, key)
+	}
+	web := issue("web", "web.example.org")                                                 // a DNS name only
+	app := issue("app-only", "spiffe://example.org/app")                                   // a URI only
+	intruder := issue("intruder", "intruder.example.org", "spiffe://example.org/intruder") // same CA, other names
+	tlsClient := func(cfg *tls.Config, iface string) *client.Client {
+		c, err := client.New(client.Config{Addr: td.TLSAddr, Interface: iface, TLS: cfg, Name: "names-test", Timeout: 10 * time.Second})
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// use checks out iface (a held checkout, then a one-shot call) and returns the error.
+	use := func(c *client.Client) error {
+		co, err := c.Checkout(ctxT(t))
+		if err != nil {
+			return err
+		}
+		var got []string
+		err = co.Call(ctxT(t), "echo", &got, "held")
+		co.Release()
+		if err != nil {
+			return err
+		}
+		return c.Call(ctxT(t), "echo", &got, "one-shot")
+	}
+	forbidden := func(t *testing.T, err error, iface, who string) {
+		t.Helper()
+		require.ErrorIs(t, err, client.ErrForbidden)
+		assert.Contains(t, err.Error(), fmt.Sprintf("checkout of %q", iface))
+		assert.Contains(t, err.Error(), fmt.Sprintf(`interface \"%s\" may not be used by %s`, iface, who), "taskd names the interface and the peer")
+	}
+
+	t.Run("a listed SAN is allowed: DNS name and URI", func(t *testing.T) {
+		require.NoError(t, use(tlsClient(web, "byname")))
+		require.NoError(t, use(tlsClient(app, "byspiffe")))
+		require.NoError(t, use(tlsClient(app, "mixed")))
+	})
+
+	t.Run("another name is forbidden", func(t *testing.T) {
+		forbidden(t, use(tlsClient(web, "byspiffe")), "byspiffe", "TLS client web.example.org at 127.0.0.1:")
+		forbidden(t, use(tlsClient(app, "byname")), "byname", "TLS client spiffe://example.org/app at 127.0.0.1:")
+		c := tlsClient(intruder, "byspiffe")
+		err := use(c)
+		forbidden(t, err, "byspiffe", "TLS client intruder.example.org, spiffe://example.org/intruder at 127.0.0.1:")
+		assert.Contains(t, err.Error(), "allow.tls_names lists", "says what would let it in")
+		forbidden(t, use(c), "byspiffe", "TLS client intruder.example.org")
+		// mixed also lists this process's uid: a TLS client has no uid, whoever runs it.
+		forbidden(t, use(tlsClient(intruder, "mixed")), "mixed", "TLS client intruder.example.org")
+
+		logs := td.Logs()
+		assert.Equal(t, 1, strings.Count(logs, `"interface":"byspiffe","who":"TLS client intruder.example.org, spiffe://example.org/intruder`),
+			"a refusal is logged once per peer and interface")
+		assert.Regexp(t, `taskd_checkouts_forbidden_total\{interface="byspiffe"\} 3\b`, getMetrics(t, td.MetricsPort).text)
+	})
+
+	t.Run("a unix socket client is judged by its uid, not by tls_names", func(t *testing.T) {
+		err := use(newClient(t, td.Daemon, "byspiffe"))
+		forbidden(t, err, "byspiffe", fmt.Sprintf("uid %d", me))
+		assert.Contains(t, err.Error(), "run the program as an allowed user")
+		require.NoError(t, use(newClient(t, td.Daemon, "mixed")), "mixed names this uid")
+	})
+
+	t.Run("a reload that changes only allow", func(t *testing.T) {
+		open := tlsClient(intruder, "byspiffe") // connected before the reload
+		forbidden(t, use(open), "byspiffe", "TLS client intruder.example.org")
+		require.NoError(t, os.WriteFile(td.Config, []byte(td.head+
+			ifaces(`"spiffe://example.org/app", "spiffe://example.org/intruder"`)), 0o600))
+		rep, err := newClient(t, td.Daemon, "").Reload(ctxT(t))
+		require.NoError(t, err)
+		assert.Equal(t, client.InterfaceChange{Name: "byspiffe", Change: client.ChangeAccess, Keys: []string{"allow"}, Generation: 1},
+			change(t, rep, "byspiffe"))
+		assert.Equal(t, client.ChangeUnchanged, change(t, rep, "byname").Change)
+		assert.Empty(t, rep.Live)
+		require.NoError(t, use(open), "the new rule applies to the open connection's next checkout")
+		require.NoError(t, use(tlsClient(app, "byspiffe")))
+		forbidden(t, use(tlsClient(web, "byspiffe")), "byspiffe", "TLS client web.example.org")
+	})
 }
