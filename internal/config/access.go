@@ -3,7 +3,9 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os/user"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -36,12 +38,28 @@ func (c *Config) normalizeAccess() {
 func (c Config) validateAccess() []error {
 	var errs []error
 	if c.MaxClients < 1 {
-		errs = append(errs, &problem{key: "max_clients", msg: fmt.Sprintf("must be ≥ 1 (got %d)", c.MaxClients)})
+		errs = append(errs, &problem{key: "max_clients", msg: fmt.Sprintf("must be ≥ 1 (got %d): the most client connections served at once; "+
+			"leave it out for the default %d", c.MaxClients, DefaultMaxClients)})
 	}
 	if c.HelloTimeout == 0 {
 		errs = append(errs, &problem{key: "hello_timeout", msg: "must not be 0 (call Normalize first); a negative value means no timeout"})
 	}
-	return append(errs, c.Admin.validate("admin")...)
+	errs = append(errs, c.Admin.validate("admin")...)
+	// TLS names come only from client certificates verified against client_ca_file.
+	if c.TLS.ClientCAFile == "" {
+		unmatchable := func(key string, a *Access) {
+			if a != nil && len(a.TLSNames) > 0 {
+				errs = append(errs, &problem{key: key + ".tls_names", msg: "names TLS clients, but tls.client_ca_file is not set: " +
+					"taskd then asks no client for a certificate, so no connection has a TLS name and this list can never match — " +
+					"set tls.client_ca_file (with tls.cert_file, tls.key_file and a tls:// listener; docs/security.md), or remove tls_names"})
+			}
+		}
+		unmatchable("admin", c.Admin)
+		for _, name := range slices.Sorted(maps.Keys(c.Interfaces)) {
+			unmatchable("interfaces."+name+".allow", c.Interfaces[name].Allow)
+		}
+	}
+	return errs
 }
 
 // validate checks an access rule (nil is valid: anyone) at key, such as
@@ -67,12 +85,12 @@ func (a *Access) validate(key string) []error {
 	}
 	for i, id := range a.UIDs {
 		if id < 0 {
-			bad("uids", i, "must be ≥ 0 (got %d)", id)
+			bad("uids", i, "must be ≥ 0 (got %d): give a uid, or the user's name under users", id)
 		}
 	}
 	for i, id := range a.GIDs {
 		if id < 0 {
-			bad("gids", i, "must be ≥ 0 (got %d)", id)
+			bad("gids", i, "must be ≥ 0 (got %d): give a gid, or the group's name under groups", id)
 		}
 	}
 	for i, name := range a.TLSNames {

@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/taskd-dev/taskd/internal/taskdtest"
 )
 
 func TestAccessKeys(t *testing.T) {
@@ -15,6 +17,7 @@ admin: {users: [nobody], uids: [0], tls_names: ["spiffe://example.org/ops"]}
 hide_forbidden: true
 max_clients: 50
 hello_timeout: 2s
+listen: ["tls://127.0.0.1:7443"]
 interfaces:
   passwd:
     command: [w]
@@ -29,7 +32,7 @@ interfaces:
   closed:
     command: [w]
     allow: {}
-`), nil)
+`), mTLSEnv(t))
 	require.NoError(t, err)
 	assert.Equal(t, &Access{Users: []string{"nobody"}, UIDs: []int{0}, TLSNames: []string{"spiffe://example.org/ops"}}, c.Admin)
 	assert.True(t, c.HideForbidden)
@@ -46,6 +49,14 @@ interfaces:
 	assert.False(t, d.HideForbidden)
 	assert.Equal(t, DefaultMaxClients, d.MaxClients)
 	assert.Equal(t, DefaultHelloTimeout, d.HelloTimeout)
+}
+
+// mTLSEnv returns the variables that give a config taskd's certificate and a client CA
+// (tls_names need one), made for the test.
+func mTLSEnv(t *testing.T) []string {
+	ca := taskdtest.NewCA(t, "access")
+	cert, key := ca.Issue(t, taskdtest.ServerLeaf("server"))
+	return []string{"TASKD_TLS_CERT_FILE=" + cert, "TASKD_TLS_KEY_FILE=" + key, "TASKD_TLS_CLIENT_CA_FILE=" + ca.CertFile}
 }
 
 func TestAccessFromEnv(t *testing.T) {
@@ -91,7 +102,18 @@ interfaces: {a: {command: [w]}}
 			`line 4: admin.uids[0]: must be ≥ 0 (got -1)`,
 			`line 5: admin.gids[1]: must be ≥ 0 (got -2)`,
 			`line 6: admin.tls_names[0]: empty`,
+			`line 6: admin.tls_names: names TLS clients, but tls.client_ca_file is not set`,
 		}},
+		{"tls_names without client_ca_file", `
+interfaces:
+  hash:
+    command: [w]
+    allow:
+      uids: [0]
+      tls_names: ["spiffe://example.org/app"]
+`, nil, []string{`line 7: interfaces.hash.allow.tls_names: names TLS clients, but tls.client_ca_file is not set: ` +
+			`taskd then asks no client for a certificate, so no connection has a TLS name and this list can never match — ` +
+			`set tls.client_ca_file (with tls.cert_file, tls.key_file and a tls:// listener; docs/security.md), or remove tls_names`}},
 		{"wrong types", `
 hide_forbidden: maybe
 max_clients: lots

@@ -100,6 +100,17 @@ func zeroMeansNever(key string) bool {
 	return false
 }
 
+// tagsOf returns the keys of the struct type t, in its order.
+func tagsOf(t reflect.Type) []string {
+	var tags []string
+	for i := range t.NumField() {
+		if tag := tagName(t.Field(i)); tag != "" {
+			tags = append(tags, tag)
+		}
+	}
+	return tags
+}
+
 // fields decodes a mapping into the struct v. Keys match the fields' yaml tags without
 // regard to case.
 func (d *decoder) fields(n *yaml.Node, v reflect.Value, key string) {
@@ -120,8 +131,14 @@ func (d *decoder) fields(n *yaml.Node, v reflect.Value, key string) {
 		i, ok := index[tag]
 		if !ok {
 			msg := "unknown key " + join(key, k.Value)
-			if s := suggest(tag, slices.Collect(maps.Keys(index))); s != "" {
+			switch s := suggest(tag, slices.Collect(maps.Keys(index))); {
+			case s != "":
 				msg += " (did you mean " + s + "?)"
+			case key != "" && len(index) <= 8: // a small mapping such as cgroup: say what it takes
+				last := key[strings.LastIndex(key, ".")+1:]
+				msg += " (" + last + " takes " + strings.Join(tagsOf(v.Type()), ", ") + ")"
+			default:
+				msg += " (docs/config.md lists every key)"
 			}
 			d.bad(source{line: k.Line}, "", "%s", msg)
 			continue

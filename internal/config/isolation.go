@@ -200,7 +200,7 @@ func (in Interface) validateIsolation(prefix string, h host) []error {
 		bad("rlimits.nofile", "must be ≥ 3 (got %d): a worker needs its stdin, stdout and stderr", *r.Nofile)
 	}
 	if r.Nproc != nil && *r.Nproc < 1 {
-		bad("rlimits.nproc", "must be ≥ 1 (got %d)", *r.Nproc)
+		bad("rlimits.nproc", "must be ≥ 1 (got %d): a worker is a process; leave the key out to inherit taskd's limit", *r.Nproc)
 	}
 	if r.AS != nil && *r.AS < MiB {
 		bad("rlimits.as", "must be at least 1MiB (got %s): no program starts in less", *r.AS)
