@@ -238,7 +238,10 @@ func (in *Interface) normalize() {
 // errors.Join, one per line; each names the key path it is about, as in
 // "interfaces.passwd.max_workers: must be ≥ 1 (got 0)". It returns nil for a valid Config.
 // Zero values that Normalize would replace are reported as errors, so call Normalize first.
-func (c Config) Validate() error {
+func (c Config) Validate() error { return c.validateOn(thisHost()) }
+
+// validateOn is Validate with the isolation keys checked against h.
+func (c Config) validateOn(h host) error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, &problem{key: key, msg: fmt.Sprintf(format, args...)})
@@ -306,7 +309,7 @@ func (c Config) Validate() error {
 			bad(key, "the name %q may only use letters, digits, '_', '.' and '-'", name)
 		}
 		errs = append(errs, c.Interfaces[name].validate(key)...)
-		errs = append(errs, c.Interfaces[name].validateIsolation(key, thisHost())...)
+		errs = append(errs, c.Interfaces[name].validateIsolation(key, h)...)
 	}
 	return errors.Join(errs...)
 }

@@ -1,18 +1,21 @@
 package config
 
 import (
-	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/user"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/taskd-dev/taskd/internal/taskdtest"
 )
 
 // fakeHost is a host with the given euid whose hard limits are all 1000.
@@ -167,23 +170,62 @@ func FuzzParseUmask(f *testing.F) {
 	})
 }
 
-// TestSecurityDocExampleLoads keeps the hardened interface of docs/security.md valid (its
-// user, made for the example, stands in as nobody).
+// TestSecurityDocExampleLoads keeps every YAML example of docs/security.md valid: each is
+// read and validated as taskd reads its file (parseOn, as Load does), checked as taskd
+// running as root checks it (the doc's examples set user, which needs root; the limits
+// are checked against this process's real hard limits). What the doc cannot give is
+// substituted: certificate files made for the test for the TLS paths, nobody for the
+// users made for the examples. An example that starts with listen is a whole file and is
+// loaded as it is; the others are excerpts, loaded into a config that has taskd's
+// certificate and a client CA (from the environment, where the excerpt has no tls) and
+// an interface (where the excerpt has none).
 func TestSecurityDocExampleLoads(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the example sets user, which is refused when taskd is not root")
-	}
 	doc, err := os.ReadFile("../../docs/security.md")
 	require.NoError(t, err)
-	n := 0
-	for _, b := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllSubmatch(doc, -1) {
-		if !bytes.Contains(b[1], []byte("rlimits:")) {
-			continue // another section's example
-		}
-		n++
-		y := regexp.MustCompile(`user: \S+`).ReplaceAll(b[1], []byte("user: nobody"))
-		_, err := parse(y, nil)
-		require.NoError(t, err, "example:\n%s", y)
+	ca := taskdtest.NewCA(t, "doc")
+	cert, key := ca.Issue(t, taskdtest.ServerLeaf("taskd"))
+	files := map[string]string{"cert_file": cert, "key_file": key, "client_ca_file": ca.CertFile}
+	madeForExamples := []string{"taskd-thumbs", "taskd-passwd"} // users the doc says to create
+	asRoot := thisHost()
+	asRoot.euid = 0
+
+	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllSubmatch(doc, -1)
+	var whole, hardened int
+	for i, b := range blocks {
+		y := string(b[1])
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			y = regexp.MustCompile(`(cert_file|key_file|client_ca_file): \S+`).ReplaceAllStringFunc(y, func(m string) string {
+				k, _, _ := strings.Cut(m, ":")
+				return fmt.Sprintf("%s: %q", k, files[k])
+			})
+			for _, u := range madeForExamples {
+				y = strings.ReplaceAll(y, "user: "+u, "user: nobody")
+			}
+			var env []string
+			if !strings.HasPrefix(y, "listen:") { // an excerpt
+				if !regexp.MustCompile(`(?m)^tls:`).MatchString(y) {
+					env = []string{"TASKD_TLS_CERT_FILE=" + cert, "TASKD_TLS_KEY_FILE=" + key, "TASKD_TLS_CLIENT_CA_FILE=" + ca.CertFile}
+				}
+				if !regexp.MustCompile(`(?m)^interfaces:`).MatchString(y) {
+					y += "interfaces:\n  example: {command: [w]}\n"
+				}
+			} else {
+				whole++
+			}
+			cfg, err := parseOn([]byte(y), env, asRoot)
+			require.NoError(t, err, "example %d of docs/security.md:\n%s", i, y)
+			if strings.Contains(y, "thumbnails:") && cfg.Admin != nil && cfg.Interfaces["thumbnails"].Cgroup.IsSet() {
+				hardened++ // the hardened example config: every kind of setting at once
+				in := cfg.Interfaces["thumbnails"]
+				assert.True(t, cfg.HideForbidden)
+				assert.NotEmpty(t, cfg.TLS.ClientCAFile)
+				assert.NotEmpty(t, in.Allow.TLSNames)
+				assert.Equal(t, "nobody", in.User)
+				assert.NotEmpty(t, in.Rlimits.List())
+			}
+		})
 	}
-	assert.Equal(t, 1, n, "the hardened interface example")
+	assert.GreaterOrEqual(t, len(blocks), 6, "the examples of docs/security.md")
+	assert.GreaterOrEqual(t, whole, 2, "whole files among them")
+	assert.Equal(t, 1, hardened, "the hardened example config")
 }

@@ -31,7 +31,10 @@ func Load(path string, environ []string) (*Config, error) {
 }
 
 // parse is Load for the contents of a file.
-func parse(data []byte, environ []string) (*Config, error) {
+func parse(data []byte, environ []string) (*Config, error) { return parseOn(data, environ, thisHost()) }
+
+// parseOn is parse with the isolation keys checked against h.
+func parseOn(data []byte, environ []string, h host) (*Config, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
@@ -48,7 +51,7 @@ func parse(data []byte, environ []string) (*Config, error) {
 	}
 	cfg.Normalize()
 	errs := d.zeros
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.validateOn(h); err != nil {
 		list := []error{err}
 		if joined, ok := err.(interface{ Unwrap() []error }); ok {
 			list = joined.Unwrap()
