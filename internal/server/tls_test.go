@@ -41,11 +41,12 @@ type tlsDaemon struct {
 // is added under the tls key (client_ca_file: the test CA's file unless noClientCA).
 func startTLS(t *testing.T, tlsYAML string, noClientCA bool) *tlsDaemon {
 	t.Helper()
-	return startTLSWith(t, tlsYAML, noClientCA, taskdtest.WorkerYAML("echo", "raw", "min_idle: 1"))
+	return startTLSWith(t, "", tlsYAML, noClientCA, taskdtest.WorkerYAML("echo", "raw", "min_idle: 1"))
 }
 
-// startTLSWith is startTLS with the interfaces ifaces (YAML under the interfaces key).
-func startTLSWith(t *testing.T, tlsYAML string, noClientCA bool, ifaces string) *tlsDaemon {
+// startTLSWith is startTLS with more top-level keys top (YAML lines) and the interfaces
+// ifaces (YAML under the interfaces key).
+func startTLSWith(t *testing.T, top, tlsYAML string, noClientCA bool, ifaces string) *tlsDaemon {
 	t.Helper()
 	td := &tlsDaemon{CA: taskdtest.NewCA(t, "taskd-test"), Port: freePort(t), MetricsPort: freePort(t)}
 	td.TLSAddr = fmt.Sprintf("tls://127.0.0.1:%d", td.Port)
@@ -57,8 +58,8 @@ func startTLSWith(t *testing.T, tlsYAML string, noClientCA bool, ifaces string) 
 		ca = ""
 	}
 	dir := t.TempDir()
-	yaml := fmt.Sprintf("metrics_listen: \"127.0.0.1:%d\"\ntls:\n  cert_file: %q\n  key_file: %q\n%s%s\ninterfaces:\n",
-		td.MetricsPort, td.ServerCert, td.ServerKey, ca, tlsYAML)
+	yaml := fmt.Sprintf("%smetrics_listen: \"127.0.0.1:%d\"\ntls:\n  cert_file: %q\n  key_file: %q\n%s%s\ninterfaces:\n",
+		top, td.MetricsPort, td.ServerCert, td.ServerKey, ca, tlsYAML)
 	td.Daemon = taskdtest.StartWith(t, yaml+ifaces, taskdtest.Options{Dir: dir, Wait: true,
 		Env: []string{"TASKD_LISTEN=unix:" + filepath.Join(dir, "taskd.sock") + "," + td.TLSAddr}})
 	file, err := os.ReadFile(td.Config)
@@ -380,7 +381,7 @@ func TestTLSNamesAllow(t *testing.T) {
 			echoIface("byspiffe", `allow: {tls_names: [`+appAllow+`]}`) +
 			echoIface("mixed", fmt.Sprintf(`allow: {tls_names: ["spiffe://example.org/app"], uids: [%d]}`, me))
 	}
-	td := startTLSWith(t, "", false, ifaces(`"spiffe://example.org/app"`))
+	td := startTLSWith(t, "", "", false, ifaces(`"spiffe://example.org/app"`))
 	issue := func(name string, sans ...string) *tls.Config {
 		cert, key := td.CA.Issue(t, taskdtest.Leaf{Name: name, Client: true, SANs: sans})
 		return taskdtest.ClientTLS(t, td.CA, cert, key)
