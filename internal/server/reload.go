@@ -281,6 +281,9 @@ func (s *Server) logReport(rep *wire.ReloadReport) {
 				zap.Strings("keys", ch.Keys), zap.Int("generation", ch.Generation))
 		}
 	}
+	if len(rep.Live) > 0 {
+		s.log.Info("reload: top-level keys applied live", zap.Strings("keys", rep.Live))
+	}
 	if len(rep.NeedsRestart) > 0 {
 		s.log.Warn("reload: these keys changed but take effect only when taskd restarts",
 			zap.Strings("needs_restart", rep.NeedsRestart))
