@@ -32,6 +32,9 @@ func TestMain(m *testing.M) {
 }
 
 func helperMain(mode string) int {
+	if code, ok := benchHelperMain(mode); ok {
+		return code
+	}
 	spec := Spec{Methods: map[string]Func{
 		"print": func(ctx context.Context, c *Call) (any, error) {
 			fmt.Println("stray line on stdout")
