@@ -32,11 +32,12 @@ const (
 // writes it; every access is atomic, so that taskd (or a test) may read it at any time. A
 // nil *statsPage does nothing.
 type statsPage struct {
-	w *[statsSize / 8]uint64
+	mem []byte // the mapping, statsSize bytes
+	w   *[statsSize / 8]uint64
 }
 
 func newStatsPage(mem []byte) *statsPage {
-	return &statsPage{w: (*[statsSize / 8]uint64)(unsafe.Pointer(&mem[0]))}
+	return &statsPage{mem: mem, w: (*[statsSize / 8]uint64)(unsafe.Pointer(&mem[0]))}
 }
 
 func (p *statsPage) init() {
