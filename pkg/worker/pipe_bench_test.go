@@ -42,18 +42,28 @@ func benchHelperMain(mode string) (int, bool) {
 	return 0, true
 }
 
+// pythonBench is the script with the Python SDK's echo worker and its floor.
+const pythonBench = "../../sdk/python/tests/bench_worker.py"
+
 // BenchmarkPipe drives a worker process directly over its stdin and stdout, as taskd
 // would, with no taskd: this SDK's echo worker against the minimal single-goroutine
 // worker (the floor) in the same run, one call in flight at a time and eight pipelined.
 // Besides ns/op (per call) it reports the worker's CPU per call and its context switches
 // per call, read from /proc. With TASKD_BENCH_STRACE=dir the worker runs under
-// "strace -f -c" and the syscall summary of each run is written to dir.
+// "strace -f -c" and the syscall summary of each run is written to dir. With
+// TASKD_BENCH_PYTHON=python3 it also drives the Python SDK's echo worker and a minimal
+// single-threaded Python worker (sdk/python/tests/bench_worker.py).
 //
 //	go test -run '^$' -bench Pipe -benchtime 20000x ./pkg/worker
 func BenchmarkPipe(b *testing.B) {
 	for _, depth := range []int{1, 8} {
 		for _, w := range []string{"floor", "floor-netpoll", "sdk"} {
 			b.Run(fmt.Sprintf("%s/inflight=%d", w, depth), func(b *testing.B) { benchPipe(b, "bench-"+w, depth) })
+		}
+		if py := os.Getenv("TASKD_BENCH_PYTHON"); py != "" {
+			for _, w := range []string{"floor", "sdk"} {
+				b.Run(fmt.Sprintf("py-%s/inflight=%d", w, depth), func(b *testing.B) { benchPipe(b, py+" "+pythonBench+" "+w, depth) })
+			}
 		}
 	}
 }
@@ -64,6 +74,9 @@ func benchPipe(b *testing.B, mode string, depth int) {
 		b.Fatal(err)
 	}
 	args := []string{self, "-test.run=^$"}
+	if strings.Contains(mode, " ") { // an interpreter and a script
+		args = strings.Fields(mode)
+	}
 	if dir := os.Getenv("TASKD_BENCH_STRACE"); dir != "" {
 		out := filepath.Join(dir, strings.ReplaceAll(b.Name(), "/", "_")+"-"+strconv.Itoa(b.N)+".txt")
 		args = append([]string{"strace", "-f", "-c", "-o", out}, args...)
