@@ -5,7 +5,7 @@ import threading
 import traceback
 from typing import IO, Any, Callable, Dict, Mapping, Optional, TypeVar
 
-from . import _protocol
+from . import _lease, _protocol
 from ._errors import Cancelled, CheckoutDoneError, ConfigError, ProtocolError, SetupError, WorkerError
 from ._log import Logger
 
@@ -157,6 +157,9 @@ class Worker(object):
             self._max = _protocol.max_message_bytes()
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        ctl, page, why = _lease.endpoints()
+        if why is not None:
+            sys.stderr.write("taskd_worker: direct leases off, taskd relays calls over stdin: %s\n" % (why,))
         proto_in, proto_out = _protocol.protect_stdio()
         self._out = proto_out
         if self._setup is not None:
@@ -165,8 +168,13 @@ class Worker(object):
             except Exception as e:
                 raise SetupError("setup failed: %s" % (_describe(e),)) from e
         self._running = True
+        self._sup = _protocol.Supervisor()
         try:
-            self._send({"t": "ready", "v": PROTOCOL_VERSION, "pipeline": True})
+            ready = {"t": "ready", "v": PROTOCOL_VERSION, "pipeline": True}  # type: Dict[str, Any]
+            if ctl is not None and page is not None:
+                self._leases = _lease.Leases(self, ctl, page, self._max)
+                ready["lease"] = _lease.LEASE_VERSION
+            self._send(ready)
             if self._pending_bye is not None:
                 msg, self._pending_bye = self._pending_bye, None
                 self._send({"t": "bye", "msg": msg})
@@ -183,7 +191,6 @@ class Worker(object):
         # This thread reads stdin, runs each call and answers it: no hand-off between
         # threads while nothing else is pending. The supervisor reads for it during long
         # calls (see _protocol.Stream).
-        self._sup = _protocol.Supervisor()
         stdin = _protocol.Stream(proto_in, self._write, self._max)
         self._run_stream(stdin)
         # End of input: the messages read before it have been handled (as cancelled
