@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -24,6 +25,12 @@ func benchHelperMain(mode string) (int, bool) {
 	var err error
 	switch mode {
 	case "bench-sdk":
+		if path := os.Getenv("TASKD_BENCH_CPUPROFILE"); path != "" { // where the SDK's time goes
+			f, perr := os.Create(path)
+			if perr == nil && pprof.StartCPUProfile(f) == nil {
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
 		err = Run(Spec{Methods: map[string]Func{"echo": func(_ context.Context, c *Call) (any, error) { return c.RawArgs(), nil }}})
 	case "bench-floor":
 		err = floorworker.Serve(os.Stdin, os.Stdout)
@@ -52,7 +59,8 @@ const pythonBench = "../../sdk/python/tests/bench_worker.py"
 // per call, read from /proc. With TASKD_BENCH_STRACE=dir the worker runs under
 // "strace -f -c" and the syscall summary of each run is written to dir. With
 // TASKD_BENCH_PYTHON=python3 it also drives the Python SDK's echo worker and a minimal
-// single-threaded Python worker (sdk/python/tests/bench_worker.py).
+// single-threaded Python worker (sdk/python/tests/bench_worker.py). With
+// TASKD_BENCH_CPUPROFILE=file the SDK worker writes its CPU profile there.
 //
 //	go test -run '^$' -bench Pipe -benchtime 20000x ./pkg/worker
 func BenchmarkPipe(b *testing.B) {
