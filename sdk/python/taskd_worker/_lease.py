@@ -32,6 +32,8 @@ def endpoints() -> Tuple[Optional[socket.socket], Optional[mmap.mmap], Optional[
     sv = os.environ.pop("TASKD_STATS_FD", "")
     if cv == "" and sv == "":
         return None, None, None
+    if not hasattr(socket, "recv_fds"):
+        return None, None, "receiving a lease's socket needs Python 3.9 or later (socket.recv_fds)"
     try:
         cfd, sfd = _fd("TASKD_CONTROL_FD", cv), _fd("TASKD_STATS_FD", sv)
         os.set_inheritable(cfd, False)
