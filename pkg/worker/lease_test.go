@@ -305,3 +305,33 @@ func TestLeaseEndpointsChecked(t *testing.T) {
 	require.NoError(t, h.wait())
 	assert.Contains(t, h.stderr.String(), "direct leases off")
 }
+
+func TestLeaseCheckoutDoneFailsEndsServe(t *testing.T) {
+	ts := startLeased(t, Spec{Default: echo, CheckoutDone: func(context.Context) error { return errors.New("rollback failed") }})
+	c := ts.lease(1)
+	c.send(`{"t":"call","id":1,"ep":0,"a":[1]}`)
+	assert.Equal(t, `[1]`, string(c.recv().R))
+	ts.send(`{"t":"end","id":1}`)
+	select {
+	case err := <-ts.h.done:
+		ts.h.err, ts.h.ended = err, true
+		require.ErrorContains(t, err, "CheckoutDone failed")
+		assert.ErrorContains(t, err, "rollback failed")
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not return after the lease's CheckoutDone failed")
+	}
+}
+
+func TestStdinEOFEndsLeases(t *testing.T) {
+	started := make(chan struct{})
+	ts := startLeased(t, Spec{Default: func(ctx context.Context, _ *Call) (any, error) {
+		close(started)
+		<-ctx.Done()
+		return "stopped", nil
+	}})
+	c := ts.lease(1)
+	c.send(`{"t":"call","id":1,"ep":0}`)
+	<-started
+	require.NoError(t, ts.h.wait(), "EOF on stdin: the leased call is cancelled and serve returns")
+	assert.Equal(t, `"stopped"`, string(c.recv().R), "the running call is answered")
+}
