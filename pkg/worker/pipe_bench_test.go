@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -181,4 +182,33 @@ func procUsage(pid int) (cpu, ctxsw int64) {
 		}
 	}
 	return cpu, ctxsw
+}
+
+// BenchmarkServeCPU is the user-space cost of a call without any system call: n pipelined
+// echo calls read from memory and answered into io.Discard, by this SDK and by the floor
+// worker. BenchmarkPipe adds the pipe's system calls and wake-ups to both.
+func BenchmarkServeCPU(b *testing.B) {
+	payload := []byte(`["` + strings.Repeat("x", 60) + `"]`)
+	var input []byte
+	for id := uint64(1); id <= 1000; id++ {
+		input = wire.AppendCall(input, 0, id, 0, "echo", payload)
+	}
+	spec := Spec{Methods: map[string]Func{"echo": func(_ context.Context, c *Call) (any, error) { return c.RawArgs(), nil }}}
+	for _, w := range []string{"floor", "sdk"} {
+		b.Run(w, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				var err error
+				if w == "floor" {
+					err = floorworker.Serve(bytes.NewReader(input), io.Discard)
+				} else {
+					err = serve(context.Background(), spec, bytes.NewReader(input), io.Discard, io.Discard, 0)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1000/1000, "µs/call")
+		})
+	}
 }

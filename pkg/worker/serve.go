@@ -36,8 +36,12 @@ type server struct {
 	calls *zap.Logger // handed to calls: stderr plus rec
 	rec   *recorder
 
-	ctx       context.Context // parent of every call's context; cancelled when stdin closes
+	ctx       context.Context // parent of Setup's and CheckoutDone's context; cancelled when stdin closes
 	cancelAll context.CancelFunc
+	// callParent is the parent of every call's context: ctx's values without its
+	// cancellation (cheaper children); cancelCalls cancels calls instead.
+	callParent     context.Context
+	callsCancelled atomic.Bool // calls start with their context cancelled
 
 	stdin  *stream
 	ctl    *control   // the lease control socket; nil without leases
@@ -113,6 +117,7 @@ func serveOn(ctx context.Context, spec Spec, e endpoints) error {
 	}
 	s.ctx, s.cancelAll = context.WithCancel(ctx)
 	defer s.cancelAll()
+	s.callParent = context.WithoutCancel(s.ctx)
 
 	if spec.Setup != nil {
 		if err := isolated(s.ctx, spec.Setup); err != nil {
@@ -130,6 +135,7 @@ func serveOn(ctx context.Context, spec Spec, e endpoints) error {
 	}
 
 	s.stdin = s.newStream(0, e.in, e.out)
+	defer context.AfterFunc(s.ctx, s.cancelCalls)() // stdin's end, or serveOn's caller
 	stdinDone := make(chan error, 1)
 	go s.stdin.loop(nil, stdinDone)
 	var ctlDone chan struct{}
@@ -237,6 +243,17 @@ func (s *server) ended(call, isErr bool) {
 	s.cur.Store(nil)
 	if call {
 		s.stats.end(isErr)
+	}
+}
+
+// cancelCalls cancels the running calls and makes every later call start cancelled.
+func (s *server) cancelCalls() {
+	s.callsCancelled.Store(true)
+	s.stdin.cancelRunning()
+	s.leases.mu.Lock()
+	defer s.leases.mu.Unlock()
+	for _, lr := range s.leases.m {
+		lr.st.cancelRunning()
 	}
 }
 

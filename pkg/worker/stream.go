@@ -52,6 +52,7 @@ type stream struct {
 	watcher   chan struct{} // closed when the last watcher started has returned; nil if none
 
 	goexited *running // set by protect when a Func called runtime.Goexit (runner only)
+	slot     running  // the run in progress (runner only): reused, one run at a time
 }
 
 const (
@@ -195,13 +196,27 @@ func (st *stream) begin(m wire.WorkerMsg) context.Context {
 	if m.T != wire.TCall {
 		return nil
 	}
-	ctx, cancel := context.WithCancel(st.s.ctx)
+	// The parent cannot be cancelled, so that no registration with it is needed; the
+	// server cancels the running call itself when the input closes (cancelCalls).
+	ctx, cancel := context.WithCancel(st.s.callParent)
 	st.curID, st.runCancel = m.ID, cancel
 	if _, ok := st.cancelled[m.ID]; ok {
 		delete(st.cancelled, m.ID)
 		cancel()
+	} else if st.s.callsCancelled.Load() {
+		cancel()
 	}
 	return ctx
+}
+
+// cancelRunning cancels the call running now, if any.
+func (st *stream) cancelRunning() {
+	st.mu.Lock()
+	cancel := st.runCancel
+	st.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
 }
 
 // idle marks the stream no longer busy: a cancel from now on finds nothing to do.
@@ -271,11 +286,13 @@ func (st *stream) run() error {
 			defer st.mu.Unlock()
 			return st.readErr
 		}
+		r := &st.slot
+		*r = running{m: m, ctx: ctx}
 		var err error
 		if m.T == wire.TCall {
-			err = st.call(&running{m: m, ctx: ctx})
+			err = st.call(r)
 		} else {
-			err = st.checkoutDone(&running{m: m})
+			err = st.checkoutDone(r)
 		}
 		if err != nil {
 			return err
