@@ -107,8 +107,7 @@ func (s *server) runLease(lr *leaseRun) {
 	s.sendControl(appendControl(nil, tEnded, lr.id))
 }
 
-// stop ends the lease: nothing more is read from it and no call starts; a call already
-// read is answered.
+// stop ends the lease: nothing more is read from it; the calls already read are answered.
 func (lr *leaseRun) stop() {
 	lr.endOnce.Do(func() {
 		lr.st.mu.Lock()

@@ -48,7 +48,7 @@ type stream struct {
 	runCancel context.CancelFunc  // cancels curID's context
 	ended     bool                // the input ended; readErr says why (nil: EOF)
 	readErr   error
-	stopped   bool          // a lease's end: start nothing more
+	stopped   bool          // a lease's end: read nothing more
 	watcher   chan struct{} // closed when the last watcher started has returned; nil if none
 
 	goexited *running // set by protect when a Func called runtime.Goexit (runner only)
@@ -153,10 +153,6 @@ func (st *stream) cancel(id uint64) {
 func (st *stream) next() (wire.WorkerMsg, context.Context, bool) {
 	for {
 		st.mu.Lock()
-		if st.stopped {
-			st.mu.Unlock()
-			return wire.WorkerMsg{}, nil, false
-		}
 		if len(st.queue) > 0 {
 			m := st.queue[0]
 			st.queue[0] = wire.WorkerMsg{}
@@ -165,7 +161,7 @@ func (st *stream) next() (wire.WorkerMsg, context.Context, bool) {
 			st.mu.Unlock()
 			return m, ctx, true
 		}
-		if st.ended {
+		if st.ended || st.stopped { // a lease's end: what was read is answered, no more is read
 			st.mu.Unlock()
 			return wire.WorkerMsg{}, nil, false
 		}

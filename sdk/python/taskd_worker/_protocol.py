@@ -106,7 +106,7 @@ class Stream(object):
         self._pending = {}  # type: Dict[str, int]  # call id -> number of queued calls with that id
         self._precancelled = set()  # type: Set[str]  # ids cancelled before their call started
         self._eof = False
-        self._stopped = False  # a lease's end: start nothing more
+        self._stopped = False  # a lease's end: read nothing more
         self.error = None  # type: Optional[str]  # why reading stopped early, if it did
 
     def _read(self) -> Any:
@@ -146,12 +146,10 @@ class Stream(object):
         """The next message to run (the stream is busy with it until finish), or EOF."""
         while True:
             with self._lock:
-                if self._stopped:
-                    return EOF
                 if self._q:
                     self._busy = True
                     return self._q.popleft()
-                if self._eof:
+                if self._eof or self._stopped:  # a lease's end: what was read is answered
                     return EOF
                 if self._watching:
                     self._cond.wait()
@@ -226,7 +224,7 @@ class Stream(object):
                     return
 
     def stop(self) -> None:
-        """A lease's end: start nothing more; a call already read is answered."""
+        """A lease's end: read nothing more; the calls already read are answered."""
         with self._lock:
             self._stopped = True
             self._cond.notify_all()
