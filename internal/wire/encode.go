@@ -96,6 +96,18 @@ func AppendReady(buf []byte, pipeline bool) []byte {
 	return append(buf, "}\n"...)
 }
 
+// AppendReadyLease appends the ready line of a worker that also supports version lease of
+// the direct-lease extension: {"t":"ready","v":1,"pipeline":true,"lease":N} (lease 0 is
+// AppendReady's line).
+func AppendReadyLease(buf []byte, pipeline bool, lease int) []byte {
+	buf = AppendReady(buf, pipeline)
+	if lease <= 0 {
+		return buf
+	}
+	buf = strconv.AppendInt(append(buf[:len(buf)-2], `,"lease":`...), int64(lease), 10)
+	return append(buf, "}\n"...)
+}
+
 // AppendBye appends the worker protocol's {"t":"bye","msg":MSG}; an empty msg is left out.
 func AppendBye(buf []byte, msg string) []byte {
 	buf = append(buf, `{"t":"bye"`...)

@@ -41,7 +41,7 @@ func refWorkerMsg(line []byte) (WorkerMsg, error) {
 	var t *string
 	var v *int
 	var id, ep *uint64
-	for key, dst := range map[string]any{"t": &t, "v": &v, "id": &id, "m": &m.M, "msg": &m.Msg, "pipeline": &m.Pipeline, "ep": &ep} {
+	for key, dst := range map[string]any{"t": &t, "v": &v, "id": &id, "m": &m.M, "msg": &m.Msg, "pipeline": &m.Pipeline, "lease": &m.Lease, "ep": &ep} {
 		if raw, ok := f[key]; ok {
 			if err := json.Unmarshal(raw, dst); err != nil {
 				return WorkerMsg{}, NewProtocolError(line, "field %s: %v", key, err)

@@ -147,6 +147,10 @@ func TestDecodeWorkerMsg(t *testing.T) {
 		check func(*testing.T, WorkerMsg)
 	}{
 		{line: `{"t":"ready","v":1}`, t: TReady},
+		{line: `{"t":"ready","v":1,"pipeline":true,"lease":1}`, t: TReady, check: func(t *testing.T, m WorkerMsg) {
+			assert.True(t, m.Pipeline)
+			assert.Equal(t, 1, m.Lease)
+		}},
 		{line: `{"t":"ready","v":2}`, err: ErrProtocol},
 		{line: `{"t":"ready"}`, err: ErrProtocol},
 		{line: `{"t":"ok","id":7,"r":{"a":[1,2]}}`, t: TOK, check: func(t *testing.T, m WorkerMsg) {
@@ -261,6 +265,8 @@ func TestOneEncoderPerMessage(t *testing.T) {
 	assert.Equal(t, `{"t":"cancel","id":3}`+"\n", string(AppendCancel(nil, 3)))
 	assert.Equal(t, `{"t":"ready","v":1,"pipeline":true}`+"\n", string(AppendReady(nil, true)))
 	assert.Equal(t, `{"t":"ready","v":1}`+"\n", string(AppendReady(nil, false)))
+	assert.Equal(t, `{"t":"ready","v":1,"pipeline":true,"lease":1}`+"\n", string(AppendReadyLease(nil, true, 1)))
+	assert.Equal(t, `{"t":"ready","v":1,"pipeline":true}`+"\n", string(AppendReadyLease(nil, true, 0)))
 	assert.Equal(t, `{"t":"bye","msg":"too \"big\""}`+"\n", string(AppendBye(nil, `too "big"`)))
 	assert.Equal(t, `{"t":"bye"}`+"\n", string(AppendBye(nil, "")))
 }

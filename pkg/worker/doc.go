@@ -28,11 +28,18 @@
 //     processes) at stderr and descriptor 0 at /dev/null. A stray fmt.Println cannot
 //     corrupt the protocol (it becomes a line in taskd's log), and a child process cannot
 //     eat protocol input.
-//   - Calls run one at a time, in the order taskd sent them, each in its own goroutine with a
-//     context that is cancelled when taskd sends "cancel" for it or closes stdin. A call
+//   - Calls run one at a time, in the order taskd sent them, with a context that is
+//     cancelled when taskd sends "cancel" for it or closes stdin. One goroutine reads stdin
+//     (a blocking read), runs the call and writes its reply, with no hand-off to another
+//     goroutine; once a call has run for one to two milliseconds, another goroutine reads
+//     stdin until it returns, so that a cancel or EOF is seen within about 2 ms. A call
 //     cancelled while still queued is run all the same (a reply is owed), with its context
 //     already cancelled. "done" (a checkout was released) runs Spec.CheckoutDone in the
 //     same order.
+//   - Where taskd offers direct leases (TASKD_CONTROL_FD and TASKD_STATS_FD, on unix),
+//     Run announces them and serves each lease's socket like stdin, with the same Spec;
+//     every call is published in taskd's shared stats page. See docs/writing-workers.md,
+//     "Direct leases".
 //   - Run announces pipelining ({"t":"ready","v":1,"pipeline":true}) and applies the
 //     protocol's "ep" rule, so that taskd may send a checkout's calls without waiting: a
 //     call made before the application saw an earlier error of its checkout is answered

@@ -7,6 +7,8 @@ import (
 	"os"
 )
 
-func takeStdio() (in, out *os.File, err error) {
+type rawFD = os.File
+
+func takeStdio() (in, out *rawFD, err error) {
 	return nil, nil, errors.New("worker: Run needs a unix system (it moves the protocol off stdin and stdout with dup2)")
 }

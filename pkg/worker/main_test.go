@@ -32,6 +32,9 @@ func TestMain(m *testing.M) {
 }
 
 func helperMain(mode string) int {
+	if code, ok := benchHelperMain(mode); ok {
+		return code
+	}
 	spec := Spec{Methods: map[string]Func{
 		"print": func(ctx context.Context, c *Call) (any, error) {
 			fmt.Println("stray line on stdout")
@@ -202,11 +205,18 @@ func start(t *testing.T, spec Spec) *harness {
 
 func startRaw(t *testing.T, spec Spec, maxLine int) *harness {
 	t.Helper()
+	return startWith(t, spec, endpoints{maxLine: maxLine})
+}
+
+// startWith runs serveOn with e, whose in, out and stderr it fills in.
+func startWith(t *testing.T, spec Spec, e endpoints) *harness {
+	t.Helper()
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	h := &harness{t: t, in: inW, outR: outR, lines: make(chan []byte), stderr: &syncBuffer{}, done: make(chan error, 1)}
+	e.in, e.out, e.stderr = inR, outW, h.stderr
 	go func() {
-		err := serve(context.Background(), spec, inR, outW, h.stderr, maxLine)
+		err := serveOn(context.Background(), spec, e)
 		outW.Close()
 		h.done <- err
 	}()

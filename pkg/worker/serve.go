@@ -1,17 +1,15 @@
 package worker
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -23,269 +21,290 @@ import (
 // read, with their contexts cancelled.
 const exitGrace = time.Second
 
-// server is one run of the protocol. Two goroutines touch it: the reader (started by
-// serve, owns the LineReader, only queues and cancels) and the executor (the goroutine
-// that called serve: runs calls in order and owns out, line, val and enc). mu guards the
-// fields below it and nothing slow happens while it is held.
+// tickPeriod is the supervisor's period while calls run: a call still running on two
+// consecutive ticks gets a watcher (see stream), so a cancel or EOF that arrives during a
+// long call is seen within two periods. Between bursts of calls the supervisor sleeps.
+const tickPeriod = time.Millisecond
+
+// server is one run of the protocol. The goroutine that called serve is its supervisor: it
+// starts the stdin stream's runner, gives streams watchers when a call runs long, and
+// decides when serve returns. Calls run one at a time across streams (execMu).
 type server struct {
 	spec  Spec
 	max   int
-	out   io.Writer
 	log   *zap.Logger // the SDK's own messages, to stderr
 	calls *zap.Logger // handed to calls: stderr plus rec
 	rec   *recorder
 
-	line  []byte        // the reply being written, by the wire package's encoders
-	val   bytes.Buffer  // the reply's payloads, encoded by enc
-	enc   *json.Encoder // writes into val
-	grace *time.Timer   // started when the executor first sees that stdin closed
-
-	ctx       context.Context // parent of every call's context; cancelled when stdin closes
+	ctx       context.Context // parent of Setup's and CheckoutDone's context; cancelled when stdin closes
 	cancelAll context.CancelFunc
+	// callParent is the parent of every call's context: ctx's values without its
+	// cancellation (cheaper children); cancelCalls cancels calls instead.
+	callParent     context.Context
+	callsCancelled atomic.Bool // calls start with their context cancelled
 
-	wake    chan struct{} // capacity 1: the queue grew
-	stopped chan struct{} // closed when the reader has returned
-	readErr error         // the reader's result, set before stopped is closed
+	stdin  *stream
+	ctl    *control   // the lease control socket; nil without leases
+	stats  *statsPage // the shared stats page; nil without one
+	leases leases
 
-	errs uint64 // err replies since the last done (executor only): the ep rule
+	// execMu is held while a Func or CheckoutDone runs, by the runner that runs it: one at a
+	// time, whichever stream it came from. Its holder is the stats page's only writer.
+	execMu sync.Mutex
 
-	mu        sync.Mutex
-	queue     []wire.WorkerMsg    // calls and dones not yet started, in order
-	cancelled map[uint64]struct{} // calls taskd cancelled before they started
-	curID     uint64              // the call taken off the queue, running or about to run; 0 if none
-	runCancel context.CancelFunc  // cancels curID's context once it runs
+	runs   atomic.Uint64          // runs (calls and dones) started, ever
+	cur    atomic.Pointer[stream] // the stream running something now; nil if none
+	parked atomic.Bool            // the supervisor sleeps until kick
+	kick   chan struct{}          // capacity 1: a run started while the supervisor slept
+
+	closeOnce sync.Once
+	closed    chan struct{} // closed when stdin or the control socket ended: exit
+	fatal     chan error    // capacity 1: a lease's CheckoutDone failed
+
+	wmu       sync.Mutex // held while a reply is written, so that none is written once abandoned
+	abandoned bool       // serve returned while a Func still ran; guarded by wmu
 }
 
-// errExit stops the executor without an error of its own: stdin closed and exitGrace
-// passed, or taskd stopped reading after closing stdin.
+// errExit stops a runner without an error of its own: serve gave up on it.
 var errExit = errors.New("worker: stdin closed")
 
-// serve runs the protocol: Setup, "ready", then calls read from in until in ends. Replies
-// are written to out, one Write per reply; the SDK's log output goes to stderr. Lines
-// longer than maxLine bytes on in are fatal. ctx is the parent of the contexts handed to
-// Setup, calls and CheckoutDone. serve returns when in has ended and the messages read
-// before are answered (nil, or the read error), or on a write, Setup or CheckoutDone
-// error, after closing in if it is an io.Closer; always after its reader goroutine has
-// returned.
+// endpoints are what serve talks over.
+type endpoints struct {
+	in      io.Reader // taskd's calls; if an io.Closer, closed to stop a pending read
+	out     io.Writer // replies, one Write each
+	stderr  io.Writer // the SDK's log output
+	maxLine int       // the longest line accepted; <= 0: wire.DefaultMaxMessageBytes
+	control *control  // lease control socket, or nil
+	stats   *statsPage
+	// leaseErr says why the lease endpoints taskd named are unusable: logged, and the
+	// worker goes on without leases.
+	leaseErr error
+}
+
+// serve runs the protocol over in and out without leases; see serveOn.
 func serve(ctx context.Context, spec Spec, in io.Reader, out io.Writer, stderr io.Writer, maxLine int) error {
+	return serveOn(ctx, spec, endpoints{in: in, out: out, stderr: stderr, maxLine: maxLine})
+}
+
+// serveOn runs the protocol: Setup, "ready", then calls read from e.in (and from the
+// leases taskd gives over e.control) until e.in ends. Lines longer than e.maxLine are
+// fatal. ctx is the parent of the contexts handed to Setup, calls and CheckoutDone. serveOn
+// returns when e.in has ended and the messages read before are answered (nil, or the read
+// error), at most exitGrace after it ended, or on a write, Setup or CheckoutDone error,
+// after closing e.in if it is an io.Closer. Its goroutines have returned by then, except a
+// Func that ignores its context past exitGrace and a read of an input that closing does not
+// interrupt (a blocking descriptor: Run's caller exits).
+func serveOn(ctx context.Context, spec Spec, e endpoints) error {
 	if err := spec.validate(); err != nil {
 		return err
 	}
-	if maxLine <= 0 {
-		maxLine = wire.DefaultMaxMessageBytes
+	if e.maxLine <= 0 {
+		e.maxLine = wire.DefaultMaxMessageBytes
 	}
 	s := &server{
-		spec:      spec,
-		max:       maxLine,
-		out:       out,
-		rec:       &recorder{},
-		wake:      make(chan struct{}, 1),
-		stopped:   make(chan struct{}),
-		cancelled: make(map[uint64]struct{}),
+		spec:   spec,
+		max:    e.maxLine,
+		rec:    &recorder{},
+		kick:   make(chan struct{}, 1),
+		closed: make(chan struct{}),
+		fatal:  make(chan error, 1),
+		ctl:    e.control,
+		stats:  e.stats,
 	}
-	s.log, s.calls = newLoggers(spec.Logger, stderr, s.rec)
-	s.enc = json.NewEncoder(&s.val)
-	s.enc.SetEscapeHTML(false)
+	s.log, s.calls = newLoggers(spec.Logger, e.stderr, s.rec)
+	if e.leaseErr != nil {
+		s.log.Warn("worker: direct leases off, taskd relays calls over stdin", zap.Error(e.leaseErr))
+	}
 	s.ctx, s.cancelAll = context.WithCancel(ctx)
 	defer s.cancelAll()
-	defer func() {
-		if s.grace != nil {
-			s.grace.Stop()
-		}
-	}()
+	s.callParent = context.WithoutCancel(s.ctx)
 
 	if spec.Setup != nil {
-		// Before the reader starts, s.stopped stays open: invoke just waits.
-		_, err := s.invoke(s.ctx, func(ctx context.Context) (any, error) { return nil, spec.Setup(ctx) })
-		if err != nil {
+		if err := isolated(s.ctx, spec.Setup); err != nil {
 			return fmt.Errorf("worker: setup failed: %w", err)
 		}
 	}
+	s.stats.init()
+	lease := 0
+	if s.ctl != nil && s.stats != nil {
+		lease = leaseVersion
+	}
 	// Pipelining announced: this SDK applies the ep rule itself (see call).
-	if _, err := out.Write(wire.AppendReady(nil, true)); err != nil {
+	if _, err := e.out.Write(wire.AppendReadyLease(nil, true, lease)); err != nil {
 		return fmt.Errorf("worker: writing to taskd: %w", err)
 	}
 
-	go s.read(wire.NewLineReader(in, maxLine))
-	err := s.execute()
-	if err != nil && err != errExit {
-		// A write or CheckoutDone error while taskd still holds stdin open: stop the
-		// reader by closing its input (Run's input is pollable, so this interrupts a
-		// pending Read; an io.Reader that is not a Closer ends only at EOF).
-		if c, ok := in.(io.Closer); ok {
+	s.stdin = s.newStream(0, e.in, e.out)
+	defer context.AfterFunc(s.ctx, s.cancelCalls)() // stdin's end, or serveOn's caller
+	stdinDone := make(chan error, 1)
+	go s.stdin.loop(nil, stdinDone)
+	var ctlDone chan struct{}
+	if lease > 0 {
+		ctlDone = make(chan struct{})
+		go s.ctl.read(s, ctlDone)
+	}
+
+	err, stdinReturned := s.supervise(stdinDone)
+	s.cancelAll()
+	s.stopLeases()
+	if ctlDone != nil {
+		s.ctl.stop()
+		<-ctlDone
+	}
+	if !stdinReturned || err != nil {
+		// The stdin runner may be blocked reading, or a watcher may be: closing the input
+		// interrupts that read where it can (a pipe from io.Pipe, a pollable file).
+		if c, ok := e.in.(io.Closer); ok {
 			c.Close()
 		}
 	}
-	<-s.stopped
-	if err == nil || err == errExit {
-		err = s.readErr
+	if w := s.stdin.watcherDone(); w != nil && interruptible(e.in) {
+		<-w
+	}
+	if err == errExit {
+		err = nil
 	}
 	return err
 }
 
-// read is the reader goroutine: it queues calls and dones, and handles cancels at once.
-// When in ends it cancels every call, running or queued.
-func (s *server) read(lr *wire.LineReader) {
-	defer close(s.stopped)
-	defer s.cancelAll()
+// supervise runs until the stdin runner returns, a lease fails, or exitGrace after the
+// input closed. It reports whether the stdin runner returned.
+func (s *server) supervise(stdinDone <-chan error) (error, bool) {
+	tick := time.NewTimer(tickPeriod)
+	defer tick.Stop()
+	var grace <-chan time.Time
+	closed := s.closed
+	var lastRuns uint64
+	var lastBusy bool
 	for {
-		line, err := lr.ReadLine()
-		switch {
-		case errors.Is(err, io.EOF):
-			return
-		case errors.Is(err, wire.ErrLineTooLong):
-			s.readErr = fmt.Errorf("worker: taskd sent %w; TASKD_MAX_MESSAGE_BYTES must match taskd's max_message_bytes", err)
-			return
-		case err != nil:
-			s.readErr = fmt.Errorf("worker: reading from taskd: %w", err)
-			return
-		}
-		m, err := wire.DecodeWorkerMsg(line)
-		if err != nil {
-			s.log.Warn("worker: ignoring a malformed line from taskd", zap.Error(err))
-			continue
-		}
-		switch m.T {
-		case wire.TCall, wire.TDone:
-			m.A = bytes.Clone(m.A) // m aliases the reader's line buffer; copied before locking
-			s.mu.Lock()
-			s.queue = append(s.queue, m)
-			s.mu.Unlock()
-			select {
-			case s.wake <- struct{}{}:
-			default:
-			}
-		case wire.TCancel:
-			s.cancel(m.ID)
-		}
-	}
-}
-
-// cancel cancels the running call id, or marks it if it is still queued.
-func (s *server) cancel(id uint64) {
-	var cancel context.CancelFunc
-	s.mu.Lock()
-	if s.curID == id {
-		// Taken off the queue: running, or about to run (then call sees the mark).
-		if s.runCancel != nil {
-			cancel = s.runCancel
-		} else {
-			s.cancelled[id] = struct{}{}
-		}
-	} else {
-		for _, m := range s.queue {
-			if m.T == wire.TCall && m.ID == id {
-				s.cancelled[id] = struct{}{}
-				break
-			}
-		}
-	}
-	s.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
-}
-
-// next returns the next queued message, or false once the queue is empty and the reader
-// has stopped.
-func (s *server) next() (wire.WorkerMsg, bool) {
-	for {
-		if m, ok := s.pop(); ok {
-			return m, true
-		}
 		select {
-		case <-s.wake:
-		case <-s.stopped:
-			return s.pop()
+		case err := <-stdinDone:
+			if err == nil || err == errExit {
+				// EOF: leases end too; wait for them as for the stdin runner.
+				if !s.waitLeases(grace) {
+					s.abandon()
+				}
+				err = nil
+			}
+			return err, true
+		case err := <-s.fatal:
+			return err, false
+		case <-closed:
+			closed = nil
+			s.cancelAll()
+			s.stopLeases()
+			g := time.NewTimer(exitGrace)
+			defer g.Stop()
+			grace = g.C
+		case <-grace:
+			s.abandon()
+			return nil, false
+		case <-s.kick:
+			tick.Reset(tickPeriod)
+		case <-tick.C:
+			st, runs := s.cur.Load(), s.runs.Load()
+			if st != nil && lastBusy && runs == lastRuns {
+				st.takeover()
+			}
+			if st == nil && runs == lastRuns {
+				// Idle for a whole period: sleep until the next run starts.
+				s.parked.Store(true)
+				if s.cur.Load() == nil && s.runs.Load() == runs {
+					lastBusy = false
+					continue
+				}
+				if !s.parked.CompareAndSwap(true, false) {
+					continue // the runner took it and kicks
+				}
+			}
+			lastRuns, lastBusy = runs, st != nil
+			tick.Reset(tickPeriod)
 		}
 	}
 }
 
-func (s *server) pop() (wire.WorkerMsg, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.queue) == 0 {
-		return wire.WorkerMsg{}, false
+// started records, in the runner of st, that a call (id > 0) or a done starts.
+func (s *server) started(st *stream, id uint64, method string) {
+	s.cur.Store(st)
+	s.runs.Add(1)
+	if id != 0 {
+		s.stats.start(id, st.lease, method)
 	}
-	m := s.queue[0]
-	s.queue[0] = wire.WorkerMsg{}
-	s.queue = s.queue[1:]
-	if m.T == wire.TCall {
-		s.curID = m.ID // in the same critical section, so that no cancel is lost
-	}
-	return m, true
-}
-
-// execute is the executor loop.
-func (s *server) execute() error {
-	for {
-		m, ok := s.next()
-		if !ok {
-			return nil
-		}
-		var err error
-		switch m.T {
-		case wire.TCall:
-			err = s.call(m)
-		case wire.TDone:
-			err = s.checkoutDone()
-		}
-		if err != nil {
-			return err
+	if s.parked.Load() && s.parked.CompareAndSwap(true, false) {
+		select {
+		case s.kick <- struct{}{}:
+		default:
 		}
 	}
 }
 
-var errReplyTooLarge = errors.New("reply too large")
-
-// call answers one call taken off the queue: "aborted" if the ep rule says it is queued
-// behind an error, an UnknownMethod error if nothing handles it, else the Func's result.
-func (s *server) call(m wire.WorkerMsg) error {
-	f := s.spec.Default
-	if m.M != "" {
-		f = s.spec.Methods[m.M]
+// ended records that the run started last is over.
+func (s *server) ended(call, isErr bool) {
+	s.cur.Store(nil)
+	if call {
+		s.stats.end(isErr)
 	}
-	if m.HasEp && m.Ep < s.errs {
-		// Made before the application had seen an error this checkout raised: not run.
-		s.endCall(m.ID)
-		s.line = wire.AppendAborted(s.line[:0], m.ID)
-		return s.flush()
-	}
-	c := &Call{Method: m.M, Log: s.calls, args: m.A}
-	if f == nil {
-		s.endCall(m.ID)
-		return s.reply(m.ID, c, nil, s.unknown(m.M), nil)
-	}
-
-	ctx, cancel := context.WithCancel(s.ctx)
-	defer cancel()
-	s.mu.Lock()
-	_, cancelled := s.cancelled[m.ID]
-	delete(s.cancelled, m.ID)
-	s.runCancel = cancel
-	s.mu.Unlock()
-	if cancelled {
-		// Cancelled before it started: the handler runs with its context already done,
-		// as the Python and Perl SDKs run it with cancelled() already true.
-		cancel()
-	}
-	s.rec.start()
-	res, err := s.invoke(ctx, func(ctx context.Context) (any, error) { return f(ctx, c) })
-	logs := s.rec.stop()
-	s.endCall(m.ID)
-	if err == errExit {
-		return err
-	}
-	return s.reply(m.ID, c, res, err, logs)
 }
 
-// endCall records that call id is over (or will not run), before its reply is written:
-// a cancel that arrives from now on finds nothing to do, and an earlier one's mark goes.
-func (s *server) endCall(id uint64) {
-	s.mu.Lock()
-	s.curID, s.runCancel = 0, nil
-	delete(s.cancelled, id)
-	s.mu.Unlock()
+// cancelCalls cancels the running calls and makes every later call start cancelled.
+func (s *server) cancelCalls() {
+	s.callsCancelled.Store(true)
+	s.stdin.cancelRunning()
+	s.leases.mu.Lock()
+	defer s.leases.mu.Unlock()
+	for _, lr := range s.leases.m {
+		lr.st.cancelRunning()
+	}
+}
+
+// inputEnded is called when a stream's input ends: stdin's end means taskd is done with
+// this worker.
+func (s *server) inputEnded(st *stream) {
+	if st.lease == 0 {
+		s.close()
+	}
+}
+
+// close starts the exit: stdin or the control socket ended. Safe for concurrent use.
+func (s *server) close() {
+	s.closeOnce.Do(func() {
+		s.cancelAll()
+		close(s.closed)
+	})
+}
+
+func (s *server) closing() bool {
+	select {
+	case <-s.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// abandon makes sure that no reply is written from now on.
+func (s *server) abandon() {
+	s.wmu.Lock()
+	s.abandoned = true
+	s.wmu.Unlock()
+}
+
+func (st *stream) watcherDone() chan struct{} {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.watcher
+}
+
+// isolated runs f in its own goroutine (Setup: before any stream exists) and waits for it;
+// a panic or runtime.Goexit becomes an *Error of type "panic".
+func isolated(ctx context.Context, f func(context.Context) error) error {
+	done := make(chan error, 1)
+	go func() {
+		var err error = &Error{Type: "panic", Msg: "the function called runtime.Goexit instead of returning"}
+		defer func() { done <- err }()
+		_, err = (&stream{}).protect(&running{}, func() (any, error) { return nil, f(ctx) })
+	}()
+	return <-done
 }
 
 func (s *server) unknown(method string) error {
@@ -302,131 +321,4 @@ func (s *server) methodList() string {
 	}
 	slices.Sort(names)
 	return strings.Join(names, ", ")
-}
-
-// invoke runs f in its own goroutine and waits for it. A panic or runtime.Goexit in f
-// becomes an *Error of type "panic" whose trace is the stack of f's goroutine. Once stdin
-// has closed (which cancels ctx), invoke waits only until exitGrace after the executor
-// first noticed, then returns errExit (and only then); a Func that ignores its context is
-// left running.
-func (s *server) invoke(ctx context.Context, f func(context.Context) (any, error)) (any, error) {
-	type outcome struct {
-		res any
-		err error
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		o := outcome{err: &Error{Type: "panic", Msg: "the function called runtime.Goexit instead of returning"}}
-		defer func() {
-			if v := recover(); v != nil {
-				msg := fmt.Sprint(v)
-				if e, ok := v.(error); ok {
-					msg = e.Error()
-				}
-				o.err = &Error{Type: "panic", Msg: msg, Trace: string(debug.Stack())}
-			}
-			done <- o
-		}()
-		o.res, o.err = f(ctx)
-	}()
-	select {
-	case o := <-done:
-		return o.res, o.err
-	case <-s.stopped:
-	}
-	if s.grace == nil {
-		s.grace = time.NewTimer(exitGrace)
-	}
-	select {
-	case o := <-done:
-		return o.res, o.err
-	case <-s.grace.C:
-		return nil, errExit
-	}
-}
-
-func (s *server) checkoutDone() error {
-	s.errs = 0 // a new checkout starts with no errors
-	if s.spec.CheckoutDone == nil {
-		return nil
-	}
-	_, err := s.invoke(s.ctx, func(ctx context.Context) (any, error) {
-		return nil, s.spec.CheckoutDone(ctx)
-	})
-	if err != nil && err != errExit {
-		p := errorPayload(err)
-		err = fmt.Errorf("worker: CheckoutDone failed, exiting so that this worker serves no further checkout: %w", err)
-		if p.Trace != "" {
-			s.log.Error("worker: CheckoutDone failed", zap.String("trace", p.Trace))
-		}
-	}
-	return err
-}
-
-// reply writes the reply to call id, preceded by a "bye" line if c asked for one, with
-// a single Write.
-func (s *server) reply(id uint64, c *Call, res any, err error, logs []wire.LogRecord) error {
-	s.line = s.line[:0]
-	if bye, msg := c.byeRequest(); bye {
-		s.line = wire.AppendBye(s.line, msg)
-	}
-	start := len(s.line)
-	s.val.Reset()
-	if err == nil {
-		if eerr := s.encode(res); eerr != nil {
-			err = fmt.Errorf("%s returned a result that cannot be encoded as JSON: %w", c.what(), eerr)
-		}
-	}
-	if err != nil {
-		s.encode(errorPayload(err))
-	}
-	n := s.val.Len()
-	if len(logs) > 0 {
-		s.encode(logs)
-	}
-	payload, encLogs := s.val.Bytes()[:n], s.val.Bytes()[n:]
-	if err == nil {
-		s.line = wire.AppendOK(s.line, 0, id, payload, encLogs)
-	} else {
-		s.line = wire.AppendErr(s.line, 0, id, payload, encLogs)
-	}
-	if size := len(s.line) - start - 1; size > s.max {
-		err = errReplyTooLarge
-		s.val.Reset()
-		s.encode(wire.ErrorPayload{
-			Type: "ReplyTooLarge",
-			Msg:  fmt.Sprintf("the reply of %s is %d bytes, more than max_message_bytes (%d): return less, or raise max_message_bytes", c.what(), size, s.max),
-		})
-		s.line = wire.AppendErr(s.line[:start], 0, id, s.val.Bytes(), nil)
-	}
-	if err != nil {
-		s.errs++ // an err reply: calls made before the application saw it are not run
-	}
-	return s.flush()
-}
-
-// flush writes line with a single Write.
-func (s *server) flush() error {
-	eof := false
-	select {
-	case <-s.stopped:
-		eof = true
-	default:
-	}
-	if _, err := s.out.Write(s.line); err != nil {
-		if eof {
-			return errExit // taskd closed stdin and stopped reading: nothing to report
-		}
-		return fmt.Errorf("worker: writing to taskd: %w", err)
-	}
-	return nil
-}
-
-// encode appends v to val as JSON without a trailing newline. On error val is unchanged.
-func (s *server) encode(v any) error {
-	if err := s.enc.Encode(v); err != nil {
-		return err
-	}
-	s.val.Truncate(s.val.Len() - 1) // Encode's newline
-	return nil
 }

@@ -635,3 +635,50 @@ func TestPipelinedCallsBehindAnErrorAreNotRun(t *testing.T) {
 	assert.Equal(t, `{"t":"aborted","id":7}`, string(h.recvLine()), "an unknown method's err counts too")
 	assert.EqualValues(t, 3, ran.Load())
 }
+
+// TestReaderRoleHandOffs mixes quick calls with calls long enough for the supervisor to hand
+// the reader role to a watcher, in bursts that arrive while either holds it, with cancels
+// for running and queued calls: every call is answered once, in order, and a cancelled
+// call sees its cancel.
+func TestReaderRoleHandOffs(t *testing.T) {
+	h := start(t, Spec{Methods: map[string]Func{
+		"nap": func(ctx context.Context, c *Call) (any, error) {
+			var ms int
+			if err := c.Args(&ms); err != nil {
+				return nil, err
+			}
+			select {
+			case <-time.After(time.Duration(ms) * time.Millisecond):
+				return ms, nil
+			case <-ctx.Done():
+				return "cancelled", nil
+			}
+		},
+	}})
+	id := uint64(0)
+	for burst := 0; burst < 40; burst++ {
+		var lines []string
+		first := id + 1
+		for i := 0; i < 1+burst%5; i++ {
+			id++
+			ms := []int{0, 0, 3, 0, 5000}[(burst+i)%5] // 5000: only a cancel ends it
+			lines = append(lines, fmt.Sprintf(`{"t":"call","id":%d,"m":"nap","a":[%d]}`, id, ms))
+		}
+		// The cancels travel in the same write: io.Pipe has no buffer, and the harness
+		// reads no reply while it writes.
+		for i := first; i <= id; i++ {
+			if (burst+int(i-first))%5 == 4 {
+				lines = append(lines, fmt.Sprintf(`{"t":"cancel","id":%d}`, i))
+			}
+		}
+		h.send(lines...)
+		for i := first; i <= id; i++ {
+			r := h.recvOK(i)
+			if (burst+int(i-first))%5 == 4 {
+				assert.Equal(t, `"cancelled"`, string(r), "call %d", i)
+			} else {
+				assert.NotEqual(t, `"cancelled"`, string(r), "call %d", i)
+			}
+		}
+	}
+}

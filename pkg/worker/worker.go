@@ -103,7 +103,9 @@ func Run(s Spec) error {
 	}
 	defer in.Close()
 	defer out.Close()
-	return serve(context.Background(), s, in, out, os.Stderr, limit)
+	e := endpoints{in: in, out: out, stderr: os.Stderr, maxLine: limit}
+	e.control, e.stats, e.leaseErr = leaseEndpoints()
+	return serveOn(context.Background(), s, e)
 }
 
 // maxMessageBytes reads the line length limit from TASKD_MAX_MESSAGE_BYTES: a number of

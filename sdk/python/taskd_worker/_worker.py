@@ -5,7 +5,7 @@ import threading
 import traceback
 from typing import IO, Any, Callable, Dict, Mapping, Optional, TypeVar
 
-from . import _protocol
+from . import _lease, _protocol
 from ._errors import Cancelled, CheckoutDoneError, ConfigError, ProtocolError, SetupError, WorkerError
 from ._log import Logger
 
@@ -31,17 +31,17 @@ class Context(object):
         self.method = method
         self.log = Logger(collect=True)
         self._worker = worker
-        self._cancelled = threading.Event()
+        self._cancelled = False  # set once, by whoever sees the cancel (a bool: no lock needed)
 
     def cancelled(self) -> bool:
         """True once taskd has sent ``cancel`` for this call (the caller gave up), or stdin
         has ended (taskd is stopping the worker). Cancel is advisory: the handler decides
         whether to stop, and whatever it returns or raises is still sent."""
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def check_cancelled(self) -> None:
         """Raises :class:`Cancelled` if :meth:`cancelled` is true."""
-        if self._cancelled.is_set():
+        if self._cancelled:
             raise Cancelled("call %s was cancelled" % (self.id,))
 
     def bye(self, msg: str = "") -> None:
@@ -85,7 +85,9 @@ class Worker(object):
         self._started = False
         self._running = False
         self._current = None  # type: Optional[Context]  # the running call's; read by LogHandler
-        self._errs = 0  # err replies sent since the last "done" (pipelining)
+        self._exec = threading.Lock()  # held while a handler or hook runs: one at a time, any stream
+        self._sup = None  # type: Optional[_protocol.Supervisor]
+        self._leases = None  # type: Any  # _lease.Leases when taskd gave the lease endpoints
         self._max = _protocol.DEFAULT_MAX_MESSAGE_BYTES  # longest line, either way, without its newline
 
     # -- registration -------------------------------------------------------------
@@ -155,6 +157,9 @@ class Worker(object):
             self._max = _protocol.max_message_bytes()
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        ctl, page, why = _lease.endpoints()
+        if why is not None:
+            sys.stderr.write("taskd_worker: direct leases off, taskd relays calls over stdin: %s\n" % (why,))
         proto_in, proto_out = _protocol.protect_stdio()
         self._out = proto_out
         if self._setup is not None:
@@ -163,8 +168,13 @@ class Worker(object):
             except Exception as e:
                 raise SetupError("setup failed: %s" % (_describe(e),)) from e
         self._running = True
+        self._sup = _protocol.Supervisor()
         try:
-            self._send({"t": "ready", "v": PROTOCOL_VERSION, "pipeline": True})
+            ready = {"t": "ready", "v": PROTOCOL_VERSION, "pipeline": True}  # type: Dict[str, Any]
+            if ctl is not None and page is not None:
+                self._leases = _lease.Leases(self, ctl, page, self._max)
+                ready["lease"] = _lease.LEASE_VERSION
+            self._send(ready)
             if self._pending_bye is not None:
                 msg, self._pending_bye = self._pending_bye, None
                 self._send({"t": "bye", "msg": msg})
@@ -178,98 +188,123 @@ class Worker(object):
                 pass
 
     def _serve(self, proto_in: IO[bytes]) -> None:
-        inbox = _protocol.Inbox()
-        # The reader thread ends at end of input (or a read error, or an over-long line),
-        # after queueing EOF; it is joined then. It is a daemon thread only so that an
-        # early end (a hook that raised, taskd gone) does not wait for its blocked read.
-        reader = threading.Thread(target=inbox.read_from, args=(proto_in, self._max), name="taskd-stdin")
-        reader.daemon = True
-        reader.start()
-        while True:
-            msg = inbox.next()
-            if msg is _protocol.EOF:
-                # End of input: the messages read before it have been handled (as
-                # cancelled calls, see Context.cancelled); now return.
-                reader.join()
-                if inbox.error is not None:
-                    raise ProtocolError(inbox.error)
-                return
-            t = msg.get("t")
-            if t == "call":
-                self._call(inbox, msg)
-            elif t == "done":
-                self._done()
-            # "cancel" is handled by the reader; unknown types are ignored.
+        # This thread reads stdin, runs each call and answers it: no hand-off between
+        # threads while nothing else is pending. The supervisor reads for it during long
+        # calls (see _protocol.Stream).
+        stdin = _protocol.Stream(proto_in, self._write, self._max)
+        self._run_stream(stdin)
+        # End of input: the messages read before it have been handled (as cancelled
+        # calls, see Context.cancelled); now return.
+        if self._leases is not None:
+            self._leases.close()
+        if stdin.error is not None:
+            raise ProtocolError(stdin.error)
 
-    def _call(self, inbox: _protocol.Inbox, msg: Dict[str, Any]) -> None:
+    def _run_stream(self, st: _protocol.Stream) -> None:
+        while True:
+            msg = st.next()
+            if msg is _protocol.EOF:
+                return
+            if msg.get("t") == "call":
+                self._call(st, msg)
+            else:
+                self._done(st)
+
+    def _call(self, st: _protocol.Stream, msg: Dict[str, Any]) -> None:
         call_id = msg.get("id")
         ep = _protocol.ep_of(msg.get("ep"))
-        if ep is not None and ep < self._errs:
+        if ep is not None and ep < st.errs:
             # Made before the application saw an error that this checkout's earlier calls
             # got: queued behind that error, so it must not run. Not an error itself.
-            inbox.skip(call_id)
-            self._send({"t": "aborted", "id": call_id})
+            st.skip(call_id)
+            st.finish()
+            st.write(_protocol.encode({"t": "aborted", "id": call_id}))
             return
         method = msg.get("m") or ""
         args = msg.get("a")
         if args is None:
             args = []
         ctx = Context(self, call_id, method)
-        inbox.start(ctx)
-        self._current = ctx
-        try:
-            if not isinstance(args, list):
-                raise TypeError('"a" must be a JSON array')
-            if method:
-                f = self._methods.get(method)
-                if f is None:
-                    raise _UnknownMethod('unknown method "%s"' % method)
-            else:
-                f = self._default
-                if f is None:
-                    raise _UnknownMethod("this worker has no handler for function-style calls")
-            reply = {"t": "ok", "id": call_id, "r": f(ctx, *args)}  # type: Dict[str, Any]
-        except Exception as e:
-            reply = {"t": "err", "id": call_id, "e": _error_payload(e)}
-        finally:
-            inbox.finish()
-            self._current = None
-        logs = ctx.log._take()
-        if logs:
-            reply["logs"] = logs
-        try:
-            line = _protocol.encode(reply)
-        except (TypeError, ValueError) as e:
-            # the result is not JSON (log fields were made JSON when recorded)
-            payload = {"msg": "the result cannot be sent as JSON: %s" % (e,), "type": "TypeError", "trace": ""}
-            reply = {"t": "err", "id": call_id, "e": payload}
+        st.start(ctx)
+        assert self._sup is not None
+        with self._exec:
+            self._sup.started(st)
+            if self._leases is not None:
+                self._leases.stats.start(call_id, st.lease, method)
+            self._current = ctx
+            try:
+                if not isinstance(args, list):
+                    raise TypeError('"a" must be a JSON array')
+                if method:
+                    f = self._methods.get(method)
+                    if f is None:
+                        raise _UnknownMethod('unknown method "%s"' % method)
+                else:
+                    f = self._default
+                    if f is None:
+                        raise _UnknownMethod("this worker has no handler for function-style calls")
+                reply = {"t": "ok", "id": call_id, "r": f(ctx, *args)}  # type: Dict[str, Any]
+            except Exception as e:
+                reply = {"t": "err", "id": call_id, "e": _error_payload(e)}
+            finally:
+                st.finish()
+                self._current = None
+                self._sup.ended()
+            logs = ctx.log._take()
             if logs:
                 reply["logs"] = logs
-            line = _protocol.encode(reply)
-        if len(line) - 1 > self._max:
-            what = 'method "%s"' % method if method else "function-style call"
-            reply = {"t": "err", "id": call_id, "e": {
-                "msg": "the reply of %s is %d bytes, more than max_message_bytes (%d): return "
-                       "less, or raise max_message_bytes" % (what, len(line) - 1, self._max),
-                "type": "ReplyTooLarge", "trace": ""}}
-            line = _protocol.encode(reply)
-        if reply["t"] == "err":
-            self._errs += 1
-        if self._pending_bye is not None:
-            # bye goes first, in the same write: taskd then knows it when the reply ends the
-            # checkout (a one-shot checkout is released as soon as the reply is read).
-            bye, self._pending_bye = self._pending_bye, None
-            line = _protocol.encode({"t": "bye", "msg": bye}) + line
-        self._write(line)
+            try:
+                line = _protocol.encode(reply)
+            except (TypeError, ValueError) as e:
+                # the result is not JSON (log fields were made JSON when recorded)
+                payload = {"msg": "the result cannot be sent as JSON: %s" % (e,), "type": "TypeError", "trace": ""}
+                reply = {"t": "err", "id": call_id, "e": payload}
+                if logs:
+                    reply["logs"] = logs
+                line = _protocol.encode(reply)
+            if len(line) - 1 > self._max:
+                what = 'method "%s"' % method if method else "function-style call"
+                reply = {"t": "err", "id": call_id, "e": {
+                    "msg": "the reply of %s is %d bytes, more than max_message_bytes (%d): return "
+                           "less, or raise max_message_bytes" % (what, len(line) - 1, self._max),
+                    "type": "ReplyTooLarge", "trace": ""}}
+                line = _protocol.encode(reply)
+            if reply["t"] == "err":
+                st.errs += 1
+            if self._leases is not None:
+                self._leases.stats.end(reply["t"] == "err")
+            if self._pending_bye is not None:
+                # bye goes first, in the same write: taskd then knows it when the reply ends
+                # the checkout (a one-shot checkout is released as soon as the reply is
+                # read). On a lease it goes to taskd on the control socket instead.
+                bye, self._pending_bye = self._pending_bye, None
+                if st.lease:
+                    assert self._leases is not None
+                    self._leases.send({"t": "bye", "msg": bye})
+                else:
+                    line = _protocol.encode({"t": "bye", "msg": bye}) + line
+        st.write(line)
 
-    def _done(self) -> None:
-        if self._checkout_done is not None:
+    def _done(self, st: _protocol.Stream) -> None:
+        try:
+            self._checkout_done_hook(st)
+        finally:
+            st.finish()
+        st.errs = 0  # the next checkout starts with no errors
+
+    def _checkout_done_hook(self, st: _protocol.Stream) -> None:
+        if self._checkout_done is None:
+            return
+        assert self._sup is not None
+        with self._exec:
+            self._sup.started(st)
             try:
                 self._checkout_done()
             except Exception as e:
                 raise CheckoutDoneError("checkout_done hook failed (%s); exiting so that this worker "
                                         "serves no further checkout" % (_describe(e),)) from e
-        self._errs = 0  # the next checkout starts with no errors
+            finally:
+                self._sup.ended()
 
     def _send(self, msg: Dict[str, Any]) -> None:
         self._write(_protocol.encode(msg))

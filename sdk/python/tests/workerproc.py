@@ -18,6 +18,17 @@ TIMEOUT = 20.0  # seconds; an upper bound, never a wait
 KNOWN = {"ready", "ok", "err", "aborted", "bye"}
 
 
+def decode_line(line):
+    """One protocol line (bytes, with its newline) parsed; fails on anything else."""
+    assert line.endswith(b"\n"), "unterminated line %r" % line[:80]
+    try:
+        msg = json.loads(line.decode("utf-8"))
+    except ValueError:
+        raise AssertionError("stray line %r" % line[:200])
+    assert isinstance(msg, dict) and msg.get("t") in KNOWN, "bad message %r" % line[:200]
+    return msg
+
+
 def worker_env(extra=None):
     """The environment taskd gives a worker: a few standard variables plus TASKD_*, and
     extra (an interface's env)."""
@@ -31,9 +42,10 @@ def worker_env(extra=None):
 
 
 class WorkerProc(object):
-    def __init__(self, argv, env=None):
+    def __init__(self, argv, env=None, pass_fds=()):
         self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, env=worker_env(env), cwd=REPO)
+                                  stderr=subprocess.PIPE, env=worker_env(env), cwd=REPO,
+                                  pass_fds=pass_fds)
         self.out = queue.Queue()
         self.err = queue.Queue()
         self.stderr_lines = []
