@@ -15,33 +15,34 @@ const mod = "github.com/taskd-dev/taskd/"
 // (server also uses config and procfs; worker also uses procfs); pkg/worker sees wire only;
 // pkg/client sees wire, sendq and fdio.
 var allowed = map[string][]string{
-	"internal":                      {},                                                                       // this test
-	"internal/bench":                {"pkg/client", "internal/wire", "internal/procfs", "internal/taskdproc"}, // benchmark harness (make bench)
-	"internal/procfs":               {},
-	"internal/crash":                {},                  // a panic in a daemon goroutine: logged, then exit
-	"internal/taskdproc":            {"internal/procfs"}, // the daemon launcher of tests and benchmark
-	"internal/fdio":                 {},
-	"internal/sendq":                {"internal/fdio"},
-	"internal/lease":                {}, // direct leases: control codec, stats page, descriptors on a stream
-	"internal/wire":                 {},
-	"internal/config":               {"internal/wire"},
-	"internal/worker":               {"internal/wire", "internal/lease", "internal/sendq", "internal/fdio", "internal/procfs", "internal/crash", "internal/sandbox"},
-	"internal/sandbox":              {}, // the re-exec helper that applies umask and rlimits to workers
-	"internal/pool":                 {"internal/worker", "internal/wire", "internal/procfs", "internal/crash"},
-	"internal/server":               {"internal/pool", "internal/worker", "internal/lease", "internal/wire", "internal/config", "internal/sendq", "internal/fdio", "internal/crash", "internal/procfs", "internal/sandbox", "internal/cgroup"},
-	"internal/cgroup":               {}, // worker cgroups; worker sees it only as worker.Cgroup
-	"internal/taskdtest":            {"internal/procfs", "internal/taskdproc", "internal/sandbox", "internal/cgroup"},
-	"internal/conformance":          {},
-	"internal/conformance/goworker": {"pkg/worker"},
-	"pkg/client":                    {"internal/wire", "internal/lease", "internal/sendq", "internal/fdio"},
-	"pkg/worker":                    {"internal/wire", "internal/lease"},
-	"cmd/taskd":                     {"internal/config", "internal/server", "internal/systemd", "internal/sandbox"},
-	"internal/systemd":              {"internal/server"},
-	"cmd/taskctl":                   {"pkg/client", "internal/wire", "internal/bench"},
-	"cmd/taskd-bench":               {"internal/bench"},
-	"internal/soak":                 {"pkg/client", "pkg/worker", "internal/procfs", "internal/taskdproc"}, // chaos soak harness (make soak)
-	"cmd/taskd-soak":                {"internal/soak"},
-	"deploy/deb":                    {}, // tests of the Debian package (make deb)
+	"internal":                       {},                                                                       // this test
+	"internal/bench":                 {"pkg/client", "internal/wire", "internal/procfs", "internal/taskdproc"}, // benchmark harness (make bench)
+	"internal/procfs":                {},
+	"internal/crash":                 {},                  // a panic in a daemon goroutine: logged, then exit
+	"internal/taskdproc":             {"internal/procfs"}, // the daemon launcher of tests and benchmark
+	"internal/fdio":                  {},
+	"internal/sendq":                 {"internal/fdio"},
+	"internal/lease":                 {}, // direct leases: control codec, stats page, descriptors on a stream
+	"internal/wire":                  {},
+	"internal/config":                {"internal/wire"},
+	"internal/worker":                {"internal/wire", "internal/lease", "internal/sendq", "internal/fdio", "internal/procfs", "internal/crash", "internal/sandbox"},
+	"internal/sandbox":               {}, // the re-exec helper that applies umask and rlimits to workers
+	"internal/pool":                  {"internal/worker", "internal/wire", "internal/procfs", "internal/crash"},
+	"internal/server":                {"internal/pool", "internal/worker", "internal/lease", "internal/wire", "internal/config", "internal/sendq", "internal/fdio", "internal/crash", "internal/procfs", "internal/sandbox", "internal/cgroup"},
+	"internal/cgroup":                {}, // worker cgroups; worker sees it only as worker.Cgroup
+	"internal/taskdtest":             {"internal/procfs", "internal/taskdproc", "internal/sandbox", "internal/cgroup"},
+	"internal/conformance":           {},
+	"internal/taskdtest/leaseworker": {"internal/lease"}, // a minimal lease-speaking worker (tests, bench floor)
+	"internal/conformance/goworker":  {"pkg/worker"},
+	"pkg/client":                     {"internal/wire", "internal/lease", "internal/sendq", "internal/fdio"},
+	"pkg/worker":                     {"internal/wire", "internal/lease"},
+	"cmd/taskd":                      {"internal/config", "internal/server", "internal/systemd", "internal/sandbox"},
+	"internal/systemd":               {"internal/server"},
+	"cmd/taskctl":                    {"pkg/client", "internal/wire", "internal/bench"},
+	"cmd/taskd-bench":                {"internal/bench"},
+	"internal/soak":                  {"pkg/client", "pkg/worker", "internal/procfs", "internal/taskdproc"}, // chaos soak harness (make soak)
+	"cmd/taskd-soak":                 {"internal/soak"},
+	"deploy/deb":                     {}, // tests of the Debian package (make deb)
 }
 
 func TestImportsRunOneWay(t *testing.T) {
