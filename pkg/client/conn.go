@@ -10,10 +10,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"slices"
 	"time"
 
-	"github.com/taskd-dev/taskd/internal/fdio"
+	"github.com/taskd-dev/taskd/internal/lease"
 	"github.com/taskd-dev/taskd/internal/sendq"
 	"github.com/taskd-dev/taskd/internal/wire"
 )
@@ -52,6 +53,9 @@ type conn struct {
 	draining  string
 	fatal     string // msg of a "fatal" message from taskd, if any
 	fatalCode string // its code: why taskd refused or closed the connection, if it said
+	// fds receives the descriptors of direct grants (direct.go); nil unless the
+	// connection can carry them. The reader goroutine's alone.
+	fds *lease.FDReader
 }
 
 // wantConnLocked notes that something waits for a connection: starts the manager if
@@ -232,7 +236,7 @@ func (c *Client) attach(nc net.Conn) *conn {
 // connection ends, fails or re-queues everything bound to it.
 func (c *Client) read(cn *conn) {
 	defer c.wg.Done()
-	lr := wire.NewLineReader(fdio.NewReader(cn.nc), maxLine)
+	lr := wire.NewLineReader(c.connReader(cn), maxLine)
 	var err error
 	for {
 		var line []byte
@@ -253,6 +257,9 @@ func (c *Client) read(cn *conn) {
 	}
 	cn.out.Abort() // closes nc; the queue's writer goroutine ends
 	<-cn.out.Done()
+	if cn.fds != nil {
+		cn.fds.Close() // descriptors of grants never parsed
+	}
 
 	c.mu.Lock()
 	if cn.unserved() {
@@ -393,10 +400,18 @@ func (c *Client) dispatch(cn *conn, m *wire.ClientMsg) {
 }
 
 func (c *Client) granted(cn *conn, m *wire.ClientMsg) {
+	var leaseFD *os.File
+	var fdErr error
+	if m.Direct {
+		leaseFD, fdErr = cn.takeLeaseFD()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	req := cn.reqs[m.ID]
 	delete(cn.reqs, m.ID)
+	if leaseFD != nil && (req == nil || req.state != reqSent || req.once != nil || c.closed) {
+		leaseFD.Close()
+	}
 	if req == nil || req.state != reqSent || req.once != nil || c.closed {
 		// Abandoned (or unknown): we own the checkout and give it straight back. The
 		// worker did nothing for us, so it is pooled. (A one-shot request is never
@@ -416,6 +431,19 @@ func (c *Client) granted(cn *conn, m *wire.ClientMsg) {
 		id:   m.Co,
 		info: WorkerInfo{ID: m.Worker, PID: m.PID},
 		gone: make(chan struct{}),
+	}
+	if m.Direct {
+		if fdErr == nil {
+			fdErr = c.startPairLocked(co, leaseFD)
+		}
+		if fdErr != nil {
+			c.sendLocked(cn, &wire.ClientMsg{T: wire.TRelease, Co: m.Co, Retire: true})
+			failReqLocked(req, &wrapped{
+				text: fmt.Sprintf("%v: taskd granted checkout %d as a direct lease, but its socketpair did not arrive (%v); the checkout was released: check out again, or set Config.Direct to DirectOff", ErrProtocol, m.Co, fdErr),
+				errs: []error{ErrProtocol}})
+			c.freeSlotLocked()
+			return
+		}
 	}
 	cn.cos[m.Co] = co
 	c.stats.OpenCheckouts++
