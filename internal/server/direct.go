@@ -52,7 +52,7 @@ func (ss *session) isUnix() bool {
 
 // wantsDirect reports whether a checkout request may be granted directly on worker w.
 func (ss *session) wantsDirect(req *request, w *worker.Worker) bool {
-	return req.direct && !req.once && ss.isUnix() && w.LeaseCapable()
+	return req.direct && !req.once && ss.isUnix() && w.Pipelined() && w.LeaseCapable()
 }
 
 // grantDirect grants co directly: a pair, one end to the worker on control, the other to

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/taskd-dev/taskd/internal/fdio"
 	"github.com/taskd-dev/taskd/internal/lease"
 	"github.com/taskd-dev/taskd/internal/sendq"
 	"github.com/taskd-dev/taskd/internal/wire"
@@ -210,6 +211,7 @@ func (c *Client) attach(nc net.Conn) *conn {
 		admin: make(map[uint64]*adminReq),
 		cos:   make(map[uint64]*Checkout),
 	}
+	c.setupFDs(cn) // before any request is sent: checkouts ask for a direct lease if it is set
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -236,7 +238,11 @@ func (c *Client) attach(nc net.Conn) *conn {
 // connection ends, fails or re-queues everything bound to it.
 func (c *Client) read(cn *conn) {
 	defer c.wg.Done()
-	lr := wire.NewLineReader(c.connReader(cn), maxLine)
+	var rd io.Reader = cn.fds
+	if cn.fds == nil {
+		rd = fdio.NewReader(cn.nc)
+	}
+	lr := wire.NewLineReader(rd, maxLine)
 	var err error
 	for {
 		var line []byte

@@ -54,16 +54,14 @@ func (c *Client) wantDirect(cn *conn) bool {
 	return c.cfg.Direct == DirectAuto && cn.fds != nil
 }
 
-// connReader returns the reader of nc for the connection's reader goroutine: on a unix
-// socket, one that receives descriptors (kept in cn.fds for the grants that carry one).
-func (c *Client) connReader(cn *conn) io.Reader {
+// setupFDs gives a new connection on a unix socket the reader that receives descriptors
+// (cn.fds, kept for the grants that carry one), unless direct leases are off.
+func (c *Client) setupFDs(cn *conn) {
 	if uc, ok := cn.nc.(*net.UnixConn); ok && c.cfg.Direct == DirectAuto {
 		if fr, err := lease.NewFDReader(uc); err == nil {
 			cn.fds = fr
-			return fr
 		}
 	}
-	return fdio.NewReader(cn.nc)
 }
 
 // takeLeaseFD takes the descriptor that came with direct grant m. It runs on the reader
