@@ -23,6 +23,12 @@ import (
 // too; it returns the daemon and the TCP address.
 func leaseDaemon(t *testing.T, extra string) (*taskdtest.Daemon, string) {
 	t.Helper()
+	return leaseDaemonWith(t, extra, taskdtest.Options{Wait: true})
+}
+
+// leaseDaemonWith is leaseDaemon with taskd started with o.
+func leaseDaemonWith(t *testing.T, extra string, o taskdtest.Options) (*taskdtest.Daemon, string) {
+	t.Helper()
 	lw := taskdtest.Binary(t, "internal/taskdtest/leaseworker")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -41,7 +47,7 @@ func leaseDaemon(t *testing.T, extra string) (*taskdtest.Daemon, string) {
 		return s
 	}
 	d := taskdtest.StartWith(t, "interfaces:\n"+iface("lease", "")+iface("nolease", `env: {LEASEWORKER_NO_LEASE: "1"}`)+
-		iface("off", "direct: false"), taskdtest.Options{Wait: true, Sockets: []*os.File{f}})
+		iface("off", "direct: false"), taskdtest.Options{Wait: true, Sockets: []*os.File{f}, Cgroup: o.Cgroup})
 	return d, tcp
 }
 
@@ -290,4 +296,28 @@ func TestDirectClientGone(t *testing.T) {
 	require.NoError(t, co.Call(ctx, "pid", &pid2))
 	assert.NotEqual(t, pid, pid2, "a worker whose call was given up is retired")
 	co.Release()
+}
+
+// TestDirectThroughSandboxAndCgroup: the two descriptors reach a worker started through
+// the sandbox helper (umask, rlimits) and one started into its own cgroup.
+func TestDirectThroughSandboxAndCgroup(t *testing.T) {
+	check := func(t *testing.T, d *taskdtest.Daemon) {
+		c := newClient(t, Config{Addr: d.Addr, Interface: "lease"})
+		co, err := c.Checkout(context.Background())
+		require.NoError(t, err)
+		defer co.Release()
+		require.NotNil(t, co.pair, "direct")
+		var n int
+		require.NoError(t, co.Call(context.Background(), "lease", &n))
+		assert.Positive(t, n)
+	}
+	t.Run("sandbox", func(t *testing.T) {
+		d, _ := leaseDaemon(t, `umask: "0027"`+"\nrlimits: {nofile: 512}")
+		check(t, d)
+	})
+	t.Run("cgroup", func(t *testing.T) {
+		_, f := taskdtest.Cgroup(t)
+		d, _ := leaseDaemonWith(t, "cgroup: {pids_max: 64}", taskdtest.Options{Wait: true, Cgroup: f})
+		check(t, d)
+	})
 }
