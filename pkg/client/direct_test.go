@@ -51,6 +51,23 @@ func leaseDaemonWith(t *testing.T, extra string, o taskdtest.Options) (*taskdtes
 	return d, tcp
 }
 
+// allIdle waits until every interface has one worker, idle (no spawn under way).
+func allIdle(t *testing.T, c *Client) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		st, err := c.DaemonStatus(context.Background())
+		if err != nil {
+			return false
+		}
+		for _, is := range st.Interfaces {
+			if len(is.Workers) != 1 || is.Workers[0].State != "idle" {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 10*time.Millisecond)
+}
+
 func fdCount(t *testing.T) int {
 	ents, err := os.ReadDir("/proc/self/fd")
 	require.NoError(t, err)
@@ -134,6 +151,7 @@ func TestDirectLeaseLifecycle(t *testing.T) {
 	co, err := c.Checkout(ctx)
 	require.NoError(t, err)
 	co.Release()
+	allIdle(t, c)
 	before, daemonBefore := fdCount(t), taskdtest.FDCount(t, d.PID())
 
 	var pids []int
@@ -194,9 +212,16 @@ func TestDirectLeaseLifecycle(t *testing.T) {
 	assert.NotEqual(t, pids[0], pid, "bye on control retired the worker")
 	co.Release()
 
+	allIdle(t, c)
 	assert.Equal(t, before, fdCount(t), "client descriptors")
-	require.Eventually(t, func() bool { return taskdtest.FDCount(t, d.PID()) == daemonBefore }, 5*time.Second, 20*time.Millisecond,
-		"taskd descriptors: %d before", daemonBefore)
+	if !assert.Eventually(t, func() bool { return taskdtest.FDCount(t, d.PID()) == daemonBefore }, 5*time.Second, 20*time.Millisecond,
+		"taskd descriptors: %d before", daemonBefore) {
+		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.PID()))
+		for _, e := range ents {
+			l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", d.PID(), e.Name()))
+			t.Logf("fd %s → %s", e.Name(), l)
+		}
+	}
 }
 
 // TestDirectWorkerKilled: a worker killed while leased (from outside, and by taskctl

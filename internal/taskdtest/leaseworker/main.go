@@ -8,7 +8,8 @@
 // It announces "pipeline" and applies the ep rule, and announces "lease" when it was given
 // a usable control channel and stats page, unless LEASEWORKER_NO_LEASE is set (a worker
 // that does not speak leases, for the fallback tests). Methods: echo and "" (return the
-// arguments), fail (err TestError), pid, sleep [ms], lease (the number of the lease the
+// arguments), fail [msg] (err TestError), pid, sleep [ms] (returns ms), spin (never
+// returns), log [msg] (one log record), lease (the number of the lease the
 // call came on, 0 for stdin), dones (done hooks run so far), bye (asks to be retired on
 // the stream's channel: control for a lease, stdout otherwise, then answers).
 // It reads between calls only: a cancel is seen after the call it names.
@@ -234,10 +235,15 @@ func (w *worker) handle(s *stream, line []byte) {
 	}
 	if fail {
 		w.errs++
-		reply(s, fmt.Sprintf(`{"t":"err","id":%d,"e":{"msg":"it failed as asked","type":"TestError"}}`, m.ID))
+		e, _ := json.Marshal(map[string]string{"msg": r, "type": "TestError", "trace": "leaseworker: " + m.M})
+		reply(s, fmt.Sprintf(`{"t":"err","id":%d,"e":%s}`, m.ID, e))
 		return
 	}
-	reply(s, fmt.Sprintf(`{"t":"ok","id":%d,"r":%s}`, m.ID, r))
+	logs := ""
+	if m.M == "log" && len(m.A) > 0 {
+		logs = fmt.Sprintf(`,"logs":[{"ts":%.3f,"lvl":"info","msg":%s,"f":{}}]`, float64(time.Now().UnixMilli())/1000, m.A[0])
+	}
+	reply(s, fmt.Sprintf(`{"t":"ok","id":%d,"r":%s%s}`, m.ID, r, logs))
 }
 
 func (w *worker) run(s *stream, m *msg, leaseID uint64) (string, bool) {
@@ -256,11 +262,21 @@ func (w *worker) run(s *stream, m *msg, leaseID uint64) (string, bool) {
 		b, _ := json.Marshal(m.A)
 		return string(b), false
 	case "fail":
-		return "", true
+		var msg string
+		if len(m.A) == 0 || json.Unmarshal(m.A[0], &msg) != nil {
+			msg = "it failed as asked"
+		}
+		return msg, true
 	case "pid":
 		return strconv.Itoa(os.Getpid()), false
 	case "sleep":
 		time.Sleep(time.Duration(num()) * time.Millisecond)
+		return strconv.Itoa(num()), false
+	case "spin":
+		for {
+			spins++
+		}
+	case "log":
 		return "true", false
 	case "lease":
 		return strconv.FormatUint(leaseID, 10), false
@@ -274,8 +290,10 @@ func (w *worker) run(s *stream, m *msg, leaseID uint64) (string, bool) {
 		}
 		return `"bye"`, false
 	}
-	return "", true
+	return fmt.Sprintf("unknown method %q", m.M), true
 }
+
+var spins uint64 // spin's work, kept so that the loop is not optimised away
 
 // reply writes a reply on s's output; a lease whose client has gone takes none (EPIPE).
 func reply(s *stream, line string) { writeAll(s.out, []byte(line+"\n")) }
