@@ -21,13 +21,13 @@ import (
 // (internal/taskdtest/leaseworker): "lease" (direct leases on), "nolease" (the worker
 // does not announce leases), "off" (direct: false), each with extra, and a TCP listener
 // too; it returns the daemon and the TCP address.
-func leaseDaemon(t *testing.T, extra string) (*taskdtest.Daemon, string) {
+func leaseDaemon(t testing.TB, extra string) (*taskdtest.Daemon, string) {
 	t.Helper()
 	return leaseDaemonWith(t, extra, taskdtest.Options{Wait: true})
 }
 
 // leaseDaemonWith is leaseDaemon with taskd started with o.
-func leaseDaemonWith(t *testing.T, extra string, o taskdtest.Options) (*taskdtest.Daemon, string) {
+func leaseDaemonWith(t testing.TB, extra string, o taskdtest.Options) (*taskdtest.Daemon, string) {
 	t.Helper()
 	lw := taskdtest.Binary(t, "internal/taskdtest/leaseworker")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
