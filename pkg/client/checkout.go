@@ -179,9 +179,17 @@ func (p *Pending) await(ctx context.Context) error {
 	}
 	c := p.co.c
 	var timeout <-chan time.Time
-	if t := c.timeoutTimer(ctx, p.start); t != nil {
+	t := c.timeoutTimer(ctx, p.start)
+	if t != nil {
 		defer c.putTimer(t)
 		timeout = t.C
+	}
+	if pr := p.co.pair; pr != nil {
+		deadline, ok := ctx.Deadline()
+		if !ok && t != nil {
+			deadline = p.start.Add(c.timeout)
+		}
+		return p.awaitPair(ctx, pr, timeout, deadline)
 	}
 	select {
 	case <-p.done:
@@ -278,6 +286,9 @@ func (co *Checkout) Abort(err error) {
 // returns ErrReleased.
 func (co *Checkout) Release() {
 	c := co.c
+	if co.pair != nil {
+		c.drainPair(co, co.pair) // answers that came, unread: those calls are answered
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if co.released {

@@ -1,6 +1,8 @@
 package client
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,7 +34,7 @@ const (
 // grants directly comes with the client's end of a socketpair to the worker (it rides on
 // the grant line: the connection's reader receives descriptors with every read, see
 // lease.FDReader). The Checkout then speaks worker protocol v1 on it: calls with ep out,
-// ok/err/aborted in, in order, read by one goroutine per lease (pairReader). Everything
+// ok/err/aborted in, in order, read by the callers waiting for them (awaitPair). Everything
 // else stays with taskd: release (taskd ends the lease and runs the done hook),
 // abort and giving up on a call (taskd cancels the call on the worker's control channel),
 // and the news that the worker was lost (lost, with taskd's reason).
@@ -42,11 +44,17 @@ const (
 // plain ErrWorkerLost.
 const lostWait = 500 * time.Millisecond
 
-// pair is a direct checkout's end of its socketpair. Its fields are set at creation;
-// out has its own lock, and the reader goroutine is the only reader of nc.
+// pair is a direct checkout's end of its socketpair. There is no reader goroutine: a
+// caller waiting for its answer (Pending.Wait) takes tok and reads the pair itself,
+// handing the answers of other calls to their Pendings, until its own has come; the others
+// wait for theirs or for tok. So a call costs the caller one wake-up, as on a pipe. The
+// fields are set at creation; out has its own lock; in and eof are tok's.
 type pair struct {
 	nc  net.Conn
-	out *sendq.Queue // calls to the worker; never blocks
+	out *sendq.Queue  // calls to the worker; never blocks
+	tok chan struct{} // cap 1: full while a caller reads
+	in  lineBuf
+	eof bool // the pair reached EOF: the worker closed its end
 }
 
 // wantDirect reports whether checkout requests on cn ask for a direct lease.
@@ -64,7 +72,7 @@ func (c *Client) setupFDs(cn *conn) {
 	}
 }
 
-// takeLeaseFD takes the descriptor that came with direct grant m. It runs on the reader
+// takeLeaseFD takes the descriptor that came with a direct grant. It runs on the reader
 // goroutine (cn.fds is its own).
 func (cn *conn) takeLeaseFD() (*os.File, error) {
 	if cn.fds == nil {
@@ -73,38 +81,67 @@ func (cn *conn) takeLeaseFD() (*os.File, error) {
 	return cn.fds.TakeFD()
 }
 
-// startPair makes f, the client's end of a direct lease, co's pair and starts its
-// reader. c.mu is held.
+// startPairLocked makes f, the client's end of a direct lease, co's pair. c.mu is held.
 func (c *Client) startPairLocked(co *Checkout, f *os.File) error {
 	defer f.Close()
 	nc, err := net.FileConn(f)
 	if err != nil {
 		return fmt.Errorf("direct lease: %w", err)
 	}
-	co.pair = &pair{nc: nc, out: sendq.New(nc, nil)}
-	c.wg.Add(1)
-	go c.pairReader(co, co.pair)
+	co.pair = &pair{nc: nc, out: sendq.New(nc, nil), tok: make(chan struct{}, 1)}
+	co.pair.in.rd = fdio.NewReader(nc)
 	return nil
 }
 
-// closeLocked closes the pair (the reader then returns). c.mu is held.
+// closeLocked closes the pair: a caller reading it returns. c.mu is held.
 func (p *pair) closeLocked() { p.out.Abort() }
 
-// pairReader reads the worker's replies on a direct lease until the pair closes. EOF
-// while the checkout is alive means the worker ended the lease or died: the checkout
-// fails with taskd's reason (its lost message) or, if none comes within lostWait, with
-// ErrWorkerLost.
-func (c *Client) pairReader(co *Checkout, p *pair) {
-	defer c.wg.Done()
-	lr := wire.NewLineReader(fdio.NewReader(p.nc), maxLine)
-	var err error
+// awaitPair is Pending.await for a direct checkout: it waits for p's answer, reading the
+// pair itself whenever no other caller is.
+func (p *Pending) awaitPair(ctx context.Context, pr *pair, timeout <-chan time.Time, deadline time.Time) error {
+	co := p.co
 	for {
-		var line []byte
-		if line, err = lr.ReadLine(); err != nil {
-			break
+		select {
+		case <-p.done:
+			return nil
+		case <-co.gone:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timeout:
+			return context.DeadlineExceeded
+		case pr.tok <- struct{}{}:
 		}
-		var m wire.WorkerMsg
-		m, err = wire.DecodeWorkerMsg(line)
+		eof := co.c.readPair(ctx, co, pr, p, deadline)
+		<-pr.tok
+		if eof {
+			co.c.pairEOF(co)
+		}
+	}
+}
+
+// readPair reads answers from the pair and hands them out until p's has come, the read
+// fails (ctx or the deadline ended it, or the pair was closed), or the pair reached EOF
+// (it returns true then). The caller holds pr.tok.
+func (c *Client) readPair(ctx context.Context, co *Checkout, pr *pair, p *Pending, deadline time.Time) (eof bool) {
+	if pr.eof {
+		return true
+	}
+	_ = pr.nc.SetReadDeadline(deadline)
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { _ = pr.nc.SetReadDeadline(time.Unix(1, 0)) })
+		defer stop()
+	}
+	for !p.answered() {
+		line, err := pr.in.readLine()
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			pr.eof = true
+			return true
+		}
+		if err != nil {
+			return false // the deadline or ctx (the caller's select sees it), or closed
+		}
+		m, err := wire.DecodeWorkerMsg(line)
 		if errors.Is(err, wire.ErrNotObject) {
 			continue // not a protocol message; a worker's stdout rules do not apply here
 		}
@@ -117,33 +154,92 @@ func (c *Client) pairReader(co *Checkout, p *pair) {
 			c.mu.Lock()
 			co.fatalLocked(err, true) // taskd kills it (abort)
 			c.mu.Unlock()
-			break
+			return false
 		}
 	}
-	p.out.Abort() // closes nc, if Release or a fatal error did not
-	<-p.out.Done()
-	if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
-		return // closed by this side, or a protocol error (handled above)
-	}
-	c.mu.Lock()
-	live := !co.released && co.err == nil
-	c.mu.Unlock()
-	if !live {
-		return
-	}
-	lost := &wrapped{
-		text: fmt.Sprintf("%v: the worker of %s closed its direct lease (it exited or was killed); release this checkout and check out again", ErrWorkerLost, co.describe()),
-		errs: []error{ErrWorkerLost},
-	}
+	return false
+}
+
+// pairEOF handles the end of a live checkout's pair: the worker ended the lease or died.
+// It waits up to lostWait for taskd's lost message, which says why, and fails the
+// checkout with ErrWorkerLost if none comes.
+func (c *Client) pairEOF(co *Checkout) {
 	t := time.NewTimer(lostWait)
 	defer t.Stop()
 	select {
 	case <-co.gone: // taskd's lost message, or the application ended it
+		return
 	case <-t.C:
-		c.mu.Lock()
-		co.fatalLocked(lost, false)
-		c.mu.Unlock()
 	case <-c.ctx.Done():
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	co.fatalLocked(&wrapped{
+		text: fmt.Sprintf("%v: the worker of %s closed its direct lease (it exited or was killed); release this checkout and check out again", ErrWorkerLost, co.describe()),
+		errs: []error{ErrWorkerLost},
+	}, false)
+}
+
+// drainPair reads the answers already waiting on the pair (without waiting for more), so
+// that Release knows which calls are still unanswered. It does nothing if a caller is
+// reading.
+func (c *Client) drainPair(co *Checkout, pr *pair) {
+	select {
+	case pr.tok <- struct{}{}:
+	default:
+		return
+	}
+	defer func() { <-pr.tok }()
+	if pr.eof {
+		return
+	}
+	_ = pr.nc.SetReadDeadline(time.Unix(1, 0)) // only what is there already
+	for {
+		line, err := pr.in.readLine()
+		if err != nil {
+			return
+		}
+		if m, err := wire.DecodeWorkerMsg(line); err == nil {
+			_ = c.pairReply(co, &m)
+		}
+	}
+}
+
+// lineBuf reads lines from a pair. Unlike wire.LineReader, an error (a read deadline)
+// loses nothing: the next readLine goes on where it stopped. Lines longer than maxLine
+// are an error. tok's holder uses it.
+type lineBuf struct {
+	rd   io.Reader
+	buf  []byte
+	r, w int
+}
+
+func (b *lineBuf) readLine() ([]byte, error) {
+	scanned := 0
+	for {
+		if i := bytes.IndexByte(b.buf[b.r+scanned:b.w], '\n'); i >= 0 {
+			line := b.buf[b.r : b.r+scanned+i]
+			b.r += scanned + i + 1
+			return line, nil
+		}
+		scanned = b.w - b.r
+		if b.r > 0 && b.w == len(b.buf) {
+			b.w = copy(b.buf, b.buf[b.r:b.w])
+			b.r = 0
+		}
+		if b.w == len(b.buf) {
+			if len(b.buf) >= maxLine {
+				return nil, fmt.Errorf("a line longer than %d bytes", maxLine)
+			}
+			nb := make([]byte, max(2*len(b.buf), 4096))
+			b.w = copy(nb, b.buf[b.r:b.w])
+			b.r, b.buf = 0, nb
+		}
+		n, err := b.rd.Read(b.buf[b.w:])
+		b.w += n
+		if err != nil && n == 0 {
+			return nil, err
+		}
 	}
 }
 
@@ -163,10 +259,11 @@ func (c *Client) pairReply(co *Checkout, m *wire.WorkerMsg) error {
 	c.mu.Lock()
 	p := co.calls[m.ID]
 	if p == nil {
-		known := m.ID != 0 && m.ID <= co.nextCall
+		// Known: a call whose checkout failed or was released meanwhile.
+		known := (m.ID != 0 && m.ID <= co.nextCall) || co.stateErrLocked() != nil
 		c.mu.Unlock()
-		if known || co.stateErr() != nil {
-			return nil // answered after the caller gave up (the checkout failed meanwhile)
+		if known {
+			return nil
 		}
 		return fmt.Errorf("reply for id %d, which is not an outstanding call", m.ID)
 	}

@@ -113,10 +113,12 @@ func (w *worker) setup() bool {
 
 func (w *worker) loop() int {
 	for {
-		if !w.control(false) {
+		// A lease's line first, then stdin's: one call, then look at control again
+		// (an "end" must stop the lease before its next buffered call). With nothing
+		// buffered, poll looks at control too: no system call of its own then.
+		if w.buffered() && !w.control(false) {
 			return 0
 		}
-		// A lease's line first, then stdin's: one call, then look at control again.
 		if w.cur != nil {
 			if l, ok := w.cur.line(); ok {
 				w.handle(w.cur, l)
@@ -152,6 +154,11 @@ func (w *worker) loop() int {
 			return 0
 		}
 	}
+}
+
+// buffered reports whether a whole line is waiting in a stream's buffer.
+func (w *worker) buffered() bool {
+	return bytes.IndexByte(w.stdin.buf, '\n') >= 0 || (w.cur != nil && bytes.IndexByte(w.cur.buf, '\n') >= 0)
 }
 
 // control handles the control packets waiting (waiting for one if block); false means
