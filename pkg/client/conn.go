@@ -10,11 +10,9 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"os"
 	"slices"
 	"time"
 
-	"github.com/taskd-dev/taskd/internal/fdio"
 	"github.com/taskd-dev/taskd/internal/lease"
 	"github.com/taskd-dev/taskd/internal/sendq"
 	"github.com/taskd-dev/taskd/internal/wire"
@@ -52,15 +50,12 @@ type conn struct {
 	// checkouts are not sent on this connection but parked until the next one, so that a
 	// daemon restart is invisible to the application.
 	draining  string
-	fatal     string // msg of a "fatal" message from taskd, if any
-	fatalCode string // its code: why taskd refused or closed the connection, if it said
-	// fds receives the descriptors of direct grants (direct.go); nil unless the
-	// connection can carry them. The reader goroutine's alone.
-	fds *lease.FDReader
+	fatal     string          // msg of a "fatal" message from taskd, if any
+	fatalCode string          // its code: why taskd refused or closed the connection, if it said
+	fds       *lease.FDReader // descriptors of direct grants (direct.go); the reader goroutine's
 }
 
-// wantConnLocked notes that something waits for a connection: starts the manager if
-// needed and wakes it.
+// wantConnLocked notes that something waits for a connection: starts or wakes the manager.
 func (c *Client) wantConnLocked() {
 	if !c.mgrStarted {
 		c.mgrStarted = true
@@ -238,11 +233,7 @@ func (c *Client) attach(nc net.Conn) *conn {
 // connection ends, fails or re-queues everything bound to it.
 func (c *Client) read(cn *conn) {
 	defer c.wg.Done()
-	var rd io.Reader = cn.fds
-	if cn.fds == nil {
-		rd = fdio.NewReader(cn.nc)
-	}
-	lr := wire.NewLineReader(rd, maxLine)
+	lr := wire.NewLineReader(cn.reader(), maxLine)
 	var err error
 	for {
 		var line []byte
@@ -263,9 +254,7 @@ func (c *Client) read(cn *conn) {
 	}
 	cn.out.Abort() // closes nc; the queue's writer goroutine ends
 	<-cn.out.Done()
-	if cn.fds != nil {
-		cn.fds.Close() // descriptors of grants never parsed
-	}
+	cn.closeFDs()
 
 	c.mu.Lock()
 	if cn.unserved() {
@@ -406,19 +395,13 @@ func (c *Client) dispatch(cn *conn, m *wire.ClientMsg) {
 }
 
 func (c *Client) granted(cn *conn, m *wire.ClientMsg) {
-	var leaseFD *os.File
-	var fdErr error
-	if m.Direct {
-		leaseFD, fdErr = cn.takeLeaseFD()
-	}
+	lf := cn.leaseFD(m) // a direct grant's socketpair end (direct.go); nil for a relayed one
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	req := cn.reqs[m.ID]
 	delete(cn.reqs, m.ID)
-	if leaseFD != nil && (req == nil || req.state != reqSent || req.once != nil || c.closed) {
-		leaseFD.Close()
-	}
 	if req == nil || req.state != reqSent || req.once != nil || c.closed {
+		lf.close()
 		// Abandoned (or unknown): we own the checkout and give it straight back. The
 		// worker did nothing for us, so it is pooled. (A one-shot request is never
 		// granted; one that is failed below as a protocol error.)
@@ -438,18 +421,8 @@ func (c *Client) granted(cn *conn, m *wire.ClientMsg) {
 		info: WorkerInfo{ID: m.Worker, PID: m.PID},
 		gone: make(chan struct{}),
 	}
-	if m.Direct {
-		if fdErr == nil {
-			fdErr = c.startPairLocked(co, leaseFD)
-		}
-		if fdErr != nil {
-			c.sendLocked(cn, &wire.ClientMsg{T: wire.TRelease, Co: m.Co, Retire: true})
-			failReqLocked(req, &wrapped{
-				text: fmt.Sprintf("%v: taskd granted checkout %d as a direct lease, but its socketpair did not arrive (%v); the checkout was released: check out again, or set Config.Direct to DirectOff", ErrProtocol, m.Co, fdErr),
-				errs: []error{ErrProtocol}})
-			c.freeSlotLocked()
-			return
-		}
+	if !c.pairLocked(cn, req, co, lf) {
+		return
 	}
 	cn.cos[m.Co] = co
 	c.stats.OpenCheckouts++

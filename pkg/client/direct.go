@@ -72,13 +72,66 @@ func (c *Client) setupFDs(cn *conn) {
 	}
 }
 
-// takeLeaseFD takes the descriptor that came with a direct grant. It runs on the reader
-// goroutine (cn.fds is its own).
-func (cn *conn) takeLeaseFD() (*os.File, error) {
-	if cn.fds == nil {
-		return nil, errors.New("a direct grant on a connection that cannot carry descriptors")
+// reader returns what the connection's reader reads: cn.fds if it receives descriptors.
+func (cn *conn) reader() io.Reader {
+	if cn.fds != nil {
+		return cn.fds
 	}
-	return cn.fds.TakeFD()
+	return fdio.NewReader(cn.nc)
+}
+
+// closeFDs closes the descriptors received and never taken (the reader, at its end).
+func (cn *conn) closeFDs() {
+	if cn.fds != nil {
+		cn.fds.Close()
+	}
+}
+
+// leaseFD is the descriptor that came with a direct grant, or why none did.
+type leaseFD struct {
+	f   *os.File
+	err error
+}
+
+// leaseFD takes the descriptor of grant m if it is direct (nil otherwise). It runs on the
+// reader goroutine (cn.fds is its own).
+func (cn *conn) leaseFD(m *wire.ClientMsg) *leaseFD {
+	if !m.Direct {
+		return nil
+	}
+	if cn.fds == nil {
+		return &leaseFD{err: errors.New("a direct grant on a connection that cannot carry descriptors")}
+	}
+	f, err := cn.fds.TakeFD()
+	return &leaseFD{f: f, err: err}
+}
+
+// close closes the descriptor of a grant nobody takes.
+func (l *leaseFD) close() {
+	if l != nil && l.f != nil {
+		l.f.Close()
+	}
+}
+
+// pairLocked makes l co's pair if the grant was direct. If its descriptor did not come (or
+// is unusable) it releases the checkout, fails req and returns false. c.mu is held.
+func (c *Client) pairLocked(cn *conn, req *coReq, co *Checkout, l *leaseFD) bool {
+	if l == nil {
+		return true
+	}
+	err := l.err
+	if err == nil {
+		err = c.startPairLocked(co, l.f)
+	}
+	if err == nil {
+		return true
+	}
+	c.sendLocked(cn, &wire.ClientMsg{T: wire.TRelease, Co: co.id, Retire: true})
+	failReqLocked(req, &wrapped{
+		text: fmt.Sprintf("%v: taskd granted checkout %d as a direct lease, but its socketpair did not arrive (%v); the checkout was released: check out again, or set Config.Direct to DirectOff", ErrProtocol, co.id, err),
+		errs: []error{ErrProtocol}})
+	c.freeSlotLocked()
+	return false
 }
 
 // startPairLocked makes f, the client's end of a direct lease, co's pair. c.mu is held.
