@@ -89,8 +89,9 @@ type checkout struct {
 	warned   bool   // logged as held longer than checkout_warn_after
 	// direct: granted as a direct lease (lid, the worker's lease number): its calls go
 	// over a socketpair, and release, end and lost take the direct path (direct.go).
-	direct bool
-	lid    uint64
+	direct  bool
+	lid     uint64
+	counted worker.LeaseEnd // the lease's calls already in taskd_calls_total (syncLeaseCalls)
 }
 
 // pendingCall is a call of a checkout. It receives its reply from the worker (OnReply).

@@ -39,9 +39,9 @@ import (
 // not announce leases, or a failure to make the pair, gets a relay grant.
 
 // directMethod is the method label of the calls made over direct leases in
-// taskd_calls_total: taskd counts them from the stats page when the lease ends, and does
-// not know their methods (nor their durations: taskd_call_duration_seconds has only
-// relayed calls).
+// taskd_calls_total: taskd counts them from the stats page at each scrape and when the
+// lease ends, and does not know their methods (nor their durations:
+// taskd_call_duration_seconds has only relayed calls).
 const directMethod = "(direct)"
 
 // isUnix reports whether the session is on a unix socket (descriptors can ride on it).
@@ -145,12 +145,56 @@ func (co *checkout) leaseEnded(retire bool) func(worker.LeaseEnd) {
 	}
 }
 
-// observeLease counts the lease's calls, from its stats page, in the interface's metrics
-// and the pool's call count.
+// observeLease counts the lease's calls, from its stats page, in the pool's call count
+// and in the interface's metrics (those a scrape has not counted yet). The checkout has
+// been released or has ended: syncLeaseCalls leaves it alone from then on.
 func (co *checkout) observeLease(e worker.LeaseEnd) {
 	co.lease.CountCalls(e.Calls)
-	co.im.countCalls(directMethod, callOK, e.OK)
-	co.im.countCalls(directMethod, callError, e.Errs)
+	co.mu.Lock()
+	c := co.counted
+	co.counted = e
+	co.mu.Unlock()
+	co.im.countCalls(directMethod, callOK, sub(e.OK, c.OK))
+	co.im.countCalls(directMethod, callError, sub(e.Errs, c.Errs))
+}
+
+// syncLeaseCalls adds the calls made so far on every held direct lease to
+// taskd_calls_total, read from the workers' stats pages: a scrape calls it, so that the
+// counter moves while a lease is held, not only when it ends.
+func (s *Server) syncLeaseCalls() {
+	for _, ss := range s.allSessions() {
+		for _, co := range ss.held() {
+			co.syncLeaseCalls()
+		}
+	}
+}
+
+func (co *checkout) syncLeaseCalls() {
+	co.mu.Lock()
+	direct := co.direct && co.state == coHeld
+	co.mu.Unlock()
+	if !direct {
+		return
+	}
+	calls, ok, errs := co.w.LeaseCounts()
+	co.mu.Lock()
+	if co.state != coHeld { // ended meanwhile: observeLease counts it all
+		co.mu.Unlock()
+		return
+	}
+	c := co.counted
+	co.counted = worker.LeaseEnd{Calls: max(calls, c.Calls), OK: max(ok, c.OK), Errs: max(errs, c.Errs)}
+	co.mu.Unlock()
+	co.im.countCalls(directMethod, callOK, sub(ok, c.OK))
+	co.im.countCalls(directMethod, callError, sub(errs, c.Errs))
+}
+
+// sub is a - b, or 0 if b is larger.
+func sub(a, b uint64) uint64 {
+	if a < b {
+		return 0
+	}
+	return a - b
 }
 
 // endDirect is end's last step for a direct checkout: the lease is interrupted (cancel

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"syscall"
@@ -345,4 +347,48 @@ func TestDirectThroughSandboxAndCgroup(t *testing.T) {
 		d, _ := leaseDaemonWith(t, "cgroup: {pids_max: 64}", taskdtest.Options{Wait: true, Cgroup: f})
 		check(t, d)
 	})
+}
+
+// TestDirectCallsInMetrics: the calls of a direct lease are in taskd_calls_total (method
+// "(direct)") at a scrape while the lease is held, read from the stats page, and counted
+// once when it ends.
+func TestDirectCallsInMetrics(t *testing.T) {
+	lw := taskdtest.Binary(t, "internal/taskdtest/leaseworker")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ln.Close()
+	d := taskdtest.Start(t, fmt.Sprintf("metrics_listen: %q\ninterfaces:\n  lease:\n    command: [%q]\n    min_idle: 1\n    max_workers: 1\n    call_timeout: 10s\n", addr, lw))
+	scrape := func() (ok, failed string) {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, `taskd_calls_total{interface="lease",method="(direct)",outcome="ok"}`) {
+				ok = l[strings.LastIndexByte(l, ' ')+1:]
+			}
+			if strings.HasPrefix(l, `taskd_calls_total{interface="lease",method="(direct)",outcome="error"}`) {
+				failed = l[strings.LastIndexByte(l, ' ')+1:]
+			}
+		}
+		return ok, failed
+	}
+	ctx := context.Background()
+	c := newClient(t, Config{Addr: d.Addr, Interface: "lease", KeepWorkerAfterError: true})
+	co, err := c.Checkout(ctx)
+	require.NoError(t, err)
+	require.NotNil(t, co.pair)
+	require.NoError(t, co.Call(ctx, "echo", nil))
+	require.NoError(t, co.Call(ctx, "echo", nil))
+	var re *RemoteError
+	require.ErrorAs(t, co.Call(ctx, "fail", nil), &re)
+	ok, failed := scrape()
+	assert.Equal(t, "2", ok, "while the lease is held")
+	assert.Equal(t, "1", failed)
+	require.NoError(t, co.Call(ctx, "echo", nil))
+	co.Release()
+	require.Eventually(t, func() bool { ok, failed = scrape(); return ok == "3" }, 5*time.Second, 10*time.Millisecond, "ok: %s", ok)
+	assert.Equal(t, "1", failed, "counted once")
 }
