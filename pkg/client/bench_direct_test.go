@@ -75,4 +75,18 @@ func BenchmarkDirectLease(b *testing.B) {
 			}
 		})
 	}
+	b.Run("oneshot", func(b *testing.B) { // Client.Call: relayed (no warm leases)
+		c, err := New(Config{Addr: d.Addr, Interface: "lease"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		var r json.RawMessage
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := c.Call(context.Background(), "echo", &r, arg); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
