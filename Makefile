@@ -27,6 +27,7 @@ test: build
 .PHONY: bench
 bench: build
 	$(GO) build -o $(BIN)/taskd-bench ./cmd/taskd-bench
+	$(GO) build -o $(BIN)/lease-worker ./internal/taskdtest/leaseworker
 	$(BIN)/taskd-bench -bin $(BIN) $(BENCHFLAGS)
 
 # Chaos soak: the real taskd (static binaries in bin/) with Go, Python and raw workers under

@@ -22,18 +22,20 @@ var allowed = map[string][]string{
 	"internal/taskdproc":                {"internal/procfs"}, // the daemon launcher of tests and benchmark
 	"internal/fdio":                     {},
 	"internal/sendq":                    {"internal/fdio"},
+	"internal/lease":                    {}, // direct leases: control codec, stats page, descriptors on a stream
 	"internal/wire":                     {},
 	"internal/config":                   {"internal/wire"},
-	"internal/worker":                   {"internal/wire", "internal/sendq", "internal/fdio", "internal/procfs", "internal/crash", "internal/sandbox"},
+	"internal/worker":                   {"internal/wire", "internal/lease", "internal/sendq", "internal/fdio", "internal/procfs", "internal/crash", "internal/sandbox"},
 	"internal/sandbox":                  {}, // the re-exec helper that applies umask and rlimits to workers
 	"internal/pool":                     {"internal/worker", "internal/wire", "internal/procfs", "internal/crash"},
-	"internal/server":                   {"internal/pool", "internal/worker", "internal/wire", "internal/config", "internal/sendq", "internal/fdio", "internal/crash", "internal/procfs", "internal/sandbox", "internal/cgroup"},
+	"internal/server":                   {"internal/pool", "internal/worker", "internal/lease", "internal/wire", "internal/config", "internal/sendq", "internal/fdio", "internal/crash", "internal/procfs", "internal/sandbox", "internal/cgroup"},
 	"internal/cgroup":                   {}, // worker cgroups; worker sees it only as worker.Cgroup
 	"internal/taskdtest":                {"internal/procfs", "internal/taskdproc", "internal/sandbox", "internal/cgroup"},
 	"internal/conformance":              {},
+	"internal/taskdtest/leaseworker":    {"internal/lease"}, // a minimal lease-speaking worker (tests, bench floor)
 	"internal/conformance/goworker":     {"pkg/worker"},
-	"pkg/client":                        {"internal/wire", "internal/sendq", "internal/fdio"},
-	"pkg/worker":                        {"internal/wire"},
+	"pkg/client":                        {"internal/wire", "internal/lease", "internal/sendq", "internal/fdio"},
+	"pkg/worker":                        {"internal/wire", "internal/lease"},
 	"cmd/taskd":                         {"internal/config", "internal/server", "internal/systemd", "internal/sandbox"},
 	"internal/systemd":                  {"internal/server"},
 	"cmd/taskctl":                       {"pkg/client", "internal/wire", "internal/bench"},

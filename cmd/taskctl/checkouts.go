@@ -65,6 +65,9 @@ func renderCheckouts(w io.Writer, list []client.CheckoutInfo) error {
 		if ci.Once {
 			id += " (call)"
 		}
+		if ci.Direct {
+			id += " (direct)"
+		}
 		method, running := "-", "-"
 		if ci.Method != "" || ci.CallRunning > 0 {
 			method = ci.Method

@@ -59,6 +59,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	s.TaskdBin = filepath.Join(*bin, "taskd")
 	s.EchoBin = filepath.Join(*bin, "echo-worker")
+	s.LeaseBin = filepath.Join(*bin, "lease-worker")
 	s.Out = os.Stdout
 	s.Log = os.Stderr
 	if *quiet {

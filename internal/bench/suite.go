@@ -21,6 +21,7 @@ import (
 type Suite struct {
 	TaskdBin string // the taskd binary (required)
 	EchoBin  string // the Go SDK echo worker, examples/echo (required)
+	LeaseBin string // the minimal lease worker, internal/taskdtest/leaseworker; "" skips the direct-lease table (lease.go)
 
 	Duration time.Duration // length of one measured run; default 2s
 	Runs     int           // runs per cell, of which the median is reported; default 3
@@ -154,7 +155,18 @@ func RunSuite(ctx context.Context, s Suite) error {
 	if err != nil {
 		return err
 	}
+	var leaseCells map[[2]int]cell
+	if ok, err := s.leaseBinOK(); err != nil {
+		return err
+	} else if ok {
+		if leaseCells, err = s.measureLease(ctx, hz); err != nil {
+			return err
+		}
+	}
 	s.report(version, cells, startup, mem, afterRSS, time.Since(began))
+	if leaseCells != nil {
+		s.reportLease(leaseCells)
+	}
 	return nil
 }
 

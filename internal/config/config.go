@@ -85,7 +85,14 @@ type Interface struct {
 	// Allow names the peers that may check out the interface's workers (access.go);
 	// nil: anyone who can connect.
 	Allow *Access `yaml:"allow"`
+	// Direct allows direct leases (docs/worker-protocol.md, "Direct leases"): workers are
+	// spawned with a control channel and a stats page, and a local client's checkout of a
+	// worker that announces leases gets a socketpair to it. nil = default (true).
+	Direct *bool `yaml:"direct"`
 }
+
+// DirectOn returns the direct key: its default (true) if it is not set.
+func (in Interface) DirectOn() bool { return in.Direct == nil || *in.Direct }
 
 // Defaults filled in by Normalize. docs/config.md lists them too; keep both in step.
 const (

@@ -38,7 +38,7 @@ var (
 		"tls.cert_file": true, "tls.key_file": true, "tls.client_ca_file": true, "tls.min_version": true,
 		"admin": true, "hide_forbidden": true, "max_clients": true, "hello_timeout": true}
 	interfaceNewGens = map[string]bool{"command": true, "dir": true, "env": true,
-		"user": true, "group": true, "umask": true, "rlimits": true}
+		"user": true, "group": true, "umask": true, "rlimits": true, "direct": true}
 )
 
 // DaemonKeyReload returns what a reload does with a changed daemon (top-level) key, such

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +20,11 @@ func TestMain(m *testing.M) { taskdtest.Main(m) }
 type impl struct {
 	name string
 	sdk  bool // serves the SDK part of the method contract (see doc.go)
+	// lease: the implementation announces direct leases (docs/worker-protocol.md), so
+	// every scenario runs twice: relayed (client.DirectOff) and over direct leases (name
+	// "+direct"). forEach sets direct on the copy it runs.
+	lease  bool
+	direct bool
 	// command returns the worker's argv, or skips the test (loudly) when its interpreter
 	// is missing.
 	command func(t *testing.T) []string
@@ -37,6 +43,10 @@ var impls = []impl{
 	}},
 	{name: "perl-sdk", sdk: true, command: func(t *testing.T) []string {
 		return []string{interpreter(t, "perl"), filepath.Join(taskdtest.RepoRoot(), "internal/conformance/workers/perl_sdk.pl")}
+	}},
+	// The minimal lease-speaking worker: raw protocol v1 plus direct leases, no SDK.
+	{name: "go-lease-raw", lease: true, command: func(t *testing.T) []string {
+		return []string{taskdtest.Binary(t, "internal/taskdtest/leaseworker")}
 	}},
 }
 
@@ -57,7 +67,26 @@ func forEach(t *testing.T, sdkOnly bool, fn func(t *testing.T, im impl)) {
 			continue
 		}
 		t.Run(im.name, func(t *testing.T) { fn(t, im) })
+		if im.lease {
+			dim := im
+			dim.direct = true
+			t.Run(im.name+"+direct", func(t *testing.T) { fn(t, dim) })
+		}
 	}
+}
+
+// modes records, for each daemon that start started, whether its scenario runs over
+// direct leases (the impl's mode), for newClient.
+var modes sync.Map // *taskdtest.Daemon → client.DirectMode
+
+// modeOf is the client.DirectMode of the scenario that started im's daemon: a row that
+// supports leases runs once relayed (DirectOff) and once direct; the others run with the
+// default, which relays them anyway.
+func modeOf(im impl) client.DirectMode {
+	if im.lease && !im.direct {
+		return client.DirectOff
+	}
+	return client.DirectAuto
 }
 
 // ifaceYAML is the config of interface name served by im, with extra keys (one per line).
@@ -82,13 +111,19 @@ func ifaceYAML(t *testing.T, im impl, name, extra string) string {
 // start runs a daemon whose interface "w" is served by im, with extra interface keys.
 func start(t *testing.T, im impl, extra string) *taskdtest.Daemon {
 	t.Helper()
-	return taskdtest.Start(t, "interfaces:\n"+ifaceYAML(t, im, "w", extra))
+	d := taskdtest.Start(t, "interfaces:\n"+ifaceYAML(t, im, "w", extra))
+	modes.Store(d, modeOf(im))
+	t.Cleanup(func() { modes.Delete(d) })
+	return d
 }
 
 // newClient returns a client of interface "w" (or iface) on d, closed at the end of the test.
 func newClient(t *testing.T, d *taskdtest.Daemon, mod ...func(*client.Config)) *client.Client {
 	t.Helper()
 	cfg := client.Config{Addr: d.Addr, Interface: "w", Timeout: 20 * time.Second}
+	if m, ok := modes.Load(d); ok {
+		cfg.Direct = m.(client.DirectMode)
+	}
 	for _, m := range mod {
 		m(&cfg)
 	}

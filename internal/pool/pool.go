@@ -209,6 +209,10 @@ func (l *Lease) Worker() *worker.Worker { return l.e.w }
 // and does not allocate: it is called once per call.
 func (l *Lease) CountCall() { l.p.calls.Add(1) }
 
+// CountCalls counts n calls made on the leased worker over a direct lease (read from its
+// stats page when the lease ended), for Stats.Calls.
+func (l *Lease) CountCalls(n uint64) { l.p.calls.Add(n) }
+
 // Checkouts returns how many checkouts the worker has served, this one included.
 func (l *Lease) Checkouts() int { return l.n }
 

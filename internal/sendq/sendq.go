@@ -54,6 +54,7 @@ type Queue struct {
 	wake              chan struct{}
 	done              chan struct{}
 	abortAt           *time.Timer // CloseWithin: aborts a flush that takes too long
+	rights            []right     // descriptors to send with bytes not yet written (rights.go)
 
 	// State of the one fast-path write under way (busy guards it), kept here so that the
 	// callback given to RawConn.Write is made once, not per write.
@@ -196,11 +197,20 @@ func (q *Queue) flushLocked() {
 	q.busy = true
 	buf := q.pending
 	q.pending = q.spare[:0]
+	base := q.written
+	rs := q.rightsInLocked(base, len(buf))
 	q.mu.Unlock()
 
-	n, err := q.tryWrite(buf)
+	var n, sent int
+	var err error
+	if rs == nil {
+		n, err = q.tryWrite(buf)
+	} else {
+		n, sent, err = q.writeRights(buf, base, rs, false)
+	}
 
 	q.mu.Lock()
+	q.sentRightsLocked(sent)
 	q.wroteLocked(n)
 	if err != nil {
 		q.mu.Unlock()
@@ -288,14 +298,24 @@ func (q *Queue) writer() {
 			continue // a fast-path write is under way; it kicks us if it leaves a rest
 		}
 		buf, closing := q.pending, q.closing
+		var rs []right
+		base := q.written
 		if len(buf) > 0 {
 			q.busy = true
 			q.pending = q.spare[:0]
+			rs = q.rightsInLocked(base, len(buf))
 		}
 		q.mu.Unlock()
 		if len(buf) > 0 {
-			n, err := q.c.Write(buf)
+			var n, sent int
+			var err error
+			if rs == nil {
+				n, err = q.c.Write(buf)
+			} else {
+				n, sent, err = q.writeRights(buf, base, rs, true)
+			}
 			q.mu.Lock()
+			q.sentRightsLocked(sent)
 			q.wroteLocked(n)
 			if err != nil {
 				q.mu.Unlock()
@@ -330,6 +350,7 @@ func (q *Queue) fail(err error) {
 	first := !q.failed
 	q.failed, q.closed, q.closing = true, true, true
 	q.pending = nil
+	q.dropUnsentLocked()
 	q.mu.Unlock()
 	q.c.Close() // unblocks a writer stuck in Write
 	if first && q.onError != nil && !errors.Is(err, errAborted) {

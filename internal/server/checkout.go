@@ -87,6 +87,11 @@ type checkout struct {
 	slotBusy bool
 	calls    uint64 // calls made on it, for the checkouts report
 	warned   bool   // logged as held longer than checkout_warn_after
+	// direct: granted as a direct lease (lid, the worker's lease number): its calls go
+	// over a socketpair, and release, end and lost take the direct path (direct.go).
+	direct  bool
+	lid     uint64
+	counted worker.LeaseEnd // the lease's calls already in taskd_calls_total (syncLeaseCalls)
 }
 
 // pendingCall is a call of a checkout. It receives its reply from the worker (OnReply).
@@ -136,6 +141,11 @@ func (co *checkout) call(id, ep uint64, method string, args json.RawMessage) {
 	co.mu.Lock()
 	if co.state != coHeld {
 		co.mu.Unlock()
+		return
+	}
+	if co.direct {
+		co.mu.Unlock()
+		co.refuseDirectCall(id)
 		return
 	}
 	if co.behindLocked(ep) {
@@ -314,6 +324,10 @@ func (co *checkout) abortCall(c callRef) {
 // cancel forwards the client's cancel of call id to the worker, if the worker has it.
 func (co *checkout) cancel(id uint64) {
 	co.mu.Lock()
+	if co.direct { // a direct checkout's client cancels by abort (taskd cancels on control)
+		co.mu.Unlock()
+		return
+	}
 	var wid uint64
 	if pc := co.sent[id]; pc != nil {
 		wid = pc.wid
@@ -377,6 +391,11 @@ func (co *checkout) abandon(answer *wire.ClientMsg) {
 // its stdin.
 func (co *checkout) release(retire bool) {
 	co.mu.Lock()
+	if co.direct {
+		co.mu.Unlock()
+		co.releaseDirect(retire)
+		return
+	}
 	if co.state >= coReleased {
 		co.mu.Unlock()
 		return
@@ -426,10 +445,15 @@ func (co *checkout) end(cause error, answer *wire.ClientMsg) {
 	}
 	co.state = coEnded
 	co.queue, co.sent = nil, nil
+	direct := co.direct
 	co.mu.Unlock()
 	co.ss.forget(co)
 	if answer != nil {
 		co.ss.send(answer)
+	}
+	if direct {
+		co.endDirect(cause)
+		return
 	}
 	// The interrupt answers the calls it cancels at once; they find the checkout ended.
 	// A kill comes before the pool retires the worker, so that cause is the one reported.

@@ -148,15 +148,18 @@ func (s *Server) known(iface string) bool {
 // info describes the checkout, held by h, at now; false if it has ended.
 func (co *checkout) info(h wire.Holder, now time.Time) (wire.CheckoutInfo, bool) {
 	co.mu.Lock()
-	calls, warned, state := co.calls, co.warned, co.state
+	calls, warned, state, direct := co.calls, co.warned, co.state, co.direct
 	co.mu.Unlock()
 	if state >= coReleased {
 		return wire.CheckoutInfo{}, false
 	}
+	if direct {
+		calls = co.leaseCalls() // counted by the worker, in its stats page
+	}
 	held := now.Sub(co.granted)
 	wi := co.w.Info() // the worker is this checkout's alone: its call is this checkout's
 	ci := wire.CheckoutInfo{Co: co.co, Interface: co.iface, Worker: wi.ID, PID: wi.PID, Holder: h,
-		Once: co.once, HeldSec: held.Seconds(), Calls: calls, Method: wi.Method, Warn: warned}
+		Once: co.once, Direct: direct, HeldSec: held.Seconds(), Calls: calls, Method: wi.Method, Warn: warned}
 	if !wi.CallStarted.IsZero() {
 		ci.CallSec = now.Sub(wi.CallStarted).Seconds()
 	}

@@ -92,7 +92,11 @@ func (s *Server) serveMetrics(addr string) (stop func(), err error) {
 	}
 	reg.MustRegister(s.guard.collectors()...)
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	mux.Handle("/metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.syncLeaseCalls() // direct leases' calls so far, from the stats pages (direct.go)
+		h.ServeHTTP(w, r)
+	}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {

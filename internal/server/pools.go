@@ -35,7 +35,7 @@ func (s *Server) spawner(name string, ic config.Interface) pool.Spawner {
 			SetupTimeout: ic.SetupTimeout, CallTimeout: ic.CallTimeout, CancelGrace: ic.Grace(),
 			MaxMessageBytes: maxBytes, Logger: log, OnExit: onExit,
 			Stderr: stderr, StderrDropped: dropped, StderrLine: onLine,
-			Identity: ident, Sandbox: box,
+			Identity: ident, Sandbox: box, Direct: ic.DirectOn(),
 		})
 		if err == nil {
 			im.observeSpawn(time.Since(start))

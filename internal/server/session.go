@@ -273,6 +273,7 @@ type request struct {
 	keep   bool
 	max    int
 	once   bool // one-shot: the request carries the call (method, args)
+	direct bool // the client asked for a direct lease (direct.go)
 	method string
 	args   json.RawMessage
 	waited context.Context // set if it waited in the pool: done when it is abandoned
@@ -295,7 +296,7 @@ func (ss *session) checkout(m *wire.ClientMsg) {
 	if ss.refuseForbidden(m, tab) { // allow: once per checkout request, one-shot or held
 		return
 	}
-	req := request{id: m.ID, iface: m.Iface, keep: m.Keep, max: m.Max, once: m.Once, method: m.M, args: m.A,
+	req := request{id: m.ID, iface: m.Iface, keep: m.Keep, max: m.Max, once: m.Once, direct: m.Direct, method: m.M, args: m.A,
 		asked: time.Now(), im: ss.s.metrics.iface(m.Iface)}
 	// An idle worker is granted right here; otherwise a goroutine waits in the pool.
 	if lease := p.TryAcquire(); lease != nil {
@@ -364,6 +365,9 @@ func (ss *session) grant(lease *pool.Lease, req *request) {
 	}
 	ss.mu.Unlock()
 	req.im.observeWait(waitGranted, req.asked)
+	if !req.once && ss.wantsDirect(req, w) && ss.grantDirect(co, lease) {
+		return
+	}
 	if !req.once {
 		ss.send(&wire.ClientMsg{T: wire.TGranted, ID: req.id, Co: co.co, Worker: w.ID(), PID: w.PID(), N: lease.Checkouts()})
 		return

@@ -114,6 +114,11 @@ type ClientMsg struct {
 	// ok, err or lost ({id} of the request, no co), then ends the checkout itself. No
 	// granted is sent and no release is needed.
 	Once bool `json:"once,omitempty"`
+	// Direct, on a checkout (over a unix socket), asks for a direct lease when the worker
+	// supports one; on granted, says that the grant is one: the line carries the client's
+	// end of a socketpair to the worker (SCM_RIGHTS), on which the client speaks worker
+	// protocol v1 itself (docs/worker-protocol.md, "Direct leases").
+	Direct bool `json:"direct,omitempty"`
 	// Retire, on a release, asks taskd to retire the worker instead of pooling it.
 	Retire  bool          `json:"retire,omitempty"`
 	Version string        `json:"version,omitempty"`
@@ -203,6 +208,8 @@ func DecodeClientMsg(line []byte) (ClientMsg, error) {
 			m.Keep, err = decodeBool(f.val)
 		case "once":
 			m.Once, err = decodeBool(f.val)
+		case "direct":
+			m.Direct, err = decodeBool(f.val)
 		case "retire":
 			m.Retire, err = decodeBool(f.val)
 		case "a":
@@ -344,6 +351,9 @@ func AppendClientMsg(buf []byte, m *ClientMsg) ([]byte, error) {
 	}
 	if m.Once {
 		buf = append(buf, `,"once":true`...)
+	}
+	if m.Direct {
+		buf = append(buf, `,"direct":true`...)
 	}
 	if m.Retire {
 		buf = append(buf, `,"retire":true`...)

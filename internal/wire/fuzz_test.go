@@ -14,7 +14,7 @@ import (
 
 func FuzzDecodeWorkerMsg(f *testing.F) {
 	for _, s := range []string{
-		`{"t":"ready","v":1}`, `{"t":"ok","id":1,"r":[1,{"a":"😀"}],"logs":[{"ts":1.5,"lvl":"info","msg":"m"}]}`,
+		`{"t":"ready","v":1}`, `{"t":"ready","v":1,"pipeline":true,"lease":1}`, `{"t":"ready","v":1,"lease":-1}`, `{"t":"ready","v":1,"lease":"1"}`, `{"t":"ok","id":1,"r":[1,{"a":"😀"}],"logs":[{"ts":1.5,"lvl":"info","msg":"m"}]}`,
 		`{"t":"err","id":2,"e":{"msg":"x","type":"T","trace":"t"}}`, `{"t":"bye"}`, `{"t":"call","id":3,"m":"x","a":[]}`,
 		`{"t":"ok","id":18446744073709551615}`, `{"t":"ok","id":1e3}`, `garbage`,
 		`{"t":"call","id":4,"ep":0,"a":[1,` + "\r" + `2]}`, `{"t":"err","id":5,"e":{},"logs":null}`, `{"t":"ok","id":0,"a":[0],"m":"x"}`, `{`, `{"t":null}`, "\x00",
@@ -99,7 +99,7 @@ func FuzzDecodeClientMsg(f *testing.F) {
 		`{"t":"checkout","id":1,"iface":"passwd","keep":true}`, `{"t":"call","co":1,"id":1,"m":"hash","a":["s"]}`,
 		`{"t":"release","co":1,"retire":true}`, `{"t":"abort","co":1,"msg":"x"}`, `{"t":"ping","id":9}`,
 		`{"t":"status","id":1,"status":{"version":"x","interfaces":[{"name":"a","workers":[]}]}}`,
-		`{"t":"granted","id":1,"co":2,"worker":"w-1","pid":3,"n":1}`, `{"t":"call","co":1,"id":1,"a":5}`, `[]`,
+		`{"t":"granted","id":1,"co":2,"worker":"w-1","pid":3,"n":1}`, `{"t":"granted","id":1,"co":2,"direct":true}`, `{"t":"checkout","id":1,"iface":"e","direct":1}`, `{"t":"call","co":1,"id":1,"a":5}`, `[]`,
 		`{"t":"call","co":1,"id":2,"ep":3,"m":"x","a":[` + "\r" + `]}`, `{"t":"ok","co":1,"id":2,"r":{"x":1},"logs":[]}`,
 		`{"t":"err","co":1,"id":2,"e":{"msg":"m"},"msg":"dropped"}`, `{"t":"ok","co":1,"id":2,"logs":"x"}`,
 		"{\"t\":\"call\",\"co\":1,\"id\":2,\"m\":\"x\",\"a\":[\"\xff\xfe\"]}", "{\"t\":\"checkout\",\"id\":3,\"iface\":\"e\",\"once\":true,\"a\":[\"\x80\"]}",

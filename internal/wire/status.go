@@ -92,9 +92,10 @@ type CheckoutInfo struct {
 	Worker    string  `json:"worker"`
 	PID       int     `json:"pid"` // the worker's
 	Holder    Holder  `json:"holder"`
-	Once      bool    `json:"once,omitempty"` // a one-shot call (Client.Call), not a held checkout
-	HeldSec   float64 `json:"held_sec"`       // since it was granted
-	Calls     uint64  `json:"calls"`          // calls made on it so far
+	Once      bool    `json:"once,omitempty"`   // a one-shot call (Client.Call), not a held checkout
+	Direct    bool    `json:"direct,omitempty"` // a direct lease: calls go over a socketpair, counted from the stats page
+	HeldSec   float64 `json:"held_sec"`         // since it was granted
+	Calls     uint64  `json:"calls"`            // calls made on it so far
 	Method    string  `json:"method,omitempty"`
 	CallSec   float64 `json:"call_sec,omitempty"` // how long the call running now has run (0: none)
 	Warn      bool    `json:"warn,omitempty"`     // held longer than checkout_warn_after

@@ -358,3 +358,23 @@ func TestErrorsMatch(t *testing.T) {
 	require.True(t, errors.As(err, &pe))
 	assert.Contains(t, pe.Error(), `{\"t\":\"ok\"}`)
 }
+
+func TestDirectLeaseFields(t *testing.T) {
+	m, err := DecodeWorkerMsg([]byte(`{"t":"ready","v":1,"pipeline":true,"lease":1}`))
+	require.NoError(t, err)
+	assert.Equal(t, 1, m.Lease, "ready announces the lease extension's version")
+	_, err = DecodeWorkerMsg([]byte(`{"t":"ready","v":1,"lease":"yes"}`))
+	require.ErrorIs(t, err, ErrProtocol, "lease must be an integer")
+
+	for _, in := range []ClientMsg{
+		{T: TCheckout, ID: 4, Iface: "e", Direct: true},
+		{T: TGranted, ID: 4, Co: 7, Worker: "e-1", PID: 9, N: 1, Direct: true},
+	} {
+		line, err := AppendClientMsg(nil, &in)
+		require.NoError(t, err)
+		assert.Contains(t, string(line), `"direct":true`)
+		out, err := DecodeClientMsg(bytes.TrimSuffix(line, []byte("\n")))
+		require.NoError(t, err)
+		assert.Equal(t, in, out)
+	}
+}

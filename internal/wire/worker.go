@@ -97,8 +97,9 @@ type WorkerMsg struct {
 	// Pipeline, on "ready", announces that the worker applies the "ep" rule itself, so
 	// taskd may send it several calls of a checkout without waiting.
 	Pipeline bool `json:"pipeline,omitempty"`
-	// Lease, on "ready", is the version of the direct-lease extension the worker supports
-	// (docs/worker-protocol.md); 0 means none: taskd relays every call over stdin.
+	// Lease, on "ready", is the version of the direct-lease extension the worker speaks
+	// (1; 0: none): taskd may hand it direct leases over its control socket
+	// (docs/worker-protocol.md, "Direct leases").
 	Lease int `json:"lease,omitempty"`
 	// Ep, on a call to a pipelining worker, is how many errors of this checkout the
 	// application had seen when it made the call; HasEp reports that it was present.
@@ -140,10 +141,10 @@ func DecodeWorkerMsg(line []byte) (WorkerMsg, error) {
 			m.Msg, _, err = decodeString(f.val)
 		case "pipeline":
 			m.Pipeline, err = decodeBool(f.val)
-		case "ep":
-			m.Ep, m.HasEp, err = decodeUint(f.val)
 		case "lease":
 			m.Lease, _, err = decodeInt(f.val)
+		case "ep":
+			m.Ep, m.HasEp, err = decodeUint(f.val)
 		case "a":
 			m.A = f.val
 		case "r":

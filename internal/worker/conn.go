@@ -114,6 +114,7 @@ type conn struct {
 
 	bye      atomic.Bool
 	pipeline atomic.Bool   // announced in "ready": applies the ep rule itself
+	leaseVer atomic.Int32  // announced in "ready": the lease extension's version (0: none)
 	ready    chan struct{} // closed on the first "ready"
 }
 
@@ -269,6 +270,27 @@ func (c *conn) done() error {
 	return nil
 }
 
+// refusedErr returns why new calls fail, or nil if they do not.
+func (c *conn) refusedErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.refused
+}
+
+// callTimeoutNow returns the call_timeout in force.
+func (c *conn) callTimeoutNow() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.callTimeout
+}
+
+// cancelGraceNow returns the cancel_grace in force.
+func (c *conn) cancelGraceNow() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cancelGrace
+}
+
 // refuse makes new calls fail with err, unless they fail already.
 func (c *conn) refuse(err error) {
 	c.mu.Lock()
@@ -319,6 +341,7 @@ func (c *conn) readStdout() {
 			case <-c.ready:
 			default:
 				c.pipeline.Store(msg.Pipeline)
+				c.leaseVer.Store(int32(min(max(msg.Lease, 0), 1<<20)))
 				close(c.ready)
 			}
 		case wire.TOK, wire.TErr, wire.TAborted:

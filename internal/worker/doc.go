@@ -19,10 +19,15 @@
 //   - the protocol connection (conn.go): the calls outstanding, call_timeout, the stdout
 //     decoder, the stdin send queue (Cork/Uncork), cancel and done, and what the worker
 //     announced (ready, pipeline, bye);
+//   - the direct-lease side (direct.go), for a worker spawned with Config.Direct: its
+//     control channel and stats page, the lease handed out now, call_timeout for leased
+//     calls (a scan of the stats page), and the orderly end of a lease;
 //   - the waiter (worker.go): reaps the process, drains both pipes, classifies the exit,
 //     fails the calls still outstanding, and closes Exited.
 //
-// Ownership: each Worker has four goroutines. Who starts each, who stops it, who waits:
+// Ownership: each Worker has four goroutines (five with direct leases: the control
+// reader, started by initDirect, returns at EOF on control or when the waiter closes it,
+// and is waited for by the waiter, in direct.exit). Who starts each, who stops it, who waits:
 //
 //	goroutine            started by          returns when                       waited for by
 //	stderr reader        process.start       EOF, or the waiter closes stderr   the waiter (process.drain)

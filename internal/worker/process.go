@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/taskd-dev/taskd/internal/lease"
 	"github.com/taskd-dev/taskd/internal/procfs"
 	"github.com/taskd-dev/taskd/internal/wire"
 )
@@ -49,6 +50,9 @@ type process struct {
 	limit   atomic.Pointer[StderrLimit]
 	stat    *procfs.StatFile // /proc/PID/stat for the liveness probe; closed by drain
 	cgroup  Cgroup           // Config.Cgroup: released by reap
+	// Config.Direct: taskd's end of the control channel and the stats page's memfd, for
+	// the Worker to take (initDirect) right after start.
+	ctl, stats *os.File
 
 	mu        sync.Mutex
 	cause     error       // why taskd wants it gone (the first reason given wins); see classify
@@ -87,8 +91,21 @@ func (p *process) start(cfg Config) (stdin, stdout *os.File, err error) {
 		Setpgid:   true,            // own process group: kill(-pid) reaches its children
 		Pdeathsig: syscall.SIGKILL, // dies with taskd, even on SIGKILL of taskd
 	}
+	var ctlChild *os.File
+	if cfg.Direct {
+		// Descriptors 3 and 4 of the worker (ExtraFiles), through the sandbox helper's
+		// exec too: they are not close-on-exec in the child.
+		var err error
+		if p.ctl, ctlChild, p.stats, err = directFiles(); err != nil {
+			closeAll(inR, inW, outR, outW, errR, errW)
+			return nil, nil, err
+		}
+		cmd.ExtraFiles = []*os.File{ctlChild, p.stats}
+		cmd.Env = append(cmd.Env, lease.EnvControlFD+"=3", lease.EnvStatsFD+"=4")
+	}
 	if err := isolate(cmd, cfg); err != nil { // user, umask, rlimits: isolation.go
 		closeAll(inR, inW, outR, outW, errR, errW)
+		p.closeDirect(ctlChild)
 		return nil, nil, err
 	}
 	if cfg.Cgroup != nil {
@@ -97,8 +114,12 @@ func (p *process) start(cfg Config) (stdin, stdout *os.File, err error) {
 	}
 	err = cmd.Start()
 	closeAll(inR, outW, errW) // the child's ends
+	if ctlChild != nil {
+		ctlChild.Close()
+	}
 	if err != nil {
 		closeAll(inW, outR, errR)
+		p.closeDirect(nil)
 		return nil, nil, fmt.Errorf("spawn %q: %w", cfg.Command[0], err)
 	}
 	p.cmd, p.pid, p.started = cmd, cmd.Process.Pid, time.Now()
@@ -110,6 +131,31 @@ func (p *process) start(cfg Config) (stdin, stdout *os.File, err error) {
 	p.log.Debug("worker spawned", zap.Strings("command", cfg.Command))
 	go p.readStderr()
 	return inW, outR, nil
+}
+
+// directFiles makes a worker's control channel (taskd's end, the worker's end) and its
+// stats page.
+func directFiles() (ctl, child, stats *os.File, err error) {
+	ctl, child, err = lease.Pair(unix.SOCK_SEQPACKET)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	stats, err = lease.NewStatsFile()
+	if err != nil {
+		closeAll(ctl, child)
+		return nil, nil, nil, err
+	}
+	return ctl, child, stats, nil
+}
+
+// closeDirect closes the direct-lease files of a spawn that failed (child, if not nil, too).
+func (p *process) closeDirect(child *os.File) {
+	for _, f := range []*os.File{p.ctl, p.stats, child} {
+		if f != nil {
+			f.Close()
+		}
+	}
+	p.ctl, p.stats = nil, nil
 }
 
 // setStderrLimit sets the limit the stderr reader applies from its next line on.

@@ -54,6 +54,10 @@ type Config struct {
 	// been reaped (killing whatever the worker left in it, grandchildren in sessions of
 	// their own included), or Start does at once if the process could not be spawned.
 	Cgroup Cgroup
+	// Direct spawns the worker with a control channel and a stats page (TASKD_CONTROL_FD,
+	// TASKD_STATS_FD) so that, if it announces "lease" on ready, it can serve direct
+	// leases (direct.go).
+	Direct bool
 }
 
 // Cgroup is the cgroup a worker runs in (internal/cgroup.Worker is the daemon's).
@@ -80,6 +84,7 @@ type Worker struct {
 	log    *zap.Logger
 	p      process
 	c      conn
+	d      *direct       // nil unless spawned with Config.Direct and set up (direct.go)
 	exited chan struct{} // closed by the waiter, last
 }
 
@@ -109,6 +114,10 @@ func Start(ctx context.Context, cfg Config) (*Worker, error) {
 	}
 	w.log = w.p.log
 	w.c.init(cfg, w.log, stdin, stdout, w.Kill)
+	if w.p.ctl != nil {
+		w.initDirect(w.p.ctl, w.p.stats) // before the stdout reader: "ready" may announce leases
+		w.p.ctl, w.p.stats = nil, nil
+	}
 	w.c.start()
 	go w.wait()
 
@@ -151,6 +160,9 @@ func (w *Worker) wait() {
 
 	ee := w.p.exit(w.cfg, waitErr)
 	failed := w.c.fail(ee)
+	if w.d != nil {
+		w.d.exit(ee)
+	}
 	lvl := zap.WarnLevel
 	if errors.Is(ee.Cause, ErrStopped) {
 		lvl = zap.DebugLevel
@@ -186,6 +198,12 @@ func (w *Worker) ByeRequested() bool { return w.c.bye.Load() }
 // Info returns a snapshot for status reports.
 func (w *Worker) Info() Info {
 	in := Info{ID: w.cfg.ID, PID: w.p.pid, Started: w.p.started}
+	if w.d != nil {
+		if m, at, leased := w.d.running(); leased {
+			in.Method, in.CallStarted = m, at
+			return in
+		}
+	}
 	in.Method, in.CallStarted = w.c.running()
 	return in
 }
@@ -212,7 +230,12 @@ func (w *Worker) CallEp(method string, args json.RawMessage, ep uint64, r Replie
 // SetCallTimeout changes the worker's call_timeout (<= 0: none) for the calls it runs from
 // now on, and for the one running now, whose deadline moves accordingly. Safe for
 // concurrent use.
-func (w *Worker) SetCallTimeout(d time.Duration) { w.c.setCallTimeout(d) }
+func (w *Worker) SetCallTimeout(d time.Duration) {
+	w.c.setCallTimeout(d)
+	if w.d != nil {
+		w.d.rescan()
+	}
+}
 
 // SetStderrLimit changes the worker's StderrLimit, from the next line of its stderr on.
 func (w *Worker) SetStderrLimit(l StderrLimit) { w.p.setStderrLimit(l) }

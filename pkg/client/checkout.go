@@ -28,6 +28,7 @@ type Checkout struct {
 	cn   *conn
 	id   uint64 // "co", chosen by taskd
 	info WorkerInfo
+	pair *pair // a direct lease's socketpair (direct.go); nil if relayed. Set at grant.
 
 	// Guarded by c.mu.
 	released bool
@@ -101,6 +102,10 @@ func (co *Checkout) Go(method string, args ...any) *Pending {
 	// (it never reuses checkout ids), which nobody waits for; if the connection is gone,
 	// nothing is sent.
 	id := p.id
+	if co.pair != nil { // a direct lease: straight to the worker
+		co.pair.out.Append(func(b []byte) []byte { return wire.AppendCall(b, 0, id, ep, method, a) })
+		return p
+	}
 	co.cn.out.Append(func(b []byte) []byte { return wire.AppendCall(b, co.id, id, ep, method, a) })
 	return p
 }
@@ -174,9 +179,17 @@ func (p *Pending) await(ctx context.Context) error {
 	}
 	c := p.co.c
 	var timeout <-chan time.Time
-	if t := c.timeoutTimer(ctx, p.start); t != nil {
+	t := c.timeoutTimer(ctx, p.start)
+	if t != nil {
 		defer c.putTimer(t)
 		timeout = t.C
+	}
+	if pr := p.co.pair; pr != nil {
+		deadline, ok := ctx.Deadline()
+		if !ok && t != nil {
+			deadline = p.start.Add(c.timeout)
+		}
+		return p.awaitPair(ctx, pr, timeout, deadline)
 	}
 	select {
 	case <-p.done:
@@ -237,6 +250,10 @@ func (co *Checkout) giveUpLocked(p *Pending, err error) {
 	if co.released || co.err != nil {
 		return
 	}
+	if co.pair != nil {
+		co.fatalLocked(err, true) // taskd cancels the call on the worker's control channel
+		return
+	}
 	cancel := wire.ClientMsg{T: wire.TCancel, Co: co.id, ID: p.id}
 	abort := wire.ClientMsg{T: wire.TAbort, Co: co.id, Msg: err.Error()}
 	co.fatalLocked(err, false)
@@ -269,6 +286,9 @@ func (co *Checkout) Abort(err error) {
 // returns ErrReleased.
 func (co *Checkout) Release() {
 	c := co.c
+	if co.pair != nil {
+		c.drainPair(co, co.pair) // answers that came, unread: those calls are answered
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if co.released {
@@ -276,7 +296,13 @@ func (co *Checkout) Release() {
 	}
 	alive := co.err == nil
 	co.released = true
-	if alive {
+	if alive && co.pair != nil {
+		close(co.gone)
+		co.releasePairLocked()
+		if co.cn.cos != nil {
+			delete(co.cn.cos, co.id)
+		}
+	} else if alive {
 		close(co.gone)
 		// taskd decides whether to pool or retire the worker: it knows of the errors
 		// (and KeepWorkerAfterError) and of MaxCheckouts from the checkout request.
@@ -315,6 +341,9 @@ func (co *Checkout) fatalLocked(err error, abort bool) {
 	co.err = err
 	close(co.gone)
 	co.calls = nil
+	if co.pair != nil {
+		co.pair.closeLocked() // the worker sees EOF and waits for taskd's end
+	}
 	if co.cn.cos != nil {
 		delete(co.cn.cos, co.id)
 	}

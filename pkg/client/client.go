@@ -73,6 +73,13 @@ type Config struct {
 	// TLS that is not nil makes the Client speak TLS too (for a TLS-terminating proxy);
 	// with a unix socket it is ignored. It is cloned by New.
 	TLS *tls.Config
+
+	// Direct says whether held checkouts may be direct leases: DirectAuto (the zero value)
+	// asks for one on every checkout made over a unix socket, and gets one when the worker
+	// supports it; its calls then go to the worker over a private socketpair, not through
+	// taskd, with the same results and errors. DirectOff relays every call through taskd.
+	// TCP and TLS connections are always relayed. See docs/worker-protocol.md.
+	Direct DirectMode
 }
 
 // Client is a handle to one interface of one taskd daemon. It owns one connection to taskd,
@@ -142,6 +149,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.MaxWorkers < 0 {
 		return nil, fmt.Errorf("client: Config.MaxWorkers is %d: want 0 (no cap) or more", cfg.MaxWorkers)
+	}
+	if cfg.Direct != DirectAuto && cfg.Direct != DirectOff {
+		return nil, fmt.Errorf("client: Config.Direct is %d: want DirectAuto or DirectOff", cfg.Direct)
 	}
 	if cfg.MaxCheckouts < 0 {
 		return nil, fmt.Errorf("client: Config.MaxCheckouts is %d: want 0 (never retire) or more", cfg.MaxCheckouts)
@@ -381,6 +391,7 @@ func (c *Client) sendCheckoutLocked(cn *conn, req *coReq) {
 	req.state = reqSent
 	m := &wire.ClientMsg{T: wire.TCheckout, ID: req.id, Iface: c.cfg.Interface, Keep: c.cfg.KeepWorkerAfterError, Max: c.cfg.MaxCheckouts}
 	if req.once == nil {
+		m.Direct = c.wantDirect(cn)
 		c.sendLocked(cn, m)
 		return
 	}

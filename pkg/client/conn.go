@@ -13,7 +13,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/taskd-dev/taskd/internal/fdio"
+	"github.com/taskd-dev/taskd/internal/lease"
 	"github.com/taskd-dev/taskd/internal/sendq"
 	"github.com/taskd-dev/taskd/internal/wire"
 )
@@ -50,12 +50,12 @@ type conn struct {
 	// checkouts are not sent on this connection but parked until the next one, so that a
 	// daemon restart is invisible to the application.
 	draining  string
-	fatal     string // msg of a "fatal" message from taskd, if any
-	fatalCode string // its code: why taskd refused or closed the connection, if it said
+	fatal     string          // msg of a "fatal" message from taskd, if any
+	fatalCode string          // its code: why taskd refused or closed the connection, if it said
+	fds       *lease.FDReader // descriptors of direct grants (direct.go); the reader goroutine's
 }
 
-// wantConnLocked notes that something waits for a connection: starts the manager if
-// needed and wakes it.
+// wantConnLocked notes that something waits for a connection: starts or wakes the manager.
 func (c *Client) wantConnLocked() {
 	if !c.mgrStarted {
 		c.mgrStarted = true
@@ -206,6 +206,7 @@ func (c *Client) attach(nc net.Conn) *conn {
 		admin: make(map[uint64]*adminReq),
 		cos:   make(map[uint64]*Checkout),
 	}
+	c.setupFDs(cn) // before any request is sent: checkouts ask for a direct lease if it is set
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -232,7 +233,7 @@ func (c *Client) attach(nc net.Conn) *conn {
 // connection ends, fails or re-queues everything bound to it.
 func (c *Client) read(cn *conn) {
 	defer c.wg.Done()
-	lr := wire.NewLineReader(fdio.NewReader(cn.nc), maxLine)
+	lr := wire.NewLineReader(cn.reader(), maxLine)
 	var err error
 	for {
 		var line []byte
@@ -253,6 +254,7 @@ func (c *Client) read(cn *conn) {
 	}
 	cn.out.Abort() // closes nc; the queue's writer goroutine ends
 	<-cn.out.Done()
+	cn.closeFDs()
 
 	c.mu.Lock()
 	if cn.unserved() {
@@ -393,11 +395,13 @@ func (c *Client) dispatch(cn *conn, m *wire.ClientMsg) {
 }
 
 func (c *Client) granted(cn *conn, m *wire.ClientMsg) {
+	lf := cn.leaseFD(m) // a direct grant's socketpair end (direct.go); nil for a relayed one
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	req := cn.reqs[m.ID]
 	delete(cn.reqs, m.ID)
 	if req == nil || req.state != reqSent || req.once != nil || c.closed {
+		lf.close()
 		// Abandoned (or unknown): we own the checkout and give it straight back. The
 		// worker did nothing for us, so it is pooled. (A one-shot request is never
 		// granted; one that is failed below as a protocol error.)
@@ -416,6 +420,9 @@ func (c *Client) granted(cn *conn, m *wire.ClientMsg) {
 		id:   m.Co,
 		info: WorkerInfo{ID: m.Worker, PID: m.PID},
 		gone: make(chan struct{}),
+	}
+	if !c.pairLocked(cn, req, co, lf) {
+		return
 	}
 	cn.cos[m.Co] = co
 	c.stats.OpenCheckouts++

@@ -35,6 +35,19 @@
 // Checkouts held when the connection breaks fail with ErrWorkerLost, since taskd releases
 // the workers of a closed connection.
 //
+// # Direct leases
+//
+// Over a unix socket, a held checkout of a worker whose SDK supports it is a direct lease
+// (Config.Direct, on by default): taskd hands the Checkout a private socketpair to the
+// worker with the grant, and its calls go over it, not through taskd (one hop instead of
+// two). Results, errors, pipelining and the ep rule are those of a relayed checkout;
+// Release, Abort and a caller giving up on a call still go to taskd, which ends the lease
+// or cancels the call on the worker, and taskd's lost message says why a worker went
+// (call_timeout, a kill). A direct Checkout has no goroutine of its own: the caller waiting
+// for an answer reads the pair, handing other calls' answers to their Pendings
+// (direct.go). One-shot calls, TCP and TLS connections, and workers without lease support
+// are relayed.
+//
 // # Retries
 //
 // A call that may have reached a worker is never sent twice on the Client's own
