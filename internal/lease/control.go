@@ -140,19 +140,27 @@ var errEOF = fmt.Errorf("lease: control channel closed by the peer: %w", os.ErrC
 
 // closeRights closes every descriptor in the control messages oob.
 func closeRights(oob []byte) {
+	for _, fd := range rights(oob) {
+		unix.Close(fd)
+	}
+}
+
+// rights returns the descriptors that the control messages oob carry (SCM_RIGHTS), in
+// order; the caller owns them. Messages that do not parse are skipped.
+func rights(oob []byte) []int {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
-		return
+		return nil
 	}
+	var all []int
 	for _, m := range msgs {
 		fds, err := unix.ParseUnixRights(&m)
 		if err != nil {
 			continue
 		}
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
+		all = append(all, fds...)
 	}
+	return all
 }
 
 // Pair returns the two ends of a new socketpair(AF_UNIX, typ|SOCK_CLOEXEC): typ is

@@ -68,18 +68,8 @@ func (r *FDReader) readNow(fd uintptr) bool {
 }
 
 func (r *FDReader) keep(oob []byte) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return
-	}
-	for _, m := range msgs {
-		fds, err := unix.ParseUnixRights(&m)
-		if err != nil {
-			continue
-		}
-		for _, fd := range fds {
-			r.fds = append(r.fds, os.NewFile(uintptr(fd), "taskd-lease"))
-		}
+	for _, fd := range rights(oob) {
+		r.fds = append(r.fds, os.NewFile(uintptr(fd), "taskd-lease"))
 	}
 }
 
