@@ -364,7 +364,12 @@ func (d *direct) scan(h *held) {
 	}
 	err := fmt.Errorf("%w: call %q ran longer than %s", ErrCallTimeout, s.Method, t)
 	d.callLost(h, err)
-	d.w.InterruptLease(err, nil)
+	// Killed at once, without the cancel and cancel_grace of a relayed call: a worker
+	// that answered the cancel would reach the client over the pair before taskd's lost
+	// message does, and the caller would see the worker's cancellation error instead of
+	// ErrCallTimeout. Until the client can order the two, the kill is what keeps the
+	// error true.
+	d.w.Kill(err)
 }
 
 // rescan makes the scan of the lease held now look again at once (call_timeout changed).
