@@ -761,6 +761,9 @@ func TestReleaseAndClose(t *testing.T) {
 			require.NoError(t, err)
 			busyPID := pidOf(t, busy)
 			running := busy.Go("sleep", 10_000)
+			// Running, not only sent: over a direct lease a call the worker has not read
+			// yet is dropped unread when the lease ends, and the worker is pooled clean.
+			require.Eventually(t, func() bool { return workerMethod(t, c, busyPID) == "sleep" }, 10*time.Second, 5*time.Millisecond)
 			queued := make(chan error, 3)
 			for range 3 {
 				go func() {

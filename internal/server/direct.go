@@ -137,11 +137,12 @@ func (co *checkout) leaseCallRunning() bool {
 }
 
 // leaseEnded returns the callback that gives the worker back once its lease has ended:
-// retired if asked, or if it did not end in order (it exited or was killed).
+// retired if asked, or if it did not end in order (it exited or was killed, or a call
+// that started as it was released had to be interrupted).
 func (co *checkout) leaseEnded(retire bool) func(worker.LeaseEnd) {
 	return func(e worker.LeaseEnd) {
 		co.observeLease(e)
-		co.giveBack(retire || e.Err != nil)
+		co.giveBack(retire || e.Err != nil || e.Interrupted)
 	}
 }
 

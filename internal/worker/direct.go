@@ -34,6 +34,9 @@ type LeaseEnd struct {
 	// Calls, OK and Errs count the lease's calls, as the stats page says: started,
 	// answered ok, answered with err.
 	Calls, OK, Errs uint64
+	// Interrupted says the lease was interrupted (InterruptLease, or an EndLease that
+	// found a call running on the lease): the worker should be retired.
+	Interrupted bool
 }
 
 // direct is a worker's side of the lease extension. Goroutines: the control reader
@@ -66,6 +69,7 @@ type held struct {
 	interrupted error
 	grace       *time.Timer
 	scan        *time.Timer // call_timeout
+	endWatch    *time.Timer // EndLease's look for a call running on the lease
 }
 
 // initDirect sets up the lease side from the parent's end of the control channel and the
@@ -149,10 +153,39 @@ func (w *Worker) EndLease(done func(LeaseEnd)) {
 	h.done = done
 	send := !h.ending
 	h.ending = true
+	if h.interrupted == nil {
+		h.endWatch = time.AfterFunc(endWatchEvery, func() { d.watchEnd(h) })
+	}
 	d.mu.Unlock()
 	if send {
 		d.sendEnd(h)
 	}
+}
+
+// endWatchEvery is how often a lease that EndLease is ending is checked for a call
+// running on it, until it has ended.
+const endWatchEvery = 100 * time.Millisecond
+
+// watchEnd is the timer of a lease being ended in order. Its client released it with no
+// call running as far as the stats page could say, but a call it had written may have
+// started just then: the worker finishes a call it has read before it ends the lease,
+// and nobody waits for that call. So a call seen running on the lease interrupts it
+// (cancel, cancel_grace, kill), as a release with a call running does; else the timer
+// looks again later.
+func (d *direct) watchEnd(h *held) {
+	d.mu.Lock()
+	if d.cur != h || h.interrupted != nil || d.page == nil {
+		d.mu.Unlock()
+		return
+	}
+	s, _ := d.page.Read()
+	if s.CurID == 0 || s.Lease != h.id {
+		h.endWatch.Reset(endWatchEvery)
+		d.mu.Unlock()
+		return
+	}
+	d.mu.Unlock()
+	d.w.InterruptLease(fmt.Errorf("its checkout was released as call %q started on its lease: nobody waits for that call", s.Method), nil)
 }
 
 // InterruptLease gives up the lease for cause (its client aborted, gave up on a call, or
@@ -274,7 +307,11 @@ func (d *direct) finish(h *held, e LeaseEnd) {
 	if h.scan != nil {
 		h.scan.Stop()
 	}
+	if h.endWatch != nil {
+		h.endWatch.Stop()
+	}
 	done := h.done
+	e.Interrupted = h.interrupted != nil
 	d.mu.Unlock()
 	e.Calls, e.OK, e.Errs = c.calls, c.done-c.errs, c.errs
 	if done != nil {

@@ -345,10 +345,18 @@ func (c *Client) pairReply(co *Checkout, m *wire.WorkerMsg) error {
 	return nil
 }
 
-// releasePairLocked is Release for a direct checkout: taskd is told (with retire if calls
-// are still unanswered: the worker may be in the middle of one), then the pair closed.
+// releasePairLocked is Release for a direct checkout: taskd is told, then the pair
+// closed. With calls still unanswered (the worker may be in the middle of one, or about
+// to read one: taskd's view of the lease cannot say), the checkout is aborted instead,
+// as taskd ends a relayed checkout released with calls outstanding: the running call is
+// cancelled and the worker retired, killed unless it ends the lease within cancel_grace.
 // c.mu is held.
 func (co *Checkout) releasePairLocked() {
-	co.c.sendLocked(co.cn, &wire.ClientMsg{T: wire.TRelease, Co: co.id, Retire: len(co.calls) > 0})
+	if n := len(co.calls); n > 0 {
+		co.c.sendLocked(co.cn, &wire.ClientMsg{T: wire.TAbort, Co: co.id,
+			Msg: fmt.Sprintf("released with %d call(s) unanswered", n)})
+	} else {
+		co.c.sendLocked(co.cn, &wire.ClientMsg{T: wire.TRelease, Co: co.id})
+	}
 	co.pair.closeLocked()
 }

@@ -409,3 +409,55 @@ func daemonFDs(t *testing.T, pid int) int {
 	}
 	return n
 }
+
+// TestDirectReleasedWithCallUnread: a checkout released, or whose client went away, just
+// after a call was written to its lease, before the worker had read it (a slow reader:
+// the stats page shows no call running). Released by the client, which knows the call
+// is unanswered: the worker is interrupted (cancel, cancel_grace, kill), as for a relayed
+// checkout released with calls outstanding. Its client gone (no word on the call): taskd
+// ends the lease, and the worker, which may finish a call it has read, starts it; taskd,
+// watching the page while the lease ends, interrupts it the same way. Either way the
+// worker is killed and retired, and the pool slot is free again.
+func TestDirectReleasedWithCallUnread(t *testing.T) {
+	lw := taskdtest.Binary(t, "internal/taskdtest/leaseworker")
+	d := taskdtest.Start(t, fmt.Sprintf("interfaces:\n  slow:\n    command: [%q]\n    min_idle: 1\n    max_workers: 1\n"+
+		"    cancel_grace: 100ms\n    env: {LEASEWORKER_SLOW_LEASE_MS: \"300\"}\n", lw))
+	ctx := context.Background()
+	c := newClient(t, Config{Addr: d.Addr, Interface: "slow"})
+	for i, end := range []string{"release", "client gone"} {
+		t.Run(end, func(t *testing.T) {
+			cc := c
+			if end == "client gone" {
+				var err error
+				cc, err = New(Config{Addr: d.Addr, Interface: "slow"})
+				require.NoError(t, err)
+				defer cc.Close()
+			}
+			co, err := cc.Checkout(ctx)
+			require.NoError(t, err)
+			require.NotNil(t, co.pair)
+			var pid int
+			require.NoError(t, co.Call(ctx, "pid", &pid))
+
+			p := co.Go("spin") // read by the worker 300 ms later
+			if end == "release" {
+				co.Release()
+				require.ErrorIs(t, p.Wait(ctx, nil), ErrReleased)
+			} else {
+				require.NoError(t, cc.Close())
+				require.ErrorIs(t, p.Wait(ctx, nil), ErrClosed)
+			}
+			taskdtest.RequireGone(t, []int{pid}, 5*time.Second) // 300 ms, cancel_grace: slack for a loaded machine
+
+			co, err = c.Checkout(ctx)
+			require.NoError(t, err, "the pool slot (max_workers: 1) is free again")
+			var pid2 int
+			require.NoError(t, co.Call(ctx, "pid", &pid2))
+			assert.NotEqual(t, pid, pid2)
+			co.Release()
+			st, err := c.DaemonStatus(ctx)
+			require.NoError(t, err)
+			assert.Equal(t, uint64(i+1), st.Interfaces[0].Exits["killed"], "exits: %v", st.Interfaces[0].Exits)
+		})
+	}
+}

@@ -7,7 +7,10 @@
 //
 // It announces "pipeline" and applies the ep rule, and announces "lease" when it was given
 // a usable control channel and stats page, unless LEASEWORKER_NO_LEASE is set (a worker
-// that does not speak leases, for the fallback tests). Methods: echo and "" (return the
+// that does not speak leases, for the fallback tests). With LEASEWORKER_SLOW_LEASE_MS=N it
+// is a slow reader of its lease that finishes what it read: it waits N ms before reading
+// a lease that has data, then runs the calls it read before it looks at control (an "end"
+// that came meanwhile waits for them), as the protocol allows. Methods: echo and "" (return the
 // arguments), fail [msg] (err TestError), pid, sleep [ms] (returns ms), spin (never
 // returns), log [msg] (one log record), lease (the number of the lease the
 // call came on, 0 for stdin), dones (done hooks run so far), bye (asks to be retired on
@@ -77,10 +80,14 @@ type worker struct {
 	leaseID uint64
 	errs    uint64 // err replies since the last done hook (the ep rule)
 	dones   int
+	slow    time.Duration // LEASEWORKER_SLOW_LEASE_MS
 }
 
 func main() {
 	w := &worker{ctl: -1, stdin: stream{fd: 0, out: 1}}
+	if ms, err := strconv.Atoi(os.Getenv("LEASEWORKER_SLOW_LEASE_MS")); err == nil {
+		w.slow = time.Duration(ms) * time.Millisecond
+	}
 	announce := w.setup() && os.Getenv("LEASEWORKER_NO_LEASE") == ""
 	ready := `{"t":"ready","v":1,"pipeline":true}`
 	if announce {
@@ -116,7 +123,8 @@ func (w *worker) loop() int {
 		// A lease's line first, then stdin's: one call, then look at control again
 		// (an "end" must stop the lease before its next buffered call). With nothing
 		// buffered, poll looks at control too: no system call of its own then.
-		if w.buffered() && !w.control(false) {
+		slowRead := w.slow > 0 && w.cur != nil && bytes.IndexByte(w.cur.buf, '\n') >= 0
+		if !slowRead && w.buffered() && !w.control(false) {
 			return 0
 		}
 		if w.cur != nil {
@@ -148,6 +156,11 @@ func (w *worker) loop() int {
 			w.stdin.fill()
 		}
 		if li >= 0 && fds[li].Revents != 0 {
+			if w.slow > 0 {
+				time.Sleep(w.slow)
+				w.cur.fill()
+				continue // its calls first
+			}
 			w.cur.fill()
 		}
 		if w.ctl >= 0 && fds[1].Revents != 0 && !w.control(true) {
