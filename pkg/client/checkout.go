@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/taskd-dev/taskd/internal/wire"
@@ -29,7 +30,9 @@ type Checkout struct {
 	id   uint64 // "co", chosen by taskd
 	info WorkerInfo
 
-	// Guarded by c.mu.
+	// mu guards what follows, and the answers of the checkout's Pending calls: the
+	// per-call path takes this lock, never Client.mu. Lock order: Client.mu, then mu.
+	mu       sync.Mutex
 	released bool
 	err      error         // sticky fatal error
 	gone     chan struct{} // closed when err is set or on Release
@@ -48,7 +51,7 @@ type Pending struct {
 	err0   error         // failed before it was sent
 	done   chan struct{} // closed when answered
 
-	// Guarded by co.c.mu; set before done is closed.
+	// Guarded by co.mu; set before done is closed.
 	r    json.RawMessage
 	err  error
 	seen bool // a remote error was returned to the caller (counted in co.errs)
@@ -80,9 +83,9 @@ func (co *Checkout) Go(method string, args ...any) *Pending {
 		return p
 	}
 
-	c.mu.Lock()
+	co.mu.Lock()
 	if err := co.stateErrLocked(); err != nil {
-		c.mu.Unlock()
+		co.mu.Unlock()
 		p.err0 = err
 		return p
 	}
@@ -93,7 +96,7 @@ func (co *Checkout) Go(method string, args ...any) *Pending {
 		co.calls = make(map[uint64]*Pending)
 	}
 	co.calls[p.id] = p
-	c.mu.Unlock()
+	co.mu.Unlock()
 
 	// Queued outside the lock: the arguments may be large, and the write may happen right
 	// here. So concurrent calls may be queued in another order than their ids (which need
@@ -143,12 +146,12 @@ func (p *Pending) Wait(ctx context.Context, result any) error {
 	c := co.c
 	gaveUp := p.await(ctx)
 
-	c.mu.Lock()
+	co.mu.Lock()
 	if gaveUp != nil && !p.answered() {
 		co.giveUpLocked(p, p.ctxErr(gaveUp)) // does nothing if the checkout ended already
 	}
 	if err := co.stateErrLocked(); err != nil {
-		c.mu.Unlock()
+		co.mu.Unlock()
 		return err
 	}
 	r, err := p.r, p.err
@@ -158,7 +161,7 @@ func (p *Pending) Wait(ctx context.Context, result any) error {
 		p.seen = true
 		co.errs++
 	}
-	c.mu.Unlock()
+	co.mu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -233,6 +236,7 @@ func (p *Pending) ctxErr(err error) error {
 // giveUpLocked fails the checkout for good with err because the caller of call p gave up
 // on it: it tells taskd to cancel p (which taskd forwards to the worker if it runs it)
 // and to abort the checkout, in one write. It does nothing if the checkout ended already.
+// co.mu is held.
 func (co *Checkout) giveUpLocked(p *Pending, err error) {
 	if co.released || co.err != nil {
 		return
@@ -240,7 +244,7 @@ func (co *Checkout) giveUpLocked(p *Pending, err error) {
 	cancel := wire.ClientMsg{T: wire.TCancel, Co: co.id, ID: p.id}
 	abort := wire.ClientMsg{T: wire.TAbort, Co: co.id, Msg: err.Error()}
 	co.fatalLocked(err, false)
-	if !co.cn.gone {
+	if !co.cn.gone.Load() {
 		co.cn.out.Append(func(b []byte) []byte {
 			b, _ = wire.AppendClientMsg(b, &cancel)
 			b, _ = wire.AppendClientMsg(b, &abort)
@@ -256,9 +260,8 @@ func (co *Checkout) giveUpLocked(p *Pending, err error) {
 // cancel_grace (at once if none is outstanding, or if cancel_grace is 0). Abort does
 // nothing if the checkout already failed or was released; Release it afterwards as usual.
 func (co *Checkout) Abort(err error) {
-	c := co.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	co.mu.Lock()
+	defer co.mu.Unlock()
 	co.fatalLocked(&abortError{what: co.describe(), cause: err}, true) // does nothing if the checkout ended already
 }
 
@@ -268,32 +271,34 @@ func (co *Checkout) Abort(err error) {
 // returns ErrReleased). Release is idempotent; afterwards every method of the checkout
 // returns ErrReleased.
 func (co *Checkout) Release() {
-	c := co.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	co.mu.Lock()
 	if co.released {
+		co.mu.Unlock()
 		return
 	}
 	alive := co.err == nil
 	co.released = true
 	if alive {
 		close(co.gone)
+		co.cn.cos.Delete(co.id)
 		// taskd decides whether to pool or retire the worker: it knows of the errors
 		// (and KeepWorkerAfterError) and of MaxCheckouts from the checkout request.
-		c.sendLocked(co.cn, &wire.ClientMsg{T: wire.TRelease, Co: co.id})
-		if co.cn.cos != nil {
-			delete(co.cn.cos, co.id)
-		}
+		co.cn.send(&wire.ClientMsg{T: wire.TRelease, Co: co.id})
 	}
 	co.calls = nil
+	co.mu.Unlock()
+
+	c := co.c
+	c.mu.Lock()
 	c.stats.OpenCheckouts--
 	c.freeSlotLocked()
+	c.mu.Unlock()
 }
 
 // stateErr returns ErrReleased or the sticky error, if any.
 func (co *Checkout) stateErr() error {
-	co.c.mu.Lock()
-	defer co.c.mu.Unlock()
+	co.mu.Lock()
+	defer co.mu.Unlock()
 	return co.stateErrLocked()
 }
 
@@ -307,7 +312,7 @@ func (co *Checkout) stateErrLocked() error {
 // fatalLocked makes err the checkout's sticky error and wakes every waiting call, unless
 // the checkout was released or failed already. With abort set it tells taskd to abort the
 // checkout (taskd interrupts the worker: cancel, cancel_grace, kill); taskd then sends
-// nothing more about it.
+// nothing more about it. co.mu is held.
 func (co *Checkout) fatalLocked(err error, abort bool) {
 	if co.released || co.err != nil {
 		return
@@ -315,12 +320,17 @@ func (co *Checkout) fatalLocked(err error, abort bool) {
 	co.err = err
 	close(co.gone)
 	co.calls = nil
-	if co.cn.cos != nil {
-		delete(co.cn.cos, co.id)
-	}
+	co.cn.cos.Delete(co.id)
 	if abort {
-		co.c.sendLocked(co.cn, &wire.ClientMsg{T: wire.TAbort, Co: co.id, Msg: err.Error()})
+		co.cn.send(&wire.ClientMsg{T: wire.TAbort, Co: co.id, Msg: err.Error()})
 	}
+}
+
+// fail is fatalLocked for a caller that does not hold co.mu.
+func (co *Checkout) fail(err error, abort bool) {
+	co.mu.Lock()
+	co.fatalLocked(err, abort)
+	co.mu.Unlock()
 }
 
 // reply handles ok, err and fail for a call. It runs on the reader goroutine: worker logs
@@ -331,23 +341,23 @@ func (c *Client) reply(cn *conn, m *wire.ClientMsg) {
 	if m.T == wire.TOK {
 		r = append(json.RawMessage(nil), m.R...) // m aliases the reader's buffer; Wait may come later
 	}
-	c.mu.Lock()
-	co := cn.cos[m.Co]
-	var p *Pending
-	if co != nil {
-		p = co.calls[m.ID]
-		delete(co.calls, m.ID)
+	co := cn.checkout(m.Co)
+	if co == nil {
+		return // released or failed meanwhile: nobody waits for it
 	}
+	co.mu.Lock()
+	p := co.calls[m.ID]
+	delete(co.calls, m.ID)
 	if p == nil || (m.T == wire.TOK && len(m.Logs) == 0) {
 		// Nobody waits for it (aborted, released, or failed meanwhile); or the common
 		// case, with nothing to do outside the lock.
 		if p != nil {
 			p.answerLocked(r, nil)
 		}
-		c.mu.Unlock()
+		co.mu.Unlock()
 		return
 	}
-	c.mu.Unlock()
+	co.mu.Unlock()
 
 	if len(m.Logs) > 0 {
 		c.emitLogs(co.info, p.method, m.Logs)
@@ -357,12 +367,12 @@ func (c *Client) reply(cn *conn, m *wire.ClientMsg) {
 	// checkout usable; any other failure is fatal to it.
 	fatal := m.T == wire.TFail && m.Code != wire.CodeAborted && m.Code != wire.CodeInvalidUTF8
 
-	c.mu.Lock()
+	co.mu.Lock()
 	p.answerLocked(r, err)
 	if fatal {
 		co.fatalLocked(err, false)
 	}
-	c.mu.Unlock()
+	co.mu.Unlock()
 }
 
 // answerErr is the error that answer m (ok, err, fail or lost) of a call gives its caller.

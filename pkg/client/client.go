@@ -57,6 +57,13 @@ type Config struct {
 	// applies).
 	MaxCheckouts int
 
+	// Conns is the most connections to taskd the Client opens: the first when it is first
+	// needed, more while many checkouts are held or waiting at once (more than two per
+	// connection), so that a busy Client's calls do not all pass through one connection,
+	// one reader goroutine and one taskd session. A checkout's calls all travel on one
+	// connection. 0 means GOMAXPROCS, at most 8; 1 keeps one connection.
+	Conns int
+
 	// KeepWorkerAfterError keeps a worker in the pool after one of its calls raised. By
 	// default such a worker is retired on Release, in case the error left it in a bad state.
 	KeepWorkerAfterError bool
@@ -75,9 +82,10 @@ type Config struct {
 	TLS *tls.Config
 }
 
-// Client is a handle to one interface of one taskd daemon. It owns one connection to taskd,
-// dialled when first needed and re-dialled (with a short, capped backoff) whenever it is
-// lost while checkouts are waiting. A Client is safe for concurrent use by many goroutines;
+// Client is a handle to one interface of one taskd daemon. It owns its connections to
+// taskd (up to Config.Conns): the first dialled when first needed and re-dialled (with a
+// short, capped backoff) whenever it is lost while checkouts are waiting, more dialled
+// while the load calls for them (lanes.go). A Client is safe for concurrent use by many goroutines;
 // create one per interface and share it. Close it when done: it stops the goroutines it
 // started.
 type Client struct {
@@ -88,7 +96,6 @@ type Client struct {
 
 	ctx    context.Context // cancelled by Close; bounds dials
 	cancel context.CancelFunc
-	kick   chan struct{}  // wakes the connection manager (cap 1)
 	wg     sync.WaitGroup // every goroutine the Client started
 	timers sync.Pool      // *time.Timer for Config.Timeout (see timeoutTimer)
 
@@ -98,12 +105,13 @@ type Client struct {
 	// blocking channel operation, no logging.
 	mu          sync.Mutex
 	closed      bool
-	mgrStarted  bool
+	lanes       []*lane // Config.Conns of them; lane 0 first
+	live        int     // lanes with a connection up
+	rr          uint32  // the lane that took the last request (pickConnLocked)
 	nextID      uint64       // request ids, unique for the Client's lifetime
 	held        int          // checkouts holding a MaxWorkers slot (waiting for taskd or granted)
 	slotQ       reqQueue     // checkouts waiting for a MaxWorkers slot, FIFO
 	unsent      reqQueue     // checkouts waiting for a connection, FIFO; empty while conn != nil
-	conn        *conn        // the live connection, or nil
 	lastErr     error        // last dial or connection error
 	dialWaiters []chan error // admin requests waiting for the outcome of the next dial
 	stats       Stats        // returned by Stats as it is
@@ -143,6 +151,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.MaxWorkers < 0 {
 		return nil, fmt.Errorf("client: Config.MaxWorkers is %d: want 0 (no cap) or more", cfg.MaxWorkers)
 	}
+	if cfg.Conns < 0 {
+		return nil, fmt.Errorf("client: Config.Conns is %d: want 0 (by GOMAXPROCS) or more", cfg.Conns)
+	}
 	if cfg.MaxCheckouts < 0 {
 		return nil, fmt.Errorf("client: Config.MaxCheckouts is %d: want 0 (never retire) or more", cfg.MaxCheckouts)
 	}
@@ -150,7 +161,12 @@ func New(cfg Config) (*Client, error) {
 		cfg:  cfg,
 		addr: addr,
 		log:  cfg.Logger,
-		kick: make(chan struct{}, 1),
+	}
+	if c.cfg.Conns == 0 {
+		c.cfg.Conns = defaultConns()
+	}
+	for i := range c.cfg.Conns {
+		c.lanes = append(c.lanes, &lane{i: i, kick: make(chan struct{}, 1)})
 	}
 	c.cfg.Addr = addr.String()
 	if c.cfg.Name == "" && len(os.Args) > 0 {
@@ -265,6 +281,7 @@ func (c *Client) checkout(ctx context.Context, once *onceCall, start time.Time) 
 	} else {
 		c.held++
 		c.toDaemonLocked(req)
+		c.growLocked()
 	}
 	c.mu.Unlock()
 
@@ -362,7 +379,7 @@ func (c *Client) closedErr() error {
 // toDaemonLocked moves a request that holds a slot to the daemon stage: sent now if a
 // connection is up, else queued for the next one.
 func (c *Client) toDaemonLocked(req *coReq) {
-	if cn := c.conn; cn != nil {
+	if cn := c.pickConnLocked(); cn != nil {
 		c.sendCheckoutLocked(cn, req)
 		return
 	}
@@ -385,7 +402,7 @@ func (c *Client) sendCheckoutLocked(cn *conn, req *coReq) {
 		return
 	}
 	m.Once, m.M, m.A = true, req.once.method, req.once.args
-	if !cn.gone {
+	if !cn.gone.Load() {
 		// Where the request ends in the stream: if the connection breaks, it tells whether
 		// the request reached taskd whole (then its call may have run).
 		req.once.mark, _ = cn.out.AppendMark(func(b []byte) []byte {
@@ -451,7 +468,7 @@ func (c *Client) Stats() Stats {
 // Client's goroutines to exit. Held checkouts should still be released (it is then a
 // no-op). Close is idempotent and safe to call concurrently; it returns nil.
 func (c *Client) Close() error {
-	var nc net.Conn
+	var ncs []net.Conn
 	c.mu.Lock()
 	if !c.closed {
 		c.closed = true
@@ -467,13 +484,15 @@ func (c *Client) Close() error {
 			ch <- err // buffered
 		}
 		c.dialWaiters = nil
-		if cn := c.conn; cn != nil {
-			c.failConnLocked(cn, err, err, err)
-			nc = cn.nc
+		for _, l := range c.lanes {
+			if cn := l.cn; cn != nil {
+				c.failConnLocked(cn, err, err, err)
+				ncs = append(ncs, cn.nc)
+			}
 		}
 	}
 	c.mu.Unlock()
-	if nc != nil {
+	for _, nc := range ncs {
 		nc.Close() // ends the reader
 	}
 	c.wg.Wait()
