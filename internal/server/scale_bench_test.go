@@ -3,8 +3,8 @@ package server_test
 import (
 	"context"
 	"encoding/json"
-	"strings"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 

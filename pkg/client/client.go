@@ -105,9 +105,9 @@ type Client struct {
 	// blocking channel operation, no logging.
 	mu          sync.Mutex
 	closed      bool
-	lanes       []*lane // Config.Conns of them; lane 0 first
-	live        int     // lanes with a connection up
-	rr          uint32  // the lane that took the last request (pickConnLocked)
+	lanes       []*lane      // Config.Conns of them; lane 0 first
+	live        int          // lanes with a connection up
+	rr          uint32       // the lane that took the last request (pickConnLocked)
 	nextID      uint64       // request ids, unique for the Client's lifetime
 	held        int          // checkouts holding a MaxWorkers slot (waiting for taskd or granted)
 	slotQ       reqQueue     // checkouts waiting for a MaxWorkers slot, FIFO
