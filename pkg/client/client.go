@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -114,7 +115,11 @@ type Client struct {
 	unsent      reqQueue     // checkouts waiting for a connection, FIFO; empty while conn != nil
 	lastErr     error        // last dial or connection error
 	dialWaiters []chan error // admin requests waiting for the outcome of the next dial
-	stats       Stats        // returned by Stats as it is
+	stats       Stats        // returned by Stats, with the wait counters below
+
+	// The wait counters of Stats, kept outside mu: a checkout updates them when its wait
+	// ends without taking the lock again.
+	waiting, waitCount, waitNanos atomic.Int64
 }
 
 // Stats is a snapshot of a Client's checkouts, in the spirit of sql.DBStats.
@@ -274,7 +279,7 @@ func (c *Client) checkout(ctx context.Context, once *onceCall, start time.Time) 
 	}
 	c.nextID++
 	req := &coReq{id: c.nextID, ready: make(chan struct{}), once: once}
-	c.stats.Waiting++
+	c.waiting.Add(1)
 	if c.cfg.MaxWorkers > 0 && (c.held >= c.cfg.MaxWorkers || c.slotQ.len() > 0) {
 		req.state = reqSlot
 		c.slotQ.push(req)
@@ -298,11 +303,9 @@ func (c *Client) checkout(ctx context.Context, once *onceCall, start time.Time) 
 		co, err = c.giveUp(context.DeadlineExceeded, req)
 	}
 
-	c.mu.Lock()
-	c.stats.Waiting--
-	c.stats.WaitCount++
-	c.stats.WaitDuration += time.Since(start)
-	c.mu.Unlock()
+	c.waitNanos.Add(int64(time.Since(start)))
+	c.waitCount.Add(1)
+	c.waiting.Add(-1)
 	return co, err
 }
 
@@ -459,8 +462,12 @@ func (c *Client) Call(ctx context.Context, method string, result any, args ...an
 // Stats returns a snapshot of the Client's checkout statistics.
 func (c *Client) Stats() Stats {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.stats
+	st := c.stats
+	c.mu.Unlock()
+	st.Waiting = int(c.waiting.Load())
+	st.WaitCount = c.waitCount.Load()
+	st.WaitDuration = time.Duration(c.waitNanos.Load())
+	return st
 }
 
 // Close closes the connection to taskd (which releases every checkout it holds), fails

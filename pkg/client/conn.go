@@ -340,6 +340,14 @@ func (c *Client) onceAnswer(cn *conn, m *wire.ClientMsg) {
 		c.mu.Unlock()
 		return // abandoned: the answer crossed the abandon, and nobody waits for it
 	}
+	if m.T == wire.TOK && len(m.Logs) == 0 {
+		// The common case, with nothing to do outside the lock: answered at once.
+		req.once.r = r
+		failReqLocked(req, nil)
+		c.freeSlotLocked()
+		c.mu.Unlock()
+		return
+	}
 	c.mu.Unlock()
 
 	if len(m.Logs) > 0 {
