@@ -53,6 +53,7 @@ type Pending struct {
 
 	// Guarded by co.mu; set before done is closed.
 	r    json.RawMessage
+	rp   *[]byte // r's pooled buffer (codec.go)
 	err  error
 	seen bool // a remote error was returned to the caller (counted in co.errs)
 }
@@ -75,7 +76,9 @@ func (co *Checkout) describe() string {
 func (co *Checkout) Go(method string, args ...any) *Pending {
 	c := co.c
 	p := &Pending{co: co, method: method, start: time.Now(), done: make(chan struct{})}
-	a, err := encodeArgs(args)
+	bp := getBuf() // the arguments, until the send queue has copied the call
+	a, err := appendArgs(*bp, args)
+	defer putBuf(bp, a)
 	if err != nil {
 		if p.err0 = co.stateErr(); p.err0 == nil { // ErrReleased and a sticky error come first
 			p.err0 = fmt.Errorf("client: call %s: encoding arguments: %w (the call was not sent; the checkout is still usable)", callName(c.cfg.Interface, method), err)
@@ -130,7 +133,22 @@ func (co *Checkout) Call(ctx context.Context, method string, result any, args ..
 		}
 		return fmt.Errorf("client: call %s not sent: %w", callName(co.c.cfg.Interface, method), err)
 	}
-	return co.Go(method, args...).Wait(ctx, result)
+	p := co.Go(method, args...)
+	err := p.Wait(ctx, result)
+	p.recycle() // nobody else sees p
+	return err
+}
+
+// recycle gives the buffer of the call's result back to the pool. Only the owner of a
+// Pending that nobody else can Wait for may call it, after Wait: an answer that has not
+// come by then never will (Wait returned because the checkout ended).
+func (p *Pending) recycle() {
+	co := p.co
+	co.mu.Lock()
+	r, rp := p.r, p.rp
+	p.r, p.rp = nil, nil
+	co.mu.Unlock()
+	recycleResult(r, rp)
 }
 
 // Wait waits for the call's result and decodes it into result, like Checkout.Call. If ctx
@@ -337,13 +355,14 @@ func (co *Checkout) fail(err error, abort bool) {
 // are emitted here, outside the lock and before the caller is woken, so they arrive in
 // order and before the call returns.
 func (c *Client) reply(cn *conn, m *wire.ClientMsg) {
-	var r json.RawMessage
-	if m.T == wire.TOK {
-		r = append(json.RawMessage(nil), m.R...) // m aliases the reader's buffer; Wait may come later
-	}
 	co := cn.checkout(m.Co)
 	if co == nil {
 		return // released or failed meanwhile: nobody waits for it
+	}
+	var r json.RawMessage
+	var rp *[]byte
+	if m.T == wire.TOK {
+		r, rp = copyResult(m.R) // m aliases the reader's buffer; Wait may come later
 	}
 	co.mu.Lock()
 	p := co.calls[m.ID]
@@ -352,7 +371,7 @@ func (c *Client) reply(cn *conn, m *wire.ClientMsg) {
 		// Nobody waits for it (aborted, released, or failed meanwhile); or the common
 		// case, with nothing to do outside the lock.
 		if p != nil {
-			p.answerLocked(r, nil)
+			p.answerLocked(r, rp, nil)
 		}
 		co.mu.Unlock()
 		return
@@ -368,7 +387,7 @@ func (c *Client) reply(cn *conn, m *wire.ClientMsg) {
 	fatal := m.T == wire.TFail && m.Code != wire.CodeAborted && m.Code != wire.CodeInvalidUTF8
 
 	co.mu.Lock()
-	p.answerLocked(r, err)
+	p.answerLocked(r, rp, err)
 	if fatal {
 		co.fatalLocked(err, false)
 	}
@@ -390,16 +409,9 @@ func (c *Client) answerErr(m *wire.ClientMsg, method string) error {
 	return nil
 }
 
-func (p *Pending) answerLocked(r json.RawMessage, err error) {
-	p.r, p.err = r, err
+func (p *Pending) answerLocked(r json.RawMessage, rp *[]byte, err error) {
+	p.r, p.rp, p.err = r, rp, err
 	close(p.done)
-}
-
-func encodeArgs(args []any) (json.RawMessage, error) {
-	if len(args) == 0 {
-		return json.RawMessage("[]"), nil
-	}
-	return json.Marshal(args)
 }
 
 func decodeResult(r json.RawMessage, result any, iface, method string) error {

@@ -249,6 +249,7 @@ type onceCall struct {
 	method string
 	args   json.RawMessage
 	r      json.RawMessage // the result, once the request is answered ok
+	rp     *[]byte         // r's pooled buffer (codec.go)
 	mark   uint64          // the request's end in its connection's stream (sendq.AppendMark)
 }
 
@@ -444,7 +445,11 @@ func failReqLocked(req *coReq, err error) {
 // cancel_grace, as with Checkout.Call. See Checkout.Call for result and
 // args.
 func (c *Client) Call(ctx context.Context, method string, result any, args ...any) error {
-	a, err := encodeArgs(args)
+	bp := getBuf()
+	a, err := appendArgs(*bp, args)
+	// Once checkout returns, the request is answered or abandoned: it is never sent
+	// again, and its arguments can go back to the pool.
+	defer putBuf(bp, a)
 	if err != nil {
 		return fmt.Errorf("client: call %s: encoding arguments: %w (the call was not sent)", callName(c.cfg.Interface, method), err)
 	}
@@ -456,7 +461,9 @@ func (c *Client) Call(ctx context.Context, method string, result any, args ...an
 	if _, err := c.checkout(ctx, once, time.Now()); err != nil {
 		return err
 	}
-	return decodeResult(once.r, result, c.cfg.Interface, method)
+	err = decodeResult(once.r, result, c.cfg.Interface, method)
+	recycleResult(once.r, once.rp)
+	return err
 }
 
 // Stats returns a snapshot of the Client's checkout statistics.

@@ -326,8 +326,9 @@ func (c *Client) granted(cn *conn, m *wire.ClientMsg) {
 // reply it emits the worker's logs outside the lock, before the caller is woken.
 func (c *Client) onceAnswer(cn *conn, m *wire.ClientMsg) {
 	var r json.RawMessage
+	var rp *[]byte
 	if m.T == wire.TOK {
-		r = append(json.RawMessage(nil), m.R...) // m aliases the reader's buffer
+		r, rp = copyResult(m.R) // m aliases the reader's buffer
 	}
 	c.mu.Lock()
 	req := cn.reqs[m.ID]
@@ -342,7 +343,7 @@ func (c *Client) onceAnswer(cn *conn, m *wire.ClientMsg) {
 	}
 	if m.T == wire.TOK && len(m.Logs) == 0 {
 		// The common case, with nothing to do outside the lock: answered at once.
-		req.once.r = r
+		req.once.r, req.once.rp = r, rp
 		failReqLocked(req, nil)
 		c.freeSlotLocked()
 		c.mu.Unlock()
@@ -360,7 +361,7 @@ func (c *Client) onceAnswer(cn *conn, m *wire.ClientMsg) {
 	if req.state != reqSent {
 		return // given up meanwhile (giveUp answered the caller)
 	}
-	req.once.r = r
+	req.once.r, req.once.rp = r, rp
 	failReqLocked(req, err) // answered: with err nil, the call succeeded
 	c.freeSlotLocked()
 }
