@@ -12,6 +12,7 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/taskd ./cmd/taskctl
 	$(GO) build -o $(BIN)/echo-worker ./examples/echo
 	$(GO) build -o $(BIN)/passwd-worker ./examples/passwd
+	$(GO) build -o $(BIN)/minimal-worker ./internal/bench/minimal
 
 # Runs taskd in the foreground on its default socket (no root needed); Ctrl-C stops it.
 run: build

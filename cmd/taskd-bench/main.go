@@ -35,7 +35,7 @@ func main() {
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("taskd-bench", flag.ContinueOnError)
 	var s bench.Suite
-	bin := fs.String("bin", "bin", "directory holding the taskd and echo-worker binaries")
+	bin := fs.String("bin", "bin", "directory holding the taskd, echo-worker and minimal-worker binaries")
 	callers := fs.String("callers", "1,8,32", "comma-separated caller counts")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
 	fs.DurationVar(&s.Duration, "d", 0, "length of one measured run (default 2s)")
@@ -59,6 +59,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	s.TaskdBin = filepath.Join(*bin, "taskd")
 	s.EchoBin = filepath.Join(*bin, "echo-worker")
+	s.MinimalBin = filepath.Join(*bin, "minimal-worker") // row (f); left out if absent
 	s.Out = os.Stdout
 	s.Log = os.Stderr
 	if *quiet {

@@ -45,9 +45,9 @@ type session struct {
 
 	mu      sync.Mutex
 	waiting map[uint64]context.CancelFunc // request id → abandon: a waiting checkout, a logs follow
-	ended     bool
-	name      string // given by the client in its hello (holders.go)
-	named     bool   // a hello came
+	ended   bool
+	name    string // given by the client in its hello (holders.go)
+	named   bool   // a hello came
 
 	client bool // an accepted connection (not the health check's): held to hello_timeout; set before serve
 }
@@ -65,7 +65,7 @@ func newSession(s *Server, conn net.Conn, id uint64) *session {
 				log.Warn("client does not read its replies; closing its connection", zap.Error(err))
 			}
 		}).WithLimit(sendq.BacklogFor(int(s.cfg.MaxMessageBytes))),
-		log:       log,
+		log:     log,
 		waiting: make(map[uint64]context.CancelFunc),
 	}
 }
@@ -79,7 +79,7 @@ func (ss *session) serve() {
 	ss.ended = true
 	ss.mu.Unlock()
 	cos := ss.held() // none is added once ended is set
-	ss.stop() // abandon waiting checkouts
+	ss.stop()        // abandon waiting checkouts
 	for _, co := range cos {
 		co.release(false)
 	}
