@@ -281,15 +281,25 @@ func (c *Client) checkout(ctx context.Context, once *onceCall, start time.Time) 
 	c.nextID++
 	req := &coReq{id: c.nextID, ready: make(chan struct{}), once: once}
 	c.waiting.Add(1)
+	var corked *conn
 	if c.cfg.MaxWorkers > 0 && (c.held >= c.cfg.MaxWorkers || c.slotQ.len() > 0) {
 		req.state = reqSlot
 		c.slotQ.push(req)
 	} else {
 		c.held++
-		c.toDaemonLocked(req)
+		// The request is queued on its connection under the lock, so that its place in
+		// the stream is known (see onceCall.mark), and written once the lock is
+		// released: the write system call does not hold up the Client's other callers.
+		if corked = c.pickConnLocked(); corked != nil {
+			corked.out.Cork()
+		}
+		c.toConnLocked(req, corked)
 		c.growLocked()
 	}
 	c.mu.Unlock()
+	if corked != nil {
+		corked.out.Uncork()
+	}
 
 	var (
 		co  *Checkout
@@ -382,8 +392,11 @@ func (c *Client) closedErr() error {
 
 // toDaemonLocked moves a request that holds a slot to the daemon stage: sent now if a
 // connection is up, else queued for the next one.
-func (c *Client) toDaemonLocked(req *coReq) {
-	if cn := c.pickConnLocked(); cn != nil {
+func (c *Client) toDaemonLocked(req *coReq) { c.toConnLocked(req, c.pickConnLocked()) }
+
+// toConnLocked is toDaemonLocked with the connection chosen: cn, or nil if none is up.
+func (c *Client) toConnLocked(req *coReq, cn *conn) {
+	if cn != nil {
 		c.sendCheckoutLocked(cn, req)
 		return
 	}
