@@ -7,6 +7,8 @@ import (
 	"net"
 	"runtime"
 	"time"
+
+	"github.com/taskd-dev/taskd/internal/wire"
 )
 
 // Connections. A Client spreads its checkouts over up to Config.Conns connections to
@@ -22,6 +24,10 @@ import (
 // maxConns bounds Config.Conns' default (GOMAXPROCS): enough readers to keep the cores of
 // a large machine busy, few enough that a Client costs taskd little.
 const maxConns = 8
+
+// extraRefusedDelay is how long a lane other than lane 0 waits before it dials again
+// after taskd refused it for max_clients.
+const extraRefusedDelay = 5 * time.Second
 
 // growAt is the number of checkouts per connection past which the next lane is dialled.
 const growAt = 2
@@ -54,13 +60,13 @@ func (c *Client) kickLocked(l *lane) {
 // wantConnLocked notes that something waits for a connection: wakes lane 0's manager.
 func (c *Client) wantConnLocked() { c.kickLocked(c.lanes[0]) }
 
-// growLocked dials the next lanes if the load has grown past what the live ones carry.
-// O(1) unless it starts a lane.
+// growLocked wakes the lanes that the load calls for and that are down: lane i while more
+// than growAt·i checkouts are held or waiting. At most Config.Conns steps.
 func (c *Client) growLocked() {
 	if c.live == 0 {
 		return // lane 0 is dialled on demand; the others follow once it is up
 	}
-	for i := c.live; i < len(c.lanes) && c.held > growAt*i; i++ {
+	for i := 1; i < len(c.lanes) && c.held > growAt*i; i++ {
 		if l := c.lanes[i]; l.cn == nil {
 			c.kickLocked(l)
 		}
@@ -133,9 +139,13 @@ func (c *Client) manage(l *lane) {
 		case <-c.ctx.Done():
 			return
 		}
-		if time.Since(start) >= stableConn {
+		switch {
+		case l.i > 0 && cn.fatalCode == wire.CodeTooManyClients:
+			// taskd is at max_clients: the lanes up carry the load meanwhile.
+			delay = extraRefusedDelay
+		case time.Since(start) >= stableConn:
 			delay = 0
-		} else {
+		default:
 			delay = nextDelay(delay)
 		}
 	}
