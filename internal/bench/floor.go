@@ -99,7 +99,7 @@ func (s *Suite) reportFloor(cells map[[2]int]cell) {
 	pipe, floor := scenarioIndex(kindPipe, smallPayload), scenarioIndex(kindMinimal, smallPayload)
 	held, once := scenarioIndex(kindHeld, smallPayload), scenarioIndex(kindOneShot, smallPayload)
 	held4k := scenarioIndex(kindHeld, largePayload)
-	fmt.Fprintln(w, "| floor and client (issue 14) | callers | measured |")
+	fmt.Fprintln(w, "\n| floor and client (issue 14) | callers | measured |")
 	fmt.Fprintln(w, "|---|--:|--:|")
 	for _, n := range s.Callers {
 		if s.MinimalBin != "" {
