@@ -61,12 +61,13 @@ func (c *Client) kickLocked(l *lane) {
 func (c *Client) wantConnLocked() { c.kickLocked(c.lanes[0]) }
 
 // growLocked wakes the lanes that the load calls for and that are down: lane i while more
-// than growAt·i checkouts are held or waiting. At most Config.Conns steps.
+// than growAt·i checkouts are held or waiting (lane 0 while any is, once another lane is
+// up). At most Config.Conns steps.
 func (c *Client) growLocked() {
 	if c.live == 0 {
 		return // lane 0 is dialled on demand; the others follow once it is up
 	}
-	for i := 1; i < len(c.lanes) && c.held > growAt*i; i++ {
+	for i := 0; i < len(c.lanes) && c.held > growAt*i; i++ {
 		if l := c.lanes[i]; l.cn == nil {
 			c.kickLocked(l)
 		}
@@ -170,10 +171,10 @@ func (c *Client) needConn(l *lane) bool {
 	if c.closed || l.cn != nil {
 		return false
 	}
-	if l.i == 0 {
-		return c.unsent.len() > 0 || len(c.dialWaiters) > 0
+	if l.i == 0 && (c.unsent.len() > 0 || len(c.dialWaiters) > 0) {
+		return true
 	}
-	return c.live > 0 && c.held > growAt*l.i
+	return c.live > 0 && c.held > growAt*l.i // lane 0 too, if it was lost while others are up
 }
 
 // waitNeed blocks until lane l is needed (and down), or the Client is closed.

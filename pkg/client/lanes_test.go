@@ -129,3 +129,35 @@ func TestConnsRestartInvisible(t *testing.T) {
 	}
 	assert.Equal(t, 0, c.Stats().OpenCheckouts)
 }
+
+// A lane lost while others are up is dialled again while the load still calls for it,
+// lane 0 included; the checkouts it carried fail, the others go on.
+func TestConnsLaneRedialled(t *testing.T) {
+	d := newFakeDaemon(t)
+	c := newClient(t, Config{Addr: d.addr(), Conns: 2})
+	cos := holdCheckouts(t, c, 3)
+	live := func() int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.live
+	}
+	require.Eventually(t, func() bool { return live() == 2 }, 5*time.Second, time.Millisecond)
+	c.mu.Lock()
+	lost := c.lanes[0].cn
+	c.mu.Unlock()
+	lost.nc.Close()
+	require.Eventually(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.lanes[0].cn != nil && c.lanes[0].cn != lost
+	}, 5*time.Second, time.Millisecond)
+	ctx := ctxTimeout(t, 10*time.Second)
+	for _, co := range cos {
+		if co.cn == lost {
+			require.ErrorIs(t, co.Call(ctx, "echo", nil), ErrWorkerLost)
+		} else {
+			require.NoError(t, co.Call(ctx, "echo", nil))
+		}
+		co.Release()
+	}
+}
