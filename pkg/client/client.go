@@ -122,23 +122,6 @@ type Client struct {
 	waiting, waitCount, waitNanos atomic.Int64
 }
 
-// Stats is a snapshot of a Client's checkouts, in the spirit of sql.DBStats.
-type Stats struct {
-	MaxWorkers    int // Config.MaxWorkers (0 = no client-side cap)
-	OpenCheckouts int // checkouts granted and not yet released (one-shot calls not included)
-	Waiting       int // Checkout and Client.Call calls waiting now for a worker (or, for Client.Call, its answer)
-
-	// WaitCount is the number of finished waits for a worker by Checkout and Client.Call
-	// (granted or not), and
-	// WaitDuration their total time spent waiting, for a MaxWorkers slot and for taskd to
-	// grant a worker. Every checkout waits at least one round trip.
-	WaitCount    int64
-	WaitDuration time.Duration
-
-	// Retries is the number of calls CallIdempotent ran again after their worker was lost.
-	Retries int64
-}
-
 // New validates cfg and returns a Client. It does not dial: the daemon need not be running
 // yet, and checkouts wait for it (until their deadline) while the Client keeps trying.
 func New(cfg Config) (*Client, error) {
@@ -449,48 +432,7 @@ func failReqLocked(req *coReq, err error) {
 	close(req.ready)
 }
 
-// Call checks out a worker, makes one call on it and releases it: the one-shot form of
-// Checkout + Checkout.Call + Checkout.Release, in one round trip (the call travels with
-// the checkout request, and taskd releases the worker once the call is answered).
-// Config.Timeout (if ctx has no deadline) bounds the whole sequence; if ctx ends during
-// the call, Call returns at once and the client abandons the request: taskd cancels the
-// call and retires the worker, killing it if it does not stop within the interface's
-// cancel_grace, as with Checkout.Call. See Checkout.Call for result and
-// args.
-func (c *Client) Call(ctx context.Context, method string, result any, args ...any) error {
-	bp := getBuf()
-	a, err := appendArgs(*bp, args)
-	// Once checkout returns, the request is answered or abandoned: it is never sent
-	// again, and its arguments can go back to the pool.
-	defer putBuf(bp, a)
-	if err != nil {
-		return fmt.Errorf("client: call %s: encoding arguments: %w (the call was not sent)", callName(c.cfg.Interface, method), err)
-	}
-	// One message: the checkout request carries the call, and taskd answers the request
-	// with the call's answer and releases the worker itself, so a one-shot call costs one
-	// round trip, like a held checkout's call. Config.Timeout bounds both the wait for a
-	// worker and the call.
-	once := &onceCall{method: method, args: a}
-	if _, err := c.checkout(ctx, once, time.Now()); err != nil {
-		return err
-	}
-	err = decodeResult(once.r, result, c.cfg.Interface, method)
-	recycleResult(once.r, once.rp)
-	return err
-}
-
-// Stats returns a snapshot of the Client's checkout statistics.
-func (c *Client) Stats() Stats {
-	c.mu.Lock()
-	st := c.stats
-	c.mu.Unlock()
-	st.Waiting = int(c.waiting.Load())
-	st.WaitCount = c.waitCount.Load()
-	st.WaitDuration = time.Duration(c.waitNanos.Load())
-	return st
-}
-
-// Close closes the connection to taskd (which releases every checkout it holds), fails
+// Close closes the connections to taskd (which releases every checkout they hold), fails
 // waiting checkouts and the calls of held checkouts with ErrClosed, and waits for the
 // Client's goroutines to exit. Held checkouts should still be released (it is then a
 // no-op). Close is idempotent and safe to call concurrently; it returns nil.
