@@ -42,6 +42,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&s.Runs, "runs", 0, "runs per cell; the median is reported (default 3)")
 	fs.DurationVar(&s.Warmup, "warmup", 0, "unmeasured load before each run (default 100ms; negative: none)")
 	fs.IntVar(&s.Pipeline, "pipeline", 0, "calls per pipelined batch (default 32)")
+	fs.IntVar(&s.Conns, "conns", 0, "client.Config.Conns of the benchmark's Client (default: its default, GOMAXPROCS up to 8)")
 	fs.IntVar(&s.RSSWorkers, "rss-workers", 0, "idle workers for the memory measurement (default 100; negative: skip)")
 	fs.IntVar(&s.Starts, "starts", 0, "daemon starts for the first-checkout measurement (default 3; negative: skip)")
 	if err := fs.Parse(args); err != nil {

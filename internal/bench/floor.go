@@ -117,6 +117,9 @@ func (s *Suite) reportFloor(cells map[[2]int]cell) {
 CPU/call: this benchmark process's user+system CPU over the run divided by the calls: the
 caller goroutines and client.Client (encoding, the connections' readers, decoding into a
 json.RawMessage), nothing of taskd's or the workers'.`)
+	if s.Conns > 0 {
+		fmt.Fprintf(w, "The Client of (b)–(e) had Config.Conns = %d.\n", s.Conns)
+	}
 	fmt.Fprintln(w)
 }
 

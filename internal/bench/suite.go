@@ -25,6 +25,9 @@ type Suite struct {
 	// floor of the direct-pipe rows; "" or a missing file leaves its rows out.
 	MinimalBin string
 	floor      []*pipeWorker // the minimal workers, while measureCalls runs (floor.go)
+	// Conns is the client.Config.Conns of the Client that rows (b)–(e) share; 0: its
+	// default.
+	Conns int
 
 	Duration time.Duration // length of one measured run; default 2s
 	Runs     int           // runs per cell, of which the median is reported; default 3
@@ -202,7 +205,7 @@ func (s *Suite) measureCalls(ctx context.Context, hz int64) (cells map[[2]int]ce
 	if err := s.startFloor(maxCallers); err != nil {
 		return nil, "", 0, err
 	}
-	c, err := client.New(client.Config{Addr: d.Addr, Interface: "echo"})
+	c, err := client.New(client.Config{Addr: d.Addr, Interface: "echo", Conns: s.Conns})
 	if err != nil {
 		return nil, "", 0, err
 	}
