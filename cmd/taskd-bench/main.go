@@ -35,13 +35,14 @@ func main() {
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("taskd-bench", flag.ContinueOnError)
 	var s bench.Suite
-	bin := fs.String("bin", "bin", "directory holding the taskd and echo-worker binaries")
+	bin := fs.String("bin", "bin", "directory holding the taskd, echo-worker and lease-worker binaries")
 	callers := fs.String("callers", "1,8,32", "comma-separated caller counts")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
 	fs.DurationVar(&s.Duration, "d", 0, "length of one measured run (default 2s)")
 	fs.IntVar(&s.Runs, "runs", 0, "runs per cell; the median is reported (default 3)")
 	fs.DurationVar(&s.Warmup, "warmup", 0, "unmeasured load before each run (default 100ms; negative: none)")
 	fs.IntVar(&s.Pipeline, "pipeline", 0, "calls per pipelined batch (default 32)")
+	fs.IntVar(&s.Conns, "conns", 0, "client.Config.Conns of the benchmark's Client (default: its default, GOMAXPROCS up to 8)")
 	fs.IntVar(&s.RSSWorkers, "rss-workers", 0, "idle workers for the memory measurement (default 100; negative: skip)")
 	fs.IntVar(&s.Starts, "starts", 0, "daemon starts for the first-checkout measurement (default 3; negative: skip)")
 	if err := fs.Parse(args); err != nil {

@@ -204,13 +204,15 @@ func TestSuiteSmoke(t *testing.T) {
 	var out, log bytes.Buffer
 	err := RunSuite(context.Background(), Suite{
 		TaskdBin: taskdtest.Binary(t, "cmd/taskd"), EchoBin: taskdtest.Binary(t, "examples/echo"),
+		LeaseBin: taskdtest.Binary(t, "internal/taskdtest/leaseworker"),
 		Duration: 20 * time.Millisecond, Runs: 1, Warmup: -1, Callers: []int{1, 2}, Pipeline: 4,
 		RSSWorkers: 3, Starts: 1, Out: &out, Log: &log,
 	})
 	require.NoError(t, err, "log:\n%s", log.String())
 	report := out.String()
 	for _, want := range []string{"machine: ", "| (a) direct pipe, no taskd | 2 |", "| (d) taskd, 4 pipelined Go per checkout | 1 |",
-		"(e) taskd, held checkout, 4 KiB | 2 |", "first checkout after start", "taskd RSS, 3 idle workers", "| target (issue 4) |"} {
+		"(e) taskd, held checkout, 4 KiB | 2 |", "| (f) direct pipe, minimal single-goroutine worker (floor) | 2 |",
+		"4 KiB call (e): client CPU/call", "first checkout after start", "taskd RSS, 3 idle workers", "| target (issue 4) |"} {
 		assert.Contains(t, report, want)
 	}
 	assert.Equal(t, len(scenarios)*2, strings.Count(report, "\n| ("), "a row per scenario and caller count:\n%s", report)

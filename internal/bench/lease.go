@@ -23,9 +23,9 @@ var leaseScenarios = []struct {
 	kind   kind
 	direct client.DirectMode
 }{
-	{"(f) minimal lease worker, direct pipe, no taskd (floor)", kindPipe, client.DirectOff},
-	{"(f) taskd, held checkout, relayed", kindHeld, client.DirectOff},
-	{"(f) taskd, held checkout over a direct lease", kindHeld, client.DirectAuto},
+	{"(g) minimal lease worker, direct pipe, no taskd (as (f))", kindPipe, client.DirectOff},
+	{"(g) taskd, held checkout, relayed", kindHeld, client.DirectOff},
+	{"(g) taskd, held checkout over a direct lease", kindHeld, client.DirectAuto},
 }
 
 // measureLease runs the direct-lease scenarios at every caller count, s.Runs times
@@ -109,7 +109,7 @@ func (s *Suite) reportLease(cells map[[2]int]cell) {
 		}
 	}
 	fmt.Fprintln(w, `
-(f): the same 50-byte echo, with a single-goroutine worker that reads with poll(2) and
+(g): the same 50-byte echo, with a single-goroutine worker that reads with poll(2) and
 writes with write(2) (about 300 lines, no SDK). Relayed: as (b). Over a direct lease: the
 client talks to the worker over a socketpair that taskd handed both at the checkout; taskd
 CPU/call is what the daemon spent per call while it was off the data path.`)

@@ -21,6 +21,9 @@ func (s *Suite) report(version string, cells map[[2]int]cell, st *startupResult,
 	fmt.Fprintln(w, "| scenario | callers | calls/s | × pipe | p50 | p99 | taskd CPU/call | all CPU/call |")
 	fmt.Fprintln(w, "|---|--:|--:|--:|--:|--:|--:|--:|")
 	for si, sc := range scenarios {
+		if s.skip(sc) {
+			continue
+		}
 		for _, n := range s.Callers {
 			cl := cells[[2]int{si, n}]
 			label := sc.label
@@ -43,7 +46,8 @@ CPU/call: user+system CPU time (/proc/PID/stat utime+stime, delta over the run) 
 calls; taskd = the daemon process alone; all = taskd + its worker processes + this benchmark
 process (the callers), or for (a) this process + the directly driven workers. Callers are
 goroutines: (a) one worker process per caller over its own stdin/stdout pipes, newline JSON,
-one call in flight; (b)–(e) share one client.Client (one unix-socket connection to taskd);
+one call in flight ((f): the same, to the minimal worker); (b)–(e) share one client.Client
+(its unix-socket connections to taskd: up to GOMAXPROCS, at most 8, as the load needs);
 (b), (d) and (e) hold one checkout per caller for the whole run; (c) is Client.Call
 (checkout + call + release) per call.
 
@@ -73,6 +77,7 @@ the worker idle, a new client.Client (not yet connected) is created and the time
 around Checkout (which dials the socket, sends the checkout and gets it granted) and
 Release (which sends the release). The second row repeats that on the now connected Client.`)
 	}
+	s.reportFloor(cells) // floor.go
 	s.targets(cells, st, mem)
 }
 

@@ -19,9 +19,13 @@ import (
 // Suite configures RunSuite, the side-by-side benchmark behind `make bench`. Zero values
 // mean the defaults noted.
 type Suite struct {
-	TaskdBin string // the taskd binary (required)
-	EchoBin  string // the Go SDK echo worker, examples/echo (required)
-	LeaseBin string // the minimal lease worker, internal/taskdtest/leaseworker; "" skips the direct-lease table (lease.go)
+	TaskdBin string        // the taskd binary (required)
+	EchoBin  string        // the Go SDK echo worker, examples/echo (required)
+	LeaseBin string        // the minimal lease worker, internal/taskdtest/leaseworker; "" skips the direct-lease table (lease.go)
+	floor    []*pipeWorker // the minimal workers (LeaseBin), while measureCalls runs (floor.go)
+	// Conns is the client.Config.Conns of the Client that rows (b)–(e) share; 0: its
+	// default.
+	Conns int
 
 	Duration time.Duration // length of one measured run; default 2s
 	Runs     int           // runs per cell, of which the median is reported; default 3
@@ -52,6 +56,7 @@ const (
 	kindHeld
 	kindOneShot
 	kindPipelined
+	kindMinimal // the direct pipe to the minimal worker (floor.go)
 )
 
 type scenario struct {
@@ -69,6 +74,7 @@ var scenarios = []scenario{
 	{"(d) taskd, pipelined Go on one checkout", kindPipelined, smallPayload, 0},
 	{"(e) direct pipe, 4 KiB", kindPipe, largePayload, 4},
 	{"(e) taskd, held checkout, 4 KiB", kindHeld, largePayload, 4},
+	{"(f) direct pipe, minimal single-goroutine worker (floor)", kindMinimal, smallPayload, 6},
 }
 
 // run is one measured run of one cell.
@@ -77,6 +83,7 @@ type run struct {
 	p50, p99    time.Duration
 	taskdCPU    float64 // µs per call; -1 for the direct pipe (no taskd)
 	allCPU      float64 // µs per call
+	clientCPU   float64 // µs per call of this process (the callers and client.Client); -1 for a direct pipe
 }
 
 // cell is the median of its runs, metric by metric.
@@ -131,6 +138,9 @@ func RunSuite(ctx context.Context, s Suite) error {
 			return fmt.Errorf("bench: %w (run make build first)", err)
 		}
 		*p = abs
+	}
+	if err := s.findFloor(); err != nil { // floor.go
+		return err
 	}
 	hz := clockTicks()
 	began := time.Now()
@@ -200,7 +210,11 @@ func (s *Suite) measureCalls(ctx context.Context, hz int64) (cells map[[2]int]ce
 		}
 		pipes = append(pipes, p)
 	}
-	c, err := client.New(client.Config{Addr: d.Addr, Interface: "echo"})
+	defer s.stopFloor()
+	if err := s.startFloor(maxCallers); err != nil {
+		return nil, "", 0, err
+	}
+	c, err := client.New(client.Config{Addr: d.Addr, Interface: "echo", Conns: s.Conns})
 	if err != nil {
 		return nil, "", 0, err
 	}
@@ -212,10 +226,13 @@ func (s *Suite) measureCalls(ctx context.Context, hz int64) (cells map[[2]int]ce
 	version = pong.Version
 
 	runs := map[[2]int][]run{}
-	total := s.Runs * len(scenarios) * len(s.Callers)
+	total := s.Runs * s.numScenarios() * len(s.Callers)
 	k := 0
 	for r := range s.Runs {
 		for si, sc := range scenarios {
+			if s.skip(sc) {
+				continue
+			}
 			for _, n := range s.Callers {
 				if err := ctx.Err(); err != nil {
 					return nil, "", 0, err
@@ -253,8 +270,9 @@ func (s *Suite) measure(ctx context.Context, hz int64, sc scenario, n int, d *ta
 	args := []any{sc.payload}
 	var setup Setup
 	batch := 1
+	pipes = s.pipesFor(sc, pipes)
 	switch sc.kind {
-	case kindPipe:
+	case kindPipe, kindMinimal:
 		setup = func(_ context.Context, i int) (Op, func(), error) {
 			w := pipes[i]
 			return func(_ context.Context, _ int, rec *Histogram) (int, error) {
@@ -282,10 +300,11 @@ func (s *Suite) measure(ctx context.Context, hz int64, sc scenario, n int, d *ta
 
 	taskdCPU := &cpuMeter{hz: hz}
 	allCPU := &cpuMeter{hz: hz}
+	clientCPU := &cpuMeter{hz: hz}
 	plan := Plan{Callers: n, Duration: s.Duration, Batch: batch,
 		OnStart: func() {
 			all := []int{os.Getpid()}
-			if sc.kind == kindPipe {
+			if sc.kind.direct() {
 				for _, p := range pipes[:n] {
 					all = append(all, p.PID())
 				}
@@ -293,12 +312,14 @@ func (s *Suite) measure(ctx context.Context, hz int64, sc scenario, n int, d *ta
 				all = append(all, d.PID())
 				all = append(all, d.Workers()...)
 				taskdCPU.Start([]int{d.PID()})
+				clientCPU.Start([]int{os.Getpid()})
 			}
 			allCPU.Start(all)
 		},
 		OnStop: func() {
 			taskdCPU.Stop()
 			allCPU.Stop()
+			clientCPU.Stop()
 		},
 	}
 	res, err := Drive(ctx, plan, setup)
@@ -310,9 +331,10 @@ func (s *Suite) measure(ctx context.Context, hz int64, sc scenario, n int, d *ta
 	}
 	perCall := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(res.Calls) }
 	one := run{callsPerSec: res.CallsPerSec(), p50: res.Latency.Quantile(0.5), p99: res.Latency.Quantile(0.99),
-		taskdCPU: -1, allCPU: perCall(allCPU.delta)}
-	if sc.kind != kindPipe {
+		taskdCPU: -1, allCPU: perCall(allCPU.delta), clientCPU: -1}
+	if !sc.kind.direct() {
 		one.taskdCPU = perCall(taskdCPU.delta)
+		one.clientCPU = perCall(clientCPU.delta)
 	}
 	return one, nil
 }
@@ -327,6 +349,7 @@ func median(rs []run) run {
 		p99:         time.Duration(pick(func(r run) float64 { return float64(r.p99) })),
 		taskdCPU:    pick(func(r run) float64 { return r.taskdCPU }),
 		allCPU:      pick(func(r run) float64 { return r.allCPU }),
+		clientCPU:   pick(func(r run) float64 { return r.clientCPU }),
 	}
 }
 

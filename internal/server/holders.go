@@ -87,12 +87,11 @@ func (ss *session) holder() wire.Holder {
 
 // held returns the session's checkouts.
 func (ss *session) held() []*checkout {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	cos := make([]*checkout, 0, len(ss.checkouts))
-	for _, co := range ss.checkouts {
-		cos = append(cos, co)
-	}
+	var cos []*checkout
+	ss.checkouts.Range(func(_, v any) bool {
+		cos = append(cos, v.(*checkout))
+		return true
+	})
 	return cos
 }
 

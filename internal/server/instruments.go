@@ -99,7 +99,7 @@ func (m *metrics) iface(name string) *ifaceMetrics {
 	if im = m.ifaces[name]; im != nil {
 		return im
 	}
-	im = &ifaceMetrics{m: m, name: name, methods: make(map[string]*methodMetrics),
+	im = &ifaceMetrics{m: m, name: name,
 		hold: m.hold.WithLabelValues(name), spawn: m.spawn.WithLabelValues(name)}
 	for o := range numWaitOutcomes {
 		im.wait[o] = m.wait.WithLabelValues(name, waitOutcomeNames[o])
@@ -121,9 +121,13 @@ type ifaceMetrics struct {
 	checkouts   [numWaitOutcomes]prometheus.Counter
 	hold, spawn prometheus.Observer
 
-	mu      sync.RWMutex
-	methods map[string]*methodMetrics // at most maxMethods; never shrinks
-	other   *methodMetrics            // the methods past maxMethods
+	// methods (name → *methodMetrics; at most maxMethods, never shrinks) is read on every
+	// call without a lock (a sync.Map: an RWMutex's read lock would make every call of
+	// the daemon write one shared cache line); mu orders the additions, counted in n.
+	mu      sync.Mutex
+	methods sync.Map
+	n       atomic.Int64
+	other   *methodMetrics // the methods past maxMethods
 }
 
 // methodMetrics are the call instruments of one method of an interface: per outcome, the
@@ -170,25 +174,23 @@ func (im *ifaceMetrics) observeCall(method string, o callOutcome, sent time.Time
 
 // method returns the instruments of method, or of "other" past metrics_max_methods.
 func (im *ifaceMetrics) method(method string) *methodMetrics {
-	im.mu.RLock()
-	mm, n := im.methods[method], len(im.methods)
-	im.mu.RUnlock()
-	switch {
-	case mm != nil:
-		return mm
-	case int64(n) >= im.maxMethods.Load():
+	if v, ok := im.methods.Load(method); ok {
+		return v.(*methodMetrics)
+	}
+	if im.n.Load() >= im.maxMethods.Load() {
 		return im.other
 	}
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	if mm = im.methods[method]; mm != nil {
-		return mm
+	if v, ok := im.methods.Load(method); ok {
+		return v.(*methodMetrics)
 	}
-	if int64(len(im.methods)) >= im.maxMethods.Load() {
+	if im.n.Load() >= im.maxMethods.Load() {
 		return im.other
 	}
-	mm = &methodMetrics{name: method}
-	im.methods[method] = mm
+	mm := &methodMetrics{name: method}
+	im.methods.Store(method, mm)
+	im.n.Add(1)
 	return mm
 }
 
@@ -238,11 +240,10 @@ func (im *ifaceMetrics) callLatency() *wire.LatencyHistogram {
 			h.Total += m.Histogram.GetSampleCount()
 		}
 	}
-	im.mu.RLock()
-	for _, mm := range im.methods {
-		add(mm)
-	}
-	im.mu.RUnlock()
+	im.methods.Range(func(_, v any) bool {
+		add(v.(*methodMetrics))
+		return true
+	})
 	add(im.other)
 	return h
 }

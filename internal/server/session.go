@@ -36,13 +36,18 @@ type session struct {
 	out      *sendq.Queue   // owns writes to conn
 	acquires sync.WaitGroup // acquire goroutines, and a reload's
 
-	mu        sync.Mutex
-	checkouts map[uint64]*checkout
-	onceReqs  map[uint64]*checkout          // one-shot checkouts by request id (for abandon)
-	waiting   map[uint64]context.CancelFunc // request id → abandon: a waiting checkout, a logs follow
-	ended     bool
-	name      string // given by the client in its hello (holders.go)
-	named     bool   // a hello came
+	// checkouts (co → *checkout) and onceReqs (one-shot checkouts by request id, for
+	// abandon) are stored under mu, together with the check of ended, and read and
+	// deleted without it: a call finds its checkout, and a checkout that ends forgets
+	// itself, without a lock that every checkout of the connection shares.
+	checkouts sync.Map
+	onceReqs  sync.Map
+
+	mu      sync.Mutex
+	waiting map[uint64]context.CancelFunc // request id → abandon: a waiting checkout, a logs follow
+	ended   bool
+	name    string // given by the client in its hello (holders.go)
+	named   bool   // a hello came
 
 	client bool // an accepted connection (not the health check's): held to hello_timeout; set before serve
 }
@@ -60,10 +65,8 @@ func newSession(s *Server, conn net.Conn, id uint64) *session {
 				log.Warn("client does not read its replies; closing its connection", zap.Error(err))
 			}
 		}).WithLimit(sendq.BacklogFor(int(s.cfg.MaxMessageBytes))),
-		log:       log,
-		checkouts: make(map[uint64]*checkout),
-		onceReqs:  make(map[uint64]*checkout),
-		waiting:   make(map[uint64]context.CancelFunc),
+		log:     log,
+		waiting: make(map[uint64]context.CancelFunc),
 	}
 }
 
@@ -74,12 +77,9 @@ func (ss *session) serve() {
 
 	ss.mu.Lock()
 	ss.ended = true
-	cos := make([]*checkout, 0, len(ss.checkouts))
-	for _, co := range ss.checkouts {
-		cos = append(cos, co)
-	}
 	ss.mu.Unlock()
-	ss.stop() // abandon waiting checkouts
+	cos := ss.held() // none is added once ended is set
+	ss.stop()        // abandon waiting checkouts
 	for _, co := range cos {
 		co.release(false)
 	}
@@ -179,9 +179,7 @@ func (ss *session) handle(m *wire.ClientMsg) {
 	case wire.TAbandon:
 		ss.abandon(m.ID)
 	case wire.TCall, wire.TCancel, wire.TRelease, wire.TAbort:
-		ss.mu.Lock()
-		co := ss.checkouts[m.Co]
-		ss.mu.Unlock()
+		co := ss.lookup(m.Co)
 		if co == nil {
 			if m.T == wire.TCall {
 				ss.send(&wire.ClientMsg{T: wire.TFail, Co: m.Co, ID: m.ID, Code: wire.CodeUnknownCheckout,
@@ -359,9 +357,9 @@ func (ss *session) grant(lease *pool.Lease, req *request) {
 	co := &checkout{ss: ss, co: ss.s.newCo(), lease: lease, w: w, keep: req.keep, max: req.max,
 		pipelined: w.Pipelined(), once: req.once, req: req.id, sent: make(map[uint64]*pendingCall),
 		im: req.im, iface: req.iface, watch: ss.s.watchOf(req.iface), granted: time.Now()}
-	ss.checkouts[co.co] = co
+	ss.checkouts.Store(co.co, co)
 	if req.once {
-		ss.onceReqs[req.id] = co
+		ss.onceReqs.Store(req.id, co)
 	}
 	ss.mu.Unlock()
 	req.im.observeWait(waitGranted, req.asked)
@@ -387,8 +385,11 @@ func (ss *session) grant(lease *pool.Lease, req *request) {
 func (ss *session) abandon(id uint64) {
 	ss.mu.Lock()
 	cancel := ss.waiting[id]
-	running := ss.onceReqs[id]
 	ss.mu.Unlock()
+	var running *checkout
+	if v, ok := ss.onceReqs.Load(id); ok {
+		running = v.(*checkout)
+	}
 	switch {
 	case cancel != nil:
 		cancel() // the waiting goroutine answers
@@ -398,14 +399,20 @@ func (ss *session) abandon(id uint64) {
 	}
 }
 
-// forget drops a checkout that has ended.
+// forget drops a checkout that has ended. It takes no lock of the session's.
 func (ss *session) forget(co *checkout) {
-	ss.mu.Lock()
-	delete(ss.checkouts, co.co)
+	ss.checkouts.Delete(co.co)
 	if co.once {
-		delete(ss.onceReqs, co.req)
+		ss.onceReqs.Delete(co.req)
 	}
-	ss.mu.Unlock()
+}
+
+// lookup returns the session's checkout co, or nil.
+func (ss *session) lookup(co uint64) *checkout {
+	if v, ok := ss.checkouts.Load(co); ok {
+		return v.(*checkout)
+	}
+	return nil
 }
 
 func refusal(err error, iface string) (code, msg string) {

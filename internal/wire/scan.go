@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"strconv"
 	"sync/atomic"
@@ -134,6 +135,9 @@ func skipString(b []byte, i int) (int, bool) {
 	}
 	i++
 	for {
+		for i+8 <= len(b) && plain8(binary.LittleEndian.Uint64(b[i:])) {
+			i += 8 // most bytes of long strings
+		}
 		for i < len(b) && plain[b[i]] {
 			i++ // most bytes of most strings
 		}
@@ -168,6 +172,26 @@ func skipString(b []byte, i int) (int, bool) {
 			i += n
 		}
 	}
+}
+
+// Eight bytes at a time (SWAR): lo8 and hi8 repeat 0x01 and 0x80 in every byte.
+const (
+	lo8 = 0x0101010101010101
+	hi8 = 0x8080808080808080
+)
+
+// plain8 reports whether all eight bytes of x (a little-endian load) are plain. A word
+// with a byte ≥ 0x80 is not: the byte loop then checks its UTF-8.
+func plain8(x uint64) bool { return x&hi8 == 0 && quiet8(x) }
+
+// quiet8 reports whether no byte of x, taken as ASCII, is below 0x20, '"' or '\': bytes
+// that a JSON string literal must escape. (Exact for bytes below 0x80: a borrow can only
+// come from a byte that is itself flagged.)
+func quiet8(x uint64) bool {
+	ctl := (x - 0x20*lo8) &^ x // a byte < 0x20 sets its high bit
+	quo := ((x ^ '"'*lo8) - lo8) &^ (x ^ '"'*lo8)
+	bsl := ((x ^ '\\'*lo8) - lo8) &^ (x ^ '\\'*lo8)
+	return (ctl|quo|bsl)&hi8&^x == 0
 }
 
 // plain marks the bytes that a string may hold as they are and that need no further
@@ -379,6 +403,13 @@ func AppendString(buf []byte, s string) []byte {
 	buf = append(buf, '"')
 	start := 0
 	for i := 0; i < len(s); i++ {
+		for i+8 <= len(s) && quiet8(uint64(s[i])|uint64(s[i+1])<<8|uint64(s[i+2])<<16|uint64(s[i+3])<<24|
+			uint64(s[i+4])<<32|uint64(s[i+5])<<40|uint64(s[i+6])<<48|uint64(s[i+7])<<56) {
+			i += 8 // nothing to escape in these eight bytes (valid UTF-8: checked above)
+		}
+		if i >= len(s) {
+			break
+		}
 		c := s[i]
 		if c >= 0x20 && c != '"' && c != '\\' {
 			continue

@@ -75,7 +75,7 @@ func (c *Client) admin(ctx context.Context, op adminOp) (wire.ClientMsg, time.Du
 			c.mu.Unlock()
 			return wire.ClientMsg{}, 0, c.closedErr()
 		}
-		cn := c.conn
+		cn := c.pickConnLocked() // any: admin requests have no affinity
 		if cn == nil {
 			if attempt >= 3 { // connected, then lost the connection, three times
 				err := &unreachableError{addr: c.cfg.Addr, last: c.lastErr, waiting: what}

@@ -90,11 +90,8 @@ func (f *callFake) serve(nc net.Conn) {
 			case wire.TCheckout:
 				nextCo++
 				r = wire.ClientMsg{T: wire.TGranted, ID: m.ID, Co: nextCo, Worker: "echo-1", PID: 1001, N: 1}
-				if m.Once { // one-shot: the call rides along as call 1 (taskd releases it)
-					if out, err = wire.AppendClientMsg(out, &r); err != nil {
-						return
-					}
-					r = wire.ClientMsg{T: wire.TOK, Co: nextCo, ID: 1, R: m.A}
+				if m.Once { // one-shot: answered, addressed to the request, never granted
+					r = wire.ClientMsg{T: wire.TOK, ID: m.ID, R: m.A, Worker: "echo-1", PID: 1001}
 				}
 			case wire.TCall:
 				r = wire.ClientMsg{T: wire.TOK, Co: m.Co, ID: m.ID, R: m.A}

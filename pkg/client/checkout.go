@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/taskd-dev/taskd/internal/wire"
@@ -30,7 +31,9 @@ type Checkout struct {
 	info WorkerInfo
 	pair *pair // a direct lease's socketpair (direct.go); nil if relayed. Set at grant.
 
-	// Guarded by c.mu.
+	// mu guards what follows, and the answers of the checkout's Pending calls: the
+	// per-call path takes this lock, never Client.mu. Lock order: Client.mu, then mu.
+	mu       sync.Mutex
 	released bool
 	err      error         // sticky fatal error
 	gone     chan struct{} // closed when err is set or on Release
@@ -49,8 +52,9 @@ type Pending struct {
 	err0   error         // failed before it was sent
 	done   chan struct{} // closed when answered
 
-	// Guarded by co.c.mu; set before done is closed.
+	// Guarded by co.mu; set before done is closed.
 	r    json.RawMessage
+	rp   *[]byte // r's pooled buffer (codec.go)
 	err  error
 	seen bool // a remote error was returned to the caller (counted in co.errs)
 }
@@ -73,7 +77,9 @@ func (co *Checkout) describe() string {
 func (co *Checkout) Go(method string, args ...any) *Pending {
 	c := co.c
 	p := &Pending{co: co, method: method, start: time.Now(), done: make(chan struct{})}
-	a, err := encodeArgs(args)
+	bp := getBuf() // the arguments, until the send queue has copied the call
+	a, err := appendArgs(*bp, args)
+	defer putBuf(bp, a)
 	if err != nil {
 		if p.err0 = co.stateErr(); p.err0 == nil { // ErrReleased and a sticky error come first
 			p.err0 = fmt.Errorf("client: call %s: encoding arguments: %w (the call was not sent; the checkout is still usable)", callName(c.cfg.Interface, method), err)
@@ -81,9 +87,9 @@ func (co *Checkout) Go(method string, args ...any) *Pending {
 		return p
 	}
 
-	c.mu.Lock()
+	co.mu.Lock()
 	if err := co.stateErrLocked(); err != nil {
-		c.mu.Unlock()
+		co.mu.Unlock()
 		p.err0 = err
 		return p
 	}
@@ -94,7 +100,7 @@ func (co *Checkout) Go(method string, args ...any) *Pending {
 		co.calls = make(map[uint64]*Pending)
 	}
 	co.calls[p.id] = p
-	c.mu.Unlock()
+	co.mu.Unlock()
 
 	// Queued outside the lock: the arguments may be large, and the write may happen right
 	// here. So concurrent calls may be queued in another order than their ids (which need
@@ -132,7 +138,22 @@ func (co *Checkout) Call(ctx context.Context, method string, result any, args ..
 		}
 		return fmt.Errorf("client: call %s not sent: %w", callName(co.c.cfg.Interface, method), err)
 	}
-	return co.Go(method, args...).Wait(ctx, result)
+	p := co.Go(method, args...)
+	err := p.Wait(ctx, result)
+	p.recycle() // nobody else sees p
+	return err
+}
+
+// recycle gives the buffer of the call's result back to the pool. Only the owner of a
+// Pending that nobody else can Wait for may call it, after Wait: an answer that has not
+// come by then never will (Wait returned because the checkout ended).
+func (p *Pending) recycle() {
+	co := p.co
+	co.mu.Lock()
+	r, rp := p.r, p.rp
+	p.r, p.rp = nil, nil
+	co.mu.Unlock()
+	recycleResult(r, rp)
 }
 
 // Wait waits for the call's result and decodes it into result, like Checkout.Call. If ctx
@@ -148,12 +169,12 @@ func (p *Pending) Wait(ctx context.Context, result any) error {
 	c := co.c
 	gaveUp := p.await(ctx)
 
-	c.mu.Lock()
+	co.mu.Lock()
 	if gaveUp != nil && !p.answered() {
 		co.giveUpLocked(p, p.ctxErr(gaveUp)) // does nothing if the checkout ended already
 	}
 	if err := co.stateErrLocked(); err != nil {
-		c.mu.Unlock()
+		co.mu.Unlock()
 		return err
 	}
 	r, err := p.r, p.err
@@ -163,7 +184,7 @@ func (p *Pending) Wait(ctx context.Context, result any) error {
 		p.seen = true
 		co.errs++
 	}
-	c.mu.Unlock()
+	co.mu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -246,6 +267,7 @@ func (p *Pending) ctxErr(err error) error {
 // giveUpLocked fails the checkout for good with err because the caller of call p gave up
 // on it: it tells taskd to cancel p (which taskd forwards to the worker if it runs it)
 // and to abort the checkout, in one write. It does nothing if the checkout ended already.
+// co.mu is held.
 func (co *Checkout) giveUpLocked(p *Pending, err error) {
 	if co.released || co.err != nil {
 		return
@@ -257,7 +279,7 @@ func (co *Checkout) giveUpLocked(p *Pending, err error) {
 	cancel := wire.ClientMsg{T: wire.TCancel, Co: co.id, ID: p.id}
 	abort := wire.ClientMsg{T: wire.TAbort, Co: co.id, Msg: err.Error()}
 	co.fatalLocked(err, false)
-	if !co.cn.gone {
+	if !co.cn.gone.Load() {
 		co.cn.out.Append(func(b []byte) []byte {
 			b, _ = wire.AppendClientMsg(b, &cancel)
 			b, _ = wire.AppendClientMsg(b, &abort)
@@ -273,9 +295,8 @@ func (co *Checkout) giveUpLocked(p *Pending, err error) {
 // cancel_grace (at once if none is outstanding, or if cancel_grace is 0). Abort does
 // nothing if the checkout already failed or was released; Release it afterwards as usual.
 func (co *Checkout) Abort(err error) {
-	c := co.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	co.mu.Lock()
+	defer co.mu.Unlock()
 	co.fatalLocked(&abortError{what: co.describe(), cause: err}, true) // does nothing if the checkout ended already
 }
 
@@ -285,41 +306,41 @@ func (co *Checkout) Abort(err error) {
 // returns ErrReleased). Release is idempotent; afterwards every method of the checkout
 // returns ErrReleased.
 func (co *Checkout) Release() {
-	c := co.c
 	if co.pair != nil {
-		c.drainPair(co, co.pair) // answers that came, unread: those calls are answered
+		co.c.drainPair(co, co.pair) // answers that came, unread: those calls are answered
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	co.mu.Lock()
 	if co.released {
+		co.mu.Unlock()
 		return
 	}
 	alive := co.err == nil
 	co.released = true
-	if alive && co.pair != nil {
+	if alive {
 		close(co.gone)
-		co.releasePairLocked()
-		if co.cn.cos != nil {
-			delete(co.cn.cos, co.id)
-		}
-	} else if alive {
-		close(co.gone)
-		// taskd decides whether to pool or retire the worker: it knows of the errors
-		// (and KeepWorkerAfterError) and of MaxCheckouts from the checkout request.
-		c.sendLocked(co.cn, &wire.ClientMsg{T: wire.TRelease, Co: co.id})
-		if co.cn.cos != nil {
-			delete(co.cn.cos, co.id)
+		co.cn.cos.Delete(co.id)
+		if co.pair != nil {
+			co.releasePairLocked()
+		} else {
+			// taskd decides whether to pool or retire the worker: it knows of the errors
+			// (and KeepWorkerAfterError) and of MaxCheckouts from the checkout request.
+			co.cn.send(&wire.ClientMsg{T: wire.TRelease, Co: co.id})
 		}
 	}
 	co.calls = nil
+	co.mu.Unlock()
+
+	c := co.c
+	c.mu.Lock()
 	c.stats.OpenCheckouts--
 	c.freeSlotLocked()
+	c.mu.Unlock()
 }
 
 // stateErr returns ErrReleased or the sticky error, if any.
 func (co *Checkout) stateErr() error {
-	co.c.mu.Lock()
-	defer co.c.mu.Unlock()
+	co.mu.Lock()
+	defer co.mu.Unlock()
 	return co.stateErrLocked()
 }
 
@@ -333,7 +354,7 @@ func (co *Checkout) stateErrLocked() error {
 // fatalLocked makes err the checkout's sticky error and wakes every waiting call, unless
 // the checkout was released or failed already. With abort set it tells taskd to abort the
 // checkout (taskd interrupts the worker: cancel, cancel_grace, kill); taskd then sends
-// nothing more about it.
+// nothing more about it. co.mu is held.
 func (co *Checkout) fatalLocked(err error, abort bool) {
 	if co.released || co.err != nil {
 		return
@@ -344,39 +365,45 @@ func (co *Checkout) fatalLocked(err error, abort bool) {
 	if co.pair != nil {
 		co.pair.closeLocked() // the worker sees EOF and waits for taskd's end
 	}
-	if co.cn.cos != nil {
-		delete(co.cn.cos, co.id)
-	}
+	co.cn.cos.Delete(co.id)
 	if abort {
-		co.c.sendLocked(co.cn, &wire.ClientMsg{T: wire.TAbort, Co: co.id, Msg: err.Error()})
+		co.cn.send(&wire.ClientMsg{T: wire.TAbort, Co: co.id, Msg: err.Error()})
 	}
+}
+
+// fail is fatalLocked for a caller that does not hold co.mu.
+func (co *Checkout) fail(err error, abort bool) {
+	co.mu.Lock()
+	co.fatalLocked(err, abort)
+	co.mu.Unlock()
 }
 
 // reply handles ok, err and fail for a call. It runs on the reader goroutine: worker logs
 // are emitted here, outside the lock and before the caller is woken, so they arrive in
 // order and before the call returns.
 func (c *Client) reply(cn *conn, m *wire.ClientMsg) {
+	co := cn.checkout(m.Co)
+	if co == nil {
+		return // released or failed meanwhile: nobody waits for it
+	}
 	var r json.RawMessage
+	var rp *[]byte
 	if m.T == wire.TOK {
-		r = append(json.RawMessage(nil), m.R...) // m aliases the reader's buffer; Wait may come later
+		r, rp = copyResult(m.R) // m aliases the reader's buffer; Wait may come later
 	}
-	c.mu.Lock()
-	co := cn.cos[m.Co]
-	var p *Pending
-	if co != nil {
-		p = co.calls[m.ID]
-		delete(co.calls, m.ID)
-	}
+	co.mu.Lock()
+	p := co.calls[m.ID]
+	delete(co.calls, m.ID)
 	if p == nil || (m.T == wire.TOK && len(m.Logs) == 0) {
 		// Nobody waits for it (aborted, released, or failed meanwhile); or the common
 		// case, with nothing to do outside the lock.
 		if p != nil {
-			p.answerLocked(r, nil)
+			p.answerLocked(r, rp, nil)
 		}
-		c.mu.Unlock()
+		co.mu.Unlock()
 		return
 	}
-	c.mu.Unlock()
+	co.mu.Unlock()
 
 	if len(m.Logs) > 0 {
 		c.emitLogs(co.info, p.method, m.Logs)
@@ -386,12 +413,12 @@ func (c *Client) reply(cn *conn, m *wire.ClientMsg) {
 	// checkout usable; any other failure is fatal to it.
 	fatal := m.T == wire.TFail && m.Code != wire.CodeAborted && m.Code != wire.CodeInvalidUTF8
 
-	c.mu.Lock()
-	p.answerLocked(r, err)
+	co.mu.Lock()
+	p.answerLocked(r, rp, err)
 	if fatal {
 		co.fatalLocked(err, false)
 	}
-	c.mu.Unlock()
+	co.mu.Unlock()
 }
 
 // answerErr is the error that answer m (ok, err, fail or lost) of a call gives its caller.
@@ -409,16 +436,9 @@ func (c *Client) answerErr(m *wire.ClientMsg, method string) error {
 	return nil
 }
 
-func (p *Pending) answerLocked(r json.RawMessage, err error) {
-	p.r, p.err = r, err
+func (p *Pending) answerLocked(r json.RawMessage, rp *[]byte, err error) {
+	p.r, p.rp, p.err = r, rp, err
 	close(p.done)
-}
-
-func encodeArgs(args []any) (json.RawMessage, error) {
-	if len(args) == 0 {
-		return json.RawMessage("[]"), nil
-	}
-	return json.Marshal(args)
 }
 
 func decodeResult(r json.RawMessage, result any, iface, method string) error {

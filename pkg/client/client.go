@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -57,6 +58,13 @@ type Config struct {
 	// applies).
 	MaxCheckouts int
 
+	// Conns is the most connections to taskd the Client opens: the first when it is first
+	// needed, more while many checkouts are held or waiting at once (more than two per
+	// connection), so that a busy Client's calls do not all pass through one connection,
+	// one reader goroutine and one taskd session. A checkout's calls all travel on one
+	// connection. 0 means GOMAXPROCS, at most 8; 1 keeps one connection.
+	Conns int
+
 	// KeepWorkerAfterError keeps a worker in the pool after one of its calls raised. By
 	// default such a worker is retired on Release, in case the error left it in a bad state.
 	KeepWorkerAfterError bool
@@ -82,9 +90,10 @@ type Config struct {
 	Direct DirectMode
 }
 
-// Client is a handle to one interface of one taskd daemon. It owns one connection to taskd,
-// dialled when first needed and re-dialled (with a short, capped backoff) whenever it is
-// lost while checkouts are waiting. A Client is safe for concurrent use by many goroutines;
+// Client is a handle to one interface of one taskd daemon. It owns its connections to
+// taskd (up to Config.Conns): the first dialled when first needed and re-dialled (with a
+// short, capped backoff) whenever it is lost while checkouts are waiting, more dialled
+// while the load calls for them (lanes.go). A Client is safe for concurrent use by many goroutines;
 // create one per interface and share it. Close it when done: it stops the goroutines it
 // started.
 type Client struct {
@@ -95,7 +104,6 @@ type Client struct {
 
 	ctx    context.Context // cancelled by Close; bounds dials
 	cancel context.CancelFunc
-	kick   chan struct{}  // wakes the connection manager (cap 1)
 	wg     sync.WaitGroup // every goroutine the Client started
 	timers sync.Pool      // *time.Timer for Config.Timeout (see timeoutTimer)
 
@@ -105,32 +113,20 @@ type Client struct {
 	// blocking channel operation, no logging.
 	mu          sync.Mutex
 	closed      bool
-	mgrStarted  bool
+	lanes       []*lane      // Config.Conns of them; lane 0 first
+	live        int          // lanes with a connection up
+	rr          uint32       // the lane that took the last request (pickConnLocked)
 	nextID      uint64       // request ids, unique for the Client's lifetime
 	held        int          // checkouts holding a MaxWorkers slot (waiting for taskd or granted)
 	slotQ       reqQueue     // checkouts waiting for a MaxWorkers slot, FIFO
 	unsent      reqQueue     // checkouts waiting for a connection, FIFO; empty while conn != nil
-	conn        *conn        // the live connection, or nil
 	lastErr     error        // last dial or connection error
 	dialWaiters []chan error // admin requests waiting for the outcome of the next dial
-	stats       Stats        // returned by Stats as it is
-}
+	stats       Stats        // returned by Stats, with the wait counters below
 
-// Stats is a snapshot of a Client's checkouts, in the spirit of sql.DBStats.
-type Stats struct {
-	MaxWorkers    int // Config.MaxWorkers (0 = no client-side cap)
-	OpenCheckouts int // checkouts granted and not yet released (one-shot calls not included)
-	Waiting       int // Checkout and Client.Call calls waiting now for a worker (or, for Client.Call, its answer)
-
-	// WaitCount is the number of finished waits for a worker by Checkout and Client.Call
-	// (granted or not), and
-	// WaitDuration their total time spent waiting, for a MaxWorkers slot and for taskd to
-	// grant a worker. Every checkout waits at least one round trip.
-	WaitCount    int64
-	WaitDuration time.Duration
-
-	// Retries is the number of calls CallIdempotent ran again after their worker was lost.
-	Retries int64
+	// The wait counters of Stats, kept outside mu: a checkout updates them when its wait
+	// ends without taking the lock again.
+	waiting, waitCount, waitNanos atomic.Int64
 }
 
 // New validates cfg and returns a Client. It does not dial: the daemon need not be running
@@ -153,6 +149,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Direct != DirectAuto && cfg.Direct != DirectOff {
 		return nil, fmt.Errorf("client: Config.Direct is %d: want DirectAuto or DirectOff", cfg.Direct)
 	}
+	if cfg.Conns < 0 {
+		return nil, fmt.Errorf("client: Config.Conns is %d: want 0 (by GOMAXPROCS) or more", cfg.Conns)
+	}
 	if cfg.MaxCheckouts < 0 {
 		return nil, fmt.Errorf("client: Config.MaxCheckouts is %d: want 0 (never retire) or more", cfg.MaxCheckouts)
 	}
@@ -160,7 +159,12 @@ func New(cfg Config) (*Client, error) {
 		cfg:  cfg,
 		addr: addr,
 		log:  cfg.Logger,
-		kick: make(chan struct{}, 1),
+	}
+	if c.cfg.Conns == 0 {
+		c.cfg.Conns = defaultConns()
+	}
+	for i := range c.cfg.Conns {
+		c.lanes = append(c.lanes, &lane{i: i, kick: make(chan struct{}, 1)})
 	}
 	c.cfg.Addr = addr.String()
 	if c.cfg.Name == "" && len(os.Args) > 0 {
@@ -238,6 +242,7 @@ type onceCall struct {
 	method string
 	args   json.RawMessage
 	r      json.RawMessage // the result, once the request is answered ok
+	rp     *[]byte         // r's pooled buffer (codec.go)
 	mark   uint64          // the request's end in its connection's stream (sendq.AppendMark)
 }
 
@@ -268,15 +273,26 @@ func (c *Client) checkout(ctx context.Context, once *onceCall, start time.Time) 
 	}
 	c.nextID++
 	req := &coReq{id: c.nextID, ready: make(chan struct{}), once: once}
-	c.stats.Waiting++
+	c.waiting.Add(1)
+	var corked *conn
 	if c.cfg.MaxWorkers > 0 && (c.held >= c.cfg.MaxWorkers || c.slotQ.len() > 0) {
 		req.state = reqSlot
 		c.slotQ.push(req)
 	} else {
 		c.held++
-		c.toDaemonLocked(req)
+		// The request is queued on its connection under the lock, so that its place in
+		// the stream is known (see onceCall.mark), and written once the lock is
+		// released: the write system call does not hold up the Client's other callers.
+		if corked = c.pickConnLocked(); corked != nil {
+			corked.out.Cork()
+		}
+		c.toConnLocked(req, corked)
+		c.growLocked()
 	}
 	c.mu.Unlock()
+	if corked != nil {
+		corked.out.Uncork()
+	}
 
 	var (
 		co  *Checkout
@@ -291,11 +307,9 @@ func (c *Client) checkout(ctx context.Context, once *onceCall, start time.Time) 
 		co, err = c.giveUp(context.DeadlineExceeded, req)
 	}
 
-	c.mu.Lock()
-	c.stats.Waiting--
-	c.stats.WaitCount++
-	c.stats.WaitDuration += time.Since(start)
-	c.mu.Unlock()
+	c.waitNanos.Add(int64(time.Since(start)))
+	c.waitCount.Add(1)
+	c.waiting.Add(-1)
 	return co, err
 }
 
@@ -371,8 +385,11 @@ func (c *Client) closedErr() error {
 
 // toDaemonLocked moves a request that holds a slot to the daemon stage: sent now if a
 // connection is up, else queued for the next one.
-func (c *Client) toDaemonLocked(req *coReq) {
-	if cn := c.conn; cn != nil {
+func (c *Client) toDaemonLocked(req *coReq) { c.toConnLocked(req, c.pickConnLocked()) }
+
+// toConnLocked is toDaemonLocked with the connection chosen: cn, or nil if none is up.
+func (c *Client) toConnLocked(req *coReq, cn *conn) {
+	if cn != nil {
 		c.sendCheckoutLocked(cn, req)
 		return
 	}
@@ -396,7 +413,7 @@ func (c *Client) sendCheckoutLocked(cn *conn, req *coReq) {
 		return
 	}
 	m.Once, m.M, m.A = true, req.once.method, req.once.args
-	if !cn.gone {
+	if !cn.gone.Load() {
 		// Where the request ends in the stream: if the connection breaks, it tells whether
 		// the request reached taskd whole (then its call may have run).
 		req.once.mark, _ = cn.out.AppendMark(func(b []byte) []byte {
@@ -426,43 +443,12 @@ func failReqLocked(req *coReq, err error) {
 	close(req.ready)
 }
 
-// Call checks out a worker, makes one call on it and releases it: the one-shot form of
-// Checkout + Checkout.Call + Checkout.Release, in one round trip (the call travels with
-// the checkout request, and taskd releases the worker once the call is answered).
-// Config.Timeout (if ctx has no deadline) bounds the whole sequence; if ctx ends during
-// the call, Call returns at once and the client abandons the request: taskd cancels the
-// call and retires the worker, killing it if it does not stop within the interface's
-// cancel_grace, as with Checkout.Call. See Checkout.Call for result and
-// args.
-func (c *Client) Call(ctx context.Context, method string, result any, args ...any) error {
-	a, err := encodeArgs(args)
-	if err != nil {
-		return fmt.Errorf("client: call %s: encoding arguments: %w (the call was not sent)", callName(c.cfg.Interface, method), err)
-	}
-	// One message: the checkout request carries the call, and taskd answers the request
-	// with the call's answer and releases the worker itself, so a one-shot call costs one
-	// round trip, like a held checkout's call. Config.Timeout bounds both the wait for a
-	// worker and the call.
-	once := &onceCall{method: method, args: a}
-	if _, err := c.checkout(ctx, once, time.Now()); err != nil {
-		return err
-	}
-	return decodeResult(once.r, result, c.cfg.Interface, method)
-}
-
-// Stats returns a snapshot of the Client's checkout statistics.
-func (c *Client) Stats() Stats {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.stats
-}
-
-// Close closes the connection to taskd (which releases every checkout it holds), fails
+// Close closes the connections to taskd (which releases every checkout they hold), fails
 // waiting checkouts and the calls of held checkouts with ErrClosed, and waits for the
 // Client's goroutines to exit. Held checkouts should still be released (it is then a
 // no-op). Close is idempotent and safe to call concurrently; it returns nil.
 func (c *Client) Close() error {
-	var nc net.Conn
+	var ncs []net.Conn
 	c.mu.Lock()
 	if !c.closed {
 		c.closed = true
@@ -478,13 +464,15 @@ func (c *Client) Close() error {
 			ch <- err // buffered
 		}
 		c.dialWaiters = nil
-		if cn := c.conn; cn != nil {
-			c.failConnLocked(cn, err, err, err)
-			nc = cn.nc
+		for _, l := range c.lanes {
+			if cn := l.cn; cn != nil {
+				c.failConnLocked(cn, err, err, err)
+				ncs = append(ncs, cn.nc)
+			}
 		}
 	}
 	c.mu.Unlock()
-	if nc != nil {
+	for _, nc := range ncs {
 		nc.Close() // ends the reader
 	}
 	c.wg.Wait()

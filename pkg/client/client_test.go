@@ -113,7 +113,7 @@ func TestNew(t *testing.T) {
 		defer c.Close()
 		assert.Equal(t, Config{Interface: "x"}, cfg)
 		assert.Equal(t, "unix:/nowhere/taskd.sock", c.cfg.Addr)
-		assert.False(t, c.mgrStarted, "New must not start dialling")
+		assert.False(t, c.lanes[0].started, "New must not start dialling")
 	})
 	t.Run("default addr", func(t *testing.T) {
 		t.Setenv("TASKD_ADDR", "")

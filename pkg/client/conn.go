@@ -2,15 +2,14 @@ package client
 
 import (
 	"cmp"
-	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/taskd-dev/taskd/internal/lease"
@@ -34,18 +33,22 @@ const (
 	maxLine = wire.MaxMessageBytes + 64<<10
 )
 
-// conn is one connection to taskd, with its reader goroutine (Client.read) and its send
-// queue, which owns a writer goroutine for what the socket does not take at once. Its
-// maps and flags are guarded by Client.mu; out has its own lock.
+// conn is one connection to taskd (one lane of the Client's: lanes.go), with its reader
+// goroutine (Client.read) and its send queue, which owns a writer goroutine for what the
+// socket does not take at once. Its maps and flags are guarded by Client.mu, except cos
+// and gone, which the per-call path reads without it; out has its own lock.
 type conn struct {
 	nc   net.Conn
+	lane *lane
 	out  *sendq.Queue  // owns writes to nc; Send and Append never block
 	dead chan struct{} // closed when the reader has exited and the conn is cleaned up
 
 	reqs  map[uint64]*coReq    // checkout requests sent and not answered
 	admin map[uint64]*adminReq // admin requests (ping, status, reload) sent and not answered
-	cos   map[uint64]*Checkout // live checkouts granted on this connection
-	gone  bool                 // failConnLocked has run
+	// cos holds the live checkouts granted on this connection (*Checkout by co): stored
+	// under Client.mu, read and deleted without it (the reply path).
+	cos  sync.Map
+	gone atomic.Bool // failConnLocked has run; set under Client.mu
 	// draining is taskd's message once it refused a checkout with shutting_down: later
 	// checkouts are not sent on this connection but parked until the next one, so that a
 	// daemon restart is invisible to the application.
@@ -55,23 +58,18 @@ type conn struct {
 	fds       *lease.FDReader // descriptors of direct grants (direct.go); the reader goroutine's
 }
 
-// wantConnLocked notes that something waits for a connection: starts or wakes the manager.
-func (c *Client) wantConnLocked() {
-	if !c.mgrStarted {
-		c.mgrStarted = true
-		c.wg.Add(1)
-		go c.manage()
-	}
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
-}
-
 // sendLocked queues m on the connection. It never blocks: sendq writes at once if the
 // socket takes it, else leaves it to its writer goroutine.
 func (c *Client) sendLocked(cn *conn, m *wire.ClientMsg) {
-	if cn == nil || cn.gone {
+	if cn != nil {
+		cn.send(m)
+	}
+}
+
+// send queues m on the connection unless it is gone. Like sendLocked it never blocks;
+// it needs no lock.
+func (cn *conn) send(m *wire.ClientMsg) {
+	if cn.gone.Load() {
 		return
 	}
 	cn.out.Append(func(b []byte) []byte {
@@ -80,131 +78,16 @@ func (c *Client) sendLocked(cn *conn, m *wire.ClientMsg) {
 	})
 }
 
-// manage is the connection manager: the one goroutine that dials. It dials when something
-// waits for a connection and none is up, with backoff between failed attempts, and exits
-// on Close.
-func (c *Client) manage() {
-	defer c.wg.Done()
-	var delay time.Duration
-	for {
-		if !c.waitNeed() {
-			return
-		}
-		if delay > 0 {
-			if !c.sleep(delay) {
-				return
-			}
-			if !c.needConn() {
-				continue // whoever waited gave up meanwhile
-			}
-		}
-		nc, err := c.dial()
-		if err != nil {
-			c.mu.Lock()
-			c.lastErr = err
-			for _, ch := range c.dialWaiters {
-				ch <- err
-			}
-			c.dialWaiters = nil
-			c.mu.Unlock()
-			delay = nextDelay(delay)
-			continue
-		}
-		cn := c.attach(nc)
-		if cn == nil {
-			return // closed
-		}
-		start := time.Now()
-		select {
-		case <-cn.dead:
-		case <-c.ctx.Done():
-			return
-		}
-		if time.Since(start) >= stableConn {
-			delay = 0
-		} else {
-			delay = nextDelay(delay)
-		}
-	}
-}
-
-func nextDelay(d time.Duration) time.Duration {
-	if d == 0 {
-		return backoffMin
-	}
-	d *= 2
-	if d > backoffMax {
-		d = backoffMax
-	}
-	return d
-}
-
-// needConn reports whether something waits for a connection that is not up.
-func (c *Client) needConn() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return !c.closed && c.conn == nil && (c.unsent.len() > 0 || len(c.dialWaiters) > 0)
-}
-
-// waitNeed blocks until a connection is needed (and none is up), or the Client is closed.
-func (c *Client) waitNeed() bool {
-	for {
-		if c.needConn() {
-			return true
-		}
-		select {
-		case <-c.kick:
-		case <-c.ctx.Done():
-			return false
-		}
-	}
-}
-
-// sleep waits d (with some jitter), or less if an admin request wants a dial now. It
-// returns false if the Client was closed.
-func (c *Client) sleep(d time.Duration) bool {
-	d += time.Duration(rand.Int64N(int64(d)/5 + 1))
-	t := time.NewTimer(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-			return true
-		case <-c.ctx.Done():
-			return false
-		case <-c.kick:
-			c.mu.Lock()
-			urgent := len(c.dialWaiters) > 0
-			c.mu.Unlock()
-			if urgent {
-				return true
-			}
-		}
-	}
-}
-
-func (c *Client) dial() (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(c.ctx, dialTimeout)
-	defer cancel()
-	nd := &net.Dialer{}
-	if c.usesTLS() { // tls.go
-		td := &tls.Dialer{NetDialer: nd, Config: c.cfg.TLS}
-		nc, err := td.DialContext(ctx, "tcp", c.addr.Address)
-		return nc, c.tlsError(err)
-	}
-	return nd.DialContext(ctx, c.addr.Network, c.addr.Address)
-}
-
-// attach makes nc the Client's connection: starts its goroutines and sends the queued
+// attach makes nc lane l's connection: starts its goroutines and sends the queued
 // checkout requests, oldest first. It returns nil (and closes nc) if the Client is closed.
-func (c *Client) attach(nc net.Conn) *conn {
+func (c *Client) attach(nc net.Conn, l *lane) *conn {
 	cn := &conn{
 		nc:    nc,
+		lane:  l,
 		out:   sendq.New(nc, nil), // a failed write closes nc, which ends the reader
 		dead:  make(chan struct{}),
 		reqs:  make(map[uint64]*coReq),
 		admin: make(map[uint64]*adminReq),
-		cos:   make(map[uint64]*Checkout),
 	}
 	c.setupFDs(cn) // before any request is sent: checkouts ask for a direct lease if it is set
 	c.mu.Lock()
@@ -214,7 +97,8 @@ func (c *Client) attach(nc net.Conn) *conn {
 		<-cn.out.Done()
 		return nil
 	}
-	c.conn = cn
+	l.cn = cn
+	c.live++
 	c.sendLocked(cn, &wire.ClientMsg{T: wire.THello, Name: c.cfg.Name}) // first, before any request
 	c.wg.Add(1)
 	go c.read(cn)
@@ -225,6 +109,7 @@ func (c *Client) attach(nc net.Conn) *conn {
 		ch <- nil // buffered
 	}
 	c.dialWaiters = nil
+	c.growLocked()
 	c.mu.Unlock()
 	return cn
 }
@@ -282,6 +167,14 @@ func (c *Client) read(cn *conn) {
 	close(cn.dead)
 }
 
+// checkout returns the live checkout co of this connection, or nil.
+func (cn *conn) checkout(co uint64) *Checkout {
+	if v, ok := cn.cos.Load(co); ok {
+		return v.(*Checkout)
+	}
+	return nil
+}
+
 // unserved reports whether taskd closed cn saying that it acted on nothing sent on it: it
 // refused the connection (max_clients), or closed it before a whole request came
 // (hello_timeout). One-shot calls written on it are resent then: they cannot have run.
@@ -293,17 +186,17 @@ func (cn *conn) unserved() bool {
 // adminErr, and its unanswered checkout requests are queued for the next connection (or,
 // after Close, failed with lost).
 func (c *Client) failConnLocked(cn *conn, lost, adminErr, lostCause error) {
-	if cn.gone {
+	if cn.gone.Load() {
 		return
 	}
-	cn.gone = true
-	if c.conn == cn {
-		c.conn = nil
-	}
-	for _, co := range cn.cos {
-		co.fatalLocked(lost, false)
-	}
-	cn.cos = nil
+	cn.gone.Store(true)
+	cn.lane.cn = nil
+	c.live--
+	cn.cos.Range(func(_, v any) bool {
+		v.(*Checkout).fail(lost, false)
+		return true
+	})
+	cn.cos.Clear()
 	for _, a := range cn.admin {
 		a.err = adminErr
 		close(a.done)
@@ -339,8 +232,15 @@ func (c *Client) failConnLocked(cn *conn, lost, adminErr, lostCause error) {
 		return
 	}
 	// Requests from cn are older than any in unsent (unsent is empty while a conn is up,
-	// and cn was the conn until now): put them first, in the order they were made.
+	// and cn was one until now): they go first, in the order they were made: on another
+	// live connection if there is one, else on the next.
 	slices.SortFunc(resend, func(a, b *coReq) int { return cmp.Compare(a.id, b.id) })
+	if other := c.pickConnLocked(); other != nil {
+		for _, r := range resend {
+			c.sendCheckoutLocked(other, r)
+		}
+		return
+	}
 	later := c.unsent
 	c.unsent = reqQueue{}
 	for _, r := range resend {
@@ -370,11 +270,9 @@ func (c *Client) dispatch(cn *conn, m *wire.ClientMsg) {
 			c.reply(cn, m)
 			return
 		}
-		c.mu.Lock()
-		if co := cn.cos[m.Co]; co != nil {
-			co.fatalLocked(daemonError("checkout of "+co.describe(), m.Code, m.Msg), false)
+		if co := cn.checkout(m.Co); co != nil {
+			co.fail(daemonError("checkout of "+co.describe(), m.Code, m.Msg), false)
 		}
-		c.mu.Unlock()
 	case wire.TPong, wire.TStatus, wire.TReloaded, wire.TAdminOK, wire.TCheckouts: // answers to admin requests
 		c.mu.Lock()
 		if a := cn.admin[m.ID]; a != nil {
@@ -424,7 +322,7 @@ func (c *Client) granted(cn *conn, m *wire.ClientMsg) {
 	if !c.pairLocked(cn, req, co, lf) {
 		return
 	}
-	cn.cos[m.Co] = co
+	cn.cos.Store(m.Co, co)
 	c.stats.OpenCheckouts++
 	req.state = reqDone
 	req.co = co
@@ -436,8 +334,9 @@ func (c *Client) granted(cn *conn, m *wire.ClientMsg) {
 // reply it emits the worker's logs outside the lock, before the caller is woken.
 func (c *Client) onceAnswer(cn *conn, m *wire.ClientMsg) {
 	var r json.RawMessage
+	var rp *[]byte
 	if m.T == wire.TOK {
-		r = append(json.RawMessage(nil), m.R...) // m aliases the reader's buffer
+		r, rp = copyResult(m.R) // m aliases the reader's buffer
 	}
 	c.mu.Lock()
 	req := cn.reqs[m.ID]
@@ -449,6 +348,14 @@ func (c *Client) onceAnswer(cn *conn, m *wire.ClientMsg) {
 	if req.state != reqSent {
 		c.mu.Unlock()
 		return // abandoned: the answer crossed the abandon, and nobody waits for it
+	}
+	if m.T == wire.TOK && len(m.Logs) == 0 {
+		// The common case, with nothing to do outside the lock: answered at once.
+		req.once.r, req.once.rp = r, rp
+		failReqLocked(req, nil)
+		c.freeSlotLocked()
+		c.mu.Unlock()
+		return
 	}
 	c.mu.Unlock()
 
@@ -462,7 +369,7 @@ func (c *Client) onceAnswer(cn *conn, m *wire.ClientMsg) {
 	if req.state != reqSent {
 		return // given up meanwhile (giveUp answered the caller)
 	}
-	req.once.r = r
+	req.once.r, req.once.rp = r, rp
 	failReqLocked(req, err) // answered: with err nil, the call succeeded
 	c.freeSlotLocked()
 }

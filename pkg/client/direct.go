@@ -146,7 +146,7 @@ func (c *Client) startPairLocked(co *Checkout, f *os.File) error {
 	return nil
 }
 
-// closeLocked closes the pair: a caller reading it returns. c.mu is held.
+// closeLocked closes the pair: a caller reading it returns. co.mu is held.
 func (p *pair) closeLocked() { p.out.Abort() }
 
 // awaitPair is Pending.await for a direct checkout: it waits for p's answer, reading the
@@ -204,9 +204,9 @@ func (c *Client) readPair(ctx context.Context, co *Checkout, pr *pair, p *Pendin
 		if err != nil {
 			err = &wrapped{text: fmt.Sprintf("%v: the worker of %s broke the protocol on its direct lease: %v; release this checkout and check out again", ErrProtocol, co.describe(), err),
 				errs: []error{ErrProtocol, ErrWorkerLost, err}}
-			c.mu.Lock()
+			co.mu.Lock()
 			co.fatalLocked(err, true) // taskd kills it (abort)
-			c.mu.Unlock()
+			co.mu.Unlock()
 			return false
 		}
 	}
@@ -225,8 +225,8 @@ func (c *Client) pairEOF(co *Checkout) {
 	case <-t.C:
 	case <-c.ctx.Done():
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	co.mu.Lock()
+	defer co.mu.Unlock()
 	co.fatalLocked(&wrapped{
 		text: fmt.Sprintf("%v: the worker of %s closed its direct lease (it exited or was killed); release this checkout and check out again", ErrWorkerLost, co.describe()),
 		errs: []error{ErrWorkerLost},
@@ -305,28 +305,29 @@ func (c *Client) pairReply(co *Checkout, m *wire.WorkerMsg) error {
 	default:
 		return nil // unknown types are ignored
 	}
-	var r json.RawMessage
-	if m.T == wire.TOK {
-		r = append(json.RawMessage(nil), m.R...) // m aliases the reader's buffer
-	}
-	c.mu.Lock()
+	co.mu.Lock()
 	p := co.calls[m.ID]
 	if p == nil {
 		// Known: a call whose checkout failed or was released meanwhile.
 		known := (m.ID != 0 && m.ID <= co.nextCall) || co.stateErrLocked() != nil
-		c.mu.Unlock()
+		co.mu.Unlock()
 		if known {
 			return nil
 		}
 		return fmt.Errorf("reply for id %d, which is not an outstanding call", m.ID)
 	}
 	delete(co.calls, m.ID)
+	var r json.RawMessage
+	var rp *[]byte
+	if m.T == wire.TOK {
+		r, rp = copyResult(m.R) // m aliases the reader's buffer; Wait may come later
+	}
 	if m.T == wire.TOK && len(m.Logs) == 0 {
-		p.answerLocked(r, nil)
-		c.mu.Unlock()
+		p.answerLocked(r, rp, nil)
+		co.mu.Unlock()
 		return nil
 	}
-	c.mu.Unlock()
+	co.mu.Unlock()
 	if len(m.Logs) > 0 {
 		c.emitLogs(co.info, p.method, m.Logs)
 	}
@@ -339,9 +340,9 @@ func (c *Client) pairReply(co *Checkout, m *wire.WorkerMsg) error {
 		err = daemonError("call "+callName(c.cfg.Interface, p.method), wire.CodeAborted,
 			fmt.Sprintf("call %q not run: an earlier call on this checkout raised an error before this one was made; calls made after seeing that error run normally", p.method))
 	}
-	c.mu.Lock()
-	p.answerLocked(r, err)
-	c.mu.Unlock()
+	co.mu.Lock()
+	p.answerLocked(r, rp, err)
+	co.mu.Unlock()
 	return nil
 }
 
@@ -350,13 +351,13 @@ func (c *Client) pairReply(co *Checkout, m *wire.WorkerMsg) error {
 // to read one: taskd's view of the lease cannot say), the checkout is aborted instead,
 // as taskd ends a relayed checkout released with calls outstanding: the running call is
 // cancelled and the worker retired, killed unless it ends the lease within cancel_grace.
-// c.mu is held.
+// co.mu is held.
 func (co *Checkout) releasePairLocked() {
 	if n := len(co.calls); n > 0 {
-		co.c.sendLocked(co.cn, &wire.ClientMsg{T: wire.TAbort, Co: co.id,
+		co.cn.send(&wire.ClientMsg{T: wire.TAbort, Co: co.id,
 			Msg: fmt.Sprintf("released with %d call(s) unanswered", n)})
 	} else {
-		co.c.sendLocked(co.cn, &wire.ClientMsg{T: wire.TRelease, Co: co.id})
+		co.cn.send(&wire.ClientMsg{T: wire.TRelease, Co: co.id})
 	}
 	co.pair.closeLocked()
 }

@@ -17,11 +17,14 @@
 //
 // # Ownership and concurrency
 //
-// Client, Checkout and Pending are safe for concurrent use. The Client owns one connection
-// to taskd, shared by all its checkouts and calls, and the goroutines behind it: a
-// connection manager that dials when something waits for a connection (lazily: New never
-// dials) and redials with a short capped backoff after a failure, and per connection a
-// reader that dispatches every reply and a writer. Requests are written by the goroutine
+// Client, Checkout and Pending are safe for concurrent use. The Client owns its
+// connections to taskd — one while few checkouts are held or waiting, more (up to
+// Config.Conns) while many are, so that a busy Client's calls do not all pass through one
+// connection and one reader; a checkout's calls all travel on one connection — and the
+// goroutines behind them: per connection slot a manager that dials when the slot is needed
+// (lazily: New never dials) and redials with a short capped backoff after a failure, and
+// per connection a reader that dispatches every reply and a writer. A call on a held
+// Checkout takes only that Checkout's lock. Requests are written by the goroutine
 // that makes them when the socket takes them at once (the common case), and by the writer
 // only when it does not. Close stops them all and waits for them. The caller owns each
 // Checkout it gets and must Release it; a Checkout keeps counting against
