@@ -215,5 +215,5 @@ func TestSuiteSmoke(t *testing.T) {
 		"4 KiB call (e): client CPU/call", "first checkout after start", "taskd RSS, 3 idle workers", "| target (issue 4) |"} {
 		assert.Contains(t, report, want)
 	}
-	assert.Equal(t, len(scenarios)*2, strings.Count(report, "\n| ("), "a row per scenario and caller count:\n%s", report)
+	assert.Equal(t, (len(scenarios)+len(leaseScenarios))*2, strings.Count(report, "\n| ("), "a row per scenario and caller count:\n%s", report)
 }
