@@ -393,6 +393,20 @@ func (p *Pool) release(e *entry, retire bool) {
 	p.mu.Unlock()
 }
 
+// Wanted reports whether the pool would rather have the leased worker back now: a
+// checkout waits for a worker, the pool is paused, drains or has closed, or the worker is due to
+// be retired at its release (by release's rules: an admin asked, max_checkouts, max_age,
+// max_rss, an older generation, fewer max_workers). A holder that keeps a lease only for
+// its own convenience (a warm lease) gives it back then. Safe for concurrent use.
+func (l *Lease) Wanted() bool {
+	p, e := l.p, l.e
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.waiters.Len() > 0 || p.paused != nil || p.draining || p.closed || e.retire || e.overRSS || e.gen != p.gen ||
+		(p.cfg.MaxCheckouts > 0 && e.checkouts >= p.cfg.MaxCheckouts) ||
+		(e.maxAge > 0 && time.Since(e.readyAt) >= e.maxAge) || p.servingLocked() > p.cfg.MaxWorkers
+}
+
 // Drain refuses new checkouts with err (ErrShuttingDown if nil) and fails the waiting ones
 // with it. Held checkouts continue; see Busy and WaitIdle. Only the first Drain's error is
 // kept.

@@ -365,6 +365,40 @@ func TestDrainRefusesNewCheckouts(t *testing.T) {
 	assert.Equal(t, 0, p.Busy())
 }
 
+// TestLeaseWanted: a lease is wanted back while a checkout waits, while the pool drains,
+// and when its worker is due to be retired at release (here: max_checkouts).
+func TestLeaseWanted(t *testing.T) {
+	p, _ := newPool(t, "raw", pool.Config{MinIdle: 1, MaxWorkers: 1})
+	held := acquire(t, p)
+	assert.False(t, held.Wanted(), "nobody waits")
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		l, err := p.Acquire(ctx)
+		if err == nil {
+			l.Release(false)
+		}
+		errc <- err
+	}()
+	require.Eventually(t, func() bool { return p.Stats().Queued == 1 }, 10*time.Second, time.Millisecond)
+	assert.True(t, held.Wanted(), "a checkout waits")
+	cancel()
+	require.ErrorIs(t, <-errc, context.Canceled)
+	assert.False(t, held.Wanted(), "the waiter gave up")
+	p.Pause(errors.New("paused by hand"))
+	assert.True(t, held.Wanted(), "the pool is paused (taskctl drain)")
+	p.Resume()
+	assert.False(t, held.Wanted(), "resumed")
+	p.Drain(nil)
+	assert.True(t, held.Wanted(), "the pool drains")
+	held.Release(false)
+
+	p2, _ := newPool(t, "raw", pool.Config{MinIdle: 1, MaxWorkers: 2, MaxCheckouts: 1})
+	l := acquire(t, p2)
+	assert.True(t, l.Wanted(), "served max_checkouts: retired at release")
+	l.Release(false)
+}
+
 // TestStress hammers one pool from many goroutines with random hold times, retirements,
 // crashes and abandoned waits, checking the caps as it goes.
 func TestStress(t *testing.T) {
