@@ -36,9 +36,14 @@ const (
 	TFatal    = "fatal"    // {msg, code?}: the connection broke the protocol, or is refused (code); taskd closes it
 	TReloaded = "reloaded" // {id, reload}: the reload was applied; a config that is not valid is refused (invalid_config)
 	TAdminOK  = "adminok"  // {id, msg}: the admin request was done; msg says what it did
+	// TReclaim {co}: taskd wants the worker of warm lease co back (another checkout waits,
+	// or the interface drains or reloads): the client releases it now if it is idle, else
+	// as soon as the call running on it is answered.
+	TReclaim = "reclaim"
 	// TOK {co, id, r, logs}, TErr {co, id, e, logs} and TStatus {id, status} are replies too.
-	// A one-shot checkout request (once) is never granted: its answer is the call's ok,
-	// err or lost, addressed to the request by its id, without co.
+	// A one-shot checkout request (once) is not granted: its answer is the call's ok,
+	// err or lost, addressed to the request by its id, without co; unless it asked for a
+	// warm lease and got one (granted with direct and warm).
 )
 
 // Error codes carried by "refused", "fail" and "lost". Clients map them to typed errors.
@@ -119,6 +124,12 @@ type ClientMsg struct {
 	// end of a socketpair to the worker (SCM_RIGHTS), on which the client speaks worker
 	// protocol v1 itself (docs/worker-protocol.md, "Direct leases").
 	Direct bool `json:"direct,omitempty"`
+	// Warm, on a one-shot checkout (with direct), asks for a warm lease instead of the
+	// call's answer, if the checkout can be direct: taskd then grants it (direct and warm)
+	// without running the call, and the client makes its one-shot calls on the lease
+	// itself, keeping it between them until it releases it or taskd reclaims it
+	// (docs/client-protocol.md, "Warm leases"). Otherwise the one-shot runs as usual.
+	Warm bool `json:"warm,omitempty"`
 	// Retire, on a release, asks taskd to retire the worker instead of pooling it.
 	Retire  bool          `json:"retire,omitempty"`
 	Version string        `json:"version,omitempty"`
@@ -210,6 +221,8 @@ func DecodeClientMsg(line []byte) (ClientMsg, error) {
 			m.Once, err = decodeBool(f.val)
 		case "direct":
 			m.Direct, err = decodeBool(f.val)
+		case "warm":
+			m.Warm, err = decodeBool(f.val)
 		case "retire":
 			m.Retire, err = decodeBool(f.val)
 		case "a":
@@ -276,7 +289,7 @@ func checkClientMsg(line []byte, m *ClientMsg) error {
 		err = need(m.ID != 0, `"id"`)
 	case TAdmin:
 		err = need(m.ID != 0 && m.Op != "", `"id" and "op"`)
-	case TRelease, TAbort:
+	case TRelease, TAbort, TReclaim:
 		err = need(m.Co != 0, `"co"`)
 	case TLost: // a checkout's, or a one-shot request's
 		err = need(m.Co != 0 || m.ID != 0, `"co" or "id"`)
@@ -354,6 +367,9 @@ func AppendClientMsg(buf []byte, m *ClientMsg) ([]byte, error) {
 	}
 	if m.Direct {
 		buf = append(buf, `,"direct":true`...)
+	}
+	if m.Warm {
+		buf = append(buf, `,"warm":true`...)
 	}
 	if m.Retire {
 		buf = append(buf, `,"retire":true`...)

@@ -94,6 +94,7 @@ type CheckoutInfo struct {
 	Holder    Holder  `json:"holder"`
 	Once      bool    `json:"once,omitempty"`   // a one-shot call (Client.Call), not a held checkout
 	Direct    bool    `json:"direct,omitempty"` // a direct lease: calls go over a socketpair, counted from the stats page
+	Warm      bool    `json:"warm,omitempty"`   // a warm lease: kept by the client between its one-shot calls
 	HeldSec   float64 `json:"held_sec"`         // since it was granted
 	Calls     uint64  `json:"calls"`            // calls made on it so far
 	Method    string  `json:"method,omitempty"`

@@ -369,6 +369,8 @@ func TestDirectLeaseFields(t *testing.T) {
 	for _, in := range []ClientMsg{
 		{T: TCheckout, ID: 4, Iface: "e", Direct: true},
 		{T: TGranted, ID: 4, Co: 7, Worker: "e-1", PID: 9, N: 1, Direct: true},
+		{T: TCheckout, ID: 5, Iface: "e", Once: true, M: "echo", A: []byte(`[1]`), Direct: true, Warm: true},
+		{T: TGranted, ID: 5, Co: 8, Worker: "e-1", PID: 9, N: 2, Direct: true, Warm: true},
 	} {
 		line, err := AppendClientMsg(nil, &in)
 		require.NoError(t, err)
@@ -377,4 +379,9 @@ func TestDirectLeaseFields(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, in, out)
 	}
+	m2, err := DecodeClientMsg([]byte(`{"t":"reclaim","co":8}`))
+	require.NoError(t, err)
+	assert.Equal(t, ClientMsg{T: TReclaim, Co: 8}, m2)
+	_, err = DecodeClientMsg([]byte(`{"t":"reclaim"}`))
+	require.Error(t, err, "reclaim names its checkout")
 }
