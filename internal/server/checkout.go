@@ -68,6 +68,7 @@ type checkout struct {
 	max       int    // retire the worker once it has served max checkouts (0: no limit)
 	pipelined bool   // the worker applies the ep rule itself
 	once      bool   // one-shot: never granted; messages answer request req
+	warm      bool   // a warm lease (warm.go): direct, kept by the client between its one-shot calls
 	req       uint64 // the checkout request's id
 	im        *ifaceMetrics
 	iface     string
@@ -89,9 +90,11 @@ type checkout struct {
 	warned   bool   // logged as held longer than checkout_warn_after
 	// direct: granted as a direct lease (lid, the worker's lease number): its calls go
 	// over a socketpair, and release, end and lost take the direct path (direct.go).
-	direct  bool
-	lid     uint64
-	counted worker.LeaseEnd // the lease's calls already in taskd_calls_total (syncLeaseCalls)
+	direct      bool
+	lid         uint64
+	reclaimed   bool            // a warm lease that taskd asked the client to give back (warm.go)
+	warmCounted bool            // a warm lease counted in Server.warmHeld
+	counted     worker.LeaseEnd // the lease's calls already in taskd_calls_total (syncLeaseCalls)
 }
 
 // pendingCall is a call of a checkout. It receives its reply from the worker (OnReply).

@@ -52,7 +52,7 @@ func (ss *session) isUnix() bool {
 
 // wantsDirect reports whether a checkout request may be granted directly on worker w.
 func (ss *session) wantsDirect(req *request, w *worker.Worker) bool {
-	return req.direct && !req.once && ss.isUnix() && w.Pipelined() && w.LeaseCapable()
+	return req.direct && (!req.once || req.warm) && ss.isUnix() && w.Pipelined() && w.LeaseCapable()
 }
 
 // grantDirect grants co directly: a pair, one end to the worker on control, the other to
@@ -79,8 +79,12 @@ func (ss *session) grantDirect(co *checkout, pl *pool.Lease) bool {
 	}
 	co.mu.Lock()
 	co.lid = lid
+	co.warmCounted = co.warm
 	co.mu.Unlock()
-	m := wire.ClientMsg{T: wire.TGranted, ID: co.req, Co: co.co, Worker: co.w.ID(), PID: co.w.PID(), N: pl.Checkouts(), Direct: true}
+	if co.warm {
+		ss.s.warmHeld.Add(1)
+	}
+	m := wire.ClientMsg{T: wire.TGranted, ID: co.req, Co: co.co, Worker: co.w.ID(), PID: co.w.PID(), N: pl.Checkouts(), Direct: true, Warm: co.warm}
 	// The queue owns cEnd now: it closes it once sent, or if the session ends first (then
 	// serve releases the checkout, which ends the lease).
 	_, _ = ss.out.AppendRights(func(b []byte) []byte {

@@ -158,7 +158,7 @@ func (co *checkout) info(h wire.Holder, now time.Time) (wire.CheckoutInfo, bool)
 	held := now.Sub(co.granted)
 	wi := co.w.Info() // the worker is this checkout's alone: its call is this checkout's
 	ci := wire.CheckoutInfo{Co: co.co, Interface: co.iface, Worker: wi.ID, PID: wi.PID, Holder: h,
-		Once: co.once, Direct: direct, HeldSec: held.Seconds(), Calls: calls, Method: wi.Method, Warn: warned}
+		Once: co.once, Direct: direct, Warm: co.warm, HeldSec: held.Seconds(), Calls: calls, Method: wi.Method, Warn: warned}
 	if !wi.CallStarted.IsZero() {
 		ci.CallSec = now.Sub(wi.CallStarted).Seconds()
 	}
@@ -194,7 +194,8 @@ func (s *Server) watchHeld() {
 }
 
 // sweepHeld logs and counts, once each, the checkouts held longer than their interface's
-// checkout_warn_after, and returns when to sweep next.
+// checkout_warn_after, reclaims the warm leases whose pool wants their worker back
+// (warm.go), and returns when to sweep next.
 func (s *Server) sweepHeld() time.Duration {
 	shortest := time.Duration(0)
 	s.watches.Range(func(_, v any) bool {
@@ -203,16 +204,26 @@ func (s *Server) sweepHeld() time.Duration {
 		}
 		return true
 	})
-	if shortest == 0 {
+	warm := s.warmHeld.Load() > 0
+	if shortest == 0 && !warm {
 		return sweepMax
 	}
 	now := time.Now()
 	for _, ss := range s.allSessions() {
 		for _, co := range ss.held() {
-			co.warnIfHeldTooLong(now)
+			if !co.sweepWarm() { // a warm lease is held on purpose: never "too long"
+				co.warnIfHeldTooLong(now)
+			}
 		}
 	}
-	return min(max(shortest/4, sweepMin), sweepMax)
+	next := sweepMax
+	if shortest > 0 {
+		next = min(max(shortest/4, sweepMin), sweepMax)
+	}
+	if warm {
+		next = min(next, warmSweep)
+	}
+	return next
 }
 
 // warnIfHeldTooLong logs and counts the checkout if it has been held longer than

@@ -56,6 +56,8 @@ type Server struct {
 	wg        sync.WaitGroup // accept loops, sessions and removed pools
 
 	nextCo atomic.Uint64 // last checkout id given (see newCo); not guarded by mu
+	// warmHeld counts the warm leases held (warm.go); not guarded by mu.
+	warmHeld atomic.Int64
 
 	// stderrDropped counts, per interface name, the stderr lines its workers dropped over
 	// stderr_rate (worker.Config.StderrDropped), for the metrics; kept across reloads.
@@ -322,6 +324,7 @@ func (s *Server) shutdown() {
 	for _, p := range pools {
 		p.Drain(nil)
 	}
+	s.reclaimAllWarm("taskd is shutting down") // the sweep that would has stopped
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	for _, p := range pools {
 		if p.WaitIdle(ctx) != nil {

@@ -272,6 +272,7 @@ type request struct {
 	max    int
 	once   bool // one-shot: the request carries the call (method, args)
 	direct bool // the client asked for a direct lease (direct.go)
+	warm   bool // one-shot and direct: a warm lease instead, if the checkout can be direct (warm.go)
 	method string
 	args   json.RawMessage
 	waited context.Context // set if it waited in the pool: done when it is abandoned
@@ -294,13 +295,14 @@ func (ss *session) checkout(m *wire.ClientMsg) {
 	if ss.refuseForbidden(m, tab) { // allow: once per checkout request, one-shot or held
 		return
 	}
-	req := request{id: m.ID, iface: m.Iface, keep: m.Keep, max: m.Max, once: m.Once, direct: m.Direct, method: m.M, args: m.A,
+	req := request{id: m.ID, iface: m.Iface, keep: m.Keep, max: m.Max, once: m.Once, direct: m.Direct, warm: m.Once && m.Direct && m.Warm, method: m.M, args: m.A,
 		asked: time.Now(), im: ss.s.metrics.iface(m.Iface)}
 	// An idle worker is granted right here; otherwise a goroutine waits in the pool.
 	if lease := p.TryAcquire(); lease != nil {
 		ss.grant(lease, &req)
 		return
 	}
+	ss.s.reclaimWarm(req.iface) // a warm lease kept by a client comes back for this one (warm.go)
 	if req.once {
 		req.args = append(json.RawMessage(nil), req.args...) // m aliases the reader's buffer
 	}
@@ -354,20 +356,25 @@ func (ss *session) grant(lease *pool.Lease, req *request) {
 		}
 		return
 	}
+	// A one-shot request that asked for a warm lease gets one if the worker can take
+	// a lease: it is granted as a held checkout, not run (warm.go).
+	warm := req.warm && ss.wantsDirect(req, w)
 	co := &checkout{ss: ss, co: ss.s.newCo(), lease: lease, w: w, keep: req.keep, max: req.max,
-		pipelined: w.Pipelined(), once: req.once, req: req.id, sent: make(map[uint64]*pendingCall),
+		pipelined: w.Pipelined(), once: req.once && !warm, warm: warm, req: req.id, sent: make(map[uint64]*pendingCall),
 		im: req.im, iface: req.iface, watch: ss.s.watchOf(req.iface), granted: time.Now()}
 	ss.checkouts.Store(co.co, co)
-	if req.once {
+	if co.once {
 		ss.onceReqs.Store(req.id, co)
 	}
 	ss.mu.Unlock()
 	req.im.observeWait(waitGranted, req.asked)
-	if !req.once && ss.wantsDirect(req, w) && ss.grantDirect(co, lease) {
+	if !co.once && ss.wantsDirect(req, w) && ss.grantDirect(co, lease) {
 		return
 	}
-	if !req.once {
-		ss.send(&wire.ClientMsg{T: wire.TGranted, ID: req.id, Co: co.co, Worker: w.ID(), PID: w.PID(), N: lease.Checkouts()})
+	if !co.once {
+		// Held; or warm, if the lease could not be made after all: then relayed, and the
+		// client makes its call on it and releases it.
+		ss.send(&wire.ClientMsg{T: wire.TGranted, ID: req.id, Co: co.co, Worker: w.ID(), PID: w.PID(), N: lease.Checkouts(), Warm: warm})
 		return
 	}
 	// The call and the done in one write to the worker: one wake-up instead of two.
@@ -404,6 +411,15 @@ func (ss *session) forget(co *checkout) {
 	ss.checkouts.Delete(co.co)
 	if co.once {
 		ss.onceReqs.Delete(co.req)
+	}
+	if co.warm {
+		co.mu.Lock()
+		counted := co.warmCounted
+		co.warmCounted = false
+		co.mu.Unlock()
+		if counted {
+			ss.s.warmHeld.Add(-1)
+		}
 	}
 }
 
