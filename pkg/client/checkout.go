@@ -30,6 +30,13 @@ type Checkout struct {
 	id   uint64 // "co", chosen by taskd
 	info WorkerInfo
 	pair *pair // a direct lease's socketpair (direct.go); nil if relayed. Set at grant.
+	warm bool  // a warm lease, for one-shot calls (warm.go). Set at grant.
+
+	// Guarded by Client.warm.mu (warm.go).
+	parked    bool        // idle in Client.warm
+	reclaimed bool        // taskd asked for it back
+	warmUses  uint64      // one-shot calls made on it
+	warmTimer *time.Timer // releases it once it has been idle for WarmFor
 
 	// mu guards what follows, and the answers of the checkout's Pending calls: the
 	// per-call path takes this lock, never Client.mu. Lock order: Client.mu, then mu.
@@ -75,18 +82,25 @@ func (co *Checkout) describe() string {
 // call counts as behind if it was made before that *RemoteError was returned to the
 // application (by Call or Wait); calls made afterwards run.
 func (co *Checkout) Go(method string, args ...any) *Pending {
-	c := co.c
-	p := &Pending{co: co, method: method, start: time.Now(), done: make(chan struct{})}
 	bp := getBuf() // the arguments, until the send queue has copied the call
 	a, err := appendArgs(*bp, args)
 	defer putBuf(bp, a)
 	if err != nil {
+		p := &Pending{co: co, method: method, start: time.Now(), done: make(chan struct{})}
 		if p.err0 = co.stateErr(); p.err0 == nil { // ErrReleased and a sticky error come first
-			p.err0 = fmt.Errorf("client: call %s: encoding arguments: %w (the call was not sent; the checkout is still usable)", callName(c.cfg.Interface, method), err)
+			p.err0 = fmt.Errorf("client: call %s: encoding arguments: %w (the call was not sent; the checkout is still usable)", callName(co.c.cfg.Interface, method), err)
 		}
 		return p
 	}
+	return co.send(method, a, time.Now(), false)
+}
 
+// send sends a call whose arguments are encoded already (a, which the send queue has
+// copied when it returns), started at start (Config.Timeout counts from it). With done,
+// a "done" goes first, on the same write: the worker runs its done hook before the call
+// (a warm lease's one-shot calls, warm.go).
+func (co *Checkout) send(method string, a []byte, start time.Time, done bool) *Pending {
+	p := &Pending{co: co, method: method, start: start, done: make(chan struct{})}
 	co.mu.Lock()
 	if err := co.stateErrLocked(); err != nil {
 		co.mu.Unlock()
@@ -109,7 +123,12 @@ func (co *Checkout) Go(method string, args ...any) *Pending {
 	// nothing is sent.
 	id := p.id
 	if co.pair != nil { // a direct lease: straight to the worker
-		co.pair.out.Append(func(b []byte) []byte { return wire.AppendCall(b, 0, id, ep, method, a) })
+		co.pair.out.Append(func(b []byte) []byte {
+			if done {
+				b = append(b, `{"t":"done"}`+"\n"...)
+			}
+			return wire.AppendCall(b, 0, id, ep, method, a)
+		})
 		return p
 	}
 	co.cn.out.Append(func(b []byte) []byte { return wire.AppendCall(b, co.id, id, ep, method, a) })
@@ -332,7 +351,11 @@ func (co *Checkout) Release() {
 
 	c := co.c
 	c.mu.Lock()
-	c.stats.OpenCheckouts--
+	if co.warm {
+		c.stats.WarmLeases--
+	} else {
+		c.stats.OpenCheckouts--
+	}
 	c.freeSlotLocked()
 	c.mu.Unlock()
 }

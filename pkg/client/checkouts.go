@@ -26,9 +26,12 @@ type CheckoutInfo struct {
 	// Direct marks a direct lease: its calls go to the worker over a socketpair, and
 	// taskd counts them (Calls) and sees the running one (Method) in the worker's stats
 	// page.
-	Direct bool          `json:"direct,omitempty"`
-	Held   time.Duration `json:"-"`     // since taskd granted it
-	Calls  uint64        `json:"calls"` // calls made on it so far
+	Direct bool `json:"direct,omitempty"`
+	// Warm marks a warm lease (Config.WarmFor): a direct lease that a Client keeps for
+	// its one-shot calls, and gives back when taskd reclaims it.
+	Warm  bool          `json:"warm,omitempty"`
+	Held  time.Duration `json:"-"`     // since taskd granted it
+	Calls uint64        `json:"calls"` // calls made on it so far
 	// Method is the method of the call running now ("" for a function-style call), and
 	// CallRunning how long it has run; both zero when no call runs.
 	Method      string        `json:"method,omitempty"`
@@ -75,7 +78,7 @@ func checkoutsFromWire(ws []wire.CheckoutInfo) []CheckoutInfo {
 		list = append(list, CheckoutInfo{ID: w.Co, Interface: w.Interface, Worker: w.Worker, PID: w.PID,
 			Holder: Holder{Name: w.Holder.Name, PID: w.Holder.PID, UID: w.Holder.UID, GID: w.Holder.GID,
 				Comm: w.Holder.Comm, Addr: w.Holder.Addr, TLSNames: w.Holder.TLSNames},
-			Once: w.Once, Direct: w.Direct, Held: seconds(w.HeldSec), Calls: w.Calls, Method: w.Method,
+			Once: w.Once, Direct: w.Direct, Warm: w.Warm, Held: seconds(w.HeldSec), Calls: w.Calls, Method: w.Method,
 			CallRunning: seconds(w.CallSec), Warn: w.Warn})
 	}
 	return list

@@ -88,6 +88,15 @@ type Config struct {
 	// taskd, with the same results and errors. DirectOff relays every call through taskd.
 	// TCP and TLS connections are always relayed. See docs/worker-protocol.md.
 	Direct DirectMode
+
+	// WarmFor is how long the direct lease of a one-shot call (Client.Call) stays with the
+	// Client after the call, idle, for its next one-shot calls, which then go straight to
+	// the worker without a round trip to taskd (a warm lease). taskd takes a warm lease
+	// back whenever it wants the worker for anything else (another checkout waits, a
+	// drain, a reload, recycling), after the call running on it if one is. 0 means
+	// DefaultWarmFor; a negative value keeps no lease warm: every one-shot call goes to
+	// taskd. Only with Direct DirectAuto, over a unix socket, to workers that take leases.
+	WarmFor time.Duration
 }
 
 // Client is a handle to one interface of one taskd daemon. It owns its connections to
@@ -123,6 +132,8 @@ type Client struct {
 	lastErr     error        // last dial or connection error
 	dialWaiters []chan error // admin requests waiting for the outcome of the next dial
 	stats       Stats        // returned by Stats, with the wait counters below
+
+	warm warmSet // the warm leases kept idle (warm.go); its own lock
 
 	// The wait counters of Stats, kept outside mu: a checkout updates them when its wait
 	// ends without taking the lock again.
@@ -244,6 +255,7 @@ type onceCall struct {
 	r      json.RawMessage // the result, once the request is answered ok
 	rp     *[]byte         // r's pooled buffer (codec.go)
 	mark   uint64          // the request's end in its connection's stream (sendq.AppendMark)
+	warm   bool            // ask for a warm lease instead (Config.WarmFor, warm.go)
 }
 
 // checkout waits for a worker until ctx is done or, if ctx has no deadline, until
@@ -275,7 +287,8 @@ func (c *Client) checkout(ctx context.Context, once *onceCall, start time.Time) 
 	req := &coReq{id: c.nextID, ready: make(chan struct{}), once: once}
 	c.waiting.Add(1)
 	var corked *conn
-	if c.cfg.MaxWorkers > 0 && (c.held >= c.cfg.MaxWorkers || c.slotQ.len() > 0) {
+	slot := c.cfg.MaxWorkers > 0 && (c.held >= c.cfg.MaxWorkers || c.slotQ.len() > 0)
+	if slot {
 		req.state = reqSlot
 		c.slotQ.push(req)
 	} else {
@@ -292,6 +305,9 @@ func (c *Client) checkout(ctx context.Context, once *onceCall, start time.Time) 
 	c.mu.Unlock()
 	if corked != nil {
 		corked.out.Uncork()
+	}
+	if slot {
+		c.dropWarm() // an idle warm lease gives its slot up (warm.go)
 	}
 
 	var (
@@ -320,7 +336,7 @@ func (c *Client) giveUp(ctxErr error, req *coReq) (*Checkout, error) {
 	case reqDone:
 		co, err := req.co, req.err
 		c.mu.Unlock()
-		if req.once != nil {
+		if req.once != nil && co == nil {
 			return nil, err // answered just as the caller gave up: the answer counts
 		}
 		if co != nil {
@@ -413,6 +429,9 @@ func (c *Client) sendCheckoutLocked(cn *conn, req *coReq) {
 		return
 	}
 	m.Once, m.M, m.A = true, req.once.method, req.once.args
+	if req.once.warm && c.wantDirect(cn) { // a warm lease instead, if the worker can take one (warm.go)
+		m.Direct, m.Warm = true, true
+	}
 	if !cn.gone.Load() {
 		// Where the request ends in the stream: if the connection breaks, it tells whether
 		// the request reached taskd whole (then its call may have run).
@@ -449,6 +468,7 @@ func failReqLocked(req *coReq, err error) {
 // no-op). Close is idempotent and safe to call concurrently; it returns nil.
 func (c *Client) Close() error {
 	var ncs []net.Conn
+	c.closeWarm() // warm.go: their releases go out before the connections close
 	c.mu.Lock()
 	if !c.closed {
 		c.closed = true

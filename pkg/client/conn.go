@@ -259,6 +259,8 @@ func (c *Client) dispatch(cn *conn, m *wire.ClientMsg) {
 	switch m.T {
 	case wire.TGranted:
 		c.granted(cn, m)
+	case wire.TReclaim:
+		c.reclaim(cn, m.Co) // warm.go
 	case wire.TRefused:
 		c.refused(cn, m)
 	case wire.TOK, wire.TErr, wire.TFail, wire.TLost:
@@ -298,7 +300,8 @@ func (c *Client) granted(cn *conn, m *wire.ClientMsg) {
 	defer c.mu.Unlock()
 	req := cn.reqs[m.ID]
 	delete(cn.reqs, m.ID)
-	if req == nil || req.state != reqSent || req.once != nil || c.closed {
+	warm := req != nil && req.once != nil && m.Warm // a one-shot request got a warm lease (warm.go)
+	if req == nil || req.state != reqSent || (req.once != nil && !warm) || c.closed {
 		lf.close()
 		// Abandoned (or unknown): we own the checkout and give it straight back. The
 		// worker did nothing for us, so it is pooled. (A one-shot request is never
@@ -318,12 +321,17 @@ func (c *Client) granted(cn *conn, m *wire.ClientMsg) {
 		id:   m.Co,
 		info: WorkerInfo{ID: m.Worker, PID: m.PID},
 		gone: make(chan struct{}),
+		warm: warm,
 	}
 	if !c.pairLocked(cn, req, co, lf) {
 		return
 	}
 	cn.cos.Store(m.Co, co)
-	c.stats.OpenCheckouts++
+	if warm {
+		c.stats.WarmLeases++
+	} else {
+		c.stats.OpenCheckouts++
+	}
 	req.state = reqDone
 	req.co = co
 	req.cn = nil

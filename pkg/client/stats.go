@@ -6,6 +6,7 @@ import "time"
 type Stats struct {
 	MaxWorkers    int // Config.MaxWorkers (0 = no client-side cap)
 	OpenCheckouts int // checkouts granted and not yet released (one-shot calls not included)
+	WarmLeases    int // warm leases held for one-shot calls (Config.WarmFor), in use or idle
 	Waiting       int // Checkout and Client.Call calls waiting now for a worker (or, for Client.Call, its answer)
 
 	// WaitCount is the number of finished waits for a worker by Checkout and Client.Call
