@@ -543,13 +543,21 @@ func TestSurge(t *testing.T) {
 		wg.Wait()
 		assert.Equal(t, goroutines*calls, okCalls, "nothing lost")
 		st := c.Stats()
-		assert.EqualValues(t, goroutines*calls, st.WaitCount)
 		assert.Zero(t, st.OpenCheckouts)
 		ds, err := c.DaemonStatus(ctxT(t))
 		require.NoError(t, err)
 		require.Len(t, ds.Interfaces, 1)
 		assert.LessOrEqual(t, ds.Interfaces[0].Spawns, uint64(5), "within max_workers")
-		assert.EqualValues(t, goroutines*calls, ds.Interfaces[0].Checkouts)
+		if im.direct {
+			// Calls on warm leases need no checkout: taskd reclaims the leases while
+			// others wait, so some calls find one warm and some go to taskd.
+			t.Logf("%d one-shot calls, %d checkouts", goroutines*calls, ds.Interfaces[0].Checkouts)
+			assert.LessOrEqual(t, st.WaitCount, int64(goroutines*calls))
+			assert.LessOrEqual(t, ds.Interfaces[0].Checkouts, uint64(goroutines*calls))
+		} else {
+			assert.EqualValues(t, goroutines*calls, st.WaitCount)
+			assert.EqualValues(t, goroutines*calls, ds.Interfaces[0].Checkouts)
+		}
 	})
 }
 

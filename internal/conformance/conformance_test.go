@@ -21,8 +21,9 @@ type impl struct {
 	name string
 	sdk  bool // serves the SDK part of the method contract (see doc.go)
 	// lease: the implementation announces direct leases (docs/worker-protocol.md), so
-	// every scenario runs twice: relayed (client.DirectOff) and over direct leases (name
-	// "+direct"). forEach sets direct on the copy it runs.
+	// every scenario runs twice: relayed (client.DirectOff) and over direct leases, with
+	// one-shot calls on warm leases (name "+direct"). forEach sets direct on the copy it
+	// runs. The Perl SDK is relay-only (see sdk/perl/README).
 	lease  bool
 	direct bool
 	// command returns the worker's argv, or skips the test (loudly) when its interpreter
@@ -32,13 +33,13 @@ type impl struct {
 
 // impls is the table of worker implementations: add a row to add one to every scenario.
 var impls = []impl{
-	{name: "go-sdk", sdk: true, command: func(t *testing.T) []string {
+	{name: "go-sdk", sdk: true, lease: true, command: func(t *testing.T) []string {
 		return []string{taskdtest.Binary(t, "internal/conformance/goworker")}
 	}},
 	{name: "python-raw", command: func(t *testing.T) []string {
 		return []string{interpreter(t, "python3"), filepath.Join(taskdtest.RepoRoot(), "examples/raw-python/worker.py")}
 	}},
-	{name: "python-sdk", sdk: true, command: func(t *testing.T) []string {
+	{name: "python-sdk", sdk: true, lease: true, command: func(t *testing.T) []string {
 		return []string{interpreter(t, "python3"), filepath.Join(taskdtest.RepoRoot(), "internal/conformance/workers/python_sdk.py")}
 	}},
 	{name: "perl-sdk", sdk: true, command: func(t *testing.T) []string {
