@@ -63,18 +63,21 @@ type scenario struct {
 	label   string
 	kind    kind
 	payload string
-	base    int // index of the direct-pipe scenario with the same payload
+	base    int  // index of the direct-pipe scenario with the same payload
+	relay   bool // on a Client with Direct: DirectOff (no direct or warm leases)
 }
 
 // scenarios are the rows of the table, in order.
 var scenarios = []scenario{
-	{"(a) direct pipe, no taskd", kindPipe, smallPayload, 0},
-	{"(b) taskd, held checkout", kindHeld, smallPayload, 0},
-	{"(c) taskd, one-shot Client.Call", kindOneShot, smallPayload, 0},
-	{"(d) taskd, pipelined Go on one checkout", kindPipelined, smallPayload, 0},
-	{"(e) direct pipe, 4 KiB", kindPipe, largePayload, 4},
-	{"(e) taskd, held checkout, 4 KiB", kindHeld, largePayload, 4},
-	{"(f) direct pipe, minimal single-goroutine worker (floor)", kindMinimal, smallPayload, 6},
+	{"(a) direct pipe, no taskd", kindPipe, smallPayload, 0, false},
+	{"(b) taskd, held checkout (direct lease)", kindHeld, smallPayload, 0, false},
+	{"(c) taskd, one-shot Client.Call (warm lease)", kindOneShot, smallPayload, 0, false},
+	{"(d) taskd, pipelined Go on one checkout", kindPipelined, smallPayload, 0, false},
+	{"(e) direct pipe, 4 KiB", kindPipe, largePayload, 4, false},
+	{"(e) taskd, held checkout, 4 KiB", kindHeld, largePayload, 4, false},
+	{"(f) direct pipe, minimal single-goroutine worker (floor)", kindMinimal, smallPayload, 6, false},
+	{"(h) taskd, held checkout, relayed (DirectOff)", kindHeld, smallPayload, 0, true},
+	{"(h) taskd, one-shot Client.Call, relayed (DirectOff)", kindOneShot, smallPayload, 0, true},
 }
 
 // run is one measured run of one cell.
@@ -219,6 +222,11 @@ func (s *Suite) measureCalls(ctx context.Context, hz int64) (cells map[[2]int]ce
 		return nil, "", 0, err
 	}
 	defer c.Close()
+	relayed, err := client.New(client.Config{Addr: d.Addr, Interface: "echo", Conns: s.Conns, Direct: client.DirectOff})
+	if err != nil {
+		return nil, "", 0, err
+	}
+	defer relayed.Close()
 	pong, err := c.Ping(ctx)
 	if err != nil {
 		return nil, "", 0, err
@@ -238,7 +246,11 @@ func (s *Suite) measureCalls(ctx context.Context, hz int64) (cells map[[2]int]ce
 					return nil, "", 0, err
 				}
 				k++
-				one, err := s.measure(ctx, hz, sc, n, d, pipes, c)
+				cl := c
+				if sc.relay {
+					cl = relayed
+				}
+				one, err := s.measure(ctx, hz, sc, n, d, pipes, cl)
 				if err != nil {
 					return nil, "", 0, fmt.Errorf("%s, %d callers: %w", sc.label, n, err)
 				}
