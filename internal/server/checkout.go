@@ -92,9 +92,11 @@ type checkout struct {
 	// over a socketpair, and release, end and lost take the direct path (direct.go).
 	direct      bool
 	lid         uint64
-	reclaimed   bool            // a warm lease that taskd asked the client to give back (warm.go)
-	warmCounted bool            // a warm lease counted in Server.warmHeld
-	counted     worker.LeaseEnd // the lease's calls already in taskd_calls_total (syncLeaseCalls)
+	reclaimed   bool // a warm lease that taskd asked the client to give back (warm.go)
+	warmCounted bool // a warm lease counted in Server.warmHeld
+	// slowSeen: the start of the last call on the direct lease reported past slow_call.
+	slowSeen time.Time
+	counted  worker.LeaseEnd // the lease's calls already in taskd_calls_total (syncLeaseCalls)
 }
 
 // pendingCall is a call of a checkout. It receives its reply from the worker (OnReply).

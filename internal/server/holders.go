@@ -194,13 +194,16 @@ func (s *Server) watchHeld() {
 }
 
 // sweepHeld logs and counts, once each, the checkouts held longer than their interface's
-// checkout_warn_after, reclaims the warm leases whose pool wants their worker back
+// checkout_warn_after and the calls on direct leases running longer than slow_call,
+// reclaims the warm leases whose pool wants their worker back
 // (warm.go), and returns when to sweep next.
 func (s *Server) sweepHeld() time.Duration {
 	shortest := time.Duration(0)
 	s.watches.Range(func(_, v any) bool {
-		if wa := time.Duration(v.(*watch).warnAfter.Load()); wa > 0 && (shortest == 0 || wa < shortest) {
-			shortest = wa
+		for _, d := range []int64{v.(*watch).warnAfter.Load(), v.(*watch).slowCall.Load()} {
+			if d := time.Duration(d); d > 0 && (shortest == 0 || d < shortest) {
+				shortest = d
+			}
 		}
 		return true
 	})
@@ -214,6 +217,7 @@ func (s *Server) sweepHeld() time.Duration {
 			if !co.sweepWarm() { // a warm lease is held on purpose: never "too long"
 				co.warnIfHeldTooLong(now)
 			}
+			co.watchDirectCall(now)
 		}
 	}
 	next := sweepMax
@@ -250,6 +254,38 @@ func (co *checkout) warnIfHeldTooLong(now time.Time) {
 		fields = append(fields, zap.String("method", wi.Method), zap.Duration("call_running", now.Sub(wi.CallStarted)))
 	}
 	co.ss.log.Warn("checkout held longer than checkout_warn_after; its holder may have forgotten to release it", fields...)
+}
+
+// watchDirectCall logs and counts, once, a call on the checkout's direct lease that has
+// run longer than slow_call. taskd does not see the answers of leased calls, so it reports
+// such a call while it runs, when the sweep finds it (within a quarter of slow_call), with
+// how long it had run then.
+func (co *checkout) watchDirectCall(now time.Time) {
+	sc := time.Duration(co.watch.slowCall.Load())
+	if sc <= 0 {
+		return
+	}
+	co.mu.Lock()
+	direct, state := co.direct, co.state
+	co.mu.Unlock()
+	if !direct || state != coHeld {
+		return
+	}
+	wi := co.w.Info() // from the stats page: the call running on the lease
+	if wi.CallStarted.IsZero() || now.Sub(wi.CallStarted) <= sc {
+		return
+	}
+	co.mu.Lock()
+	seen := co.slowSeen.Equal(wi.CallStarted)
+	co.slowSeen = wi.CallStarted
+	co.mu.Unlock()
+	if seen {
+		return
+	}
+	co.watch.slowCalls.Add(1)
+	fields := append(co.fields(wi), zap.String("method", wi.Method), zap.Duration("running", now.Sub(wi.CallStarted)),
+		zap.Duration("slow_call", sc), zap.Bool("direct", true))
+	co.ss.log.Warn("slow call, still running on a direct lease", fields...)
 }
 
 // logSlowCall logs and counts a call of the checkout that ran d, longer than slow_call.

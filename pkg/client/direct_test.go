@@ -393,6 +393,27 @@ func TestDirectCallsInMetrics(t *testing.T) {
 	assert.Equal(t, "1", failed, "counted once")
 }
 
+// TestDirectSlowCall: a call on a direct lease that runs past slow_call is logged and
+// counted once, while it runs (taskd does not see its answer); a short one is not.
+func TestDirectSlowCall(t *testing.T) {
+	d, _ := leaseDaemon(t, "slow_call: 100ms")
+	ctx := context.Background()
+	c := newClient(t, Config{Addr: d.Addr, Interface: "lease"})
+	co, err := c.Checkout(ctx)
+	require.NoError(t, err)
+	require.NotNil(t, co.pair)
+	require.NoError(t, co.Call(ctx, "echo", nil))
+	var ms int
+	require.NoError(t, co.Call(ctx, "sleep", &ms, 600))
+	co.Release()
+	st, err := c.DaemonStatus(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "lease", st.Interfaces[0].Name)
+	assert.EqualValues(t, 1, st.Interfaces[0].SlowCalls, "the sleep, once")
+	assert.Contains(t, d.Logs(), `"msg":"slow call, still running on a direct lease"`)
+	assert.Contains(t, d.Logs(), `"method":"sleep"`)
+}
+
 // daemonFDs counts taskd's open descriptors other than /proc files: taskd opens a worker's
 // /proc/PID/stat lazily, at its first probe, so a replacement worker's may not be open
 // yet when its predecessor's was. Pipes, sockets, pidfds and memfds are all counted.
