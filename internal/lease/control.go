@@ -140,14 +140,14 @@ var errEOF = fmt.Errorf("lease: control channel closed by the peer: %w", os.ErrC
 
 // closeRights closes every descriptor in the control messages oob.
 func closeRights(oob []byte) {
-	for _, fd := range rights(oob) {
+	for _, fd := range Rights(oob) {
 		unix.Close(fd)
 	}
 }
 
-// rights returns the descriptors that the control messages oob carry (SCM_RIGHTS), in
+// Rights returns the descriptors that the control messages oob carry (SCM_RIGHTS), in
 // order; the caller owns them. Messages that do not parse are skipped.
-func rights(oob []byte) []int {
+func Rights(oob []byte) []int {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
 		return nil

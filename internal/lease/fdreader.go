@@ -68,7 +68,7 @@ func (r *FDReader) readNow(fd uintptr) bool {
 }
 
 func (r *FDReader) keep(oob []byte) {
-	for _, fd := range rights(oob) {
+	for _, fd := range Rights(oob) {
 		r.fds = append(r.fds, os.NewFile(uintptr(fd), "taskd-lease"))
 	}
 }

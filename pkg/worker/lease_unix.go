@@ -14,6 +14,8 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/taskd-dev/taskd/internal/lease"
+
 	"github.com/taskd-dev/taskd/internal/wire"
 )
 
@@ -102,7 +104,7 @@ func (c *control) read(s *server, done chan struct{}) {
 			}
 			return
 		}
-		fds := receivedFDs(oob[:oobn])
+		fds := lease.Rights(oob[:oobn])
 		for _, fd := range fds {
 			unix.CloseOnExec(fd) // where MSG_CMSG_CLOEXEC is missing
 		}
@@ -136,20 +138,6 @@ func newLeaseConn(fd int, log *zap.Logger) leaseConn {
 		log.Warn("worker: making a lease socket blocking", zap.Error(err))
 	}
 	return &rawFD{fd: fd}
-}
-
-func receivedFDs(oob []byte) []int {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil
-	}
-	var fds []int
-	for _, m := range msgs {
-		if got, err := unix.ParseUnixRights(&m); err == nil {
-			fds = append(fds, got...)
-		}
-	}
-	return fds
 }
 
 func closeFDs(fds []int) {
