@@ -15,7 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/taskd-dev/taskd/internal/lease"
-
 	"github.com/taskd-dev/taskd/internal/wire"
 )
 
