@@ -43,6 +43,7 @@ var allowed = map[string][]string{
 	"internal/soak":                     {"pkg/client", "pkg/worker", "internal/procfs", "internal/taskdproc"}, // chaos soak harness (make soak)
 	"cmd/taskd-soak":                    {"internal/soak"},
 	"deploy/deb":                        {},                       // tests of the Debian package (make deb)
+	"deploy/kubernetes":                 {},                       // tests of the Kubernetes manifests and the Dockerfile
 	"internal/floorworker":              {"internal/wire"},        // the minimal worker the Go SDK is measured against
 	"internal/floorworker/floor-worker": {"internal/floorworker"}, // its binary
 }

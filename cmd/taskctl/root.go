@@ -70,7 +70,8 @@ shows its worker pools (status, top), who holds which worker (checkouts) and the
 stderr (logs); it calls a worker method by hand (call, bench); and, for root or taskd's own
 user, it steers the daemon: re-read the config file (reload), stop and restart granting an
 interface's checkouts (drain, resume), resize a pool (scale), and retire or kill a worker
-(retire, kill). docs/operations.md shows each with sample output.`,
+(retire, kill). ready is a readiness check for orchestrators (deploy/kubernetes).
+docs/operations.md shows each with sample output.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
@@ -98,6 +99,7 @@ interface's checkouts (drain, resume), resize a pool (scale), and retire or kill
 	root.AddCommand(newLogsCmd(opts), newTopCmd(opts))
 	root.AddCommand(newSteerCmds(opts)...) // drain, resume, retire, kill, scale
 	root.AddCommand(newCheckoutsCmd(opts))
+	root.AddCommand(newReadyCmd(opts)) // for readiness probes (deploy/kubernetes)
 	return root
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -24,8 +25,14 @@ refuses it, with taskd's reason.`
 		`drain makes taskd refuse new checkouts of interface IFACE at once (clients get
 "interface drained", which they do not retry), and fail the waiting ones; checkouts
 already held go on until they are released. Its workers keep running. 'taskctl resume
-IFACE' undoes it; 'taskctl status' marks a drained interface.`+who,
+IFACE' undoes it; 'taskctl status' marks a drained interface.
+
+--all drains every interface (IFACE is then left out): before a planned stop, such as a
+Kubernetes preStop hook, so that clients move their new checkouts to other daemons while
+this one still answers. --wait D then waits until the drained interfaces have no checkout
+held, at most D, and exits 0 either way (what is still held is left to shutdown_grace).`+who,
 		func(ctx context.Context, c *client.Client, a []string) (string, error) { return c.Drain(ctx, a[0]) })
+	drainFlags(opts, drain)
 	resume := steerCmd(opts, "resume IFACE", "Grant checkouts of a drained interface again",
 		`resume undoes 'taskctl drain IFACE': taskd grants checkouts of IFACE again.`+who,
 		func(ctx context.Context, c *client.Client, a []string) (string, error) { return c.Resume(ctx, a[0]) })
@@ -97,3 +104,80 @@ func steerCmd(opts *options, use, short, long string, do func(context.Context, *
 		},
 	}
 }
+
+// drainFlags gives drain its --all and --wait flags: with --all it drains every interface
+// (drainAll), and with --wait it waits for the drained interfaces' held checkouts
+// (waitReleased) before it prints taskd's accounts.
+func drainFlags(opts *options, drain *cobra.Command) {
+	var all bool
+	var wait time.Duration
+	drain.Use = "drain IFACE | drain --all [--wait D]"
+	drain.Flags().BoolVar(&all, "all", false, "drain every interface (no IFACE)")
+	drain.Flags().DurationVar(&wait, "wait", 0, "then wait until no checkout of the drained interfaces is held, at most this long")
+	drain.Args = args(func(cmd *cobra.Command, a []string) error {
+		if all {
+			if len(a) > 0 {
+				return fmt.Errorf("--all drains every interface: give no IFACE (got %q)", a)
+			}
+			return nil
+		}
+		return cobra.ExactArgs(1)(cmd, a)
+	})
+	drain.PreRunE = func(*cobra.Command, []string) error {
+		if wait < 0 {
+			return &usageError{fmt.Errorf("--wait %v: want a duration of 0 or more, such as 20s", wait)}
+		}
+		return nil
+	}
+	one := drain.RunE
+	drain.RunE = func(cmd *cobra.Command, a []string) error {
+		if !all && wait == 0 {
+			return one(cmd, a)
+		}
+		c, err := opts.newClient("")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		ctx := cmd.Context()
+		var msg string
+		var names []string
+		if all {
+			msg, names, err = drainAll(ctx, c)
+		} else {
+			msg, err = c.Drain(ctx, a[0])
+			names = a
+		}
+		if err != nil {
+			if msg != "" {
+				fmt.Fprintln(opts.stdout, msg) // the interfaces drained before the failure
+			}
+			return err
+		}
+		if wait > 0 && len(names) > 0 {
+			waited, err := waitReleased(ctx, c, names, wait, drainPoll)
+			if err != nil {
+				return err
+			}
+			msg += "\n" + waited
+		}
+		target := "all"
+		if !all {
+			target = a[0]
+		}
+		if opts.output == "json" {
+			enc := json.NewEncoder(opts.stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(struct {
+				Op      string `json:"op"`
+				Target  string `json:"target"`
+				Message string `json:"message"`
+			}{"drain", target, msg})
+		}
+		_, err = fmt.Fprintln(opts.stdout, msg)
+		return err
+	}
+}
+
+// drainPoll is how often drain --wait asks taskd whether the held checkouts are released.
+const drainPoll = 200 * time.Millisecond
