@@ -1,0 +1,159 @@
+package taskdtest
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/taskd-dev/taskd/internal/sandbox"
+	"github.com/taskd-dev/taskd/pkg/worker"
+)
+
+// init makes a test binary that imports this package able to serve as the sandbox helper
+// that starts workers with a umask or rlimits (interface keys umask, rlimits): the
+// in-process daemon starts such workers through its own executable — here the test
+// binary — with a marker in argv[0] that sandbox.Main recognizes. It must run before the
+// testing package parses the helper's arguments as test flags, so it cannot wait for a
+// Start call; it returns at once in any other process.
+func init() { sandbox.Main() }
+
+// InWorker reports whether this process is a worker process of a Go interface (one that
+// taskd started from this test binary; see Interface.Worker). A TestMain can use it to
+// skip setup that only the tests need: a worker process runs TestMain too, then only the
+// test that started it, up to its Start call. It is safe for concurrent use.
+func InWorker() bool { return os.Getenv(workerEnv) != "" }
+
+// testFunc matches the name of a function that go test runs (after its package).
+var testFunc = regexp.MustCompile(`^(Test|Example|Benchmark|Fuzz)[^.]*$`)
+
+// reexecFor returns how to start a worker process that runs test or example run again:
+// this binary, with flags that select only run (a Test, Fuzz or Example function, or a
+// subtest path) and none of its subtests, or only benchmark run with b.N = 1 when bench
+// is set, or nothing but TestMain when run is "TestMain".
+func reexecFor(run string, bench bool) (*reexec, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("needs the test binary's path to start it again as the worker: %w", err)
+	}
+	pattern := "^$"
+	if run != "TestMain" {
+		elems := strings.Split(run, "/")
+		for i, e := range elems {
+			elems[i] = "^" + regexp.QuoteMeta(e) + "$"
+		}
+		// "^$" one level down: the test's own subtests do not run in the worker process
+		// (no subtest has an empty name).
+		pattern = strings.Join(append(elems, "^$"), "/")
+	}
+	argv := []string{exe, "-test.run=" + pattern, "-test.count=1"}
+	if bench {
+		argv = []string{exe, "-test.run=^$", "-test.bench=" + pattern, "-test.benchtime=1x", "-test.count=1"}
+	}
+	return &reexec{argv: argv, run: run}, nil
+}
+
+// runName returns the name by which the worker process finds the Start call of tb
+// again, and whether tb is a benchmark.
+func runName(tb testing.TB) (string, bool) {
+	_, bench := tb.(*testing.B)
+	return tb.Name(), bench
+}
+
+// callerRun returns the name of the Test, Example, Benchmark or Fuzz function, or
+// TestMain, that go test is running and that called New (directly or through helpers on
+// the same goroutine), or "" if there is none.
+func callerRun() (string, bool) {
+	pcs := make([]uintptr, 64)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(3, pcs)])
+	var prev string
+	for {
+		f, more := frames.Next()
+		// The function go test calls is called by package testing (or, for TestMain,
+		// by the generated main.main).
+		if prev != "" && (strings.HasPrefix(f.Function, "testing.") || f.Function == "main.main") {
+			return prev, strings.HasPrefix(prev, "Benchmark")
+		}
+		prev = ""
+		short := f.Function[strings.LastIndex(f.Function, "/")+1:]
+		if _, name, ok := strings.Cut(short, "."); ok && (testFunc.MatchString(name) || name == "TestMain") {
+			prev = name
+		}
+		if !more {
+			return "", false
+		}
+	}
+}
+
+// errNoRun says why a server made outside a test's own goroutine cannot have Go
+// interfaces.
+var errNoRun = errors.New("needs to know which test or example function to run in the worker process: " +
+	"call New directly (or through helpers) from TestMain or an Example, Test or Benchmark function, not from a goroutine it started; in a test, Start(t, ...) is simpler")
+
+// seen records, per running test, the Go interfaces its Start calls have had, so that
+// a second Start of the same test with the same Go interface name is refused: its
+// worker processes would serve the first one's methods. Guarded by seenMu; an entry is
+// removed when its test ends.
+var (
+	seenMu sync.Mutex
+	seen   = map[testing.TB]map[string]bool{}
+)
+
+// claim records the Go interfaces of cfg for tb, or says which one an earlier Start of
+// the same test had already.
+func claim(tb testing.TB, cfg Config) error {
+	seenMu.Lock()
+	defer seenMu.Unlock()
+	names, ok := seen[tb]
+	if !ok {
+		names = map[string]bool{}
+		seen[tb] = names
+		tb.Cleanup(func() {
+			seenMu.Lock()
+			delete(seen, tb)
+			seenMu.Unlock()
+		})
+	}
+	for name, in := range cfg.Interfaces {
+		if in.isGo() && names[name] {
+			return fmt.Errorf("taskdtest: %s already started a server with a Go interface named %q: its worker processes would serve that server's methods; "+
+				"give the Go interfaces of one test distinct names, or start the second server in a subtest", tb.Name(), name)
+		}
+	}
+	for name, in := range cfg.Interfaces {
+		if in.isGo() {
+			names[name] = true
+		}
+	}
+	return nil
+}
+
+// serveIfWorker is the first thing Start and New do: in a worker process started for
+// a Go interface of cfg by a Start or New of test run, it serves that interface and
+// exits. It returns false in any other process, and true in a worker process for another
+// Start or New (a parent test's, or an earlier one of the same test), which must then
+// start nothing.
+func serveIfWorker(run string, cfg Config) bool {
+	iface := os.Getenv(workerEnv)
+	if iface == "" {
+		return false
+	}
+	in, ok := cfg.Interfaces[iface]
+	if os.Getenv(runEnv) != run || !ok || !in.isGo() {
+		fmt.Fprintf(os.Stderr, "taskdtest: this worker process of Go interface %q, started for %s, passes a server of %s without serving it; "+
+			"it serves the first Start or New of that test with a Go interface %q\n", iface, os.Getenv(runEnv), run, iface)
+		return true
+	}
+	// The process exists to serve the worker: when the protocol ends, so does it, and
+	// the rest of the test never runs here.
+	if err := worker.Run(in.Worker); err != nil {
+		fmt.Fprintf(os.Stderr, "taskdtest: Go interface %q of %s: %v\n", iface, run, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+	return true
+}
