@@ -156,6 +156,27 @@ func TestCommandWorker(t *testing.T) {
 	assert.Equal(t, "EchoError", re.Type)
 }
 
+// TestSandboxedWorker: a worker with a umask and rlimits starts through the sandbox
+// helper, which is the test binary itself (the package's init serves it).
+func TestSandboxedWorker(t *testing.T) {
+	srv := taskdtest.Start(t, taskdtest.Config{Interfaces: map[string]taskdtest.Interface{
+		"go": {Worker: worker.Spec{Methods: map[string]worker.Func{
+			"limits": func(context.Context, *worker.Call) (any, error) {
+				mask := syscall.Umask(0)
+				syscall.Umask(mask)
+				var l syscall.Rlimit
+				if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+					return nil, err
+				}
+				return []uint64{uint64(mask), l.Cur, l.Max}, nil
+			},
+		}}, YAML: "umask: \"0027\"\nrlimits: {nofile: 300}"},
+	}})
+	var got []uint64
+	require.NoError(t, srv.Client("go").Call(ctx(t), "limits", &got))
+	assert.Equal(t, []uint64{0o027, 300, 300}, got)
+}
+
 // TestNothingLeftBehind: when the test that started a server ends, its workers are
 // gone, and so are its socket and directory.
 func TestNothingLeftBehind(t *testing.T) {
