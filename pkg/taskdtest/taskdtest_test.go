@@ -251,6 +251,34 @@ func TestSubtestServers(t *testing.T) {
 	assert.Equal(t, "parent", got)
 }
 
+// fatalRecorder is a testing.TB whose Fatal records the message and ends the
+// goroutine, for a test of what Start refuses.
+type fatalRecorder struct {
+	*testing.T
+	fatal string
+}
+
+func (r *fatalRecorder) Fatal(args ...any) {
+	r.fatal = fmt.Sprint(args...)
+	runtime.Goexit()
+}
+
+// TestSameGoInterfaceTwice: a second Start of one test with a Go interface of the same
+// name is refused (its worker processes would serve the first server's methods).
+func TestSameGoInterfaceTwice(t *testing.T) {
+	r := &fatalRecorder{T: t}
+	cfg := taskdtest.Config{Interfaces: map[string]taskdtest.Interface{"w": {Worker: worker.Spec{Methods: methods}}}}
+	srv := taskdtest.Start(r, cfg)
+	require.NoError(t, srv.Client("w").Call(ctx(t), "pid", nil))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		taskdtest.Start(r, cfg)
+	}()
+	<-done
+	assert.Contains(t, r.fatal, `TestSameGoInterfaceTwice already started a server with a Go interface named "w"`)
+}
+
 // TestConfigErrors: a bad Config is refused before anything starts, saying what to do.
 func TestConfigErrors(t *testing.T) {
 	goSpec := worker.Spec{Methods: methods}
