@@ -44,8 +44,12 @@ type Interface struct {
 	// CheckoutDone or Logger as a worker's main would).
 	Worker worker.Spec
 
-	// Env is the worker's environment (besides PATH, HOME, LANG, LC_ALL, LC_CTYPE, TZ
-	// and TMPDIR of the test process and taskd's TASKD_* variables): the env key.
+	// Env is the worker's environment: the env key. A Command worker gets only these
+	// variables, PATH, HOME, LANG, LC_ALL, LC_CTYPE, TZ and TMPDIR of the test process,
+	// and taskd's TASKD_* variables, as under the daemon. A Go interface's worker
+	// process also inherits the rest of the test process's environment (but its TASKD_*
+	// variables), so that it takes the same path through the test (a test that skips
+	// unless a variable is set, say); Env overrides it.
 	Env map[string]string
 
 	// Dir is the worker's working directory (the dir key); relative to the test's
@@ -90,10 +94,41 @@ type reexec struct {
 	run  string
 }
 
-// buildYAML returns taskd's config file for cfg, listening on addr; id is the test
-// server's id (serverEnv). re starts Go interfaces; nil if they cannot be served here,
-// with why.
-func buildYAML(cfg Config, addr, id string, re *reexec, why error) ([]byte, error) {
+// build is what buildYAML needs besides the Config.
+type build struct {
+	addr string  // where the daemon listens
+	id   string  // the test server's id (serverEnv)
+	re   *reexec // starts Go interfaces; nil if they cannot be served here, with why
+	why  error
+	// environ is the test process's environment, which Go interfaces inherit (see
+	// inherited); redact replaces those values with a placeholder, for a config quoted
+	// in an error (the lines stay the same).
+	environ []string
+	redact  bool
+}
+
+// inherited returns the variables of environ that a Go interface's worker process gets:
+// all but taskd's (TASKD_*) and this package's own, and systemd's notify and
+// socket-activation variables. With them, the worker process takes the same path through the test as the
+// test did (a test that skips unless a variable is set, say).
+func (b build) inherited() map[string]string {
+	env := map[string]string{}
+	for _, kv := range b.environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" || strings.HasPrefix(k, "TASKD_") || k == serverEnv || k == workerEnv || k == runEnv ||
+			k == "NOTIFY_SOCKET" || strings.HasPrefix(k, "LISTEN_") {
+			continue
+		}
+		if b.redact {
+			v = "(from the test's environment)"
+		}
+		env[k] = v
+	}
+	return env
+}
+
+// buildYAML returns taskd's config file for cfg, as b says.
+func buildYAML(cfg Config, b build) ([]byte, error) {
 	if len(cfg.Interfaces) == 0 {
 		return nil, errors.New("taskdtest: Config.Interfaces is empty: give at least one interface, with a Command or a Worker")
 	}
@@ -105,7 +140,7 @@ func buildYAML(cfg Config, addr, id string, re *reexec, why error) ([]byte, erro
 		return nil, err
 	}
 	doc := mapping()
-	add(doc, "listen", []string{addr})
+	add(doc, "listen", []string{b.addr})
 	for _, d := range testDefaults {
 		if !has(top, d.key) {
 			add(doc, d.key, d.value)
@@ -115,7 +150,7 @@ func buildYAML(cfg Config, addr, id string, re *reexec, why error) ([]byte, erro
 	ifaces := mapping()
 	for _, name := range slices.Sorted(maps.Keys(cfg.Interfaces)) {
 		in := cfg.Interfaces[name]
-		n, err := interfaceNode(name, in, id, re, why)
+		n, err := interfaceNode(name, in, b)
 		if err != nil {
 			return nil, err
 		}
@@ -126,9 +161,9 @@ func buildYAML(cfg Config, addr, id string, re *reexec, why error) ([]byte, erro
 }
 
 // interfaceNode is the config of one interface.
-func interfaceNode(name string, in Interface, id string, re *reexec, why error) (*yaml.Node, error) {
+func interfaceNode(name string, in Interface, b build) (*yaml.Node, error) {
 	what := fmt.Sprintf("Config.Interfaces[%q]", name)
-	env := map[string]string{serverEnv: id}
+	env := map[string]string{}
 	command := in.Command
 	switch {
 	case in.isGo() && len(in.Command) > 0:
@@ -137,15 +172,14 @@ func interfaceNode(name string, in Interface, id string, re *reexec, why error) 
 		if len(in.Worker.Methods) == 0 && in.Worker.Default == nil {
 			return nil, fmt.Errorf("taskdtest: %s.Worker has neither Methods nor Default: give it something to call", what)
 		}
-		if re == nil {
-			return nil, fmt.Errorf("taskdtest: %s is a Go interface (Worker), which %w", what, why)
+		if b.re == nil {
+			return nil, fmt.Errorf("taskdtest: %s is a Go interface (Worker), which %w", what, b.why)
 		}
-		command = re.argv
-		env[runEnv] = re.run
+		command = b.re.argv
+		env = b.inherited()
 		// A race-enabled binary otherwise sleeps a second at exit: every worker exit
 		// would look slow.
-		env["GORACE"] = "atexit_sleep_ms=0"
-		env[workerEnv] = name
+		env["GORACE"] = strings.TrimSpace(env["GORACE"] + " atexit_sleep_ms=0")
 	case len(in.Command) == 0:
 		return nil, fmt.Errorf("taskdtest: %s has neither a Command nor a Worker: give the worker's argv in Command, or Go methods in Worker", what)
 	}
@@ -154,6 +188,11 @@ func interfaceNode(name string, in Interface, id string, re *reexec, why error) 
 			return nil, fmt.Errorf("taskdtest: %s.Env sets %s, which the test server sets itself: use another name", what, k)
 		}
 		env[k] = v
+	}
+	env[serverEnv] = b.id
+	if in.isGo() {
+		env[workerEnv] = name
+		env[runEnv] = b.re.run
 	}
 	extra, err := snippet(what+".YAML", in.YAML, map[string]string{
 		"command": "use " + what + ".Command (or .Worker)",

@@ -76,8 +76,9 @@
 //     milliseconds (more under -race); setup_timeout (10s) is plenty.
 //
 // Every worker process of a test server has TASKDTEST_SERVER, the server's id, in its
-// environment, by which Close finds processes that outlived the daemon; a Go worker also
-// has TASKDTEST_WORKER and TASKDTEST_RUN, and GORACE=atexit_sleep_ms=0.
+// environment, by which Close finds processes that outlived the daemon. A Go worker
+// inherits the test process's environment (see Interface.Env) and also has
+// TASKDTEST_WORKER and TASKDTEST_RUN, and atexit_sleep_ms=0 added to GORACE.
 //
 // The package's init function lets the test binary serve as the helper through which
 // taskd starts workers that have a umask or rlimits; it does nothing in any other process.

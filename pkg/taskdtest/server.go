@@ -122,7 +122,8 @@ func start(cfg Config, re *reexec, why error) (s *Server, err error) {
 	}()
 	s = &Server{addr: "unix:" + filepath.Join(dir, "taskd.sock"), dir: dir, logs: &logBuffer{},
 		id: strconv.Itoa(os.Getpid()) + "-" + filepath.Base(dir), clients: map[string]*client.Client{}, done: make(chan error, 1)}
-	yml, err := buildYAML(cfg, s.addr, s.id, re, why)
+	b := build{addr: s.addr, id: s.id, re: re, why: why, environ: os.Environ()}
+	yml, err := buildYAML(cfg, b)
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +134,9 @@ func start(cfg Config, re *reexec, why error) (s *Server, err error) {
 	// No environ: the test process's TASKD_* variables do not reach a test server.
 	c, err := config.Load(path, nil)
 	if err != nil {
-		return nil, fmt.Errorf("taskdtest: the config made of Config is invalid: %w\nthe config file:\n%s", err, numbered(yml))
+		b.redact = true
+		shown, _ := buildYAML(cfg, b)
+		return nil, fmt.Errorf("taskdtest: the config made of Config is invalid: %w\nthe config file:\n%s", err, numbered(shown))
 	}
 	s.grace = c.ShutdownGrace
 	log, err := newLogger(c.Log.Level, s.logs)

@@ -49,6 +49,11 @@ var methods = map[string]worker.Func{
 		}
 		return n, nil
 	},
+	"getenv": func(_ context.Context, c *worker.Call) (any, error) {
+		var k string
+		err := c.Args(&k)
+		return os.Getenv(k), err
+	},
 	"fail": func(context.Context, *worker.Call) (any, error) {
 		return nil, worker.Errorf("TestError", "failing as asked")
 	},
@@ -83,7 +88,7 @@ func ctx(t *testing.T) context.Context {
 // through the Server's clients.
 func TestGoWorker(t *testing.T) {
 	srv := taskdtest.Start(t, taskdtest.Config{Interfaces: map[string]taskdtest.Interface{
-		"go": {Worker: worker.Spec{Methods: methods}, YAML: "max_workers: 1\nmin_idle: 1"},
+		"go": {Worker: worker.Spec{Methods: methods}, YAML: "max_workers: 1\nmin_idle: 1", Env: map[string]string{"GREETING": "hi"}},
 	}})
 	c := srv.Client("go")
 	assert.Same(t, c, srv.Client("go"), "one shared client per interface")
@@ -107,6 +112,10 @@ func TestGoWorker(t *testing.T) {
 	self, err := os.Executable()
 	require.NoError(t, err)
 	assert.Equal(t, self, exe, "the worker runs this test binary")
+
+	var greeting string
+	require.NoError(t, co.Call(ctx, "getenv", &greeting, "GREETING"))
+	assert.Equal(t, "hi", greeting, "Interface.Env")
 
 	var re *client.RemoteError
 	require.ErrorAs(t, co.Call(ctx, "fail", nil), &re)
@@ -309,6 +318,14 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown key", taskdtest.Config{Interfaces: map[string]taskdtest.Interface{"x": {Command: []string{"w"}}}, YAML: "shutdown_grase: 1s"},
 			[]string{"unknown key shutdown_grase"}},
 	}
+	t.Setenv("TASKD_ADDR", "unix:/not-for-workers")
+	t.Setenv("SECRET_LOOKING", "s3cr3t-value")
+	tests = append(tests, struct {
+		name string
+		cfg  taskdtest.Config
+		want []string
+	}{"Go interface: the test's environment is not quoted", taskdtest.Config{Interfaces: map[string]taskdtest.Interface{"x": {Worker: goSpec, YAML: "max_workers: -1"}}},
+		[]string{"interfaces.x.max_workers: must be ≥ 1 (got -1)", `"SECRET_LOOKING": "(from the test's environment)"`}})
 	for _, tt := range tests {
 		srv, err := taskdtest.New(tt.cfg)
 		if !assert.Error(t, err, tt.name) {
@@ -318,6 +335,8 @@ func TestConfigErrors(t *testing.T) {
 		for _, w := range tt.want {
 			assert.Contains(t, err.Error(), w, tt.name)
 		}
+		assert.NotContains(t, err.Error(), "s3cr3t-value", tt.name)
+		assert.NotContains(t, err.Error(), "TASKD_ADDR", tt.name)
 	}
 	leftDirs(t)
 }
@@ -381,8 +400,9 @@ func TestFailingOnPurpose(t *testing.T) {
 		t.Skip("run by TestFailureOutput")
 	}
 	srv := taskdtest.Start(t, taskdtest.Config{Interfaces: map[string]taskdtest.Interface{
-		// The worker process needs failEnv too, to get past the Skip to this Start.
-		"go": {Worker: worker.Spec{Methods: methods}, Env: map[string]string{failEnv: "1"}},
+		// The worker process inherits failEnv from the test's environment, and so gets
+		// past the Skip to this Start.
+		"go": {Worker: worker.Spec{Methods: methods}},
 	}})
 	require.NoError(t, srv.Client("go").Call(ctx(t), "stderr", nil, "a line on the worker's stderr"))
 	require.Eventually(t, func() bool { return strings.Contains(srv.Logs(), "a line on the worker's stderr") }, 5*time.Second, 10*time.Millisecond)
