@@ -2,6 +2,7 @@ package taskdtest_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -184,6 +185,19 @@ func TestSandboxedWorker(t *testing.T) {
 	var got []uint64
 	require.NoError(t, srv.Client("go").Call(ctx(t), "limits", &got))
 	assert.Equal(t, []uint64{0o027, 300, 300}, got)
+}
+
+// TestGoWorkerSetupFails: a Go worker whose Setup fails makes its interface unavailable,
+// and the checkout's error quotes why.
+func TestGoWorkerSetupFails(t *testing.T) {
+	srv := taskdtest.Start(t, taskdtest.Config{Interfaces: map[string]taskdtest.Interface{
+		"go": {Worker: worker.Spec{Methods: methods, Setup: func(context.Context) error {
+			return errors.New("cannot open testdata/missing.db")
+		}}, YAML: "min_idle: 0"},
+	}})
+	err := srv.Client("go").Call(ctx(t), "pid", nil)
+	require.ErrorIs(t, err, client.ErrUnavailable)
+	assert.Contains(t, err.Error(), `Go interface \"go\" of TestGoWorkerSetupFails: worker: setup failed: cannot open testdata/missing.db`)
 }
 
 // TestNothingLeftBehind: when the test that started a server ends, its workers are
