@@ -68,7 +68,9 @@
 //     several servers, and subtests their own, but the Go interfaces of one test's
 //     servers must have distinct names (Start says so if not). A worker process that
 //     ends the test without reaching its Start call exits before it is ready: the
-//     checkout fails with client.ErrUnavailable, quoting the process's stderr.
+//     checkout fails with client.ErrUnavailable, quoting the process's stderr, where
+//     package testing's report goes in a worker process (a failure before Start, say).
+//     A skip is reported only as PASS there.
 //   - New, which has no testing.TB, finds the function go test is running (TestMain, or
 //     an Example, Test or Benchmark function) from the call stack, so it must be called
 //     on that function's own goroutine.
@@ -81,5 +83,6 @@
 // TASKDTEST_WORKER and TASKDTEST_RUN, and atexit_sleep_ms=0 added to GORACE.
 //
 // The package's init function lets the test binary serve as the helper through which
-// taskd starts workers that have a umask or rlimits; it does nothing in any other process.
+// taskd starts workers that have a umask or rlimits, and in a Go worker process points
+// stdout at stderr until the worker is served; it does nothing in any other process.
 package taskdtest

@@ -10,17 +10,43 @@ import (
 	"sync"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/taskd-dev/taskd/internal/sandbox"
 	"github.com/taskd-dev/taskd/pkg/worker"
 )
 
-// init makes a test binary that imports this package able to serve as the sandbox helper
-// that starts workers with a umask or rlimits (interface keys umask, rlimits): the
-// in-process daemon starts such workers through its own executable — here the test
-// binary — with a marker in argv[0] that sandbox.Main recognizes. It must run before the
-// testing package parses the helper's arguments as test flags, so it cannot wait for a
-// Start call; it returns at once in any other process.
-func init() { sandbox.Main() }
+// protocolOut is, in a Go interface's worker process, the protocol's stdout (a copy of
+// descriptor 1 made by init) until serveIfWorker puts it back; -1 otherwise. Only init
+// and serveIfWorker use it, on the test's goroutine.
+var protocolOut = -1
+
+// init does what must happen before package testing starts:
+//
+//   - It makes a test binary that imports this package able to serve as the sandbox
+//     helper that starts workers with a umask or rlimits (interface keys umask,
+//     rlimits): the in-process daemon starts such workers through its own executable —
+//     here the test binary — with a marker in argv[0] that sandbox.Main recognizes,
+//     before package testing would reject the helper's arguments as test flags.
+//   - In a Go interface's worker process, it moves the protocol's stdout aside and
+//     points descriptor 1 at stderr until the worker is served, so that what package
+//     testing prints on the way (a failure of the test before its Start call, PASS)
+//     reaches taskd as stderr, which it logs and quotes when the worker does not start,
+//     not as stray protocol output.
+//
+// In any other process it does nothing.
+func init() {
+	sandbox.Main()
+	if InWorker() {
+		if fd, err := unix.FcntlInt(1, unix.F_DUPFD_CLOEXEC, 3); err == nil {
+			if unix.Dup2(2, 1) == nil {
+				protocolOut = fd
+			} else {
+				unix.Close(fd)
+			}
+		}
+	}
+}
 
 // InWorker reports whether this process is a worker process of a Go interface (one that
 // taskd started from this test binary; see Interface.Worker). A TestMain can use it to
@@ -147,6 +173,14 @@ func serveIfWorker(run string, cfg Config) bool {
 		fmt.Fprintf(os.Stderr, "taskdtest: this worker process of Go interface %q, started for %s, passes a server of %s without serving it; "+
 			"it serves the first Start or New of that test with a Go interface %q\n", iface, os.Getenv(runEnv), run, iface)
 		return true
+	}
+	if protocolOut >= 0 {
+		if err := unix.Dup2(protocolOut, 1); err != nil {
+			fmt.Fprintf(os.Stderr, "taskdtest: restoring the worker's stdout: %v\n", err)
+			os.Exit(1)
+		}
+		unix.Close(protocolOut)
+		protocolOut = -1
 	}
 	// The process exists to serve the worker: when the protocol ends, so does it, and
 	// the rest of the test never runs here.

@@ -200,6 +200,22 @@ func TestGoWorkerSetupFails(t *testing.T) {
 	assert.Contains(t, err.Error(), `Go interface \"go\" of TestGoWorkerSetupFails: worker: setup failed: cannot open testdata/missing.db`)
 }
 
+// TestWorkerProcessMissesStart: a worker process that fails the test before it reaches
+// Start does not start; the checkout's error quotes the failure, which package testing
+// printed (to stderr, in a worker process).
+func TestWorkerProcessMissesStart(t *testing.T) {
+	if taskdtest.InWorker() {
+		t.Fatal("a precondition that fails only in the worker process")
+	}
+	srv := taskdtest.Start(t, taskdtest.Config{Interfaces: map[string]taskdtest.Interface{
+		"go": {Worker: worker.Spec{Methods: methods}, YAML: "min_idle: 0"},
+	}})
+	err := srv.Client("go").Call(ctx(t), "pid", nil)
+	require.ErrorIs(t, err, client.ErrUnavailable)
+	assert.Contains(t, err.Error(), "a precondition that fails only in the worker process")
+	assert.NotContains(t, srv.Logs(), "stray stdout line")
+}
+
 // TestNothingLeftBehind: when the test that started a server ends, its workers are
 // gone, and so are its socket and directory.
 func TestNothingLeftBehind(t *testing.T) {
