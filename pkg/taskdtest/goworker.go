@@ -117,8 +117,8 @@ func callerRun() (string, bool) {
 
 // errNoRun says why a server made outside a test's own goroutine cannot have Go
 // interfaces.
-var errNoRun = errors.New("needs to know which test or example function to run in the worker process: " +
-	"call New directly (or through helpers) from TestMain or an Example, Test or Benchmark function, not from a goroutine it started; in a test, Start(t, ...) is simpler")
+var errNoRun = errors.New("needs to know which function go test is running, to run it again in the worker process, and New finds it on the call stack: " +
+	"call New from TestMain or an Example, Test or Benchmark function itself (or helpers it calls), not from a subtest's function or a goroutine; in tests and subtests, use Start(t, ...)")
 
 // seen records, per running test, the Go interfaces its Start calls have had, so that
 // a second Start of the same test with the same Go interface name is refused: its

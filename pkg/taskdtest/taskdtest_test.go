@@ -381,7 +381,8 @@ func TestGoWorkerOffTheTestGoroutine(t *testing.T) {
 	}()
 	err := <-errc
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "not from a goroutine it started")
+	assert.Contains(t, err.Error(), `Config.Interfaces["go"] is a Go interface (Worker), which needs to know which function go test is running`)
+	assert.Contains(t, err.Error(), "use Start(t, ...)")
 }
 
 // leftDirs fails the test if a test server's directory of this process is left in the
