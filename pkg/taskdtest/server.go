@@ -108,6 +108,9 @@ func inertServer() *Server {
 	return &Server{addr: "unix:" + filepath.Join(os.TempDir(), "taskdtest-in-a-worker-process.sock"), inert: true, logs: &logBuffer{}}
 }
 
+// maxSocketPath is the longest path of a unix socket (sun_path less its NUL, on Linux).
+const maxSocketPath = 107
+
 // start writes the config, and runs the daemon in this process until Close.
 func start(cfg Config, re *reexec, why error) (s *Server, err error) {
 	// Not t.TempDir: its path can exceed the 107 bytes of a unix socket path.
@@ -120,6 +123,9 @@ func start(cfg Config, re *reexec, why error) (s *Server, err error) {
 			os.RemoveAll(dir)
 		}
 	}()
+	if sock := filepath.Join(dir, "taskd.sock"); len(sock) > maxSocketPath {
+		return nil, fmt.Errorf("taskdtest: the daemon's socket path %s is longer than a unix socket allows (%d bytes): set TMPDIR to a shorter directory", sock, maxSocketPath)
+	}
 	s = &Server{addr: "unix:" + filepath.Join(dir, "taskd.sock"), dir: dir, logs: &logBuffer{},
 		id: strconv.Itoa(os.Getpid()) + "-" + filepath.Base(dir), clients: map[string]*client.Client{}, done: make(chan error, 1)}
 	b := build{addr: s.addr, id: s.id, re: re, why: why, environ: os.Environ()}

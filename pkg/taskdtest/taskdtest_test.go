@@ -371,6 +371,23 @@ func TestConfigErrors(t *testing.T) {
 	leftDirs(t)
 }
 
+// TestLongTMPDIR: a TMPDIR too long for a unix socket path below it is refused with
+// what to do, and nothing is left in it.
+func TestLongTMPDIR(t *testing.T) {
+	tmp, err := os.MkdirTemp("", "tdtlong")
+	require.NoError(t, err)
+	defer os.RemoveAll(tmp)
+	long := filepath.Join(tmp, strings.Repeat("d", 100))
+	require.NoError(t, os.Mkdir(long, 0o700))
+	t.Setenv("TMPDIR", long)
+	_, err = taskdtest.New(taskdtest.Config{Interfaces: map[string]taskdtest.Interface{"x": {Command: []string{"w"}}}})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "set TMPDIR to a shorter directory")
+	ents, err := os.ReadDir(long)
+	require.NoError(t, err)
+	assert.Empty(t, ents)
+}
+
 // TestGoWorkerOffTheTestGoroutine: New cannot serve a Go interface when it is called
 // from a goroutine the test started, and says why.
 func TestGoWorkerOffTheTestGoroutine(t *testing.T) {
