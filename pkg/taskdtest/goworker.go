@@ -105,8 +105,9 @@ func callerRun() (string, bool) {
 			return prev, strings.HasPrefix(prev, "Benchmark")
 		}
 		prev = ""
-		short := f.Function[strings.LastIndex(f.Function, "/")+1:]
-		if _, name, ok := strings.Cut(short, "."); ok && (testFunc.MatchString(name) || name == "TestMain") {
+		// After the last dot: a package's last path element may have dots, and a
+		// closure's name ends in ".funcN", which does not match.
+		if name := f.Function[strings.LastIndex(f.Function, ".")+1:]; testFunc.MatchString(name) {
 			prev = name
 		}
 		if !more {
