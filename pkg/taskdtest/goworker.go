@@ -160,20 +160,16 @@ func claim(tb testing.TB, cfg Config) error {
 }
 
 // serveIfWorker is the first thing Start and New do: in a worker process started for
-// a Go interface of cfg by a Start or New of test run, it serves that interface and
-// exits. It returns false in any other process, and true in a worker process for another
-// Start or New (a parent test's, or an earlier one of the same test), which must then
-// start nothing.
-func serveIfWorker(run string, cfg Config) bool {
+// Go interface iface of the first Start or New of test run that has one of that name,
+// it serves that interface and exits. It returns in any other process, and in a worker
+// process for another Start or New (a parent test's, or an earlier one of the same
+// test), which then starts its server as the test does: the test's code between that
+// server's Start and the one to serve may use it.
+func serveIfWorker(run string, cfg Config) {
 	iface := os.Getenv(workerEnv)
-	if iface == "" {
-		return false
-	}
 	in, ok := cfg.Interfaces[iface]
-	if os.Getenv(runEnv) != run || !ok || !in.isGo() {
-		fmt.Fprintf(os.Stderr, "taskdtest: this worker process of Go interface %q, started for %s, passes a server of %s without serving it; "+
-			"it serves the first Start or New of that test with a Go interface %q\n", iface, os.Getenv(runEnv), run, iface)
-		return true
+	if iface == "" || os.Getenv(runEnv) != run || !ok || !in.isGo() {
+		return
 	}
 	if protocolOut >= 0 {
 		if err := unix.Dup2(protocolOut, 1); err != nil {
@@ -190,5 +186,4 @@ func serveIfWorker(run string, cfg Config) bool {
 		os.Exit(1)
 	}
 	os.Exit(0)
-	return true
 }

@@ -35,7 +35,6 @@ type Server struct {
 	logs  *logBuffer
 	stop  context.CancelFunc
 	done  chan error // the daemon's Run result, once it returns
-	inert bool       // made in a worker process for another server: runs nothing
 
 	mu      sync.Mutex
 	clients map[string]*client.Client // Client's, by interface
@@ -60,9 +59,7 @@ type Server struct {
 func Start(tb testing.TB, cfg Config) *Server {
 	tb.Helper()
 	run, bench := runName(tb)
-	if serveIfWorker(run, cfg) {
-		return inertServer()
-	}
+	serveIfWorker(run, cfg)
 	if err := claim(tb, cfg); err != nil {
 		tb.Fatal(err)
 	}
@@ -92,20 +89,12 @@ func Start(tb testing.TB, cfg Config) *Server {
 // returns.
 func New(cfg Config) (*Server, error) {
 	run, bench := callerRun()
-	if serveIfWorker(run, cfg) {
-		return inertServer(), nil
-	}
+	serveIfWorker(run, cfg)
 	re, why := (*reexec)(nil), errNoRun
 	if run != "" {
 		re, why = reexecFor(run, bench)
 	}
 	return start(cfg, re, why)
-}
-
-// inertServer is what Start and New return in a worker process for another server: an
-// address where nothing listens, and nothing to close.
-func inertServer() *Server {
-	return &Server{addr: "unix:" + filepath.Join(os.TempDir(), "taskdtest-in-a-worker-process.sock"), inert: true, logs: &logBuffer{}}
 }
 
 // maxSocketPath is the longest path of a unix socket (sun_path less its NUL, on Linux).
@@ -260,9 +249,6 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) close() error {
-	if s.inert {
-		return nil
-	}
 	s.mu.Lock()
 	s.closed = true
 	clients := s.made

@@ -272,13 +272,16 @@ func TestLeftoverProcessIsReported(t *testing.T) {
 }
 
 // TestSubtestServers: a test and its subtest each start a server whose Go interface has
-// the same name; each worker serves its own server's methods (the subtest's worker
-// process passes the parent's Start without serving it).
+// the same name; each worker serves its own server's methods. The test uses its server
+// before the subtest: so does the subtest's worker process, on its way to the subtest.
 func TestSubtestServers(t *testing.T) {
 	say := func(s string) worker.Spec {
 		return worker.Spec{Methods: map[string]worker.Func{"who": func(context.Context, *worker.Call) (any, error) { return s, nil }}}
 	}
 	parent := taskdtest.Start(t, taskdtest.Config{Interfaces: map[string]taskdtest.Interface{"w": {Worker: say("parent")}}})
+	var before string
+	require.NoError(t, parent.Client("w").Call(ctx(t), "who", &before))
+	require.Equal(t, "parent", before)
 	t.Run("sub", func(t *testing.T) {
 		sub := taskdtest.Start(t, taskdtest.Config{Interfaces: map[string]taskdtest.Interface{"w": {Worker: say("sub")}}})
 		var got string
