@@ -171,6 +171,9 @@ func serveIfWorker(run string, cfg Config) {
 	if iface == "" || os.Getenv(runEnv) != run || !ok || !in.isGo() {
 		return
 	}
+	// The servers the test started on its way here are done with: the rest of the
+	// test never runs in this process.
+	closeLive()
 	if protocolOut >= 0 {
 		if err := unix.Dup2(protocolOut, 1); err != nil {
 			fmt.Fprintf(os.Stderr, "taskdtest: restoring the worker's stdout: %v\n", err)

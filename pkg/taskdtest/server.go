@@ -97,6 +97,29 @@ func New(cfg Config) (*Server, error) {
 	return start(cfg, re, why)
 }
 
+// live is the servers of this process that are not closed: a worker process closes
+// those its test started before the Start it serves (closeLive). Guarded by liveMu.
+var (
+	liveMu sync.Mutex
+	live   = map[*Server]struct{}{}
+)
+
+// closeLive closes the servers of this process that are not closed yet, and writes
+// what went wrong to stderr (a worker process's, which taskd logs).
+func closeLive() {
+	liveMu.Lock()
+	servers := make([]*Server, 0, len(live))
+	for s := range live {
+		servers = append(servers, s)
+	}
+	liveMu.Unlock()
+	for _, s := range servers {
+		if err := s.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "taskdtest: closing a server that the test started before this worker's: %v\n", err)
+		}
+	}
+}
+
 // maxSocketPath is the longest path of a unix socket (sun_path less its NUL, on Linux).
 const maxSocketPath = 107
 
@@ -148,6 +171,9 @@ func start(cfg Config, re *reexec, why error) (s *Server, err error) {
 	select {
 	case <-ready:
 		s.stop = stop
+		liveMu.Lock()
+		live[s] = struct{}{}
+		liveMu.Unlock()
 		return s, nil
 	case err := <-s.done:
 		stop()
@@ -249,6 +275,9 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) close() error {
+	liveMu.Lock()
+	delete(live, s)
+	liveMu.Unlock()
 	s.mu.Lock()
 	s.closed = true
 	clients := s.made

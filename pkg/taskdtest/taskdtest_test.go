@@ -278,6 +278,9 @@ func TestSubtestServers(t *testing.T) {
 	say := func(s string) worker.Spec {
 		return worker.Spec{Methods: map[string]worker.Func{"who": func(context.Context, *worker.Call) (any, error) { return s, nil }}}
 	}
+	// Last: the worker process of the subtest started the parent's server too, and
+	// closed it before serving.
+	t.Cleanup(func() { leftDirs(t, `"TASKDTEST_RUN": "TestSubtestServers"`) })
 	parent := taskdtest.Start(t, taskdtest.Config{Interfaces: map[string]taskdtest.Interface{"w": {Worker: say("parent")}}})
 	var before string
 	require.NoError(t, parent.Client("w").Call(ctx(t), "who", &before))
@@ -406,14 +409,15 @@ func TestGoWorkerOffTheTestGoroutine(t *testing.T) {
 }
 
 // leftDirs fails the test if a test server's directory of this process is left in the
-// temporary directory. (Parallel test processes of other packages use other names.)
-func leftDirs(t *testing.T) {
+// temporary directory (or, with a marker, one whose config has it).
+func leftDirs(t *testing.T, marker ...string) {
 	t.Helper()
 	dirs, err := filepath.Glob(filepath.Join(os.TempDir(), "taskdtest*", "taskd.yaml"))
 	require.NoError(t, err)
+	want := append(marker, fmt.Sprintf(`TASKDTEST_SERVER": "%d-`, os.Getpid()))[0]
 	for _, d := range dirs {
 		b, err := os.ReadFile(d)
-		if err == nil && strings.Contains(string(b), fmt.Sprintf(`TASKDTEST_SERVER": "%d-`, os.Getpid())) {
+		if err == nil && strings.Contains(string(b), want) {
 			t.Errorf("left behind: %s", filepath.Dir(d))
 		}
 	}
