@@ -65,7 +65,7 @@
 //     after assertions on what the test's subtests did: the worker process runs none of
 //     the subtests of the test it serves (a subtest's worker process runs its parent tests
 //     up to the subtest, and the servers they start run there too, for the code that
-//     uses them before the subtest). A test may start
+//     uses them before the subtest, until the worker is served). A test may start
 //     several servers, and subtests their own, but the Go interfaces of one test's
 //     servers must have distinct names (Start says so if not). A worker process that
 //     ends the test without reaching its Start call exits before it is ready: the
