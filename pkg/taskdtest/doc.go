@@ -83,6 +83,8 @@
 // inherits the test process's environment (see Interface.Env) and also has
 // TASKDTEST_WORKER and TASKDTEST_RUN, and atexit_sleep_ms=0 added to GORACE.
 //
+// Like the daemon, the package is for Linux only.
+//
 // The package's init function lets the test binary serve as the helper through which
 // taskd starts workers that have a umask or rlimits, and in a Go worker process points
 // stdout at stderr until the worker is served; it does nothing in any other process.

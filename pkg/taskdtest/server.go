@@ -63,8 +63,8 @@ func Start(tb testing.TB, cfg Config) *Server {
 	if err := claim(tb, cfg); err != nil {
 		tb.Fatal(err)
 	}
-	re, err := reexecFor(run, bench)
-	s, err := start(cfg, re, err)
+	re, why := reexecFor(run, bench)
+	s, err := start(cfg, re, why)
 	if err != nil {
 		tb.Fatal(err)
 	}
