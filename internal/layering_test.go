@@ -36,6 +36,8 @@ var allowed = map[string][]string{
 	"internal/conformance/goworker":     {"pkg/worker"},
 	"pkg/client":                        {"internal/wire", "internal/lease", "internal/sendq", "internal/fdio"},
 	"pkg/worker":                        {"internal/wire", "internal/lease"},
+	"pkg/taskdtest":                     {"internal/config", "internal/server", "internal/procfs", "internal/sandbox", "pkg/client", "pkg/worker"}, // the public test server runs the daemon in-process
+	"pkg/taskdtest/internal/testmain":   {},                                                                                                        // tests only: a TestMain that serves a package's tests with taskdtest.New
 	"cmd/taskd":                         {"internal/config", "internal/server", "internal/systemd", "internal/sandbox"},
 	"internal/systemd":                  {"internal/server"},
 	"cmd/taskctl":                       {"pkg/client", "internal/wire", "internal/bench"},

@@ -15,16 +15,18 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/taskd-dev/taskd/internal/taskdtest"
 	"github.com/taskd-dev/taskd/pkg/client"
+	"github.com/taskd-dev/taskd/pkg/taskdtest"
 )
 
-func TestMain(m *testing.M) { taskdtest.Main(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // newApp starts a daemon serving examples/sqlite on a fresh database and returns the web
-// app's handler in a test server.
+// app's handler in a test server: the way an application tests its handlers against a
+// real taskd (pkg/taskdtest) and real workers.
 func newApp(t *testing.T) *httptest.Server {
 	t.Helper()
 	py, err := exec.LookPath("python3")
@@ -32,11 +34,11 @@ func newApp(t *testing.T) *httptest.Server {
 		t.Skipf("SKIPPING %s: python3 is not installed, so the sqlite interface cannot run (CI installs it)", t.Name())
 	}
 	db := filepath.Join(t.TempDir(), "notes.sqlite")
-	d := taskdtest.Start(t, fmt.Sprintf("interfaces:\n  sqlite:\n    command: [%q, %q]\n    env: {SQLITE_PATH: %q}\n    min_idle: 1\n",
-		py, filepath.Join(taskdtest.RepoRoot(), "examples/sqlite/worker.py"), db))
-	c, err := client.New(client.Config{Addr: d.Addr, Interface: "sqlite", KeepWorkerAfterError: true, Logger: zaptest.NewLogger(t)})
+	d := taskdtest.Start(t, taskdtest.Config{Interfaces: map[string]taskdtest.Interface{
+		"sqlite": {Command: []string{py, "../sqlite/worker.py"}, Env: map[string]string{"SQLITE_PATH": db}, YAML: "min_idle: 1"},
+	}})
+	c, err := d.NewClient(client.Config{Interface: "sqlite", KeepWorkerAfterError: true, Logger: zaptest.NewLogger(t)})
 	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
 	a := &app{c: c, log: zaptest.NewLogger(t), timeout: 20 * time.Second}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
