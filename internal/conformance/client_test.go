@@ -547,7 +547,7 @@ func TestSurge(t *testing.T) {
 		ds, err := c.DaemonStatus(ctxT(t))
 		require.NoError(t, err)
 		require.Len(t, ds.Interfaces, 1)
-		assert.LessOrEqual(t, ds.Interfaces[0].Spawns, uint64(5), "within max_workers")
+		assert.LessOrEqual(t, ds.Interfaces[0].Spawns, uint64(5), "within max_workers; exits: %v", ds.Interfaces[0].Exits)
 		if im.direct {
 			// Calls on warm leases need no checkout: taskd reclaims the leases while
 			// others wait, so some calls find one warm and some go to taskd.
