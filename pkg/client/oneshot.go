@@ -34,7 +34,7 @@ func (c *Client) Call(ctx context.Context, method string, result any, args ...an
 	// round trip, like a held checkout's call. Config.Timeout bounds both the wait for a
 	// worker and the call. With warm leases on, taskd may instead grant the request as a
 	// warm lease, on which the call is made here.
-	once := &onceCall{method: method, args: a, warm: c.warmFor() > 0}
+	once := &onceCall{method: method, args: a, warm: c.wantWarm()}
 	co, err := c.checkout(ctx, once, start)
 	if err != nil {
 		return err

@@ -31,6 +31,9 @@ type warmSet struct {
 	mu     sync.Mutex
 	idle   []*Checkout
 	closed bool // Close ran: nothing is kept any more
+	// coolUntil: taskd reclaimed a lease, so its pool is short of workers: until then,
+	// one-shot calls ask for no new warm lease (see wantWarm).
+	coolUntil time.Time
 }
 
 // warmFor is the effective Config.WarmFor: > 0, or 0 when leases are not kept warm.
@@ -42,6 +45,24 @@ func (c *Client) warmFor() time.Duration {
 		return DefaultWarmFor
 	}
 	return c.cfg.WarmFor
+}
+
+// warmCool bounds how long a Client asks for no warm lease after taskd reclaimed one
+// (WarmFor if shorter).
+const warmCool = time.Second
+
+// wantWarm reports whether a one-shot call that found no warm lease should ask taskd for
+// one. Not for a while (warmCool, or WarmFor if shorter) after taskd reclaimed a lease: its pool is short of workers then,
+// and a lease granted would be reclaimed again after one call, each time paying for a
+// lease's set-up and end; plain one-shot calls queue in taskd at the cost of one round
+// trip each.
+func (c *Client) wantWarm() bool {
+	if c.warmFor() <= 0 {
+		return false
+	}
+	c.warm.mu.Lock()
+	defer c.warm.mu.Unlock()
+	return c.warm.coolUntil.IsZero() || time.Now().After(c.warm.coolUntil)
 }
 
 // takeWarm returns the warm lease used last, taken out of the set for one call, or nil if
@@ -134,6 +155,7 @@ func (c *Client) reclaim(cn *conn, id uint64) {
 	}
 	c.warm.mu.Lock()
 	co.reclaimed = true
+	c.warm.coolUntil = time.Now().Add(min(c.warmFor(), warmCool))
 	idle := c.unparkLocked(co)
 	c.warm.mu.Unlock()
 	if idle {

@@ -61,11 +61,13 @@ func TestWarmLeaseServesOneShotCalls(t *testing.T) {
 
 // TestWarmLeaseReclaimed: a warm lease that another checkout needs (max_workers: 1)
 // comes back to taskd at once if idle, and after its call if one runs; that call is not
-// disturbed. Its client's next call waits its turn like anyone's.
+// disturbed. Its client's next call waits its turn like anyone's, and for a while after a
+// reclaim its one-shot calls ask for no warm lease (the pool is short of workers).
 func TestWarmLeaseReclaimed(t *testing.T) {
 	d, _ := leaseDaemon(t, "")
 	ctx := context.Background()
-	a := newClient(t, Config{Addr: d.Addr, Interface: "lease", WarmFor: time.Hour})
+	const warmFor = 500 * time.Millisecond
+	a := newClient(t, Config{Addr: d.Addr, Interface: "lease", WarmFor: warmFor})
 	b := newClient(t, Config{Addr: d.Addr, Interface: "lease"})
 
 	require.NoError(t, a.Call(ctx, "echo", nil))
@@ -87,7 +89,10 @@ func TestWarmLeaseReclaimed(t *testing.T) {
 	}
 	co.Release()
 	require.NoError(t, <-done)
-	require.Equal(t, 1, a.Stats().WarmLeases)
+	require.Equal(t, 0, a.Stats().WarmLeases, "cooling down after the reclaim: a plain one-shot call")
+	time.Sleep(warmFor)
+	require.NoError(t, a.Call(ctx, "echo", nil))
+	require.Equal(t, 1, a.Stats().WarmLeases, "warm again")
 
 	// Reclaimed while its call runs: the call finishes, then the lease goes back.
 	slow := make(chan error, 1)
