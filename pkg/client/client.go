@@ -22,7 +22,8 @@ import (
 // no deadline (see Config.Timeout for what it bounds).
 const DefaultTimeout = 30 * time.Second
 
-// Client is a handle to one interface of one taskd daemon. It owns its connections to
+// Client is a handle to one interface of one taskd daemon (of several with Config.Addrs:
+// multi.go, which keeps a Client of one daemon per daemon). It owns its connections to
 // taskd (up to Config.Conns): the first dialled when first needed and re-dialled (with a
 // short, capped backoff) whenever it is lost while checkouts are waiting, more dialled
 // while the load calls for them (lanes.go). A Client is safe for concurrent use by many goroutines;

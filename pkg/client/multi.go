@@ -221,8 +221,7 @@ func (m *multi) do(ctx context.Context, try func(context.Context, *Client) error
 		}
 		if errors.Is(err, ErrClosed) && m.ctx.Err() == nil {
 			// A vanished daemon closed just after this checkout picked it (resolve.go):
-			// nothing was sent.
-			tried = append(tried[:0:0], tried...)
+			// nothing was sent, and pick skips it from now on.
 			continue
 		}
 		if !failover(err) || ctx.Err() != nil {
