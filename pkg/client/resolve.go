@@ -112,7 +112,7 @@ func (r *resolver) run() {
 		case <-t.C:
 		case <-r.kick:
 			if wait := MinResolveEvery - time.Since(last); wait > 0 {
-				t.Reset(wait) // not sooner than the floor (and not later than planned)
+				t.Reset(wait) // not sooner than the floor after the last pass
 				continue
 			}
 		}
