@@ -57,11 +57,16 @@ func (m *multi) pick(tried []*daemon) (*daemon, error) {
 }
 
 // outstanding is the number of checkouts (and one-shot calls) of this Client of one
-// daemon that hold a slot at that daemon or wait for one: its load, for pick.
+// daemon that hold a slot at that daemon or wait for one: its load, for pick. Warm leases
+// kept idle (warm.go) are not counted: they are workers ready for this Client's next
+// one-shot calls there, not load.
 func (c *Client) outstanding() int {
+	c.warm.mu.Lock() // lock order: warm.mu is not held while Client.mu is taken
+	idle := len(c.warm.idle)
+	c.warm.mu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.held + c.slotQ.len()
+	return max(c.held+c.slotQ.len()-idle, 0)
 }
 
 // takeDraining reports whether the daemon said, since the last call, that it is
