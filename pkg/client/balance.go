@@ -96,7 +96,7 @@ func (m *multi) stats(retries int64) Stats {
 		banned[i], vanished[i] = now.Before(d.banUntil), d.vanished
 	}
 	m.mu.Unlock()
-	st := Stats{MaxWorkers: m.cfg.MaxWorkers, Retries: retries}
+	st := Stats{MaxWorkers: m.cfg.MaxWorkers, Retries: retries, Waiting: int(m.slots.waiting.Load())}
 	for i, d := range ds {
 		b := d.c.Stats()
 		st.OpenCheckouts += b.OpenCheckouts

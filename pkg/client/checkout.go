@@ -30,6 +30,9 @@ type Checkout struct {
 	id   uint64 // "co", chosen by taskd
 	info WorkerInfo
 	pair *pair // a direct lease's socketpair (direct.go); nil if relayed. Set at grant.
+	// onRelease, if set, runs once, at the end of the first Release: a Client of several
+	// daemons gives its MaxWorkers slot back (multi.go). Set before the caller gets it.
+	onRelease func()
 	warm bool  // a warm lease, for one-shot calls (warm.go). Set at grant.
 
 	// Guarded by Client.warm.mu (warm.go).
@@ -358,6 +361,9 @@ func (co *Checkout) Release() {
 	}
 	c.freeSlotLocked()
 	c.mu.Unlock()
+	if co.onRelease != nil {
+		co.onRelease()
+	}
 }
 
 // stateErr returns ErrReleased or the sticky error, if any.

@@ -53,7 +53,7 @@ type Config struct {
 	// MaxWorkers caps the checkouts this Client holds at once; further Checkout calls wait,
 	// served strictly first come, first served. 0 means no client-side cap (taskd's
 	// max_workers still applies). With several daemons (Addrs), it caps the checkouts
-	// held on each daemon.
+	// held on all of them together (and one-shot calls while they run).
 	MaxWorkers int
 
 	// Timeout bounds every operation whose context has no deadline: each Checkout, Ping

@@ -72,8 +72,8 @@
 //   - Never retried: a call that was sent. Calls on a held Checkout whose daemon is lost
 //     fail with ErrWorkerLost; a one-shot call that may have reached a daemon fails as
 //     with one daemon. CallIdempotent runs such a call again (on any daemon) as before.
-//   - Per daemon: Config.MaxWorkers caps the checkouts held on each daemon, not on all
-//     together. Ping and DaemonStatus ask the first daemon that answers (in the order of
+//   - Config.MaxWorkers caps the checkouts held on all daemons together (first come,
+//     first served). Ping and DaemonStatus ask the first daemon that answers (in the order of
 //     Addrs, banned ones last); Reload, the admin requests (Drain, Scale…), Checkouts and
 //     Logs are about one daemon and fail with ErrPerDaemon: make a Client of that daemon
 //     (Config.Addr) for them. Stats adds a row per daemon (Stats.Daemons).

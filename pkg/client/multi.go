@@ -57,6 +57,7 @@ type multi struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup // the resolver (resolve.go)
 	res     *resolver      // nil without dns:// or dns+srv:// addresses
+	slots   slots          // Config.MaxWorkers, for all daemons together
 
 	// mu guards what follows and the ban state of every daemon. Nothing slow happens
 	// under it, and no backend's lock is taken while it is held (lock order: a backend's
@@ -119,6 +120,7 @@ func newMulti(cfg Config) (*Client, error) {
 	p.Close()
 
 	m := &multi{cfg: cfg, addrs: strings.Join(cfg.Addrs, ",")}
+	m.slots.max = cfg.MaxWorkers
 	switch {
 	case cfg.Timeout == 0:
 		m.timeout = DefaultTimeout
@@ -150,6 +152,7 @@ func newMulti(cfg Config) (*Client, error) {
 func (m *multi) newDaemon(addr, serverName string) (*daemon, error) {
 	cfg := m.cfg
 	cfg.Addrs, cfg.Addr = nil, addr
+	cfg.MaxWorkers = 0 // multi.slots caps them all together
 	if serverName != "" && cfg.TLS != nil && cfg.TLS.ServerName == "" {
 		cfg.TLS = cfg.TLS.Clone()
 		cfg.TLS.ServerName = serverName
@@ -165,12 +168,27 @@ func (m *multi) newDaemon(addr, serverName string) (*daemon, error) {
 // checkout is Client.Checkout on some daemon.
 func (m *multi) checkout(ctx context.Context) (*Checkout, error) {
 	var co *Checkout
-	err := m.do(ctx, func(ctx context.Context, b *Client) error {
+	err := m.do(ctx, true, func(ctx context.Context, b *Client) error {
 		var err error
 		co, err = b.Checkout(ctx)
 		return err
 	})
-	return co, err
+	if err != nil {
+		return nil, err
+	}
+	co.onRelease = m.slots.release // the MaxWorkers slot goes with the checkout
+	return co, nil
+}
+
+// dropWarm has every daemon give back an idle warm lease, for a checkout that waits for
+// a MaxWorkers slot.
+func (m *multi) dropWarm() {
+	m.mu.Lock()
+	ds := slices.Clone(m.daemons)
+	m.mu.Unlock()
+	for _, d := range ds {
+		d.c.dropWarm()
+	}
 }
 
 // do runs try (a checkout or a one-shot call) on a daemon picked for it, and on others
@@ -179,9 +197,20 @@ func (m *multi) checkout(ctx context.Context) (*Checkout, error) {
 // daemon failed in a way that may pass (unreachable, shutting down) is followed by
 // another after a short pause, until the deadline; a round of refusals only
 // (overloaded, drained) ends with the last refusal.
-func (m *multi) do(ctx context.Context, try func(context.Context, *Client) error) error {
+//
+// It takes a MaxWorkers slot first, and gives it back when it returns unless keep is set
+// and it succeeded (a checkout: its Release gives it back).
+func (m *multi) do(ctx context.Context, keep bool, try func(context.Context, *Client) error) (err error) {
 	ctx, cancel := withTimeout(ctx, m.timeout)
 	defer cancel()
+	if err := m.slots.acquire(ctx, m.cfg.Interface, m.dropWarm); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil || !keep {
+			m.slots.release()
+		}
+	}()
 	var tried []*daemon
 	var last error
 	again := false

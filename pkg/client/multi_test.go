@@ -297,6 +297,51 @@ func TestMultiAllDown(t *testing.T) {
 	require.NoError(t, <-done)
 }
 
+// TestMultiMaxWorkers: Config.MaxWorkers caps the checkouts of all daemons together,
+// first come first served, and a Release hands the slot to the next waiter.
+func TestMultiMaxWorkers(t *testing.T) {
+	ds, _, c := startMulti(t, 2, Config{MaxWorkers: 2})
+	ctx := context.Background()
+	a, err := c.Checkout(ctx)
+	require.NoError(t, err)
+	b, err := c.Checkout(ctx)
+	require.NoError(t, err)
+	assert.NotEqual(t, daemonOf(ds, a.Worker().PID), daemonOf(ds, b.Worker().PID), "one on each")
+
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	_, err = c.Checkout(short)
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Contains(t, err.Error(), "MaxWorkers=2")
+	var r []any
+	short, cancel = context.WithTimeout(ctx, 100*time.Millisecond)
+	err = c.Call(short, "echo", &r, 1)
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded, "a one-shot call takes a slot too")
+
+	got := make(chan *Checkout, 1)
+	go func() {
+		co, err := c.Checkout(ctx)
+		assert.NoError(t, err)
+		got <- co
+	}()
+	require.Eventually(t, func() bool { return c.Stats().Waiting == 1 }, 5*time.Second, time.Millisecond)
+	a.Release()
+	a.Release() // idempotent: gives the slot back once
+	third := <-got
+	require.NotNil(t, third)
+	require.NoError(t, third.Call(ctx, "echo", &r, 2))
+	assert.Equal(t, 2, c.Stats().OpenCheckouts)
+	short, cancel = context.WithTimeout(ctx, 100*time.Millisecond)
+	_, err = c.Checkout(short)
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded, "the second Release of a gave no second slot back")
+	b.Release()
+	third.Release()
+	require.NoError(t, c.Call(ctx, "echo", &r, 3))
+	assert.Zero(t, c.Stats().OpenCheckouts)
+}
+
 // TestMultiAdmin: Ping goes to the first daemon that answers; per-daemon requests say to
 // use a Client of that daemon.
 func TestMultiAdmin(t *testing.T) {

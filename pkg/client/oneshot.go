@@ -18,7 +18,7 @@ import (
 // args.
 func (c *Client) Call(ctx context.Context, method string, result any, args ...any) error {
 	if c.multi != nil {
-		return c.multi.do(ctx, func(ctx context.Context, b *Client) error { return b.Call(ctx, method, result, args...) })
+		return c.multi.do(ctx, false, func(ctx context.Context, b *Client) error { return b.Call(ctx, method, result, args...) })
 	}
 	bp := getBuf()
 	a, err := appendArgs(*bp, args)
