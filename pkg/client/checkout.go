@@ -30,10 +30,11 @@ type Checkout struct {
 	id   uint64 // "co", chosen by taskd
 	info WorkerInfo
 	pair *pair // a direct lease's socketpair (direct.go); nil if relayed. Set at grant.
+	warm bool  // a warm lease, for one-shot calls (warm.go). Set at grant.
+
 	// onRelease, if set, runs once, at the end of the first Release: a Client of several
 	// daemons gives its MaxWorkers slot back (multi.go). Set before the caller gets it.
 	onRelease func()
-	warm bool  // a warm lease, for one-shot calls (warm.go). Set at grant.
 
 	// Guarded by Client.warm.mu (warm.go).
 	parked    bool        // idle in Client.warm
