@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -143,7 +144,7 @@ func tcpDaemon(t *testing.T, ip string, port int) *taskdtest.Daemon {
 	f, err := ln.(*net.TCPListener).File()
 	require.NoError(t, err)
 	ln.Close()
-	t.Cleanup(func() { f.Close() })
+	defer f.Close() // once taskd has it: a daemon killed later leaves no listener behind
 	return taskdtest.StartWith(t, multiYAML(t), taskdtest.Options{Wait: true, Sockets: []*os.File{f}})
 }
 
@@ -217,6 +218,35 @@ func TestMultiDNS(t *testing.T) {
 		st := c.Stats()
 		return len(st.Daemons) == 1 && st.Daemons[0].Addr == addr2
 	}, 10*time.Second, 10*time.Millisecond, "the vanished daemon is dropped once idle")
+}
+
+// TestMultiResolveOnFailure: a daemon that cannot be reached makes the Client resolve its
+// names again at once (not waiting for ResolveEvery), so that a checkout finds the daemon
+// that replaced it within its deadline.
+func TestMultiResolveOnFailure(t *testing.T) {
+	dns := startDNS(t)
+	port := freePort(t)
+	d1 := tcpDaemon(t, "127.0.0.2", port)
+	dns.Set("127.0.0.2")
+	c := newClient(t, Config{Interface: "echo", Addrs: []string{fmt.Sprintf("dns://taskd.test:%d", port)},
+		Resolver: dns.Resolver(), ResolveEvery: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	co, err := c.Checkout(ctx)
+	require.NoError(t, err)
+	co.Release()
+
+	d2 := tcpDaemon(t, "127.0.0.3", port)
+	dns.Set("127.0.0.3")
+	require.NoError(t, d1.Signal(syscall.SIGKILL))
+	<-d1.Exited()
+	co, err = c.Checkout(ctx)
+	require.NoError(t, err)
+	assert.Contains(t, d2.Workers(), co.Worker().PID)
+	co.Release()
+	for _, row := range c.Stats().Daemons { // the killed one is vanished, or dropped already
+		assert.True(t, row.Addr == fmt.Sprintf("tcp://127.0.0.3:%d", port) || row.Vanished, "%+v", row)
+	}
 }
 
 // TestMultiSRV: a dns+srv:// address names daemons by SRV records (target and port),
