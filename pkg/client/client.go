@@ -79,6 +79,11 @@ func New(cfg Config) (*Client, error) {
 		if cfg.Addr != "" {
 			return nil, fmt.Errorf("client: Config.Addr (%q) and Config.Addrs (%q) are both set: set Addrs only (Addr is the form for one daemon)", cfg.Addr, cfg.Addrs)
 		}
+		for i, a := range cfg.Addrs {
+			if a == "" {
+				return nil, fmt.Errorf("client: Config.Addrs[%d] is empty: give each daemon's address (unix:/path, tcp://host:port, tls://host:port, dns://name:port or dns+srv://_service._proto.name)", i)
+			}
+		}
 		if len(cfg.Addrs) > 1 || isDNSAddr(cfg.Addrs[0]) {
 			return newMulti(cfg)
 		}

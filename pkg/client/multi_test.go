@@ -372,6 +372,7 @@ func TestMultiConfig(t *testing.T) {
 	}{
 		{Config{Addr: "unix:/a.sock", Addrs: []string{"unix:/b.sock"}}, "both set"},
 		{Config{Addrs: []string{"unix:/a.sock", "unix:/a.sock"}}, "listed twice"},
+		{Config{Addrs: []string{""}}, "Config.Addrs[0] is empty"},
 		{Config{Addrs: []string{"unix:/a.sock", "http://x"}}, "want unix:"},
 		{Config{Addrs: []string{"dns://name"}}, "want dns://name:port"},
 		{Config{Addrs: []string{"dns://name:0"}}, "want dns://name:port"},
