@@ -53,7 +53,10 @@ type Server struct {
 	removing  map[*pool.Pool]string // pools of removed interfaces, until their checkouts end
 	draining  bool
 	nextSess  uint64
-	wg        sync.WaitGroup // accept loops, sessions and removed pools
+	// stopping is draining, readable without mu: sessions say it on granted and pong
+	// (wire.ClientMsg.Draining).
+	stopping atomic.Bool
+	wg       sync.WaitGroup // accept loops, sessions and removed pools
 
 	nextCo atomic.Uint64 // last checkout id given (see newCo); not guarded by mu
 	// warmHeld counts the warm leases held (warm.go); not guarded by mu.
@@ -313,6 +316,7 @@ func (s *Server) serveConn(conn net.Conn, client bool) bool {
 func (s *Server) shutdown() {
 	s.mu.Lock()
 	s.draining = true // from here on, a reload changes nothing
+	s.stopping.Store(true)
 	s.haltNow()
 	for _, ln := range s.listeners {
 		ln.Close()

@@ -131,10 +131,14 @@ type ClientMsg struct {
 	// (docs/client-protocol.md, "Warm leases"). Otherwise the one-shot runs as usual.
 	Warm bool `json:"warm,omitempty"`
 	// Retire, on a release, asks taskd to retire the worker instead of pooling it.
-	Retire  bool          `json:"retire,omitempty"`
-	Version string        `json:"version,omitempty"`
-	Status  *Status       `json:"status,omitempty"`
-	Reload  *ReloadReport `json:"reload,omitempty"`
+	Retire bool `json:"retire,omitempty"`
+	// Draining, on granted and pong, says that taskd is shutting down (SIGTERM): it
+	// refuses new checkouts from now on, and a client of several daemons sends its new
+	// checkouts elsewhere (docs/client-protocol.md, "Draining").
+	Draining bool          `json:"draining,omitempty"`
+	Version  string        `json:"version,omitempty"`
+	Status   *Status       `json:"status,omitempty"`
+	Reload   *ReloadReport `json:"reload,omitempty"`
 	// Follow, on a logs request, asks for the lines that come after the backlog too, in
 	// more logs messages, until the client sends abandon {id} or disconnects.
 	Follow bool `json:"follow,omitempty"`
@@ -225,6 +229,8 @@ func DecodeClientMsg(line []byte) (ClientMsg, error) {
 			m.Warm, err = decodeBool(f.val)
 		case "retire":
 			m.Retire, err = decodeBool(f.val)
+		case "draining":
+			m.Draining, err = decodeBool(f.val)
 		case "a":
 			m.A = f.val
 		case "r":
@@ -373,6 +379,9 @@ func AppendClientMsg(buf []byte, m *ClientMsg) ([]byte, error) {
 	}
 	if m.Retire {
 		buf = append(buf, `,"retire":true`...)
+	}
+	if m.Draining {
+		buf = append(buf, `,"draining":true`...)
 	}
 	buf = appendStringField(buf, `,"version":`, m.Version)
 	buf = appendUintField(buf, `,"ep":`, m.Ep)

@@ -385,3 +385,28 @@ func TestDirectLeaseFields(t *testing.T) {
 	_, err = DecodeClientMsg([]byte(`{"t":"reclaim"}`))
 	require.Error(t, err, "reclaim names its checkout")
 }
+
+// TestDrainingField: granted and pong say whether taskd is draining; the field
+// round-trips, is left out when false, and must be a boolean.
+func TestDrainingField(t *testing.T) {
+	for _, in := range []ClientMsg{
+		{T: TGranted, ID: 4, Co: 7, Worker: "e-1", PID: 9, N: 1, Draining: true},
+		{T: TGranted, ID: 5, Co: 8, Worker: "e-1", PID: 9, N: 2, Direct: true, Draining: true},
+		{T: TPong, ID: 6, Version: "v", Draining: true},
+	} {
+		line, err := AppendClientMsg(nil, &in)
+		require.NoError(t, err)
+		assert.Contains(t, string(line), `"draining":true`)
+		var viaJSON ClientMsg
+		require.NoError(t, json.Unmarshal(line, &viaJSON), "the hand-written encoder writes JSON that encoding/json reads alike")
+		assert.Equal(t, in, viaJSON)
+		out, err := DecodeClientMsg(bytes.TrimSuffix(line, []byte("\n")))
+		require.NoError(t, err)
+		assert.Equal(t, in, out)
+	}
+	line, err := AppendClientMsg(nil, &ClientMsg{T: TPong, ID: 6, Version: "v"})
+	require.NoError(t, err)
+	assert.NotContains(t, string(line), "draining")
+	_, err = DecodeClientMsg([]byte(`{"t":"pong","id":6,"draining":"yes"}`))
+	require.ErrorIs(t, err, ErrProtocol, "draining must be a boolean")
+}

@@ -14,6 +14,10 @@ import (
 type PingResult struct {
 	Version string        // taskd's version
 	RTT     time.Duration // round-trip time of the ping on the established connection
+	// Draining says that taskd is shutting down (it got SIGTERM): it refuses new
+	// checkouts, and its held ones run until they are released or its shutdown_grace
+	// ends. A readiness probe should fail on it.
+	Draining bool
 }
 
 // Ping asks taskd for its version and measures the round trip. Unlike Checkout it does not
@@ -24,7 +28,7 @@ func (c *Client) Ping(ctx context.Context) (PingResult, error) {
 	if err != nil {
 		return PingResult{}, err
 	}
-	return PingResult{Version: m.Version, RTT: rtt}, nil
+	return PingResult{Version: m.Version, RTT: rtt, Draining: m.Draining}, nil
 }
 
 // DaemonStatus returns taskd's status report: its pools and their workers. Like Ping it
@@ -63,6 +67,9 @@ type adminOp struct {
 // once), and waits for the answer: the message that carries the request's id (pong,
 // status or reloaded), or the error of its refusal.
 func (c *Client) admin(ctx context.Context, op adminOp) (wire.ClientMsg, time.Duration, error) {
+	if c.multi != nil {
+		return c.multi.admin(ctx, op)
+	}
 	ctx, cancel := withTimeout(ctx, op.timeout)
 	defer cancel()
 	t, what := op.t, op.t // what names the request in errors: "admin drain"

@@ -32,6 +32,10 @@ type Checkout struct {
 	pair *pair // a direct lease's socketpair (direct.go); nil if relayed. Set at grant.
 	warm bool  // a warm lease, for one-shot calls (warm.go). Set at grant.
 
+	// onRelease, if set, runs once, at the end of the first Release: a Client of several
+	// daemons gives its MaxWorkers slot back (multi.go). Set before the caller gets it.
+	onRelease func()
+
 	// Guarded by Client.warm.mu (warm.go).
 	parked    bool        // idle in Client.warm
 	reclaimed bool        // taskd asked for it back
@@ -358,6 +362,9 @@ func (co *Checkout) Release() {
 	}
 	c.freeSlotLocked()
 	c.mu.Unlock()
+	if co.onRelease != nil {
+		co.onRelease()
+	}
 }
 
 // stateErr returns ErrReleased or the sticky error, if any.

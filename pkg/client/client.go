@@ -22,84 +22,8 @@ import (
 // no deadline (see Config.Timeout for what it bounds).
 const DefaultTimeout = 30 * time.Second
 
-// Config configures a Client. The zero value of every field means its default. New copies
-// the Config; changing it afterwards has no effect, and New never writes into it.
-type Config struct {
-	// Addr is taskd's address: "unix:/abs/path.sock", "unix:///abs/path.sock",
-	// "tcp://host:port" (plain TCP: taskd serves it on loopback only) or "tls://host:port"
-	// (TLS, see Config.TLS). Empty means $TASKD_ADDR, else the documented default socket
-	// (see wire.DefaultAddr).
-	Addr string
-
-	// Interface is the name of the interface (worker pool) to check workers out of. It may
-	// be empty for a client used only for Ping, DaemonStatus and Reload; Checkout then
-	// fails.
-	Interface string
-
-	// Name is how this application names itself to taskd: taskd logs it with what the
-	// application does, and `taskctl checkouts` shows it beside the pid and uid of each
-	// checkout's holder. Empty means the program's name (the base name of os.Args[0]).
-	Name string
-
-	// MaxWorkers caps the checkouts this Client holds at once; further Checkout calls wait,
-	// served strictly first come, first served. 0 means no client-side cap (taskd's
-	// max_workers still applies).
-	MaxWorkers int
-
-	// Timeout bounds every operation whose context has no deadline: each Checkout, Ping
-	// and DaemonStatus, each call on a checkout (counted from Checkout.Go), and each
-	// Client.Call as a whole (checkout and call together). 0 means DefaultTimeout (30s); a
-	// negative value means no timeout. Reload, which may take longer, waits at least
-	// DefaultReloadTimeout (see Client.Reload).
-	Timeout time.Duration
-
-	// MaxCheckouts retires a worker on Release once it has served this many checkouts
-	// (counted by taskd, across all clients). 0 means never (taskd's max_checkouts still
-	// applies).
-	MaxCheckouts int
-
-	// Conns is the most connections to taskd the Client opens: the first when it is first
-	// needed, more while many checkouts are held or waiting at once (more than two per
-	// connection), so that a busy Client's calls do not all pass through one connection,
-	// one reader goroutine and one taskd session. A checkout's calls all travel on one
-	// connection. 0 means GOMAXPROCS, at most 8; 1 keeps one connection.
-	Conns int
-
-	// KeepWorkerAfterError keeps a worker in the pool after one of its calls raised. By
-	// default such a worker is retired on Release, in case the error left it in a bad state.
-	KeepWorkerAfterError bool
-
-	// Logger receives the log records workers send with their replies, and nothing else:
-	// errors are returned, never logged. nil means zap.NewNop().
-	Logger *zap.Logger
-
-	// TLS configures TLS to a tls:// address: the CAs that taskd's certificate must chain
-	// to (RootCAs; nil means the system's), the name it must be valid for (ServerName;
-	// empty means the host of Addr), and the client certificate to present when taskd
-	// requires one (Certificates; taskd's tls.client_ca_file). nil means a default
-	// tls.Config: the system's roots and no client certificate. With a tcp:// address, a
-	// TLS that is not nil makes the Client speak TLS too (for a TLS-terminating proxy);
-	// with a unix socket it is ignored. It is cloned by New.
-	TLS *tls.Config
-
-	// Direct says whether held checkouts may be direct leases: DirectAuto (the zero value)
-	// asks for one on every checkout made over a unix socket, and gets one when the worker
-	// supports it; its calls then go to the worker over a private socketpair, not through
-	// taskd, with the same results and errors. DirectOff relays every call through taskd.
-	// TCP and TLS connections are always relayed. See docs/worker-protocol.md.
-	Direct DirectMode
-
-	// WarmFor is how long the direct lease of a one-shot call (Client.Call) stays with the
-	// Client after the call, idle, for its next one-shot calls, which then go straight to
-	// the worker without a round trip to taskd (a warm lease). taskd takes a warm lease
-	// back whenever it wants the worker for anything else (another checkout waits, a
-	// drain, a reload, recycling), after the call running on it if one is. 0 means
-	// DefaultWarmFor; a negative value keeps no lease warm: every one-shot call goes to
-	// taskd. Only with Direct DirectAuto, over a unix socket, to workers that take leases.
-	WarmFor time.Duration
-}
-
-// Client is a handle to one interface of one taskd daemon. It owns its connections to
+// Client is a handle to one interface of one taskd daemon (of several with Config.Addrs:
+// multi.go, which keeps a Client of one daemon per daemon). It owns its connections to
 // taskd (up to Config.Conns): the first dialled when first needed and re-dialled (with a
 // short, capped backoff) whenever it is lost while checkouts are waiting, more dialled
 // while the load calls for them (lanes.go). A Client is safe for concurrent use by many goroutines;
@@ -135,6 +59,14 @@ type Client struct {
 
 	warm warmSet // the warm leases kept idle (warm.go); its own lock
 
+	// multi, if set, makes this the Client of several daemons (Config.Addrs): its public
+	// methods delegate to multi's backends, which are Clients of one daemon each, with
+	// inMulti set (multi.go). Both are set by New and never change.
+	multi   *multi
+	inMulti bool
+	// drainSeen: taskd said on a grant that it is draining (balance.go, takeDraining).
+	drainSeen atomic.Bool
+
 	// The wait counters of Stats, kept outside mu: a checkout updates them when its wait
 	// ends without taking the lock again.
 	waiting, waitCount, waitNanos atomic.Int64
@@ -143,6 +75,25 @@ type Client struct {
 // New validates cfg and returns a Client. It does not dial: the daemon need not be running
 // yet, and checkouts wait for it (until their deadline) while the Client keeps trying.
 func New(cfg Config) (*Client, error) {
+	if len(cfg.Addrs) > 0 {
+		if cfg.Addr != "" {
+			return nil, fmt.Errorf("client: Config.Addr (%q) and Config.Addrs (%q) are both set: set Addrs only (Addr is the form for one daemon)", cfg.Addr, cfg.Addrs)
+		}
+		for i, a := range cfg.Addrs {
+			if a == "" {
+				return nil, fmt.Errorf("client: Config.Addrs[%d] is empty: give each daemon's address (unix:/path, tcp://host:port, tls://host:port, dns://name:port or dns+srv://_service._proto.name)", i)
+			}
+		}
+		if len(cfg.Addrs) > 1 || isDNSAddr(cfg.Addrs[0]) {
+			return newMulti(cfg)
+		}
+		cfg.Addr, cfg.Addrs = cfg.Addrs[0], nil
+	}
+	return newOne(cfg)
+}
+
+// newOne is New for a Client of one daemon (cfg.Addr).
+func newOne(cfg Config) (*Client, error) {
 	addrStr := cfg.Addr
 	if addrStr == "" {
 		addrStr = os.Getenv("TASKD_ADDR")
@@ -243,6 +194,9 @@ type coReq struct {
 // error; otherwise a deadline matches context.DeadlineExceeded. The caller must Release the
 // returned Checkout.
 func (c *Client) Checkout(ctx context.Context) (*Checkout, error) {
+	if c.multi != nil {
+		return c.multi.checkout(ctx)
+	}
 	return c.checkout(ctx, nil, time.Now())
 }
 
@@ -415,6 +369,12 @@ func (c *Client) toConnLocked(req *coReq, cn *conn) {
 }
 
 func (c *Client) sendCheckoutLocked(cn *conn, req *coReq) {
+	if cn.draining != "" && c.inMulti {
+		// Not sent: another daemon may take it (multi.go).
+		failReqLocked(req, daemonError(fmt.Sprintf("checkout of %q", c.cfg.Interface), wire.CodeShuttingDown, cn.draining))
+		c.freeSlotLocked()
+		return
+	}
 	req.cn = cn
 	cn.reqs[req.id] = req
 	if cn.draining != "" {
@@ -467,6 +427,9 @@ func failReqLocked(req *coReq, err error) {
 // Client's goroutines to exit. Held checkouts should still be released (it is then a
 // no-op). Close is idempotent and safe to call concurrently; it returns nil.
 func (c *Client) Close() error {
+	if c.multi != nil {
+		return c.multi.close()
+	}
 	var ncs []net.Conn
 	c.closeWarm() // warm.go: their releases go out before the connections close
 	c.mu.Lock()
@@ -499,5 +462,6 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// Addr returns the address the Client dials, after defaults were applied (for messages).
+// Addr returns the address the Client dials, after defaults were applied (for messages);
+// for a Client of several daemons, Config.Addrs joined with commas.
 func (c *Client) Addr() string { return c.cfg.Addr }

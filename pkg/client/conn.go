@@ -296,6 +296,9 @@ func (c *Client) dispatch(cn *conn, m *wire.ClientMsg) {
 
 func (c *Client) granted(cn *conn, m *wire.ClientMsg) {
 	lf := cn.leaseFD(m) // a direct grant's socketpair end (direct.go); nil for a relayed one
+	if m.Draining && c.inMulti {
+		c.drainSeen.Store(true) // no new checkouts there for a while (multi.go)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	req := cn.reqs[m.ID]
@@ -405,6 +408,12 @@ func (c *Client) refused(cn *conn, m *wire.ClientMsg) {
 		cn.draining = m.Msg
 		if cn.draining == "" {
 			cn.draining = "shutting down"
+		}
+		if c.inMulti {
+			// Refused, not run: another daemon may take it (multi.go).
+			failReqLocked(req, daemonError(fmt.Sprintf("checkout of %q", c.cfg.Interface), m.Code, m.Msg))
+			c.freeSlotLocked()
+			return
 		}
 		req.state = reqParked
 		cn.reqs[m.ID] = req

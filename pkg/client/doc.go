@@ -1,7 +1,7 @@
 // Package client is the Go SDK for applications that use taskd: it checks out workers
 // of one interface and calls their methods.
 //
-// A Client stands for one interface of one daemon. A Checkout is exclusive use of one
+// A Client stands for one interface of one daemon (or of several: see Many daemons). A Checkout is exclusive use of one
 // worker process: every call made on it goes to that process, in order, so per-process
 // state (a database transaction, a cursor, a warm cache) carries from call to call. Release
 // gives the worker back; taskd then pools it or retires it. Client.Call is the one-shot
@@ -50,6 +50,36 @@
 // for an answer reads the pair, handing other calls' answers to their Pendings
 // (direct.go). One-shot calls, TCP and TLS connections, and workers without lease support
 // are relayed.
+//
+// # Many daemons
+//
+// With Config.Addrs naming several daemons (listed, or found by DNS with dns:// and
+// dns+srv://, re-resolved every Config.ResolveEvery), a Client keeps one Client of one
+// daemon per daemon, as above, and delegates to them:
+//
+//   - Balanced: each Checkout and each one-shot Call goes to one daemon, chosen by the
+//     power of two random choices on the Client's own checkouts held or waiting there.
+//     A Checkout then stays with the daemon that granted it: its calls, Abort and Release
+//     go there (lease affinity).
+//   - Failed over: a checkout (or one-shot call) that the daemon did not act on — it
+//     could not be reached (refused connection, dial timeout), or refused the checkout as
+//     overloaded, drained (ErrDraining) or shutting down — is tried on another daemon,
+//     within the same deadline. That daemon is banned for new checkouts for a while
+//     (100ms, doubling up to 5s, with jitter); a daemon that says it is draining on a
+//     grant is banned too. When every daemon is banned the bans are ignored: the Client
+//     never stops serving because of them. While every daemon is down, a checkout waits
+//     for one until its deadline, as with one daemon.
+//   - Never retried: a call that was sent. Calls on a held Checkout whose daemon is lost
+//     fail with ErrWorkerLost; a one-shot call that may have reached a daemon fails as
+//     with one daemon. CallIdempotent runs such a call again (on any daemon) as before.
+//   - Config.MaxWorkers caps the checkouts held on all daemons together (first come,
+//     first served). Ping and DaemonStatus ask the first daemon that answers (in the order of
+//     Addrs, banned ones last); Reload, the admin requests (Drain, Scale…), Checkouts and
+//     Logs are about one daemon and fail with ErrPerDaemon: make a Client of that daemon
+//     (Config.Addr) for them. Stats adds a row per daemon (Stats.Daemons).
+//
+// A daemon that a dns:// name no longer resolves to gets no new checkouts; its held ones
+// finish, and it is then closed. See docs/scaling.md.
 //
 // # Retries
 //

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"runtime"
@@ -125,6 +126,9 @@ func (c *Client) manage(l *lane) {
 					ch <- err
 				}
 				c.dialWaiters = nil
+				if c.inMulti {
+					c.failUnsentLocked(err)
+				}
 			}
 			c.mu.Unlock()
 			delay = nextDelay(delay)
@@ -149,6 +153,17 @@ func (c *Client) manage(l *lane) {
 		default:
 			delay = nextDelay(delay)
 		}
+	}
+}
+
+// failUnsentLocked fails the checkout requests waiting for a connection, which a dial
+// failed to make, with ErrUnreachable: a Client of one daemon among several (inMulti)
+// does not keep them waiting for it, since they were not sent, and another daemon may
+// serve them (multi.go).
+func (c *Client) failUnsentLocked(err error) {
+	for r := c.unsent.pop(); r != nil; r = c.unsent.pop() {
+		failReqLocked(r, &unreachableError{addr: c.cfg.Addr, last: err, waiting: fmt.Sprintf("checkout of %q", c.cfg.Interface)})
+		c.freeSlotLocked() // may queue a waiter for a MaxWorkers slot in unsent: failed in turn
 	}
 }
 
@@ -215,7 +230,11 @@ func (c *Client) sleep(l *lane, d time.Duration) bool {
 }
 
 func (c *Client) dial() (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(c.ctx, dialTimeout)
+	to := dialTimeout
+	if c.inMulti {
+		to = multiDialTimeout
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, to)
 	defer cancel()
 	nd := &net.Dialer{}
 	if c.usesTLS() { // tls.go

@@ -55,6 +55,9 @@ func (c *Client) FollowLogs(ctx context.Context, iface string, fn func(LogLine))
 // answer: the one answer, or, with follow, every answer until ctx ends.
 func (c *Client) logs(ctx context.Context, iface string, follow bool, fn func(LogLine)) error {
 	what := "logs"
+	if c.multi != nil {
+		return c.multi.perDaemon(what)
+	}
 	c.mu.Lock()
 	closed := c.closed
 	c.mu.Unlock()

@@ -17,6 +17,9 @@ import (
 // cancel_grace, as with Checkout.Call. See Checkout.Call for result and
 // args.
 func (c *Client) Call(ctx context.Context, method string, result any, args ...any) error {
+	if c.multi != nil {
+		return c.multi.do(ctx, false, func(ctx context.Context, b *Client) error { return b.Call(ctx, method, result, args...) })
+	}
 	bp := getBuf()
 	a, err := appendArgs(*bp, args)
 	// Once checkout returns, the request is answered or abandoned: it is never sent

@@ -18,10 +18,21 @@ type Stats struct {
 
 	// Retries is the number of calls CallIdempotent ran again after their worker was lost.
 	Retries int64
+
+	// Daemons has a row per daemon of a Client of several daemons (Config.Addrs), in the
+	// order they were listed or found; nil for a Client of one. The counts above are then
+	// the sums of the daemons' (a checkout tried on two daemons counts two waits).
+	Daemons []DaemonStats
 }
 
 // Stats returns a snapshot of the Client's checkout statistics.
 func (c *Client) Stats() Stats {
+	if c.multi != nil {
+		c.mu.Lock()
+		retries := c.stats.Retries
+		c.mu.Unlock()
+		return c.multi.stats(retries)
+	}
 	c.mu.Lock()
 	st := c.stats
 	c.mu.Unlock()
