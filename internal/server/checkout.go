@@ -90,9 +90,13 @@ type checkout struct {
 	warned   bool   // logged as held longer than checkout_warn_after
 	// direct: granted as a direct lease (lid, the worker's lease number): its calls go
 	// over a socketpair, and release, end and lost take the direct path (direct.go).
-	direct      bool
-	lid         uint64
-	reclaimed   bool // a warm lease that taskd asked the client to give back (warm.go)
+	direct bool
+	lid    uint64
+	// announced: the direct grant is in the session's send queue, so a reclaim sent now
+	// reaches the client after it (warm.go). reclaimed: when taskd last asked the client
+	// to give this warm lease back (zero: never).
+	announced   bool
+	reclaimed   time.Time
 	warmCounted bool // a warm lease counted in Server.warmHeld
 	// slowSeen: the start of the last call on the direct lease reported past slow_call.
 	slowSeen time.Time

@@ -91,6 +91,9 @@ func (ss *session) grantDirect(co *checkout, pl *pool.Lease) bool {
 		b, _ = wire.AppendClientMsg(b, &m)
 		return b
 	}, cEnd)
+	co.mu.Lock()
+	co.announced = true // a reclaim may follow the grant now, never precede it (warm.go)
+	co.mu.Unlock()
 	return true
 }
 

@@ -22,7 +22,10 @@ import (
 // longest-held warm lease of the interface, one per request), and when the pool wants
 // the worker back for any reason of its own (pool.Lease.Wanted: a checkout queued, a
 // drain, a reload's new generation, max_age, max_rss, max_checkouts, an admin retire or
-// a lower max_workers), which the sweep of held checkouts looks at (holders.go). So FIFO
+// a lower max_workers), which the sweep of held checkouts looks at (holders.go), asking
+// again (reclaimAgain) while the lease is still held. A reclaim is only sent once the
+// grant is in the session's send queue (announced): one sent before would reach the
+// client ahead of the lease it names, and be ignored. So FIFO
 // fairness and the pool's limits hold: a warm lease delays another client by at most
 // one call. Everything else about a warm lease is a direct lease's (direct.go).
 
@@ -30,15 +33,24 @@ import (
 // reclaim those whose pool wants their worker back.
 const warmSweep = 100 * time.Millisecond
 
-// reclaim asks the client to give back co, a warm lease, unless it was asked already or
-// has been released. It returns whether it asked.
-func (co *checkout) reclaim(why string) bool {
+// reclaimAgain is how long a client has to give back a warm lease that taskd reclaimed
+// before the sweep asks again while the pool still wants the worker: a client releases an
+// idle lease at once and a busy one after its call, so a lease still held after this
+// long is one whose reclaim the client did not act on.
+const reclaimAgain = time.Second
+
+// reclaim asks the client to give back co, a warm lease, unless it was asked already
+// (less than reclaimAgain ago if again is set) or has been released. It returns whether
+// it asked.
+func (co *checkout) reclaim(why string, again bool) bool {
 	if !co.warm {
 		return false
 	}
 	co.mu.Lock()
-	ask := co.direct && co.state == coHeld && !co.reclaimed
-	co.reclaimed = co.reclaimed || ask
+	ask := co.reclaimableLocked() || (again && co.heldDirectLocked() && time.Since(co.reclaimed) >= reclaimAgain)
+	if ask {
+		co.reclaimed = time.Now()
+	}
 	co.mu.Unlock()
 	if ask {
 		co.ss.log.Debug("reclaiming a warm lease", zap.String("interface", co.iface), zap.Uint64("co", co.co), zap.String("why", why))
@@ -62,7 +74,7 @@ func (s *Server) reclaimWarm(iface string) {
 		}
 	}
 	if oldest != nil {
-		oldest.reclaim("a checkout waits for a worker")
+		oldest.reclaim("a checkout waits for a worker", false)
 	}
 }
 
@@ -70,17 +82,30 @@ func (s *Server) reclaimWarm(iface string) {
 func (co *checkout) reclaimable() bool {
 	co.mu.Lock()
 	defer co.mu.Unlock()
-	return co.direct && co.state == coHeld && !co.reclaimed
+	return co.reclaimableLocked()
 }
 
-// sweepWarm reclaims co if it is a warm lease whose pool wants its worker back; it
-// reports whether co is a warm lease still held.
+func (co *checkout) reclaimableLocked() bool { return co.heldDirectLocked() && co.reclaimed.IsZero() }
+
+// heldDirectLocked reports whether co is a direct lease held by a client that has been
+// told of it. co.mu is held.
+func (co *checkout) heldDirectLocked() bool { return co.direct && co.announced && co.state == coHeld }
+
+// sweepWarm reclaims co if it is a warm lease whose pool wants its worker back (again if
+// the client has not given it back within reclaimAgain); it reports whether co is a warm
+// lease still held.
 func (co *checkout) sweepWarm() bool {
-	if !co.warm || !co.reclaimable() {
+	if !co.warm {
+		return false
+	}
+	co.mu.Lock()
+	held := co.heldDirectLocked()
+	co.mu.Unlock()
+	if !held {
 		return false
 	}
 	if co.lease.Wanted() {
-		co.reclaim("the pool wants its worker back")
+		co.reclaim("the pool wants its worker back", true)
 	}
 	return true
 }
@@ -92,7 +117,7 @@ func (s *Server) reclaimAllWarm(why string) {
 	}
 	for _, ss := range s.allSessions() {
 		for _, co := range ss.held() {
-			co.reclaim(why)
+			co.reclaim(why, false)
 		}
 	}
 }

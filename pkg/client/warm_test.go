@@ -1,8 +1,12 @@
 package client
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -192,3 +196,56 @@ func TestWarmLeaseClose(t *testing.T) {
 	require.NoError(t, c2.Call(ctx, "pid", &pid2))
 	assert.Equal(t, pid, pid2, "pooled, not retired")
 }
+
+// TestWarmLeaseReclaimedAgain: a client that does not act on taskd's reclaim (here one
+// speaking the protocol by hand, which ignores it) is asked again while another checkout
+// waits, each reclaim after the grant it names; once it releases, the waiter is served.
+func TestWarmLeaseReclaimedAgain(t *testing.T) {
+	d, _ := leaseDaemon(t, "")
+	nc, err := net.Dial("unix", d.Socket)
+	require.NoError(t, err)
+	defer nc.Close()
+	require.NoError(t, nc.SetDeadline(time.Now().Add(20*time.Second)))
+	sc := bufio.NewScanner(nc)
+	recv := func() map[string]any {
+		require.True(t, sc.Scan(), "no message from taskd: %v", sc.Err())
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &m))
+		return m
+	}
+	// The lease's socketpair end comes with the grant and is dropped unread: this client
+	// makes no call on it.
+	_, err = nc.Write([]byte(`{"t":"checkout","id":1,"iface":"lease","once":true,"direct":true,"warm":true,"m":"echo","a":[]}` + "\n"))
+	require.NoError(t, err)
+	g := recv()
+	require.Equal(t, "granted", g["t"], "%v", g)
+	require.Equal(t, true, g["warm"], "%v", g)
+	co := g["co"]
+
+	b := newClient(t, Config{Addr: d.Addr, Interface: "lease"})
+	got := make(chan error, 1)
+	go func() {
+		co, err := b.Checkout(context.Background())
+		if err == nil {
+			co.Release()
+		}
+		got <- err
+	}()
+	first := recv()
+	require.Equal(t, map[string]any{"t": "reclaim", "co": co}, first)
+	asked := time.Now()
+	again := recv()
+	require.Equal(t, map[string]any{"t": "reclaim", "co": co}, again, "asked again")
+	assert.GreaterOrEqual(t, time.Since(asked), reclaimAgainMin, "not before the client had time to give it back")
+	select {
+	case err := <-got:
+		t.Fatalf("the waiter was served while the worker was held: %v", err)
+	default:
+	}
+	_, err = nc.Write([]byte(fmt.Sprintf(`{"t":"release","co":%v}`, co) + "\n"))
+	require.NoError(t, err)
+	require.NoError(t, <-got, "served once the warm lease came back")
+}
+
+// reclaimAgainMin is a lower bound of taskd's interval between two reclaims of one lease.
+const reclaimAgainMin = 900 * time.Millisecond
