@@ -521,6 +521,7 @@ func TestSurge(t *testing.T) {
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		okCalls := 0
+		stopWatch := watchStall(t, c, func() int { mu.Lock(); defer mu.Unlock(); return okCalls })
 		for g := range goroutines {
 			wg.Add(1)
 			go func() {
@@ -541,6 +542,7 @@ func TestSurge(t *testing.T) {
 			}()
 		}
 		wg.Wait()
+		stopWatch()
 		assert.Equal(t, goroutines*calls, okCalls, "nothing lost")
 		st := c.Stats()
 		assert.Zero(t, st.OpenCheckouts)
@@ -962,4 +964,36 @@ func BenchmarkQueuedCheckoutsMemory(b *testing.B) {
 	avg := float64(total) / float64(b.N)
 	b.ReportMetric(avg/1e6, "heap-MB/10k")
 	b.ReportMetric(avg/queuedN, "heap-B/checkout")
+}
+
+// watchStall logs, once, what the Client and taskd say (client stats, pools, checkouts
+// held) if progress (done's count) stands still for 10s while the test runs: the picture
+// of a hang, for a failure that is hard to reproduce. The returned func stops it.
+func watchStall(t *testing.T, c *client.Client, done func() int) (stop func()) {
+	quit, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		last := -1
+		for {
+			select {
+			case <-quit:
+				return
+			case <-time.After(10 * time.Second):
+			}
+			n := done()
+			if n != last {
+				last = n
+				continue
+			}
+			t.Logf("STALLED at %d: client stats %+v", n, c.Stats())
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			ds, err := c.DaemonStatus(ctx)
+			t.Logf("STALLED: daemon status (err %v): %+v", err, ds)
+			cos, err := c.Checkouts(ctx, "")
+			t.Logf("STALLED: %d checkouts held (err %v): %+v", len(cos), err, cos)
+			cancel()
+			return
+		}
+	}()
+	return func() { close(quit); <-exited }
 }
