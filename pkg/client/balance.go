@@ -96,14 +96,13 @@ func (m *multi) stats(retries int64) Stats {
 		banned[i], vanished[i] = now.Before(d.banUntil), d.vanished
 	}
 	m.mu.Unlock()
-	st := Stats{MaxWorkers: m.cfg.MaxWorkers, Retries: retries, Waiting: int(m.slots.waiting.Load())}
+	st := Stats{MaxWorkers: m.cfg.MaxWorkers, Retries: retries, Waiting: int(m.slots.waiting.Load()),
+		WaitCount: m.waitCount.Load(), WaitDuration: time.Duration(m.waitNanos.Load())}
 	for i, d := range ds {
 		b := d.c.Stats()
 		st.OpenCheckouts += b.OpenCheckouts
 		st.WarmLeases += b.WarmLeases
 		st.Waiting += b.Waiting
-		st.WaitCount += b.WaitCount
-		st.WaitDuration += b.WaitDuration
 		d.c.mu.Lock()
 		connected := d.c.live > 0
 		d.c.mu.Unlock()

@@ -59,6 +59,10 @@ type multi struct {
 	res     *resolver      // nil without dns:// or dns+srv:// addresses
 	slots   slots          // Config.MaxWorkers, for all daemons together
 
+	// waitCount and waitNanos are Stats.WaitCount and WaitDuration: one wait per request
+	// (do), whichever daemons it tried.
+	waitCount, waitNanos atomic.Int64
+
 	// mu guards what follows and the ban state of every daemon. Nothing slow happens
 	// under it, and no backend's lock is taken while it is held (lock order: a backend's
 	// Client.mu is never held when mu is taken, and mu is never held when one is).
@@ -203,6 +207,11 @@ func (m *multi) dropWarm() {
 func (m *multi) do(ctx context.Context, keep bool, try func(context.Context, *Client) error) (err error) {
 	ctx, cancel := withTimeout(ctx, m.timeout)
 	defer cancel()
+	start := time.Now()
+	defer func() {
+		m.waitNanos.Add(int64(time.Since(start)))
+		m.waitCount.Add(1)
+	}()
 	if err := m.slots.acquire(ctx, m.cfg.Interface, m.dropWarm); err != nil {
 		return err
 	}

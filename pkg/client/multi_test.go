@@ -103,6 +103,7 @@ func TestMultiSpread(t *testing.T) {
 	total := goroutines * each
 	st := c.Stats()
 	require.Len(t, st.Daemons, 3)
+	assert.EqualValues(t, total, st.WaitCount, "one wait per checkout")
 	for i := range ds {
 		share := float64(per[i]) / (float64(total) / 3)
 		assert.InDelta(t, 1, share, 0.25, "daemon %d served %d of %d checkouts (%v)", i, per[i], total, per)
@@ -150,6 +151,7 @@ func TestMultiKillOne(t *testing.T) {
 	}
 	assert.Equal(t, on[0], lost)
 
+	waits := c.Stats().WaitCount
 	for i := range 30 {
 		co, err := c.Checkout(ctx)
 		require.NoError(t, err, "checkout %d after the kill", i)
@@ -159,6 +161,7 @@ func TestMultiKillOne(t *testing.T) {
 		require.NoError(t, c.Call(ctx, "echo", &r, i), "one-shot call %d after the kill", i)
 	}
 	st := c.Stats()
+	assert.Equal(t, waits+60, st.WaitCount, "one wait per checkout and per call, however many daemons each tried")
 	assert.False(t, st.Daemons[0].Connected)
 	assert.NotZero(t, st.Daemons[0].Errors, "the failed connects are counted")
 

@@ -12,7 +12,9 @@ type Stats struct {
 	// WaitCount is the number of finished waits for a worker by Checkout and Client.Call
 	// (granted or not), and
 	// WaitDuration their total time spent waiting, for a MaxWorkers slot and for taskd to
-	// grant a worker. Every checkout waits at least one round trip.
+	// grant a worker. Every checkout waits at least one round trip. With several daemons
+	// (Config.Addrs) a Checkout or Call counts once, whichever daemons it tried, timed
+	// from the call until a daemon granted it (for Call, answered it) or it failed.
 	WaitCount    int64
 	WaitDuration time.Duration
 
