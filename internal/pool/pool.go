@@ -199,6 +199,7 @@ type Lease struct {
 	p        *Pool
 	e        *entry
 	n        int
+	spare    int // Spare's figure, taken when the worker was leased
 	released atomic.Bool
 }
 
@@ -215,6 +216,12 @@ func (l *Lease) CountCalls(n uint64) { l.p.calls.Add(n) }
 
 // Checkouts returns how many checkouts the worker has served, this one included.
 func (l *Lease) Checkouts() int { return l.n }
+
+// Spare returns the pool's spare workers just after this lease was granted: its idle
+// workers, less the checkouts that were still waiting for one (negative when more wait
+// than are idle). taskd tells clients of several daemons (granted's spare), which weigh
+// their choice of daemon by it.
+func (l *Lease) Spare() int { return l.spare }
 
 // Release returns the worker to the pool, or retires it if retire is set, the worker asked
 // for it (bye), it has served MaxCheckouts, reached its MaxAge or exceeded its MaxRSS, or it
@@ -339,7 +346,7 @@ func (p *Pool) leaseLocked(e *entry) *Lease {
 	e.checkouts++
 	p.checkouts++
 	p.leased++
-	return &Lease{p: p, e: e, n: e.checkouts}
+	return &Lease{p: p, e: e, n: e.checkouts, spare: len(p.idle) - p.waiters.Len()}
 }
 
 // offerLocked gives an available worker to the first waiter, or makes it idle.

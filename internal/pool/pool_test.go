@@ -485,3 +485,34 @@ func TestWorkerExitingRightAfterReadyIsNotCounted(t *testing.T) {
 	require.Eventually(t, func() bool { return p.Stats().Live == 0 }, 10*time.Second, 5*time.Millisecond,
 		"no exited worker is left counted as live")
 }
+
+// TestLeaseSpare: a lease tells the pool's spare workers just after it was granted: idle
+// workers, less the checkouts still waiting (negative when a queue waits).
+func TestLeaseSpare(t *testing.T) {
+	p, _ := newPool(t, "raw", pool.Config{MinIdle: 3, MaxWorkers: 3})
+	require.Eventually(t, func() bool { return p.Stats().Idle == 3 }, 10*time.Second, time.Millisecond)
+	a := acquire(t, p)
+	assert.Equal(t, 2, a.Spare(), "two of three left idle")
+	b := acquire(t, p)
+	c := acquire(t, p)
+	assert.Equal(t, 1, b.Spare())
+	assert.Equal(t, 0, c.Spare(), "none idle, none waiting")
+	got := make(chan *pool.Lease, 2)
+	for range 2 {
+		go func() {
+			l, err := p.Acquire(context.Background())
+			assert.NoError(t, err)
+			got <- l
+		}()
+	}
+	require.Eventually(t, func() bool { return p.Stats().Queued == 2 }, 10*time.Second, time.Millisecond)
+	a.Release(false)
+	first := <-got
+	assert.Equal(t, -1, first.Spare(), "handed to the first waiter while one more waits")
+	b.Release(false)
+	second := <-got
+	assert.Equal(t, 0, second.Spare())
+	for _, l := range []*pool.Lease{c, first, second} {
+		l.Release(false)
+	}
+}

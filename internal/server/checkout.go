@@ -127,6 +127,7 @@ func (co *checkout) address(m *wire.ClientMsg, id uint64) *wire.ClientMsg {
 	if co.once {
 		m.ID = co.req
 		m.Worker, m.PID = co.w.ID(), co.w.PID() // who ran it, for the caller's logs and errors
+		m.Spare = co.lease.Spare()              // for a client's choice of daemon, as on granted
 	} else {
 		m.Co, m.ID = co.co, id
 	}

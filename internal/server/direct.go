@@ -84,7 +84,7 @@ func (ss *session) grantDirect(co *checkout, pl *pool.Lease) bool {
 	if co.warm {
 		ss.s.warmHeld.Add(1)
 	}
-	m := wire.ClientMsg{T: wire.TGranted, ID: co.req, Co: co.co, Worker: co.w.ID(), PID: co.w.PID(), N: pl.Checkouts(), Direct: true, Warm: co.warm, Draining: ss.s.stopping.Load()}
+	m := wire.ClientMsg{T: wire.TGranted, ID: co.req, Co: co.co, Worker: co.w.ID(), PID: co.w.PID(), N: pl.Checkouts(), Direct: true, Warm: co.warm, Draining: ss.s.stopping.Load(), Spare: pl.Spare()}
 	// The queue owns cEnd now: it closes it once sent, or if the session ends first (then
 	// serve releases the checkout, which ends the lease).
 	_, _ = ss.out.AppendRights(func(b []byte) []byte {

@@ -374,7 +374,7 @@ func (ss *session) grant(lease *pool.Lease, req *request) {
 	if !co.once {
 		// Held; or warm, if the lease could not be made after all: then relayed, and the
 		// client makes its call on it and releases it.
-		ss.send(&wire.ClientMsg{T: wire.TGranted, ID: req.id, Co: co.co, Worker: w.ID(), PID: w.PID(), N: lease.Checkouts(), Warm: warm, Draining: ss.s.stopping.Load()})
+		ss.send(&wire.ClientMsg{T: wire.TGranted, ID: req.id, Co: co.co, Worker: w.ID(), PID: w.PID(), N: lease.Checkouts(), Warm: warm, Draining: ss.s.stopping.Load(), Spare: lease.Spare()})
 		return
 	}
 	// The call and the done in one write to the worker: one wake-up instead of two.

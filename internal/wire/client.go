@@ -135,10 +135,15 @@ type ClientMsg struct {
 	// Draining, on granted and pong, says that taskd is shutting down (SIGTERM): it
 	// refuses new checkouts from now on, and a client of several daemons sends its new
 	// checkouts elsewhere (docs/client-protocol.md, "Draining").
-	Draining bool          `json:"draining,omitempty"`
-	Version  string        `json:"version,omitempty"`
-	Status   *Status       `json:"status,omitempty"`
-	Reload   *ReloadReport `json:"reload,omitempty"`
+	Draining bool `json:"draining,omitempty"`
+	// Spare, on granted and on a one-shot answer, is the interface's spare workers just
+	// after the grant: idle workers less the checkouts still waiting for one (negative
+	// when a queue waits; absent when 0). A client of several daemons weighs its choice
+	// of daemon by it (docs/client-protocol.md, "Spare workers").
+	Spare   int           `json:"spare,omitempty"`
+	Version string        `json:"version,omitempty"`
+	Status  *Status       `json:"status,omitempty"`
+	Reload  *ReloadReport `json:"reload,omitempty"`
 	// Follow, on a logs request, asks for the lines that come after the backlog too, in
 	// more logs messages, until the client sends abandon {id} or disconnects.
 	Follow bool `json:"follow,omitempty"`
@@ -231,6 +236,8 @@ func DecodeClientMsg(line []byte) (ClientMsg, error) {
 			m.Retire, err = decodeBool(f.val)
 		case "draining":
 			m.Draining, err = decodeBool(f.val)
+		case "spare":
+			m.Spare, _, err = decodeInt(f.val)
 		case "a":
 			m.A = f.val
 		case "r":
@@ -382,6 +389,9 @@ func AppendClientMsg(buf []byte, m *ClientMsg) ([]byte, error) {
 	}
 	if m.Draining {
 		buf = append(buf, `,"draining":true`...)
+	}
+	if m.Spare != 0 {
+		buf = strconv.AppendInt(append(buf, `,"spare":`...), int64(m.Spare), 10)
 	}
 	buf = appendStringField(buf, `,"version":`, m.Version)
 	buf = appendUintField(buf, `,"ep":`, m.Ep)

@@ -99,7 +99,7 @@ func FuzzDecodeClientMsg(f *testing.F) {
 		`{"t":"checkout","id":1,"iface":"passwd","keep":true}`, `{"t":"call","co":1,"id":1,"m":"hash","a":["s"]}`,
 		`{"t":"release","co":1,"retire":true}`, `{"t":"abort","co":1,"msg":"x"}`, `{"t":"ping","id":9}`,
 		`{"t":"status","id":1,"status":{"version":"x","interfaces":[{"name":"a","workers":[]}]}}`,
-		`{"t":"granted","id":1,"co":2,"worker":"w-1","pid":3,"n":1}`, `{"t":"granted","id":1,"co":2,"direct":true}`, `{"t":"granted","id":1,"co":2,"draining":true}`, `{"t":"pong","id":1,"version":"v","draining":true}`, `{"t":"checkout","id":1,"iface":"e","direct":1}`, `{"t":"call","co":1,"id":1,"a":5}`, `[]`,
+		`{"t":"granted","id":1,"co":2,"worker":"w-1","pid":3,"n":1}`, `{"t":"granted","id":1,"co":2,"direct":true}`, `{"t":"granted","id":1,"co":2,"draining":true}`, `{"t":"granted","id":1,"co":2,"spare":-3}`, `{"t":"ok","id":1,"worker":"w-1","r":1,"spare":2}`, `{"t":"pong","id":1,"version":"v","draining":true}`, `{"t":"checkout","id":1,"iface":"e","direct":1}`, `{"t":"call","co":1,"id":1,"a":5}`, `[]`,
 		`{"t":"call","co":1,"id":2,"ep":3,"m":"x","a":[` + "\r" + `]}`, `{"t":"ok","co":1,"id":2,"r":{"x":1},"logs":[]}`,
 		`{"t":"err","co":1,"id":2,"e":{"msg":"m"},"msg":"dropped"}`, `{"t":"ok","co":1,"id":2,"logs":"x"}`,
 		"{\"t\":\"call\",\"co\":1,\"id\":2,\"m\":\"x\",\"a\":[\"\xff\xfe\"]}", "{\"t\":\"checkout\",\"id\":3,\"iface\":\"e\",\"once\":true,\"a\":[\"\x80\"]}",

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -409,4 +410,30 @@ func TestDrainingField(t *testing.T) {
 	assert.NotContains(t, string(line), "draining")
 	_, err = DecodeClientMsg([]byte(`{"t":"pong","id":6,"draining":"yes"}`))
 	require.ErrorIs(t, err, ErrProtocol, "draining must be a boolean")
+}
+
+// TestSpareField: granted and one-shot answers carry the interface's spare workers, which
+// may be negative (a queue); the field round-trips, is left out when 0, and must be an
+// integer.
+func TestSpareField(t *testing.T) {
+	for _, in := range []ClientMsg{
+		{T: TGranted, ID: 4, Co: 7, Worker: "e-1", PID: 9, N: 1, Spare: 3},
+		{T: TGranted, ID: 5, Co: 8, Worker: "e-1", PID: 9, N: 2, Direct: true, Warm: true, Spare: -2},
+		{T: TOK, ID: 6, Worker: "e-1", PID: 9, R: json.RawMessage(`"x"`), Spare: 1},
+	} {
+		line, err := AppendClientMsg(nil, &in)
+		require.NoError(t, err)
+		assert.Contains(t, string(line), fmt.Sprintf(`"spare":%d`, in.Spare))
+		var viaJSON ClientMsg
+		require.NoError(t, json.Unmarshal(line, &viaJSON))
+		assert.Equal(t, in, viaJSON)
+		out, err := DecodeClientMsg(bytes.TrimSuffix(line, []byte("\n")))
+		require.NoError(t, err)
+		assert.Equal(t, in, out)
+	}
+	line, err := AppendClientMsg(nil, &ClientMsg{T: TGranted, ID: 4, Co: 7})
+	require.NoError(t, err)
+	assert.NotContains(t, string(line), "spare")
+	_, err = DecodeClientMsg([]byte(`{"t":"granted","id":6,"co":1,"spare":"many"}`))
+	require.ErrorIs(t, err, ErrProtocol, "spare must be an integer")
 }
