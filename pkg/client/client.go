@@ -66,6 +66,9 @@ type Client struct {
 	inMulti bool
 	// drainSeen: taskd said on a grant that it is draining (balance.go, takeDraining).
 	drainSeen atomic.Bool
+	// spare: the spare workers the daemon reported on its last grant or one-shot answer,
+	// and when (balance.go, noteSpare); kept only with inMulti.
+	spare spareSeen
 
 	// The wait counters of Stats, kept outside mu: a checkout updates them when its wait
 	// ends without taking the lock again.

@@ -24,7 +24,8 @@ type Config struct {
 	// or "dns+srv://_service._proto.name" (every SRV target is one), re-resolved every
 	// ResolveEvery and after a daemon could not be reached. Each checkout, and each
 	// one-shot Call, goes to one daemon, chosen by the power of two random choices on the
-	// Client's own outstanding checkouts there; a daemon that cannot be reached, or
+	// Client's own outstanding checkouts there, weighted by the spare workers each daemon
+	// reported on its latest replies (DaemonStats.Spare); a daemon that cannot be reached, or
 	// refuses the checkout as overloaded, drained or shutting down, is skipped for a while
 	// (banned, with backoff) and the checkout is tried on another within its deadline. A
 	// call that was sent is never tried again (see the package's docs, "Many daemons", and

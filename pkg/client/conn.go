@@ -296,8 +296,11 @@ func (c *Client) dispatch(cn *conn, m *wire.ClientMsg) {
 
 func (c *Client) granted(cn *conn, m *wire.ClientMsg) {
 	lf := cn.leaseFD(m) // a direct grant's socketpair end (direct.go); nil for a relayed one
-	if m.Draining && c.inMulti {
-		c.drainSeen.Store(true) // no new checkouts there for a while (multi.go)
+	if c.inMulti {
+		if m.Draining {
+			c.drainSeen.Store(true) // no new checkouts there for a while (multi.go)
+		}
+		c.noteSpare(m.Spare)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -348,6 +351,9 @@ func (c *Client) onceAnswer(cn *conn, m *wire.ClientMsg) {
 	var rp *[]byte
 	if m.T == wire.TOK {
 		r, rp = copyResult(m.R) // m aliases the reader's buffer
+	}
+	if c.inMulti && m.Worker != "" { // an answer from a worker, not a refusal
+		c.noteSpare(m.Spare)
 	}
 	c.mu.Lock()
 	req := cn.reqs[m.ID]

@@ -58,7 +58,10 @@
 // daemon per daemon, as above, and delegates to them:
 //
 //   - Balanced: each Checkout and each one-shot Call goes to one daemon, chosen by the
-//     power of two random choices on the Client's own checkouts held or waiting there.
+//     power of two random choices: the daemon with more workers to spare (as it reported
+//     on its latest grant or one-shot answer, corrected by this Client's checkouts taken
+//     and given back there since), or, alike, with fewer of the Client's checkouts held
+//     or waiting there.
 //     A Checkout then stays with the daemon that granted it: its calls, Abort and Release
 //     go there (lease affinity).
 //   - Failed over: a checkout (or one-shot call) that the daemon did not act on — it

@@ -180,11 +180,12 @@ func TestMultiKillOne(t *testing.T) {
 }
 
 // holdOn checks out until the Client holds need[i] checkouts on daemon i, releasing the
-// others; it returns those held, by daemon.
+// others; it returns those held, by daemon. (A checkout released goes on with a short
+// pause: the daemons' spare counts steer the next one, and the figures age.)
 func holdOn(t *testing.T, c *Client, ds []*taskdtest.Daemon, need []int) [][]*Checkout {
 	t.Helper()
 	held := make([][]*Checkout, len(ds))
-	for range 100 {
+	for range 300 {
 		done := true
 		for i := range need {
 			done = done && len(held[i]) == need[i]
@@ -198,6 +199,7 @@ func holdOn(t *testing.T, c *Client, ds []*taskdtest.Daemon, need []int) [][]*Ch
 			held[i] = append(held[i], co)
 		} else {
 			co.Release()
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 	t.Fatalf("could not place checkouts %v", need)
