@@ -2,6 +2,9 @@ package client
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -11,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/taskd-dev/taskd/internal/procfs"
 	"github.com/taskd-dev/taskd/internal/taskdtest"
 )
 
@@ -22,6 +26,23 @@ func stopDaemon(t *testing.T, d *taskdtest.Daemon) {
 	t.Helper()
 	require.NoError(t, d.Signal(syscall.SIGSTOP))
 	t.Cleanup(func() { d.Signal(syscall.SIGCONT) })
+	// The signal is delivered asynchronously: wait until every thread has stopped.
+	require.Eventually(t, func() bool {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", d.PID()))
+		if err != nil {
+			return false
+		}
+		for _, task := range tasks {
+			tid, err := strconv.Atoi(task.Name())
+			if err != nil {
+				return false
+			}
+			if st, err := procfs.ReadStat(tid); err == nil && st.State != 'T' {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, time.Millisecond, "taskd did not stop")
 }
 
 // connectAll has c connect to every daemon of ds (a checkout granted by each, released).
@@ -91,6 +112,12 @@ func TestMultiStallCheckout(t *testing.T) {
 				start := time.Now()
 				co, err := c.Checkout(context.Background())
 				took := time.Since(start)
+				mu.Lock()
+				slowest = max(slowest, took)
+				if took >= probeAfter {
+					moved++
+				}
+				mu.Unlock()
 				if !assert.NoError(t, err, "checkout %d of goroutine %d", i, g) {
 					return
 				}
@@ -98,12 +125,6 @@ func TestMultiStallCheckout(t *testing.T) {
 				assert.NoError(t, co.Call(context.Background(), "echo", &r, i))
 				assert.NotEqual(t, 0, daemonOf(ds, co.Worker().PID), "a checkout granted by the stopped daemon")
 				co.Release()
-				mu.Lock()
-				slowest = max(slowest, took)
-				if took >= probeAfter {
-					moved++
-				}
-				mu.Unlock()
 			}
 		})
 	}

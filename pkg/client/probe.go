@@ -109,8 +109,12 @@ func (m *multi) attempt(ctx context.Context, d *daemon, keep bool, try func(cont
 			errs: []error{errStalled},
 		}
 	}
+	what := "this checkout was not moved to another daemon: the caller's context ended first"
+	if !keep {
+		what = "this call was not sent to another daemon, since it may have run there or may still run when that daemon resumes"
+	}
 	return &wrapped{
-		text: fmt.Sprintf("%v; taskd at %s did not answer a ping within %v meanwhile (it may be stopped or wedged), so it was banned for new requests; the request was not sent to another daemon, since it may have run there or may still run", err, d.addr, m.probeTimeout),
+		text: fmt.Sprintf("%v; meanwhile taskd at %s did not answer a ping within %v (it may be stopped or wedged): it is banned for new requests, and %s", err, d.addr, m.probeTimeout, what),
 		errs: []error{err, errStalled},
 	}
 }

@@ -1,0 +1,58 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+)
+
+// BenchmarkMultiProbe measures what watching each attempt for a stalled daemon
+// (probe.go) costs a Client of two fake daemons that answer at once: one-shot calls and
+// checkouts (with one call, then Release), with the watch on (as shipped) and off (the
+// baseline, in the same run).
+func BenchmarkMultiProbe(b *testing.B) {
+	for _, probe := range []bool{true, false} {
+		name := "probe=on"
+		if !probe {
+			name = "probe=off"
+		}
+		newMultiBench := func(b *testing.B) *Client {
+			c, err := New(Config{Addrs: []string{startCallFake(b), startCallFake(b)}, Interface: "echo"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { c.Close() })
+			if !probe {
+				c.multi.probeAfter = 0
+			}
+			return c
+		}
+		b.Run("oneshot/"+name, func(b *testing.B) {
+			c := newMultiBench(b)
+			ctx := context.Background()
+			var res json.RawMessage
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := c.Call(ctx, "echo", &res, "x"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("checkout/"+name, func(b *testing.B) {
+			c := newMultiBench(b)
+			ctx := context.Background()
+			var res json.RawMessage
+			b.ReportAllocs()
+			for b.Loop() {
+				co, err := c.Checkout(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := co.Call(ctx, "echo", &res, "x"); err != nil {
+					b.Fatal(err)
+				}
+				co.Release()
+			}
+		})
+	}
+}
