@@ -2,7 +2,9 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"sync"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/taskd-dev/taskd/internal/procfs"
 	"github.com/taskd-dev/taskd/internal/taskdtest"
+	"github.com/taskd-dev/taskd/internal/wire"
 )
 
 // stopDaemon stops d's taskd process with SIGSTOP: it keeps its sockets and its
@@ -248,4 +251,121 @@ func TestMultiStallCall(t *testing.T) {
 	require.Len(t, after.Interfaces, 1)
 	assert.Equal(t, before.Interfaces[0].Calls, after.Interfaces[0].Calls, "the other daemon ran a call")
 	assert.Equal(t, before.Interfaces[0].Checkouts, after.Interfaces[0].Checkouts, "the other daemon took a checkout")
+}
+
+// TestMultiStallStress: many checkouts and one-shot calls on three fake daemons that answer
+// requests and pings after random delays, with probeAfter and probeTimeout short enough
+// that probes are made, shared, answered, missed and abandoned all the time. Every request
+// succeeds (a one-shot call waits for its late answer; a checkout may move), some stalls
+// are seen, and every grant, late ones included, is released in the end. Under -race,
+// and with goleak in TestMain, it checks the probe's locking and goroutines.
+func TestMultiStallStress(t *testing.T) {
+	var mu sync.Mutex
+	granted := map[*fakeDaemon]map[uint64]bool{} // grants not yet released, by daemon; guarded by mu
+	var timers sync.WaitGroup                    // the fakes' delayed answers
+	quiet := false                               // no more delayed answers; guarded by mu
+	onceSent := 0                                // one-shot requests the fakes received; guarded by mu
+	later := func(max time.Duration, f func()) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !quiet {
+			timers.Add(1)
+			time.AfterFunc(rand.N(max), func() { defer timers.Done(); f() })
+		}
+	}
+	quiesce := func() { // waits for the delayed answers, and schedules no more
+		mu.Lock()
+		quiet = true
+		mu.Unlock()
+		timers.Wait()
+	}
+	var addrs []string
+	for range 3 {
+		d := newFakeDaemon(t)
+		granted[d] = map[uint64]bool{}
+		t.Cleanup(quiesce) // before the fake stops (cleanups run last-in first-out)
+		d.setHandler(func(fc *fakeConn, m wire.ClientMsg) bool {
+			switch m.T {
+			case wire.TCheckout:
+				m.A = append(json.RawMessage(nil), m.A...) // m aliases the reader's buffer
+				if m.Once {
+					mu.Lock()
+					onceSent++
+					mu.Unlock()
+				}
+				later(60*time.Millisecond, func() {
+					if m.Once {
+						d.grant(fc, m) // answered
+						return
+					}
+					d.mu.Lock()
+					d.nextCo++
+					co := d.nextCo
+					d.mu.Unlock()
+					mu.Lock()
+					granted[d][co] = true // before the client can release it
+					mu.Unlock()
+					fc.send(wire.ClientMsg{T: wire.TGranted, ID: m.ID, Co: co, Worker: "echo-1", PID: 1001, N: 1})
+				})
+			case wire.TPing:
+				later(20*time.Millisecond, func() { d.dflt(fc, m) })
+			case wire.TRelease:
+				mu.Lock()
+				delete(granted[d], m.Co)
+				mu.Unlock()
+			default:
+				return false
+			}
+			return true
+		})
+		addrs = append(addrs, d.addr())
+	}
+	c, err := New(Config{Interface: "echo", Addrs: addrs, Timeout: 10 * time.Second})
+	require.NoError(t, err)
+	c.multi.probeAfter, c.multi.probeTimeout = 10*time.Millisecond, 10*time.Millisecond
+
+	var wg sync.WaitGroup
+	calls := 0
+	for g := range 8 {
+		for i := range 25 {
+			if (g+i)%2 == 0 {
+				calls++
+			}
+		}
+		wg.Go(func() {
+			for i := range 25 {
+				if (g+i)%2 == 0 {
+					var r []any
+					assert.NoError(t, c.Call(context.Background(), "echo", &r, i), "call %d of goroutine %d", i, g)
+					continue
+				}
+				co, err := c.Checkout(context.Background())
+				if assert.NoError(t, err, "checkout %d of goroutine %d", i, g) {
+					co.Release()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	var stalls int64
+	for _, row := range c.Stats().Daemons {
+		stalls += row.Stalls
+	}
+	t.Logf("stalls: %d", stalls)
+	assert.NotZero(t, stalls)
+	quiesce() // every request that reached a fake is answered, late or not
+	mu.Lock()
+	assert.Equal(t, calls, onceSent, "one-shot calls sent, each once: none moved to another daemon")
+	mu.Unlock()
+	defer c.Close()
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, cos := range granted {
+			if len(cos) > 0 {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Second, time.Millisecond, "grants never released")
 }

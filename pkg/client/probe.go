@@ -123,15 +123,19 @@ func (m *multi) attempt(ctx context.Context, d *daemon, keep bool, try func(cont
 func (m *multi) startWatch(d *daemon, cancel context.CancelCauseFunc) *watch {
 	w, _ := m.watches.Get().(*watch)
 	if w == nil {
-		w = &watch{m: m, armed: true}
+		w = &watch{m: m}
 		w.cond.L = &w.mu
-		w.d, w.cancel = d, cancel
-		w.t = time.AfterFunc(m.probeAfter, w.fire)
-		return w
 	}
+	// Under mu, which fire takes first: what is set here happens before it runs.
+	w.mu.Lock()
 	w.d, w.cancel = d, cancel
 	w.armed, w.over, w.stalled = true, false, false
-	w.t.Reset(m.probeAfter)
+	if w.t == nil {
+		w.t = time.AfterFunc(m.probeAfter, w.fire)
+	} else {
+		w.t.Reset(m.probeAfter)
+	}
+	w.mu.Unlock()
 	return w
 }
 
@@ -252,6 +256,8 @@ func (m *multi) runProbe(ctx context.Context, d *daemon, p *probe) {
 	defer m.wg.Done()
 	_, err := d.c.Ping(ctx)
 	p.cancel()
+	// Closing (the Client, or a vanished daemon's backend) is no verdict on the daemon.
+	alive := err == nil || m.ctx.Err() != nil || errors.Is(err, ErrClosed)
 	pr := &d.pr
 	pr.mu.Lock()
 	if pr.cur == p {
@@ -263,12 +269,12 @@ func (m *multi) runProbe(ctx context.Context, d *daemon, p *probe) {
 	subs := p.subs
 	p.subs, p.taken = nil, true
 	pr.mu.Unlock()
-	if err != nil && len(subs) > 0 && m.ctx.Err() == nil {
+	if !alive && len(subs) > 0 {
 		d.stalls.Add(1)
 		m.ban(d)
 	}
 	for _, w := range subs {
-		w.result(err == nil)
+		w.result(alive)
 	}
 	close(p.done)
 }
