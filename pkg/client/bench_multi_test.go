@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
+	"time"
 )
 
 // BenchmarkMultiProbe measures what watching each attempt for a stalled daemon
@@ -55,4 +56,34 @@ func BenchmarkMultiProbe(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkWatch is the watch alone, as an attempt answered within probeAfter pays it:
+// a pooled timer armed and stopped (probe.go); the plain way, a time.AfterFunc per
+// attempt, is the baseline.
+func BenchmarkWatch(b *testing.B) {
+	m := &multi{probeAfter: probeAfter, probeTimeout: probeTimeout}
+	d := &daemon{}
+	b.Run("afterfunc", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			time.AfterFunc(probeAfter, func() { d.stalls.Add(1) }).Stop()
+		}
+	})
+	b.Run("watch", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			m.startWatch(d, nil).stop()
+		}
+	})
+	b.Run("watch+cancel", func(b *testing.B) { // a checkout's: with its context
+		ctx := context.Background()
+		b.ReportAllocs()
+		for b.Loop() {
+			actx, cancel := context.WithCancelCause(ctx)
+			m.startWatch(d, cancel).stop()
+			cancel(nil)
+			_ = actx
+		}
+	})
 }
