@@ -137,12 +137,16 @@ func (c *Client) takeDraining() bool { return c.drainSeen.Swap(false) }
 type DaemonStats struct {
 	Addr        string // the daemon's address, as dialled (a dns:// name's, as resolved)
 	Connected   bool   // a connection to it is up
-	Banned      bool   // skipped for new checkouts for now: it could not be reached, refused one, or said it is draining
+	Banned      bool   // skipped for new checkouts for now: it could not be reached, refused one, said it is draining, or stalled (see Stalls)
 	Vanished    bool   // no longer resolved: no new checkouts; closed once its checkouts end
 	Outstanding int    // checkouts and one-shot calls held or waiting there now
 	Spare       int    // its spare workers (idle, less checkouts queued) as estimated from its reply of the last second; 0 without one
 	Checkouts   int64  // checkouts it granted and one-shot calls it answered
 	Errors      int64  // checkouts and one-shot calls that failed there (a call that raised is not counted)
+	// Stalls counts the times it did not answer a ping (within 1s) sent because a
+	// request had waited 1s there: it accepts requests but does not answer (it may be
+	// stopped or wedged). A stall bans it, and moves the checkouts waiting there.
+	Stalls int64
 }
 
 // multiStats is Client.Stats for a Client of several daemons: the sums of the backends'
@@ -177,6 +181,7 @@ func (m *multi) stats(retries int64) Stats {
 			Spare:       spare,
 			Checkouts:   d.served.Load(),
 			Errors:      d.errs.Load(),
+			Stalls:      d.stalls.Load(),
 		})
 	}
 	return st

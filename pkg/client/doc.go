@@ -71,7 +71,10 @@
 //     (100ms, doubling up to 5s, with jitter); a daemon that says it is draining on a
 //     grant is banned too. When every daemon is banned the bans are ignored: the Client
 //     never stops serving because of them. While every daemon is down, a checkout waits
-//     for one until its deadline, as with one daemon.
+//     for one until its deadline, as with one daemon. A daemon that has left a request
+//     waiting 1s is pinged: if it does not answer within 1s (it is stopped or wedged) it
+//     is banned too (DaemonStats.Stalls), and a checkout waiting there moves to another
+//     daemon; a one-shot call waits on (it may run there) and its error says so.
 //   - Never retried: a call that was sent. Calls on a held Checkout whose daemon is lost
 //     fail with ErrWorkerLost; a one-shot call that may have reached a daemon fails as
 //     with one daemon. CallIdempotent runs such a call again (on any daemon) as before.

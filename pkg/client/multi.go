@@ -24,8 +24,9 @@ import (
 // reached, or that the daemon refuses as shutting down, fails at once (it was not acted
 // on) instead of waiting for the daemon to come back, so that multi can try another.
 
-// Bans: a daemon that could not be reached, or refused a checkout as overloaded, drained
-// or shutting down, gets no new checkouts for banMin, doubling with each failure up to
+// Bans: a daemon that could not be reached, refused a checkout as overloaded, drained
+// or shutting down, or did not answer a ping while a request waited there (probe.go),
+// gets no new checkouts for banMin, doubling with each failure up to
 // banMax, plus up to half again of jitter; a checkout it serves lifts its ban.
 const (
 	banMin = 100 * time.Millisecond
@@ -59,6 +60,11 @@ type multi struct {
 	res     *resolver      // nil without dns:// or dns+srv:// addresses
 	slots   slots          // Config.MaxWorkers, for all daemons together
 
+	// probeAfter and probeTimeout are the constants of the same names (probe.go); a test
+	// may change them before the Client is used (probeAfter <= 0: no probes).
+	probeAfter, probeTimeout time.Duration
+	watches                  sync.Pool // *watch, of attempts that were not probed (probe.go)
+
 	// waitCount and waitNanos are Stats.WaitCount and WaitDuration: one wait per request
 	// (do), whichever daemons it tried.
 	waitCount, waitNanos atomic.Int64
@@ -79,6 +85,8 @@ type daemon struct {
 
 	served atomic.Int64 // checkouts granted and one-shot calls answered
 	errs   atomic.Int64 // checkouts and one-shot calls that failed here (not RemoteErrors)
+	stalls atomic.Int64 // probes it did not answer (probe.go)
+	pr     prober       // its probe state (probe.go)
 
 	// Guarded by multi.mu.
 	banUntil time.Time
@@ -123,7 +131,7 @@ func newMulti(cfg Config) (*Client, error) {
 	}
 	p.Close()
 
-	m := &multi{cfg: cfg, addrs: strings.Join(cfg.Addrs, ",")}
+	m := &multi{cfg: cfg, addrs: strings.Join(cfg.Addrs, ","), probeAfter: probeAfter, probeTimeout: probeTimeout}
 	m.slots.max = cfg.MaxWorkers
 	switch {
 	case cfg.Timeout == 0:
@@ -200,7 +208,9 @@ func (m *multi) dropWarm() {
 // or Config.Timeout. Each daemon is tried at most once per round; a round in which every
 // daemon failed in a way that may pass (unreachable, shutting down) is followed by
 // another after a short pause, until the deadline; a round of refusals only
-// (overloaded, drained) ends with the last refusal.
+// (overloaded, drained) ends with the last refusal. An attempt that waits long is
+// watched (probe.go): a checkout waiting on a daemon that does not answer a ping is
+// abandoned there and tried on another, as on an unreachable one; a one-shot call is not.
 //
 // It takes a MaxWorkers slot first, and gives it back when it returns unless keep is set
 // and it succeeded (a checkout: its Release gives it back).
@@ -248,7 +258,7 @@ func (m *multi) do(ctx context.Context, keep bool, try func(context.Context, *Cl
 			continue
 		}
 		tried = append(tried, d)
-		err = try(ctx, d.c)
+		err = m.attempt(ctx, d, keep, try) // try, with a probe if d is slow to answer (probe.go)
 		if err == nil {
 			m.servedBy(d)
 			return nil
@@ -260,6 +270,12 @@ func (m *multi) do(ctx context.Context, keep bool, try func(context.Context, *Cl
 		if errors.Is(err, ErrClosed) && m.ctx.Err() == nil {
 			// A vanished daemon closed just after this checkout picked it (resolve.go):
 			// nothing was sent, and pick skips it from now on.
+			continue
+		}
+		if keep && errors.Is(err, errStalled) && ctx.Err() == nil {
+			// A checkout abandoned on a daemon that did not answer a ping (probe.go),
+			// which banned it: like an unreachable daemon, it may come back.
+			last, again = err, true
 			continue
 		}
 		if !failover(err) || ctx.Err() != nil {
