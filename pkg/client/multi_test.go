@@ -401,3 +401,51 @@ func TestMultiConfig(t *testing.T) {
 	_, err = c.Checkout(context.Background())
 	require.True(t, errors.Is(err, ErrClosed), "%v", err)
 }
+
+// TestMultiIdempotentMoves: a one-shot call marked safe to repeat (CallIdempotent) whose
+// daemon is SIGKILLed while it runs is run again, on the daemon left; a plain Call in the
+// same spot fails with ErrWorkerLost and is not resent.
+func TestMultiIdempotentMoves(t *testing.T) {
+	for _, safe := range []bool{true, false} {
+		t.Run(fmt.Sprintf("idempotent=%v", safe), func(t *testing.T) {
+			ds, _, c := startMulti(t, 2, Config{WarmFor: -1})
+			ctx := context.Background()
+			admins := []*Client{newClient(t, Config{Addr: ds[0].Addr}), newClient(t, Config{Addr: ds[1].Addr})}
+			errc := make(chan error, 1)
+			go func() {
+				var ms int
+				if safe {
+					errc <- c.CallIdempotent(ctx, "sleep", &ms, 2000)
+				} else {
+					errc <- c.Call(ctx, "sleep", &ms, 2000)
+				}
+			}()
+			victim := -1
+			require.Eventually(t, func() bool {
+				for i, a := range admins {
+					st, err := a.DaemonStatus(ctx)
+					if err == nil && len(st.Interfaces) == 1 && st.Interfaces[0].Busy > 0 {
+						victim = i
+						return true
+					}
+				}
+				return false
+			}, 10*time.Second, 5*time.Millisecond, "the call runs on a daemon")
+			before, err := admins[1-victim].DaemonStatus(ctx)
+			require.NoError(t, err)
+			require.NoError(t, ds[victim].Signal(syscall.SIGKILL))
+			err = <-errc
+			after, err2 := admins[1-victim].DaemonStatus(ctx)
+			require.NoError(t, err2)
+			if safe {
+				require.NoError(t, err, "run again on the other daemon")
+				assert.EqualValues(t, 1, c.Stats().Retries)
+				assert.Equal(t, before.Interfaces[0].Checkouts+1, after.Interfaces[0].Checkouts, "the other daemon ran it")
+			} else {
+				require.ErrorIs(t, err, ErrWorkerLost)
+				assert.Zero(t, c.Stats().Retries)
+				assert.Equal(t, before.Interfaces[0].Checkouts, after.Interfaces[0].Checkouts, "not resent to the other daemon")
+			}
+		})
+	}
+}
