@@ -64,6 +64,7 @@ type held struct {
 	lostCalled bool
 	done       func(LeaseEnd) // EndLease's or InterruptLease's: called once, when it ended
 	ending     bool           // "end" was sent
+	endAsked   time.Time      // when EndLease asked for the end
 	// Set by an interrupt: the worker serves no more calls, and is killed unless the
 	// lease ends within cancel_grace.
 	interrupted error
@@ -153,6 +154,7 @@ func (w *Worker) EndLease(done func(LeaseEnd)) {
 	h.done = done
 	send := !h.ending
 	h.ending = true
+	h.endAsked = time.Now()
 	if h.interrupted == nil {
 		h.endWatch = time.AfterFunc(endWatchEvery, func() { d.watchEnd(h) })
 	}
@@ -170,8 +172,9 @@ const endWatchEvery = 100 * time.Millisecond
 // call running as far as the stats page could say, but a call it had written may have
 // started just then: the worker finishes a call it has read before it ends the lease,
 // and nobody waits for that call. So a call seen running on the lease interrupts it
-// (cancel, cancel_grace, kill), as a release with a call running does; else the timer
-// looks again later.
+// (cancel, cancel_grace, kill), as a release with a call running does; so does a lease
+// that has not ended within call_timeout (when one is set); else the timer looks again
+// later.
 func (d *direct) watchEnd(h *held) {
 	d.mu.Lock()
 	if d.cur != h || h.interrupted != nil || d.page == nil {
@@ -180,8 +183,18 @@ func (d *direct) watchEnd(h *held) {
 	}
 	s, _ := d.page.Read()
 	if s.CurID == 0 || s.Lease != h.id {
-		h.endWatch.Reset(endWatchEvery)
+		limit := d.w.c.callTimeoutNow()
+		if limit <= 0 || time.Since(h.endAsked) < limit {
+			h.endWatch.Reset(endWatchEvery)
+			d.mu.Unlock()
+			return
+		}
+		// No "ended" within call_timeout: its done hook hangs (or it lost the "end").
+		// Waiting on would keep the worker from the pool for ever; in a relayed checkout
+		// the done hook would hold up the next checkout's first call, which call_timeout
+		// bounds the same way.
 		d.mu.Unlock()
+		d.w.InterruptLease(fmt.Errorf("its lease did not end within call_timeout (%s) after its checkout was released: it never answered \"end\" (a done hook that hangs?)", limit), nil)
 		return
 	}
 	d.mu.Unlock()

@@ -482,3 +482,32 @@ func TestDirectReleasedWithCallUnread(t *testing.T) {
 		})
 	}
 }
+
+// TestDirectEndBounded: a worker that never answers "end" after a release (its done hook
+// hangs) is not kept from the pool for ever: after call_timeout taskd interrupts the lease
+// (cancel_grace, then kill), and the pool's slot serves the next checkout. Without
+// call_timeout nothing bounds it, as in a relayed checkout.
+func TestDirectEndBounded(t *testing.T) {
+	lw := taskdtest.Binary(t, "internal/taskdtest/leaseworker")
+	d := taskdtest.Start(t, fmt.Sprintf("interfaces:\n  hang:\n    command: [%q]\n    min_idle: 1\n    max_workers: 1\n"+
+		"    call_timeout: 300ms\n    cancel_grace: 100ms\n    env: {LEASEWORKER_HANG_END: \"1\"}\n", lw))
+	ctx := context.Background()
+	c := newClient(t, Config{Addr: d.Addr, Interface: "hang"})
+	co, err := c.Checkout(ctx)
+	require.NoError(t, err)
+	require.NotNil(t, co.pair)
+	var pid int
+	require.NoError(t, co.Call(ctx, "pid", &pid))
+	co.Release()
+	taskdtest.RequireGone(t, []int{pid}, 10*time.Second)
+
+	co, err = c.Checkout(ctx)
+	require.NoError(t, err, "the pool slot (max_workers: 1) is free again")
+	var pid2 int
+	require.NoError(t, co.Call(ctx, "pid", &pid2))
+	assert.NotEqual(t, pid, pid2)
+	st, err := c.DaemonStatus(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1), st.Interfaces[0].Exits["killed"], "exits: %v", st.Interfaces[0].Exits)
+	co.Abort(errors.New("done")) // its end would hang too
+}

@@ -10,7 +10,9 @@
 // that does not speak leases, for the fallback tests). With LEASEWORKER_SLOW_LEASE_MS=N it
 // is a slow reader of its lease that finishes what it read: it waits N ms before reading
 // a lease that has data, then runs the calls it read before it looks at control (an "end"
-// that came meanwhile waits for them), as the protocol allows. Methods: echo and "" (return the
+// that came meanwhile waits for them), as the protocol allows. With LEASEWORKER_HANG_END
+// set it never answers "end" (a done hook that hangs), for the tests of taskd's bound on
+// ending a lease. Methods: echo and "" (return the
 // arguments), fail [msg] (err TestError), pid, sleep [ms] (returns ms), spin (never
 // returns), log [msg] (one log record), lease (the number of the lease the
 // call came on, 0 for stdin), dones (done hooks run so far), bye (asks to be retired on
@@ -30,6 +32,9 @@ import (
 
 	"github.com/taskd-dev/taskd/internal/lease"
 )
+
+// hangEnd: LEASEWORKER_HANG_END is set.
+var hangEnd = os.Getenv("LEASEWORKER_HANG_END") != ""
 
 type msg struct {
 	T  string            `json:"t"`
@@ -210,6 +215,8 @@ func (w *worker) control(block bool) bool {
 		case err == nil && m.T == lease.TLease && fd >= 0 && w.cur == nil:
 			w.cur, w.leaseID, w.errs = &stream{fd: fd, out: fd}, m.ID, 0
 			fd = -1
+		case err == nil && m.T == lease.TEnd && w.cur != nil && m.ID == w.leaseID && hangEnd:
+			// Never answered: taskd's bound ends it.
 		case err == nil && m.T == lease.TEnd && w.cur != nil && m.ID == w.leaseID:
 			unix.Close(w.cur.fd) // unread calls are dropped with it
 			w.cur = nil
