@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -66,40 +65,8 @@ func daemonOf(ds []*taskdtest.Daemon, pid int) int {
 // Client's own per-daemon rows agree).
 func TestMultiSpread(t *testing.T) {
 	ds, _, c := startMulti(t, 3, Config{})
-	ctx := context.Background()
 	const goroutines, each = 9, 40
-	var mu sync.Mutex
-	per := make([]int, len(ds))
-	var wg sync.WaitGroup
-	errs := make(chan error, goroutines)
-	for range goroutines {
-		wg.Go(func() {
-			for range each {
-				co, err := c.Checkout(ctx)
-				if err != nil {
-					errs <- err
-					return
-				}
-				var ms int
-				if err := co.Call(ctx, "sleep", &ms, 2); err != nil {
-					errs <- err
-					return
-				}
-				i := daemonOf(ds, co.Worker().PID)
-				co.Release()
-				mu.Lock()
-				if i >= 0 {
-					per[i]++
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
+	per, _ := spreadLoad(t, c, ds, goroutines, each, 2)
 	total := goroutines * each
 	st := c.Stats()
 	require.Len(t, st.Daemons, 3)
